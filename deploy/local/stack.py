@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""Run fedbus's local infrastructure as plain processes: Kafka (KRaft), MinIO, PostgreSQL.
+
+Standard library only, so it runs before the project's virtualenv exists.
+
+    python3 deploy/local/stack.py up [kafka|minio|postgres ...]
+    python3 deploy/local/stack.py down | status | clean | env
+
+Binaries and jars are built once into ``$FEDBUS_CACHE_DIR`` (default ``~/.cache/fedbus``);
+data, logs and pid files live under ``$FEDBUS_STATE_DIR`` (default ``<repo>/.fedbus``).
+``up`` writes ``<repo>/.env`` with the ``FEDBUS_*`` settings the services and tests read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+KAFKA_VERSION = "4.1.1"
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"  # MinIO master of 2026-02-12
+POSTGRES_MAJOR = "15"  # Debian 12's postgresql package
+
+CACHE = Path(os.environ.get("FEDBUS_CACHE_DIR", Path.home() / ".cache" / "fedbus"))
+STATE = Path(os.environ.get("FEDBUS_STATE_DIR", REPO / ".fedbus"))
+LOGS = STATE / "logs"
+RUN = STATE / "run"
+
+PORTS = {
+    "kafka": int(os.environ.get("FEDBUS_KAFKA_PORT", "19092")),
+    "kafka-controller": int(os.environ.get("FEDBUS_KAFKA_CONTROLLER_PORT", "19093")),
+    "minio": int(os.environ.get("FEDBUS_MINIO_PORT", "19000")),
+    "minio-console": int(os.environ.get("FEDBUS_MINIO_CONSOLE_PORT", "19001")),
+    "postgres": int(os.environ.get("FEDBUS_POSTGRES_PORT", "15432")),
+}
+START_TIMEOUT_S = float(os.environ.get("FEDBUS_START_TIMEOUT_S", "120"))
+
+
+class StackError(Exception):
+    """One clear line for the user: which component, what went wrong, where the log is."""
+
+
+def say(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) counts as dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(name: str) -> int | None:
+    path = RUN / f"{name}.pid"
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def need_tool(component: str, tool: str, hint: str) -> str:
+    found = shutil.which(tool)
+    if not found:
+        raise StackError(f"{component}: `{tool}` not found on PATH; {hint}")
+    return found
+
+
+def run_logged(component: str, cmd: list[str], log: Path, **kw: object) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise StackError(
+            f"{component}: `{cmd[0]}` failed (exit {proc.returncode}); see {log}\n{tail(log)}"
+        )
+
+
+def wait_until(component: str, ready: Callable[[], bool], pid: int | None, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if pid is not None and not pid_alive(pid):
+            raise StackError(f"{component}: process exited during start; see {log}\n{tail(log)}")
+        time.sleep(0.3)
+    raise StackError(f"{component}: not ready after {START_TIMEOUT_S:.0f}s; see {log}\n{tail(log)}")
+
+
+def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    log = LOGS / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(
+            f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode()
+        )
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=STATE,
+        )
+    (RUN / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def check_port_free(component: str, port: int) -> None:
+    if port_open(port):
+        raise StackError(
+            f"{component}: port {port} is already in use by another process; "
+            f"stop it or set FEDBUS_{component.upper().replace('-', '_')}_PORT"
+        )
+
+
+def stop_pid(name: str, pid: int, timeout_s: float = 30.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        say(f"{name}: did not stop in {timeout_s:.0f}s, killing")
+        os.killpg(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- secrets / env
+
+
+def credentials() -> dict[str, str]:
+    """Generated once per state directory; never committed, never a default."""
+    path = STATE / "secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    STATE.mkdir(parents=True, exist_ok=True)
+    creds = {
+        "minio_user": "fedbus-" + secrets.token_hex(4),
+        "minio_password": secrets.token_urlsafe(24),
+        "postgres_password": secrets.token_urlsafe(24),
+    }
+    path.write_text(json.dumps(creds, indent=2))
+    path.chmod(0o600)
+    return creds
+
+
+def env_lines() -> list[str]:
+    c = credentials()
+    pg = f"postgresql://fedbus:{c['postgres_password']}@127.0.0.1:{PORTS['postgres']}/fedbus"
+    return [
+        "# Written by `make up` (deploy/local/stack.py). Local development only; do not commit.",
+        "FEDBUS_ENV=development",
+        f"FEDBUS_STATE_DIR={STATE}",
+        f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
+        "FEDBUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+        f"FEDBUS_MINIO_ENDPOINT=http://127.0.0.1:{PORTS['minio']}",
+        f"FEDBUS_MINIO_ACCESS_KEY={c['minio_user']}",
+        f"FEDBUS_MINIO_SECRET_KEY={c['minio_password']}",
+        "FEDBUS_MINIO_BUCKET=fedbus",
+        f"FEDBUS_POSTGRES_DSN={pg}",
+        "FEDBUS_LOG_LEVEL=INFO",
+    ]
+
+
+def write_env() -> Path:
+    path = REPO / ".env"
+    path.write_text("\n".join(env_lines()) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def kafka_libs() -> Path:
+    home = CACHE / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    marker = home / ".complete"
+    if marker.exists():
+        return libs
+    need_tool("kafka", "java", "install a JDK 17+ (apt-get install -y openjdk-17-jre-headless)")
+    mvn = need_tool("kafka", "mvn", "install Maven (apt-get install -y maven)")
+    say(f"kafka: resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs}")
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "kafka" / "pom.xml", home / "pom.xml")
+    if libs.exists():
+        shutil.rmtree(libs)
+    run_logged(
+        "kafka",
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        CACHE / "logs" / f"kafka-{KAFKA_VERSION}-fetch.log",
+    )
+    marker.write_text(KAFKA_VERSION)
+    return libs
+
+
+def kafka_ready(log: Path, since: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        if not port_open(PORTS["kafka"]):
+            return False
+        with log.open("rb") as f:
+            f.seek(since)
+            return b"Kafka Server started" in f.read()
+
+    return ready
+
+
+def kafka_up() -> None:
+    libs = kafka_libs()
+    java = need_tool("kafka", "java", "install a JDK 17+")
+    data = STATE / "kafka" / "data"
+    conf = STATE / "kafka" / "server.properties"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    text = (HERE / "kafka" / "server.properties.in").read_text()
+    for key, val in {
+        "KAFKA_PORT": PORTS["kafka"],
+        "KAFKA_CONTROLLER_PORT": PORTS["kafka-controller"],
+        "KAFKA_DATA": data,
+    }.items():
+        text = text.replace(f"@{key}@", str(val))
+    conf.write_text(text)
+    cp = ["-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={HERE / 'kafka' / 'log4j2.properties'}"]
+    log = LOGS / "kafka.log"
+    if not (data / "meta.properties").exists():
+        cluster_id_file = STATE / "kafka" / "cluster-id"
+        if not cluster_id_file.exists():
+            out = subprocess.run(
+                [java, *cp, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode != 0:
+                raise StackError(
+                    f"kafka: StorageTool random-uuid failed: {out.stderr.strip()[-500:]}"
+                )
+            cluster_id_file.write_text(out.stdout.strip().splitlines()[-1])
+        say("kafka: formatting storage (first start)")
+        run_logged(
+            "kafka",
+            [
+                java,
+                *cp,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id_file.read_text().strip(),
+                "-c",
+                str(conf),
+                "--standalone",
+            ],
+            log,
+        )
+    for port in ("kafka", "kafka-controller"):
+        check_port_free(port, PORTS[port])
+    since = log.stat().st_size if log.exists() else 0
+    heap = os.environ.get("FEDBUS_KAFKA_HEAP", "-Xms256m -Xmx1g").split()
+    pid = spawn(
+        "kafka",
+        [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true", *cp, "kafka.Kafka", str(conf)],
+    )
+    wait_until("kafka", kafka_ready(log, since), pid, log)
+
+
+# --------------------------------------------------------------------------- MinIO
+
+
+def minio_bin() -> Path:
+    path = CACHE / f"minio-{MINIO_VERSION}" / "bin" / "minio"
+    if path.exists():
+        return path
+    go = need_tool("minio", "go", "install Go 1.24+ (https://go.dev/doc/install or apt)")
+    say(
+        f"minio: building {MINIO_MODULE}@{MINIO_VERSION} with `go install` "
+        "(first time: several minutes)"
+    )
+    env = dict(os.environ, GOBIN=str(path.parent), CGO_ENABLED="0")
+    run_logged(
+        "minio",
+        [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+        CACHE / "logs" / f"minio-{MINIO_VERSION}-build.log",
+        env=env,
+    )
+    return path
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def minio_up() -> None:
+    binary = minio_bin()
+    for port in ("minio", "minio-console"):
+        check_port_free(port, PORTS[port])
+    c = credentials()
+    env = dict(
+        os.environ,
+        MINIO_ROOT_USER=c["minio_user"],
+        MINIO_ROOT_PASSWORD=c["minio_password"],
+        MINIO_BROWSER="off",
+        MINIO_UPDATE="off",
+    )
+    (STATE / "minio").mkdir(parents=True, exist_ok=True)
+    pid = spawn(
+        "minio",
+        [
+            str(binary),
+            "server",
+            str(STATE / "minio"),
+            "--address",
+            f"127.0.0.1:{PORTS['minio']}",
+            "--console-address",
+            f"127.0.0.1:{PORTS['minio-console']}",
+            "--quiet",
+        ],
+        env,
+    )
+    url = f"http://127.0.0.1:{PORTS['minio']}/minio/health/live"
+    wait_until("minio", lambda: http_ok(url), pid, LOGS / "minio.log")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), reverse=True)
+    if not candidates:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise StackError(
+                "postgres: server not installed; run `sudo apt-get install -y postgresql`"
+            )
+        say("postgres: installing Debian's postgresql package")
+        log = CACHE / "logs" / "postgres-apt.log"
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run_logged("postgres", ["apt-get", "update", "-q"], log, env=env)
+        run_logged(
+            "postgres",
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
+            log,
+            env=env,
+        )
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), reverse=True)
+    return candidates[0].parent
+
+
+def as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root; drop to the packaged `postgres` user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def pg_ready(bindir: Path) -> Callable[[], bool]:
+    def ready() -> bool:
+        cmd = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(PORTS["postgres"])]
+        return subprocess.run(cmd, check=False).returncode == 0
+
+    return ready
+
+
+def pg_init(bindir: Path, data: Path, log: Path) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        probe = subprocess.run(as_postgres(["test", "-w", str(data)]), check=False)
+        if probe.returncode != 0:
+            raise StackError(
+                f"postgres: the `postgres` user cannot reach {data}; "
+                "set FEDBUS_STATE_DIR to a directory it can traverse (e.g. under /tmp)"
+            )
+    data.chmod(0o700)
+    pwfile = STATE / "run" / "pg-pw"
+    pwfile.parent.mkdir(parents=True, exist_ok=True)
+    pwfile.write_text(credentials()["postgres_password"])
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
+    say("postgres: initdb (first start)")
+    run_logged(
+        "postgres",
+        as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        log,
+    )
+    pwfile.unlink()
+
+
+def pg_bootstrap(bindir: Path, log: Path) -> None:
+    """Create the fedbus role and database (idempotent)."""
+    pw = credentials()["postgres_password"].replace("'", "''")
+    sock = str(STATE / "run")
+    psql = as_postgres(
+        [
+            str(bindir / "psql"),
+            "-h",
+            sock,
+            "-p",
+            str(PORTS["postgres"]),
+            "-U",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-d",
+            "postgres",
+            "-c",
+        ]
+    )
+    run_logged(
+        "postgres",
+        [
+            *psql,
+            f"""DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fedbus') THEN
+        CREATE ROLE fedbus LOGIN PASSWORD '{pw}';
+      ELSE ALTER ROLE fedbus PASSWORD '{pw}'; END IF; END $$;""",
+        ],
+        log,
+    )
+    exists = subprocess.run(
+        [*psql, "SELECT 1 FROM pg_database WHERE datname='fedbus'", "-tA"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if exists.stdout.strip() != "1":
+        run_logged("postgres", [*psql, "CREATE DATABASE fedbus OWNER fedbus"], log)
+
+
+def postgres_up() -> None:
+    bindir = pg_bindir()
+    data = STATE / "postgres" / "data"
+    log = LOGS / "postgres.log"
+    RUN.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        for d in (STATE / "postgres", RUN, LOGS):
+            d.mkdir(parents=True, exist_ok=True)
+            if d != LOGS:
+                shutil.chown(d, "postgres", "postgres")
+        log.touch()
+        shutil.chown(log, "postgres", "postgres")
+    if not (data / "PG_VERSION").exists():
+        pg_init(bindir, data, log)
+    check_port_free("postgres", PORTS["postgres"])
+    opts = f"-p {PORTS['postgres']} -k {RUN} -c listen_addresses=127.0.0.1"
+    run_logged(
+        "postgres",
+        as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT_S)),
+                "start",
+            ]
+        ),
+        LOGS / "postgres-ctl.log",
+    )
+    wait_until("postgres", pg_ready(bindir), None, log)
+    pid_line = (data / "postmaster.pid").read_text().splitlines()[0]
+    (RUN / "postgres.pid").write_text(pid_line)
+    pg_bootstrap(bindir, LOGS / "postgres-ctl.log")
+
+
+def postgres_down(pid: int) -> None:
+    bindir = pg_bindir()
+    data = STATE / "postgres" / "data"
+    cmd = as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+    if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+        stop_pid("postgres", pid)
+
+
+# --------------------------------------------------------------------------- commands
+
+COMPONENTS: dict[str, Callable[[], None]] = {
+    "kafka": kafka_up,
+    "minio": minio_up,
+    "postgres": postgres_up,
+}
+HEALTH: dict[str, Callable[[], bool]] = {
+    "kafka": lambda: port_open(PORTS["kafka"]),
+    "minio": lambda: http_ok(f"http://127.0.0.1:{PORTS['minio']}/minio/health/live"),
+    "postgres": lambda: port_open(PORTS["postgres"]),
+}
+
+
+def cmd_up(names: list[str]) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        pid = read_pid(name)
+        if pid is not None and HEALTH[name]():
+            say(f"{name}: already running (pid {pid})")
+            continue
+        if pid is not None:
+            raise StackError(
+                f"{name}: pid {pid} is alive but not answering; see {LOGS / (name + '.log')}"
+            )
+        t0 = time.monotonic()
+        COMPONENTS[name]()
+        say(
+            f"{name}: up in {time.monotonic() - t0:.1f}s "
+            f"(pid {read_pid(name)}, log {LOGS / (name + '.log')})"
+        )
+    say(f"wrote {write_env()}")
+
+
+def cmd_down(names: list[str]) -> None:
+    for name in reversed(names):
+        pid = read_pid(name)
+        if pid is None:
+            say(f"{name}: not running")
+            continue
+        if name == "postgres":
+            postgres_down(pid)
+        else:
+            stop_pid(name, pid)
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
+        say(f"{name}: stopped (data kept under {STATE})")
+
+
+def cmd_status(names: list[str]) -> int:
+    bad = 0
+    for name in names:
+        pid = read_pid(name)
+        healthy = pid is not None and HEALTH[name]()
+        state = "healthy" if healthy else ("running, not answering" if pid else "stopped")
+        port = PORTS[name]
+        print(
+            f"{name:9} {state:24} pid={pid or '-':<8} 127.0.0.1:{port}  "
+            f"log={LOGS / (name + '.log')}"
+        )
+        bad += 0 if healthy else 1
+    return 1 if bad else 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"up", "down", "status", "clean", "env"}:
+        print(__doc__)
+        return 2
+    cmd, names = argv[0], argv[1:] or list(COMPONENTS)
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        print(f"unknown component(s): {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
+        return 2
+    try:
+        if cmd == "up":
+            cmd_up(names)
+        elif cmd == "down":
+            cmd_down(names)
+        elif cmd == "status":
+            return cmd_status(names)
+        elif cmd == "env":
+            print("\n".join(env_lines()))
+        elif cmd == "clean":
+            cmd_down(list(COMPONENTS))
+            shutil.rmtree(STATE, ignore_errors=True)
+            (REPO / ".env").unlink(missing_ok=True)
+            say(f"removed {STATE} and .env (caches under {CACHE} kept)")
+    except StackError as exc:
+        print(f"[stack] ERROR {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

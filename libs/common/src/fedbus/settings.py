@@ -1,0 +1,156 @@
+"""Configuration shared by every fedbus process, read from ``FEDBUS_*`` environment variables.
+
+``make up`` writes a ``.env`` file at the repository root with the local stack's endpoints and
+generated credentials; :func:`load_settings` reads it too (real environment variables win).
+Each service subclasses :class:`FedbusSettings` with its own fields and builds it through
+:func:`load_settings`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "Environment",
+    "FedbusSettings",
+    "InsecureSettingsError",
+    "KafkaSecurityProtocol",
+    "load_settings",
+]
+
+S = TypeVar("S", bound="FedbusSettings")
+
+
+class Environment(StrEnum):
+    """Where the process runs; outside ``development`` and ``test`` insecure values are refused."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class KafkaSecurityProtocol(StrEnum):
+    """Kafka's ``security.protocol`` values."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class InsecureSettingsError(ValueError):
+    """Raised when a production process is configured with an insecure value."""
+
+
+class FedbusSettings(BaseSettings):
+    """Settings every fedbus process shares: Kafka, MinIO, PostgreSQL, telemetry, logging."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDBUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    service_name: str = "fedbus"
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    minio_endpoint: str = "http://127.0.0.1:19000"
+    minio_access_key: str = ""
+    minio_secret_key: SecretStr = SecretStr("")
+    minio_bucket: str = "fedbus"
+    minio_ca_file: Path | None = None
+    minio_region: str = "us-east-1"
+
+    postgres_dsn: SecretStr = SecretStr("")
+
+    otel_exporter_otlp_endpoint: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_outside_development(self) -> FedbusSettings:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        problems = self.insecure_values()
+        if problems:
+            raise InsecureSettingsError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    def insecure_values(self) -> list[str]:
+        """List what would be insecure in production (plaintext transport, empty secrets)."""
+        problems = []
+        if self.kafka_security_protocol in {
+            KafkaSecurityProtocol.PLAINTEXT,
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+        }:
+            problems.append(f"Kafka security protocol is {self.kafka_security_protocol.value}")
+        if not self.minio_endpoint.startswith("https://"):
+            problems.append("MinIO endpoint is not https")
+        if not self.minio_secret_key.get_secret_value():
+            problems.append("MinIO secret key is empty")
+        if not self.postgres_dsn.get_secret_value():
+            problems.append("PostgreSQL DSN is empty")
+        return problems
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection keyword arguments for aiokafka clients (security, SASL, TLS)."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol.value,
+        }
+        if self.kafka_security_protocol in {
+            KafkaSecurityProtocol.SSL,
+            KafkaSecurityProtocol.SASL_SSL,
+        }:
+            opts["ssl_context"] = self._kafka_ssl_context()
+        if self.kafka_sasl_mechanism:
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            password = self.kafka_sasl_password
+            opts["sasl_plain_password"] = password.get_secret_value() if password else None
+        return opts
+
+    def _kafka_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+        )
+        if self.kafka_ssl_certfile:
+            keyfile = str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None
+            ctx.load_cert_chain(str(self.kafka_ssl_certfile), keyfile)
+        return ctx
+
+
+def load_settings(cls: type[S] = FedbusSettings, /, **overrides: Any) -> S:  # type: ignore[assignment]
+    """Build settings from the environment and the ``.env`` file.
+
+    The ``.env`` path is ``$FEDBUS_ENV_FILE`` if set, else ``.env`` in the working directory,
+    else the nearest ``.env`` in a parent directory (so tests run from any sub-folder).
+    """
+    return cls(_env_file=_find_env_file(), **overrides)  # type: ignore[call-arg]
+
+
+def _find_env_file() -> Path | None:
+    explicit = os.environ.get("FEDBUS_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        candidate = folder / ".env"
+        if candidate.is_file():
+            return candidate
+    return None

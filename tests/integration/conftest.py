@@ -1,0 +1,50 @@
+"""Fixtures for integration tests: the real local stack started by `make up`.
+
+Every test here is marked ``integration``. They talk to a real Kafka broker, a real MinIO and a
+real PostgreSQL; when one is not answering the test fails with the command that starts it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from fedbus.settings import FedbusSettings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def settings() -> FedbusSettings:
+    """Settings from the `.env` that `make up` wrote; fails clearly when the stack is down."""
+    env_file = REPO / ".env"
+    if not env_file.exists():
+        pytest.fail(f"{env_file} missing: start the local stack with `make up`")
+    cfg = load_settings()
+    kafka_host, kafka_port = cfg.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
+    minio = urlparse(cfg.minio_endpoint)
+    pg = urlparse(cfg.postgres_dsn.get_secret_value())
+    for name, host, port in [
+        ("kafka", kafka_host, int(kafka_port)),
+        ("minio", minio.hostname or "127.0.0.1", minio.port or 80),
+        ("postgres", pg.hostname or "127.0.0.1", pg.port or 5432),
+    ]:
+        if not _answers(host, port):
+            pytest.fail(f"{name} is not answering on {host}:{port}: run `make up`")
+    return cfg
