@@ -1,0 +1,30 @@
+"""Kafka delivery for fedbus events: producer, consumer runner, topic catalog, in-memory bus.
+
+>>> from fedbus.bus import ConsumerRunner, EventProducer, InMemoryBus, ensure_topics
+"""
+
+from fedbus.bus.consumer import ConsumerRunner, Handler, RetryPolicy, consumer_options
+from fedbus.bus.idempotency import (
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    PostgresIdempotencyStore,
+)
+from fedbus.bus.memory import InMemoryBus
+from fedbus.bus.producer import EventProducer, Publisher, producer_options
+from fedbus.bus.topics import dlq_topic, ensure_topics
+
+__all__ = [
+    "ConsumerRunner",
+    "EventProducer",
+    "Handler",
+    "IdempotencyStore",
+    "InMemoryBus",
+    "InMemoryIdempotencyStore",
+    "PostgresIdempotencyStore",
+    "Publisher",
+    "RetryPolicy",
+    "consumer_options",
+    "dlq_topic",
+    "ensure_topics",
+    "producer_options",
+]

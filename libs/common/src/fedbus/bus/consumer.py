@@ -1,0 +1,269 @@
+"""The consumer runner: decode, deduplicate, handle with retries, publish, then commit.
+
+Delivery rules, in the order the runner applies them to each record:
+
+1. A record larger than ``max_event_bytes``, one that cannot be decoded or validated, or one
+   whose event ``type`` does not belong on its topic goes to ``<topic>.dlq`` with the reason.
+2. An event id the consumer group already handled is skipped (redelivery after a crash).
+3. The handler runs; :class:`~fedbus.errors.RetryableError` is retried with bounded
+   exponential backoff, :class:`~fedbus.errors.NonRetryableError` (or retries spent) sends the
+   record to the dead-letter topic; any other exception crashes the process, uncommitted.
+4. The events the handler returned are published and acknowledged, the event id is recorded,
+   and only then is the offset committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_event
+from fedbus.bus.idempotency import IdempotencyStore
+from fedbus.bus.producer import Publisher
+from fedbus.bus.topics import dlq_topic
+from fedbus.bus.tracing import consume_span
+from fedbus.errors import NonRetryableError, RetryableError
+from fedbus.events import DecodeFailure
+from fedbus.settings import FedbusSettings
+
+__all__ = ["ConsumerRunner", "Handler", "RawPublisher", "RetryPolicy", "consumer_options"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[Sequence[Event] | None]]
+
+HANDLED = Counter(
+    "fedbus_events_consumed_total", "Events consumed, by outcome", ["topic", "outcome"]
+)
+HANDLE_SECONDS = Histogram("fedbus_event_handle_seconds", "Handler duration", ["topic"])
+
+
+class RawPublisher(Publisher, Protocol):
+    """A publisher that can also put raw bytes on a topic (dead letters)."""
+
+    async def publish_raw(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Publish ``value`` as it is."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff for :class:`~fedbus.errors.RetryableError`."""
+
+    attempts: int = 5
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+
+
+def consumer_options(settings: FedbusSettings, *, group_id: str) -> dict[str, Any]:
+    """Every aiokafka consumer option that matters, set explicitly.
+
+    aiokafka defaults to auto-commit, ``latest`` and ``read_uncommitted``; fedbus commits
+    only after handling, starts new groups at the beginning, and never reads aborted data.
+    """
+    return {
+        **settings.kafka_client_options(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 500,
+        "max_poll_interval_ms": 30 * 60_000,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "fetch_max_wait_ms": 100,
+    }
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+    attempts: int
+
+
+class ConsumerRunner:
+    """Runs handlers over Kafka topics with at-least-once delivery and idempotent handling.
+
+    Parameters
+    ----------
+    settings
+        Connection settings.
+    group_id
+        The consumer group; also the namespace of the idempotency records.
+    handlers
+        The routing table: event class -> ``async def handler(event) -> list[Event] | None``.
+    topics
+        Topics to subscribe to; by default the ``type`` of every handled event.
+    producer
+        Publishes handler output and dead letters.
+    idempotency
+        Remembers handled event ids.
+    """
+
+    def __init__(
+        self,
+        settings: FedbusSettings,
+        *,
+        group_id: str,
+        handlers: Mapping[type[Event], Handler],
+        producer: RawPublisher,
+        idempotency: IdempotencyStore,
+        topics: Sequence[str] | None = None,
+        retry: RetryPolicy | None = None,
+        max_event_bytes: int = 1024 * 1024,
+        commit_interval_s: float = 0.0,
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._topics = list(topics or sorted({_event_type(cls) for cls in handlers}))
+        self._group = group_id
+        self._producer = producer
+        self._idempotency = idempotency
+        self._retry = retry or RetryPolicy()
+        self._max_bytes = max_event_bytes
+        self._commit_interval_s = commit_interval_s
+        self._consumer = AIOKafkaConsumer(
+            *self._topics, **consumer_options(settings, group_id=group_id)
+        )
+        self._pending: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._stopping = asyncio.Event()
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this runner subscribes to."""
+        return list(self._topics)
+
+    async def start(self) -> None:
+        """Join the consumer group."""
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Commit what was handled and leave the group."""
+        self._stopping.set()
+        await self._commit(force=True)
+        await self._consumer.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`request_stop`; handles each partition's records in order."""
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    await self.handle_record(record)
+                    self._pending[tp] = record.offset + 1
+            await self._commit()
+
+    async def _commit(self, *, force: bool = False) -> None:
+        due = time.monotonic() - self._last_commit >= self._commit_interval_s
+        if self._pending and (force or due):
+            await self._consumer.commit(dict(self._pending))
+            self._pending.clear()
+            self._last_commit = time.monotonic()
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> str:
+        """Apply the delivery rules to one record; returns the outcome label."""
+        event_or_error = self._decode(record)
+        if isinstance(event_or_error, _Failure):
+            await self._dead_letter(record, event_or_error)
+            return self._count(record.topic, "dead_lettered")
+        event = event_or_error
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return self._count(record.topic, "ignored")
+        if await self._idempotency.seen(self._group, event.event_id):
+            log.info("skipping redelivered event %s on %s", event.event_id, record.topic)
+            return self._count(record.topic, "duplicate")
+        with consume_span(record.topic, record.headers), HANDLE_SECONDS.labels(record.topic).time():
+            failure = await self._handle_with_retries(handler, event)
+        if failure is not None:
+            await self._dead_letter(record, failure)
+            return self._count(record.topic, "dead_lettered")
+        await self._idempotency.remember(self._group, event.event_id)
+        return self._count(record.topic, "handled")
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Event | _Failure:
+        raw = record.value or b""
+        if len(raw) > self._max_bytes:
+            problem = f"{len(raw)} bytes exceed the limit of {self._max_bytes}"
+            return _Failure(EventDecodeError(DecodeFailure.OVERSIZED, [problem]), 0)
+        try:
+            event = decode_event(raw)
+        except EventDecodeError as exc:
+            return _Failure(exc, 0)
+        if event.type != record.topic:
+            problem = f"type: {event.type!r} events do not belong on topic {record.topic!r}"
+            err = EventDecodeError(DecodeFailure.SCHEMA_VIOLATION, [problem], event_type=event.type)
+            return _Failure(err, 0)
+        return event
+
+    async def _handle_with_retries(self, handler: Handler, event: Event) -> _Failure | None:
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                outputs = await handler(event)
+                if outputs:
+                    await self._producer.publish_many(outputs)
+                return None
+            except NonRetryableError as exc:
+                log.warning("event %s rejected: %s", event.event_id, exc)
+                return _Failure(exc, attempt)
+            except RetryableError as exc:
+                if attempt == self._retry.attempts:
+                    return _Failure(exc, attempt)
+                delay = self._retry.backoff(attempt)
+                log.warning(
+                    "event %s attempt %d failed (%s); retry in %.2fs",
+                    event.event_id,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        return None
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], failure: _Failure) -> None:
+        letter = dead_letter_for(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=list(record.headers or ()),
+            error=failure.error,
+            attempts=failure.attempts,
+            source=self._group,
+        )
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            failure.error,
+        )
+        await self._producer.publish_raw(
+            dlq_topic(record.topic), letter, key=record.key, headers=list(record.headers or ())
+        )
+
+    @staticmethod
+    def _count(topic: str, outcome: str) -> str:
+        HANDLED.labels(topic, outcome).inc()
+        return outcome
+
+
+def _event_type(cls: type[Event]) -> str:
+    return str(cls.model_fields["type"].default)

@@ -1,0 +1,115 @@
+"""Job lifecycle events: requested, accepted or rejected, cancelled, completed or failed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record
+from fedbus.events.records import (
+    JobMode,
+    JobStatus,
+    ModelRef,
+    PrivacyGuarantee,
+    PrivacySpec,
+    StrategySpec,
+    TrainingConfig,
+)
+
+__all__ = [
+    "JobAccepted",
+    "JobCancelRequested",
+    "JobCompleted",
+    "JobFailed",
+    "JobRejected",
+    "JobRequested",
+    "JobSpec",
+    "RejectionReason",
+]
+
+
+class JobSpec(Record):
+    """What to train, on what, and under which privacy rules.
+
+    The model checks types only; semantic rules (``rounds >= 1``, a clipping norm with
+    DP, ...) are orchestration's to check, answering with ``job.rejected``.
+    """
+
+    mode: JobMode
+    model: str
+    dataset: str
+    rounds: Int32
+    clients_per_round: Int32 | None = None
+    client_fraction: float | None = None
+    min_clients: Int32 = 1
+    round_deadline_seconds: Int32 = 600
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    seed: Int64 | None = None
+
+
+class RejectionReason(Record):
+    """One machine-readable reason a job request was refused."""
+
+    code: str
+    field: str | None = None
+    message: str
+
+
+class JobRequested(Event):
+    """Someone asks fedbus to run a training job."""
+
+    type: Literal["job.requested"] = "job.requested"
+    tenant: str
+    idempotency_key: str | None = None
+    spec: JobSpec
+
+
+class JobAccepted(Event):
+    """Orchestration accepted a job; ``spec`` is the effective spec."""
+
+    type: Literal["job.accepted"] = "job.accepted"
+    tenant: str
+    request_event_id: str
+    spec: JobSpec
+
+
+class JobRejected(Event):
+    """Orchestration refused a job request; nothing will run."""
+
+    type: Literal["job.rejected"] = "job.rejected"
+    tenant: str
+    request_event_id: str
+    reasons: list[RejectionReason]
+
+
+class JobCancelRequested(Event):
+    """Someone asks to stop a job; it ends with status ``cancelled``."""
+
+    type: Literal["job.cancel.requested"] = "job.cancel.requested"
+    tenant: str
+    requested_by: str
+    reason: str | None = None
+
+
+class JobCompleted(Event):
+    """A job ended without failing: done, budget exhausted, or cancelled."""
+
+    type: Literal["job.completed"] = "job.completed"
+    status: JobStatus
+    rounds_completed: Int32
+    final_model: ModelRef | None = None
+    metrics: Metrics = Field(default_factory=dict)
+    guarantee: PrivacyGuarantee | None = None
+
+
+class JobFailed(Event):
+    """A job stopped on an error and will not continue."""
+
+    type: Literal["job.failed"] = "job.failed"
+    code: str
+    message: str
+    round: Int32 | None = None
+    rounds_completed: Int32 = 0

@@ -1,0 +1,133 @@
+"""Enums and records shared by several events (Avro named types of the same name)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from fedbus.events.envelope import Int32, Int64, Metrics, Record
+
+__all__ = [
+    "DpUsage",
+    "JobMode",
+    "JobStatus",
+    "ModelRef",
+    "Phase",
+    "PrivacyGuarantee",
+    "PrivacyMode",
+    "PrivacySpec",
+    "Strategy",
+    "StrategySpec",
+    "TrainerStatus",
+    "TrainingConfig",
+]
+
+
+class JobMode(StrEnum):
+    """How a job trains: over many trainers (federated) or on one (centralized)."""
+
+    FEDERATED = "federated"
+    CENTRALIZED = "centralized"
+
+
+class PrivacyMode(StrEnum):
+    """Which differential-privacy guarantee a job asks for."""
+
+    NONE = "none"
+    LOCAL_DP = "local_dp"
+    CENTRAL_DP = "central_dp"
+
+
+class Strategy(StrEnum):
+    """Aggregation strategy."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    TRIMMED_MEAN = "trimmed_mean"
+    MEDIAN = "median"
+    KRUM = "krum"
+
+
+class JobStatus(StrEnum):
+    """How a job ended without failing."""
+
+    COMPLETED = "completed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    CANCELLED = "cancelled"
+
+
+class Phase(StrEnum):
+    """The step a job, round or client is in (``progress`` events)."""
+
+    QUEUED = "queued"
+    SCHEDULING = "scheduling"
+    DOWNLOADING = "downloading"
+    LOADING_DATA = "loading_data"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    UPLOADING = "uploading"
+    AGGREGATING = "aggregating"
+    ACCOUNTING = "accounting"
+    REGISTERING = "registering"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TrainerStatus(StrEnum):
+    """Whether a trainer takes work."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+
+
+class ModelRef(Record):
+    """A reference to model weights in the artifact store; weights never ride the bus."""
+
+    object_key: str
+    size_bytes: Int64 = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TrainingConfig(Record):
+    """Local training hyperparameters of every trainer in a round."""
+
+    local_epochs: Int32 = 1
+    batch_size: Int32 = 32
+    learning_rate: float = 0.01
+
+
+class StrategySpec(Record):
+    """The aggregation strategy and its numeric options."""
+
+    name: Strategy = Strategy.FEDAVG
+    options: Metrics = Field(default_factory=dict)
+
+
+class PrivacySpec(Record):
+    """The differential privacy a job (or a round) asks for."""
+
+    mode: PrivacyMode = PrivacyMode.NONE
+    target_epsilon: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    clipping_norm: float | None = None
+
+
+class DpUsage(Record):
+    """The DP parameters actually applied, as the privacy accountant needs them."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: Int64
+    clipping_norm: float
+
+
+class PrivacyGuarantee(Record):
+    """An (epsilon, delta) guarantee and its unit (``mode``)."""
+
+    mode: PrivacyMode
+    epsilon: float
+    delta: float

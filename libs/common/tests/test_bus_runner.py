@@ -1,0 +1,187 @@
+"""The consumer runner's delivery rules, with fakes instead of Kafka."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from fedbus.bus import ConsumerRunner, InMemoryBus, InMemoryIdempotencyStore, RetryPolicy
+from fedbus.errors import NonRetryableError, RetryableError
+from fedbus.events import DeadLetter, Event, JobFailed, Phase, Progress, decode, encode
+from fedbus.settings import FedbusSettings
+
+
+class FakePublisher:
+    """Records what the runner publishes."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.raw: list[tuple[str, bytes, bytes | None]] = []
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def publish_many(self, events: Iterable[Event]) -> None:
+        self.events.extend(events)
+
+    async def publish_raw(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.raw.append((topic, value, key))
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [
+            d
+            for t, v, _ in self.raw
+            if t.endswith(".dlq") and isinstance(d := decode(v), DeadLetter)
+        ]
+
+
+def progress(step: int = 1) -> Progress:
+    return Progress.create(source="t", job_id="job-1", phase=Phase.TRAINING, message="m", step=step)
+
+
+def record(value: bytes, topic: str = "progress", offset: int = 7) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"job-1",
+        value=value,
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+
+
+def runner(handler: Any, publisher: FakePublisher, attempts: int = 3) -> ConsumerRunner:
+    settings = FedbusSettings(_env_file=None)  # type: ignore[call-arg]
+    return ConsumerRunner(
+        settings,
+        group_id="g",
+        handlers={Progress: handler},
+        producer=publisher,
+        idempotency=InMemoryIdempotencyStore(),
+        retry=RetryPolicy(attempts=attempts, initial_backoff_s=0.001),
+    )
+
+
+async def test_handler_output_is_published_and_a_redelivery_is_skipped() -> None:
+    pub, calls = FakePublisher(), []
+    out = JobFailed.create(source="t", job_id="job-1", code="c", message="m")
+
+    async def handler(event: Progress) -> list[Event]:
+        calls.append(event.event_id)
+        return [out]
+
+    r, raw = runner(handler, pub), encode(progress())
+
+    first = await r.handle_record(record(raw))
+    again = await r.handle_record(record(raw, offset=8))
+
+    assert (first, again) == ("handled", "duplicate")
+    assert len(calls) == 1
+    assert [e.event_id for e in pub.events] == [out.event_id]
+
+
+async def test_retryable_errors_are_retried_then_succeed() -> None:
+    pub, attempts = FakePublisher(), []
+
+    async def flaky(event: Progress) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RetryableError("minio unreachable")
+
+    outcome = await runner(flaky, pub, attempts=3).handle_record(record(encode(progress())))
+
+    assert outcome == "handled"
+    assert len(attempts) == 3
+    assert pub.raw == []
+
+
+async def test_retries_spent_dead_letters_with_the_attempt_count() -> None:
+    pub = FakePublisher()
+
+    async def down(event: Progress) -> None:
+        raise RetryableError("postgres down")
+
+    raw = encode(progress())
+    outcome = await runner(down, pub, attempts=2).handle_record(record(raw))
+
+    [letter] = pub.dead_letters()
+    assert outcome == "dead_lettered"
+    assert (letter.attempts, letter.error_type) == (2, "RetryableError")
+    assert letter.original_value() == raw
+    assert (letter.original_topic, letter.original_offset) == ("progress", 7)
+
+
+async def test_non_retryable_errors_dead_letter_at_once() -> None:
+    pub, calls = FakePublisher(), []
+
+    async def refuses(event: Progress) -> None:
+        calls.append(1)
+        raise NonRetryableError("impossible request")
+
+    await runner(refuses, pub).handle_record(record(encode(progress())))
+
+    assert len(calls) == 1
+    assert pub.dead_letters()[0].error_message == "impossible request"
+
+
+async def test_unexpected_errors_crash_without_dead_lettering() -> None:
+    pub = FakePublisher()
+
+    async def bug(event: Progress) -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await runner(bug, pub).handle_record(record(encode(progress())))
+    assert pub.raw == []
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{nope", "bad_json"),
+        (encode(JobFailed.create(source="t", job_id="j", code="c", message="m")), "progress"),
+        (b"{" + b" " * 2_000_000 + b"}", "exceed"),
+    ],
+    ids=["bad-json", "wrong-topic", "oversized"],
+)
+async def test_undecodable_records_are_dead_lettered_with_their_reason(
+    value: bytes, reason: str
+) -> None:
+    pub = FakePublisher()
+
+    async def never(event: Progress) -> None:
+        raise AssertionError("must not be called")
+
+    outcome = await runner(never, pub).handle_record(record(value))
+
+    [letter] = pub.dead_letters()
+    assert outcome == "dead_lettered"
+    assert reason in letter.error_message
+    assert value.startswith(base64.b64decode(letter.original_value_b64))
+
+
+async def test_in_memory_bus_routes_events_through_handlers_until_quiet() -> None:
+    bus = InMemoryBus()
+    seen: list[int | None] = []
+
+    async def on_progress(event: Progress) -> list[Event]:
+        seen.append(event.step)
+        return [progress(event.step + 1)] if event.step is not None and event.step < 3 else []
+
+    await bus.publish(progress(1))
+    delivered = await bus.drain({Progress: on_progress})
+
+    assert delivered == 3
+    assert seen == [1, 2, 3]
+    assert [e.step for e in bus.events("progress") if isinstance(e, Progress)] == [1, 2, 3]
