@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from fedbus.bus import EventProducer, ensure_topics
+from fedbus.bus import EventProducer, ensure_topics, reset_group_to_end
 from fedbus.events import DeadLetter, JobFailed, Phase, Progress, decode, encode
 from fedbus.settings import FedbusSettings
 
@@ -117,7 +117,9 @@ async def test_events_of_one_job_arrive_in_order(
     prefix = f"order-{uuid.uuid4().hex[:8]}-"
     jobs = [prefix + str(i) for i in range(3)]
     await ensure_topics(settings)
-    start_worker(prefix, f"order-{uuid.uuid4().hex[:8]}")
+    group = f"order-{uuid.uuid4().hex[:8]}"
+    await reset_group_to_end(settings, "progress", group)
+    start_worker(prefix, group)
     events = [_progress(job, step) for step in range(50) for job in jobs]
 
     async with EventProducer(settings, client_id="test-order") as producer:
@@ -165,7 +167,9 @@ async def test_malformed_messages_land_in_the_dlq_and_the_consumer_goes_on(
     prefix = f"dlq-{uuid.uuid4().hex[:8]}-"
     job, key = prefix + "0", (prefix + "0").encode()
     await ensure_topics(settings)
-    worker = start_worker(prefix, f"dlq-{uuid.uuid4().hex[:8]}")
+    group = f"dlq-{uuid.uuid4().hex[:8]}"
+    await reset_group_to_end(settings, "progress", group)
+    worker = start_worker(prefix, group)
     missing_phase = json.loads(encode(_progress(job, 1)))
     del missing_phase["phase"]
     unknown_type = {**json.loads(encode(_progress(job, 2))), "type": "no.such.event"}
@@ -219,6 +223,7 @@ async def test_a_consumer_killed_before_commit_gets_the_event_again_and_applies_
     prefix, group = f"crash-{uuid.uuid4().hex[:8]}-", f"crash-{uuid.uuid4().hex[:8]}"
     first, second = _progress(prefix + "0", 1), _progress(prefix + "0", 2)
     await ensure_topics(settings)
+    await reset_group_to_end(settings, "progress", group)
     crashing = start_worker(prefix, group, commit_interval_s=3600)
 
     async with EventProducer(settings, client_id="test-crash") as producer:

@@ -11,7 +11,7 @@ from fedbus.bus.idempotency import (
 )
 from fedbus.bus.memory import InMemoryBus
 from fedbus.bus.producer import EventProducer, Publisher, producer_options
-from fedbus.bus.topics import dlq_topic, ensure_topics
+from fedbus.bus.topics import dlq_topic, ensure_topics, reset_group_to_end
 
 __all__ = [
     "ConsumerRunner",
@@ -27,4 +27,5 @@ __all__ = [
     "dlq_topic",
     "ensure_topics",
     "producer_options",
+    "reset_group_to_end",
 ]

@@ -10,7 +10,13 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 
 from fedbus.bus.codec import Event, WireFormat, encode_event, event_key
-from fedbus.bus.tracing import Headers, inject_headers, produce_span
+from fedbus.bus.tracing import (
+    Headers,
+    event_trace_headers,
+    inject_headers,
+    produce_span,
+    tracing_enabled,
+)
 from fedbus.settings import FedbusSettings
 
 __all__ = ["EventProducer", "Publisher", "producer_options"]
@@ -98,9 +104,15 @@ class EventProducer:
         await self._producer.send_and_wait(topic, value, key=key, headers=headers or [])
 
     async def _send(self, event: Event) -> asyncio.Future[Any]:
+        value = encode_event(event, self._format)
+        content_type = ("content-type", _content_type(self._format))
+        if not tracing_enabled():
+            headers = [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
+            return await self._producer.send(  # type: ignore[no-any-return]
+                event.type, value, key=event_key(event), headers=headers
+            )
         with produce_span(event.type):
-            headers = inject_headers([("content-type", _content_type(self._format))])
-            value = encode_event(event, self._format)
+            headers = inject_headers([content_type])
             return await self._producer.send(  # type: ignore[no-any-return]
                 event.type, value, key=event_key(event), headers=headers
             )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from fedbus.events import TopicCatalog, load_topics
 from fedbus.events.topics import DEAD_LETTER_SUFFIX
 from fedbus.settings import FedbusSettings
 
-__all__ = ["dlq_topic", "ensure_topics"]
+__all__ = ["dlq_topic", "ensure_topics", "reset_group_to_end"]
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +47,25 @@ async def ensure_topics(
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def reset_group_to_end(settings: FedbusSettings, topic: str, group_id: str) -> None:
+    """Commit ``group_id``'s offsets on ``topic`` to the current end of every partition.
+
+    A new consumer group starts at the beginning of the log; this makes it start with the
+    next event instead (for example a dashboard that only wants what happens from now on).
+    """
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.commit(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()

@@ -9,11 +9,38 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
 
-__all__ = ["consume_span", "headers_to_carrier", "inject_headers", "produce_span"]
+__all__ = [
+    "consume_span",
+    "event_trace_headers",
+    "headers_to_carrier",
+    "inject_headers",
+    "produce_span",
+    "tracing_enabled",
+]
 
 _tracer = trace.get_tracer("fedbus.bus")
 
 Headers = list[tuple[str, bytes]]
+
+
+def tracing_enabled() -> bool:
+    """True once an OpenTelemetry SDK tracer provider is installed (spans are recorded).
+
+    Without one, spans are no-ops and the bus skips them: the trace context still travels,
+    in the event envelope and in the ``traceparent`` header.
+    """
+    return type(trace.get_tracer_provider()).__name__ not in {
+        "ProxyTracerProvider",
+        "NoOpTracerProvider",
+    }
+
+
+def event_trace_headers(traceparent: str, tracestate: str | None) -> Headers:
+    """W3C headers taken from an event's envelope."""
+    headers = [("traceparent", traceparent.encode())]
+    if tracestate:
+        headers.append(("tracestate", tracestate.encode()))
+    return headers
 
 
 def headers_to_carrier(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
@@ -33,6 +60,9 @@ def inject_headers(headers: Headers | None = None) -> Headers:
 @contextmanager
 def consume_span(topic: str, headers: Sequence[tuple[str, bytes | None]] | None) -> Iterator[Span]:
     """A consumer span whose parent is the producer's context found in the record headers."""
+    if not tracing_enabled():
+        yield trace.INVALID_SPAN
+        return
     parent = propagate.extract(headers_to_carrier(headers))
     token = otel_context.attach(parent)
     try:
