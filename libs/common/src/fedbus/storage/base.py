@@ -1,0 +1,94 @@
+"""The artifact-store port shared by the MinIO adapter and the in-memory fake."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from fedbus.errors import NonRetryableError, RetryableError
+from fedbus.events import ModelRef
+from fedbus.storage.crypto import AesGcmCipher
+from fedbus.storage.tensors import tensors_from_bytes, tensors_to_bytes
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "ArtifactNotFoundError",
+    "ArtifactStore",
+    "StorageUnavailableError",
+    "sha256_hex",
+]
+
+
+class ArtifactIntegrityError(NonRetryableError):
+    """The bytes read do not match the reference (size or SHA-256), or do not decrypt."""
+
+
+class ArtifactNotFoundError(NonRetryableError):
+    """No object under the referenced key."""
+
+
+class StorageUnavailableError(RetryableError):
+    """The object store did not answer; worth retrying."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore(ABC):
+    """Content-addressed artifacts: the key ends with the SHA-256 of the plaintext.
+
+    Writes are idempotent (the same bytes land on the same key); every read verifies size and
+    SHA-256 against the :class:`~fedbus.events.ModelRef` it was asked for. With a cipher the
+    object is stored AES-256-GCM encrypted; the reference still names the plaintext's hash.
+    """
+
+    def __init__(self, cipher: AesGcmCipher | None = None) -> None:
+        self._cipher = cipher
+
+    @abstractmethod
+    async def _put(self, key: str, body: bytes) -> None: ...
+
+    @abstractmethod
+    async def _get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool:
+        """True when an object is stored under ``key``."""
+
+    async def put_bytes(self, data: bytes, *, prefix: str) -> ModelRef:
+        """Store ``data`` under ``<prefix>/<sha256>`` and return its reference."""
+        digest = sha256_hex(data)
+        key = f"{prefix.strip('/')}/{digest}"
+        if not await self.exists(key):
+            body = self._cipher.encrypt(data, associated=key.encode()) if self._cipher else data
+            await self._put(key, body)
+        return ModelRef(object_key=key, size_bytes=len(data), sha256=digest)
+
+    async def get_bytes(self, ref: ModelRef) -> bytes:
+        """Read the object of ``ref``; raises :class:`ArtifactIntegrityError` on any mismatch."""
+        body = await self._get(ref.object_key)
+        data = (
+            self._cipher.decrypt(body, associated=ref.object_key.encode()) if self._cipher else body
+        )
+        if len(data) != ref.size_bytes:
+            raise ArtifactIntegrityError(
+                f"{ref.object_key}: {len(data)} bytes, the reference says {ref.size_bytes}"
+            )
+        digest = sha256_hex(data)
+        if digest != ref.sha256:
+            raise ArtifactIntegrityError(
+                f"{ref.object_key}: SHA-256 {digest} does not match the reference {ref.sha256}"
+            )
+        return data
+
+    async def put_tensors(self, tensors: dict[str, np.ndarray], *, prefix: str) -> ModelRef:
+        """Store named arrays as safetensors (never pickle)."""
+        return await self.put_bytes(tensors_to_bytes(tensors), prefix=prefix)
+
+    async def get_tensors(self, ref: ModelRef) -> dict[str, np.ndarray]:
+        """Read and verify a safetensors artifact."""
+        return tensors_from_bytes(await self.get_bytes(ref), source=ref.object_key)

@@ -1,0 +1,105 @@
+"""The MinIO (S3 API) adapter, through boto3 so any S3-compatible server can stand in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from fedbus.events import ModelRef
+from fedbus.settings import FedbusSettings
+from fedbus.storage.base import ArtifactNotFoundError, ArtifactStore, StorageUnavailableError
+from fedbus.storage.crypto import AesGcmCipher
+
+__all__ = ["S3ArtifactStore"]
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3ArtifactStore(ArtifactStore):
+    """Artifacts in one bucket of an S3-compatible store (MinIO in fedbus deployments)."""
+
+    def __init__(self, client: Any, bucket: str, cipher: AesGcmCipher | None = None) -> None:
+        super().__init__(cipher)
+        self._s3 = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(
+        cls, settings: FedbusSettings, cipher: AesGcmCipher | None = None
+    ) -> S3ArtifactStore:
+        """Client for ``FEDBUS_MINIO_*`` (TLS verified with ``FEDBUS_MINIO_CA_FILE`` if set)."""
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.minio_endpoint,
+            aws_access_key_id=settings.minio_access_key,
+            aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
+            region_name=settings.minio_region,
+            verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+        return cls(client, settings.minio_bucket, cipher)
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist."""
+        try:
+            await asyncio.to_thread(self._s3.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING:
+                raise StorageUnavailableError(f"bucket {self.bucket}: {exc}") from exc
+            await self._call(self._s3.create_bucket, Bucket=self.bucket)
+
+    async def _put(self, key: str, body: bytes) -> None:
+        await self._call(self._s3.put_object, Bucket=self.bucket, Key=key, Body=body)
+
+    async def _get(self, key: str) -> bytes:
+        try:
+            response = await asyncio.to_thread(self._s3.get_object, Bucket=self.bucket, Key=key)
+            return bytes(await asyncio.to_thread(response["Body"].read))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise ArtifactNotFoundError(f"no artifact {self.bucket}/{key}") from exc
+            raise StorageUnavailableError(f"get {key}: {exc}") from exc
+        except (BotoCoreError, EndpointConnectionError) as exc:
+            raise StorageUnavailableError(f"get {key}: {exc}") from exc
+
+    async def exists(self, key: str) -> bool:
+        """See :class:`ArtifactStore`."""
+        try:
+            await asyncio.to_thread(self._s3.head_object, Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return False
+            raise StorageUnavailableError(f"head {key}: {exc}") from exc
+        except (BotoCoreError, EndpointConnectionError) as exc:
+            raise StorageUnavailableError(f"head {key}: {exc}") from exc
+
+    def presigned_url(self, ref: ModelRef, *, expires_s: int = 3600) -> str:
+        """A time-limited download URL for ``ref`` (the bytes are as stored)."""
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": ref.object_key},
+                ExpiresIn=expires_s,
+            )
+        )
+
+    async def _call(self, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, **kwargs)
+        except (ClientError, BotoCoreError, EndpointConnectionError) as exc:
+            raise StorageUnavailableError(f"{fn.__name__}: {exc}") from exc
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
