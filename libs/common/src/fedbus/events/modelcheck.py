@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from fedbus.events.envelope import AvroType
+from fedbus.events.records import AVRO_ENUM_DEFAULTS
 
 __all__ = ["model_avro_schema", "normalize_schema", "schema_mismatches"]
 
@@ -58,7 +59,11 @@ def _avro_of_class(cls: Any, defined: set[str]) -> Any:
         if cls.__name__ in defined:
             return cls.__name__
         defined.add(cls.__name__)
-        return {"type": "enum", "name": cls.__name__, "symbols": [m.value for m in cls]}
+        enum: dict[str, Any] = {"type": "enum", "name": cls.__name__}
+        enum["symbols"] = [m.value for m in cls]
+        if cls in AVRO_ENUM_DEFAULTS:
+            enum["default"] = AVRO_ENUM_DEFAULTS[cls]
+        return enum
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         if cls.__name__ in defined:
             return cls.__name__

@@ -9,6 +9,7 @@ from pydantic import Field
 from fedbus.events.envelope import Int32, Int64, Metrics, Record
 
 __all__ = [
+    "AVRO_ENUM_DEFAULTS",
     "DpUsage",
     "JobMode",
     "JobStatus",
@@ -44,9 +45,18 @@ class Strategy(StrEnum):
 
     FEDAVG = "fedavg"
     FEDPROX = "fedprox"
+    FEDAVGM = "fedavgm"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    FEDADAGRAD = "fedadagrad"
     TRIMMED_MEAN = "trimmed_mean"
     MEDIAN = "median"
     KRUM = "krum"
+    MULTI_KRUM = "multi_krum"
+
+
+AVRO_ENUM_DEFAULTS: dict[type[StrEnum], str] = {Strategy: Strategy.FEDAVG.value}
+"""Enum-level Avro defaults: what a reader that does not know a newer symbol reads instead."""
 
 
 class JobStatus(StrEnum):
