@@ -1,0 +1,142 @@
+"""Helpers for integration tests that run fedbus services as real processes.
+
+>>> svc = ServiceProcess.start("aggregator", "fedbus_aggregator", log_dir=tmp_path,
+...                            env={"FEDBUS_CONSUMER_GROUP": group}, args=["--eval-data", ...])
+>>> async with EventWatcher(settings, ["round.completed"]) as watch:
+...     event = await watch.wait_for(lambda e: e.job_id == job_id, limit_s=120)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from fedbus.bus import reset_group_to_end
+from fedbus.events import Event, EventDecodeError, decode
+from fedbus.settings import FedbusSettings
+
+__all__ = ["EventWatcher", "ServiceProcess", "fresh_group", "unique"]
+
+
+def unique(prefix: str) -> str:
+    """``prefix`` plus 8 random hex digits (job ids, groups, dataset names)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def fresh_group(settings: FedbusSettings, group: str, topics: Sequence[str]) -> str:
+    """Move consumer group ``group`` to the end of ``topics`` so it ignores older events."""
+    for topic in topics:
+        await reset_group_to_end(settings, topic, group)
+    return group
+
+
+class ServiceProcess:
+    """A service started with ``python -m <module>``, its output in ``<log_dir>/<name>.log``."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.name, self.proc, self.log = name, proc, log
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        module: str,
+        *,
+        log_dir: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> ServiceProcess:
+        """Start the process (``FEDBUS_HTTP_PORT=0`` unless ``env`` sets it)."""
+        log = log_dir / f"{name}.log"
+        full_env = {**os.environ, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,
+                env=full_env, start_new_session=True,
+            )  # fmt: skip
+        return cls(name, proc, log)
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, *, wait_s: float = 20) -> None:
+        """Send ``sig`` (SIGKILL for a crash) and wait for the process to end."""
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=wait_s)
+
+    def text(self) -> str:
+        """Everything the process logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class EventWatcher:
+    """Reads events published from now on (no consumer group) and waits for matches."""
+
+    def __init__(self, settings: FedbusSettings, topics: Sequence[str]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            **settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed",
+        )  # fmt: skip
+        self._topics = list(topics)
+        self.seen: list[Event] = []
+
+    async def __aenter__(self) -> EventWatcher:
+        await self._consumer.start()
+        parts: list[TopicPartition] = []
+        for topic in self._topics:
+            ids = self._consumer.partitions_for_topic(topic)
+            if not ids:
+                await self._consumer._client.force_metadata_update()
+                ids = self._consumer.partitions_for_topic(topic) or set()
+            parts += [TopicPartition(topic, p) for p in sorted(ids)]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:  # resolve the end offsets now, before the test publishes
+            await self._consumer.position(tp)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> list[Event]:
+        """Read what has arrived (undecodable records are skipped)."""
+        new: list[Event] = []
+        for records in (await self._consumer.getmany(timeout_ms=200)).values():
+            for record in records:
+                try:
+                    new.append(decode(record.value or b""))
+                except EventDecodeError:
+                    continue
+        self.seen += new
+        return new
+
+    async def wait_for(self, match: Callable[[Event], bool], *, limit_s: float = 120) -> Event:
+        """The first event (already seen or new) for which ``match`` is true."""
+        deadline = time.monotonic() + limit_s
+        for event in self.seen:
+            if match(event):
+                return event
+        while time.monotonic() < deadline:
+            for event in await self.poll():
+                if match(event):
+                    return event
+            await asyncio.sleep(0)
+        raise TimeoutError(f"no matching event within {limit_s}s; saw {len(self.seen)} events")
