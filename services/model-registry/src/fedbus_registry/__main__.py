@@ -1,0 +1,5 @@
+"""``python -m fedbus_registry``."""
+
+from fedbus_registry.main import run
+
+run()

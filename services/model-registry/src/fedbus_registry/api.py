@@ -1,0 +1,141 @@
+"""The registry's internal read API (the gateway authenticates callers and passes their tenant).
+
+Routes (every one takes ``?tenant=T``; another tenant's model answers 404 like an unknown one):
+
+- ``GET /v1/models``: ``{"tenant", "models": [{"name", "latest_version", "updated_at"}]}``
+- ``GET /v1/models/{name}/versions``: ``{"tenant", "name", "versions": [<version>, ...]}``
+- ``GET /v1/models/{name}/versions/{version}``: ``<version>`` plus ``download_url`` (presigned)
+- ``GET /v1/jobs/{job_id}/model``: the version registered for a job, as the route above
+- ``GET /v1/jobs/{job_id}/checkpoints`` (only with ``checkpoints=True``): ``{"tenant",
+  "job_id", "checkpoints": [{"round", "participants", "metrics", "artifact", "download_url"}]}``
+
+A ``<version>`` is ``{tenant, name, version, job_id, status, rounds, metrics, round_metrics,
+artifact{object_key, size_bytes, sha256}, strategy{name, options}, privacy{mode, epsilon,
+delta}, participants, parent_version, created_at}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+
+from fedbus.events import ModelRef
+from fedbus_registry.store import RegistryStore
+from fedbus_registry.versions import ModelVersion
+
+__all__ = ["build_app", "version_body"]
+
+Tenant = Annotated[str, Query(min_length=1, description="The caller's tenant")]
+
+
+def version_body(version: ModelVersion) -> dict[str, Any]:
+    """The JSON of one version (without ``download_url``)."""
+    spec = version.spec
+    guarantee = spec.guarantee
+    return {
+        "tenant": spec.tenant,
+        "name": spec.name,
+        "version": version.version,
+        "job_id": spec.job_id,
+        "status": spec.status.value,
+        "rounds": spec.rounds,
+        "metrics": spec.metrics,
+        "round_metrics": [{"round": r, "metrics": m} for r, m in spec.round_metrics],
+        "artifact": spec.artifact.model_dump(mode="json"),
+        "strategy": spec.strategy.model_dump(mode="json"),
+        "privacy": {
+            "mode": spec.privacy_mode.value,
+            "epsilon": guarantee.epsilon if guarantee else None,
+            "delta": guarantee.delta if guarantee else None,
+        },
+        "participants": list(spec.participants),
+        "parent_version": version.parent_version,
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+def build_app(
+    store: RegistryStore, *, presign: Callable[[ModelRef], str], checkpoints: bool = False
+) -> FastAPI:
+    """A FastAPI app with the read routes; pass it to ``fedbus.service.Service(app=...)``.
+
+    Parameters
+    ----------
+    store
+        Where versions are read from.
+    presign
+        Turns an artifact reference into a time-limited download URL.
+    checkpoints
+        Also serve each round's global model of a job as a checkpoint.
+    """
+    app = FastAPI(title="fedbus model-registry", docs_url=None, redoc_url=None)
+
+    def detail(version: ModelVersion) -> dict[str, Any]:
+        return {**version_body(version), "download_url": presign(version.spec.artifact)}
+
+    @app.get("/v1/models")
+    async def list_models(tenant: Tenant) -> dict[str, Any]:
+        models = await store.models(tenant)
+        return {
+            "tenant": tenant,
+            "models": [
+                {
+                    "name": m.name,
+                    "latest_version": m.latest_version,
+                    "updated_at": m.updated_at.isoformat(),
+                }
+                for m in models
+            ],
+        }
+
+    @app.get("/v1/models/{name}/versions")
+    async def list_versions(name: str, tenant: Tenant) -> dict[str, Any]:
+        versions = await store.versions(tenant, name)
+        if not versions:
+            raise HTTPException(404, f"no model {name!r} in tenant {tenant!r}")
+        return {"tenant": tenant, "name": name, "versions": [version_body(v) for v in versions]}
+
+    @app.get("/v1/models/{name}/versions/{version}")
+    async def get_version(name: str, version: int, tenant: Tenant) -> dict[str, Any]:
+        found = await store.version(tenant, name, version)
+        if found is None:
+            raise HTTPException(404, f"no version {version} of model {name!r} in tenant {tenant!r}")
+        return detail(found)
+
+    @app.get("/v1/jobs/{job_id}/model")
+    async def job_model(job_id: str, tenant: Tenant) -> dict[str, Any]:
+        found = await store.version_for_job(job_id)
+        if found is None or found.spec.tenant != tenant:
+            raise HTTPException(404, f"no model registered for job {job_id!r} in tenant {tenant!r}")
+        return detail(found)
+
+    if checkpoints:
+        _add_checkpoint_route(app, store, presign)
+    return app
+
+
+def _add_checkpoint_route(
+    app: FastAPI, store: RegistryStore, presign: Callable[[ModelRef], str]
+) -> None:
+    @app.get("/v1/jobs/{job_id}/checkpoints")
+    async def job_checkpoints(job_id: str, tenant: Tenant) -> dict[str, Any]:
+        job = await store.job(job_id)
+        if job is None or job.tenant != tenant:
+            raise HTTPException(404, f"no job {job_id!r} in tenant {tenant!r}")
+        rounds = await store.rounds(job_id)
+        return {
+            "tenant": tenant,
+            "job_id": job_id,
+            "checkpoints": [
+                {
+                    "round": r.round,
+                    "participants": list(r.participants),
+                    "metrics": r.metrics,
+                    "artifact": r.global_model.model_dump(mode="json"),
+                    "download_url": presign(r.global_model),
+                }
+                for r in rounds
+            ],
+        }

@@ -1,0 +1,32 @@
+"""The model registry's settings (``FEDBUS_*`` variables over the shared base)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fedbus.settings import FedbusSettings
+
+__all__ = ["RegistrySettings"]
+
+
+class RegistrySettings(FedbusSettings):
+    """Shared Kafka/MinIO/PostgreSQL/HTTP settings plus the registry's own.
+
+    Attributes
+    ----------
+    consumer_group
+        ``FEDBUS_CONSUMER_GROUP``: tests run several registries side by side with distinct groups.
+    register_cancelled
+        ``FEDBUS_REGISTER_CANCELLED``: also register cancelled jobs that have a final model.
+    download_url_ttl_s
+        ``FEDBUS_DOWNLOAD_URL_TTL_S``: lifetime of the presigned ``download_url`` links.
+    register_round_checkpoints
+        ``FEDBUS_REGISTER_ROUND_CHECKPOINTS``: serve every round's global model of a job as a
+        checkpoint (``GET /v1/jobs/{job_id}/checkpoints``).
+    """
+
+    service_name: str = "model-registry"
+    consumer_group: str = "model-registry"
+    register_cancelled: bool = False
+    download_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    register_round_checkpoints: bool = False

@@ -1,0 +1,124 @@
+"""Factories for the registry's unit tests: events of one job, built like the services do."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from fedbus.events import (
+    JobAccepted,
+    JobCompleted,
+    JobMode,
+    JobSpec,
+    JobStatus,
+    ModelRef,
+    PrivacyGuarantee,
+    PrivacyMode,
+    PrivacySpec,
+    RoundCompleted,
+    Strategy,
+    StrategySpec,
+)
+from fedbus.storage import InMemoryArtifactStore
+
+
+@dataclass
+class Job:
+    """One job's events, with its tenant and spec."""
+
+    tenant: str
+    model: str = "cnn"
+    dataset: str = "mnist"
+    privacy: PrivacyMode = PrivacyMode.NONE
+    job_id: str = field(default_factory=lambda: f"job-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def spec(self) -> JobSpec:
+        privacy = PrivacySpec(mode=self.privacy, target_epsilon=3.0, delta=1e-5, clipping_norm=1.0)
+        return JobSpec(
+            mode=JobMode.FEDERATED,
+            model=self.model,
+            dataset=self.dataset,
+            rounds=2,
+            clients_per_round=2,
+            strategy=StrategySpec(name=Strategy.FEDPROX, options={"proximal_mu": 0.01}),
+            privacy=privacy if self.privacy is not PrivacyMode.NONE else PrivacySpec(),
+        )
+
+    def accepted(self) -> JobAccepted:
+        return JobAccepted.create(
+            source="orchestration",
+            job_id=self.job_id,
+            tenant=self.tenant,
+            request_event_id=str(uuid.uuid4()),
+            spec=self.spec,
+        )
+
+    def round(
+        self, number: int, participants: list[str], model: ModelRef, **metrics: float
+    ) -> RoundCompleted:
+        return RoundCompleted.create(
+            source="aggregator",
+            job_id=self.job_id,
+            round=number,
+            global_model=model,
+            participants=participants,
+            total_samples=100 * len(participants),
+            metrics=metrics or {"accuracy": 0.5 + number / 10, "loss": 1.0 / number},
+        )
+
+    def completed(
+        self,
+        final: ModelRef | None,
+        *,
+        rounds: int = 2,
+        status: JobStatus = JobStatus.COMPLETED,
+        guarantee: PrivacyGuarantee | None = None,
+        **metrics: float,
+    ) -> JobCompleted:
+        return JobCompleted.create(
+            source="orchestration",
+            job_id=self.job_id,
+            status=status,
+            rounds_completed=rounds,
+            final_model=final,
+            metrics=metrics,
+            guarantee=guarantee,
+        )
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def artifacts() -> InMemoryArtifactStore:
+    return InMemoryArtifactStore()
+
+
+async def upload_model(artifacts: InMemoryArtifactStore, job_id: str, round_: int) -> ModelRef:
+    """A small safetensors global model for ``round_`` of ``job_id``."""
+    weights = {"w": np.full((3, 2), float(round_), dtype=np.float32)}
+    return await artifacts.put_tensors(weights, prefix=f"jobs/{job_id}/round-{round_}/global")
+
+
+@pytest.fixture
+def upload(artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
+    async def _upload(job_id: str, round_: int) -> ModelRef:
+        return await upload_model(artifacts, job_id, round_)
+
+    return _upload
+
+
+@pytest.fixture
+def make_job(tenant: str):  # type: ignore[no-untyped-def]
+    """``make_job(**overrides)``: a :class:`Job` in the test's tenant unless told otherwise."""
+
+    def _make(**overrides: object) -> Job:
+        return Job(**{"tenant": tenant, **overrides})  # type: ignore[arg-type]
+
+    return _make
