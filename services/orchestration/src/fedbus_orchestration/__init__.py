@@ -1,1 +1,25 @@
-"""fedbus_orchestration."""
+"""fedbus orchestration: the job state machine, client selection, round deadlines and retries."""
+
+from fedbus_orchestration.handlers import HANDLERS, Context, bind
+from fedbus_orchestration.jobs import Job, JobState, Policy, Transition
+from fedbus_orchestration.selection import TrainerInfo, eligible_trainers, select_clients
+from fedbus_orchestration.settings import OrchestrationSettings
+from fedbus_orchestration.store import ConcurrentUpdateError, JobStore
+from fedbus_orchestration.validation import validate_request
+
+__all__ = [
+    "HANDLERS",
+    "ConcurrentUpdateError",
+    "Context",
+    "Job",
+    "JobState",
+    "JobStore",
+    "OrchestrationSettings",
+    "Policy",
+    "TrainerInfo",
+    "Transition",
+    "bind",
+    "eligible_trainers",
+    "select_clients",
+    "validate_request",
+]

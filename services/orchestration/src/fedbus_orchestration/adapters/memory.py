@@ -1,0 +1,89 @@
+"""An in-memory :class:`~fedbus_orchestration.store.JobStore` for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from fedbus.events import Event, decode, encode
+from fedbus_orchestration.jobs import Job, JobState
+from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newest
+
+__all__ = ["InMemoryJobStore"]
+
+
+class InMemoryJobStore:
+    """Same behaviour as the PostgreSQL store, in dictionaries (events kept encoded)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self._outbox: dict[str, tuple[list[bytes], bool]] = {}
+        self._trainers: dict[str, TrainerInfo] = {}
+
+    async def get(self, job_id: str) -> Job | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        return self.jobs.get(job_id)
+
+    async def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        for job in self.jobs.values():
+            if job.tenant == tenant and job.idempotency_key == key:
+                return job
+        return None
+
+    async def emitted(self, cause_id: str) -> list[Event] | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        entry = self._outbox.get(cause_id)
+        return None if entry is None else [decode(raw) for raw in entry[0]]
+
+    async def record(
+        self,
+        *,
+        cause_id: str,
+        events: Sequence[Event],
+        job: Job | None = None,
+        published: bool = True,
+    ) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        if cause_id in self._outbox:
+            raise ConcurrentUpdateError(f"cause {cause_id} was recorded already")
+        if job is not None:
+            self._check(job)
+            self.jobs[job.job_id] = replace(job, version=job.version + 1)
+        self._outbox[cause_id] = ([encode(e) for e in events], published)
+
+    def _check(self, job: Job) -> None:
+        stored = self.jobs.get(job.job_id)
+        if job.version == 0:
+            if stored is not None:
+                raise ConcurrentUpdateError(f"job {job.job_id} exists already")
+            if job.idempotency_key is not None:
+                for other in self.jobs.values():
+                    same = (other.tenant, other.idempotency_key)
+                    if same == (job.tenant, job.idempotency_key):
+                        raise ConcurrentUpdateError("idempotency key used already")
+        elif stored is None or stored.version != job.version:
+            raise ConcurrentUpdateError(f"job {job.job_id} changed since it was read")
+
+    async def running(self) -> list[Job]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        return [j for j in self.jobs.values() if j.state is JobState.RUNNING]
+
+    async def publish_pending(self, publish: PublishFn) -> int:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        count = 0
+        for cause_id, (raws, published) in list(self._outbox.items()):
+            if not published:
+                await publish([decode(raw) for raw in raws])
+                self._outbox[cause_id] = (raws, True)
+                count += len(raws)
+        return count
+
+    async def save_trainer(self, trainer: TrainerInfo) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        self._trainers[trainer.client_id] = newest(self._trainers.get(trainer.client_id), trainer)
+
+    async def trainers(self, dataset: str) -> list[TrainerInfo]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        return [t for t in self._trainers.values() if dataset in t.datasets]

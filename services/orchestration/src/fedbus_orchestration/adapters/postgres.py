@@ -1,0 +1,298 @@
+"""The PostgreSQL :class:`~fedbus_orchestration.store.JobStore` (asyncpg).
+
+Tables (created at start with ``CREATE TABLE IF NOT EXISTS``):
+
+- ``orchestration_jobs``: one row per accepted job; ``version`` makes every update
+  conditional on what the writer read.
+- ``orchestration_outbox``: the events each handled cause emitted, keyed by the cause id.
+- ``orchestration_trainers``: the latest heartbeat of each trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from fedbus.errors import RetryableError
+from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
+from fedbus_orchestration.jobs import Job, JobState
+from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
+
+__all__ = ["DDL", "PostgresJobStore"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS orchestration_jobs (
+    job_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    spec jsonb NOT NULL,
+    state text NOT NULL,
+    round integer NOT NULL,
+    attempt integer NOT NULL,
+    deadline timestamptz,
+    selected jsonb NOT NULL,
+    global_model jsonb,
+    previous_model jsonb,
+    rollbacks integer NOT NULL,
+    rounds_completed integer NOT NULL,
+    last_loss double precision,
+    metrics jsonb NOT NULL,
+    idempotency_key text,
+    request_event_id text NOT NULL,
+    traceparent text NOT NULL,
+    version integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS orchestration_jobs_running
+    ON orchestration_jobs (deadline) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS orchestration_outbox (
+    seq bigserial PRIMARY KEY,
+    cause_id text NOT NULL UNIQUE,
+    job_id text,
+    events jsonb NOT NULL,
+    published boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS orchestration_outbox_pending
+    ON orchestration_outbox (seq) WHERE NOT published;
+CREATE TABLE IF NOT EXISTS orchestration_trainers (
+    client_id text PRIMARY KEY,
+    datasets jsonb NOT NULL,
+    device text NOT NULL,
+    status text NOT NULL,
+    active_jobs jsonb NOT NULL,
+    last_seen timestamptz NOT NULL,
+    interval_seconds integer NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "job_id, tenant, spec, state, round, attempt, deadline, selected, global_model, "
+    "previous_model, rollbacks, rounds_completed, last_loss, metrics, idempotency_key, "
+    "request_event_id, traceparent, version"
+)
+_INSERT = f"""
+INSERT INTO orchestration_jobs ({_COLUMNS})
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13,
+        $14::jsonb, $15, $16, $17, $18 + 1)
+"""  # noqa: S608 (column names are constants)
+_UPDATE = """
+UPDATE orchestration_jobs SET state = $3, round = $4, attempt = $5, deadline = $6,
+    selected = $7::jsonb, global_model = $8::jsonb, previous_model = $9::jsonb,
+    rollbacks = $10, rounds_completed = $11, last_loss = $12, metrics = $13::jsonb,
+    version = version + 1, updated_at = now()
+WHERE job_id = $1 AND version = $2
+"""
+_SAVE_TRAINER = """
+INSERT INTO orchestration_trainers AS t
+    (client_id, datasets, device, status, active_jobs, last_seen, interval_seconds)
+VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7)
+ON CONFLICT (client_id) DO UPDATE SET datasets = EXCLUDED.datasets, device = EXCLUDED.device,
+    status = EXCLUDED.status, active_jobs = EXCLUDED.active_jobs,
+    last_seen = EXCLUDED.last_seen, interval_seconds = EXCLUDED.interval_seconds
+WHERE t.last_seen <= EXCLUDED.last_seen
+"""
+
+
+@asynccontextmanager
+async def _transient() -> AsyncIterator[None]:
+    """Turn a lost or refused database connection into a retryable error."""
+    try:
+        yield
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+
+
+def _ref(raw: str | None) -> ModelRef | None:
+    return None if raw is None else ModelRef.model_validate_json(raw)
+
+
+def _dump_ref(ref: ModelRef | None) -> str | None:
+    return None if ref is None else ref.model_dump_json()
+
+
+def _job_args(job: Job) -> list[Any]:
+    return [
+        job.job_id, job.tenant, job.spec.model_dump_json(), job.state.value, job.round,
+        job.attempt, job.deadline, json.dumps(list(job.selected)), _dump_ref(job.global_model),
+        _dump_ref(job.previous_model), job.rollbacks, job.rounds_completed, job.last_loss,
+        json.dumps(job.metrics), job.idempotency_key, job.request_event_id, job.traceparent,
+        job.version,
+    ]  # fmt: skip
+
+
+def _update_args(job: Job) -> list[Any]:
+    args = _job_args(job)
+    # job_id, version, then the mutable columns state .. metrics (positions 3 to 13).
+    return [job.job_id, job.version, *args[3:14]]
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        job_id=row["job_id"], tenant=row["tenant"],
+        spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
+        round=row["round"], attempt=row["attempt"], deadline=row["deadline"],
+        selected=tuple(json.loads(row["selected"])), global_model=_ref(row["global_model"]),
+        previous_model=_ref(row["previous_model"]), rollbacks=row["rollbacks"],
+        rounds_completed=row["rounds_completed"], last_loss=row["last_loss"],
+        metrics=json.loads(row["metrics"]), idempotency_key=row["idempotency_key"],
+        request_event_id=row["request_event_id"], traceparent=row["traceparent"],
+        version=row["version"],
+    )  # fmt: skip
+
+
+def _trainer(row: asyncpg.Record) -> TrainerInfo:
+    return TrainerInfo(
+        client_id=row["client_id"], datasets=json.loads(row["datasets"]), device=row["device"],
+        status=TrainerStatus(row["status"]), last_seen=row["last_seen"],
+        interval_seconds=row["interval_seconds"], active_jobs=tuple(json.loads(row["active_jobs"])),
+    )  # fmt: skip
+
+
+def _events_json(events: Sequence[Event]) -> str:
+    return json.dumps([encode(e).decode("utf-8") for e in events])
+
+
+def _events(raw: str) -> list[Event]:
+    return [decode(text.encode("utf-8")) for text in json.loads(raw)]
+
+
+class PostgresJobStore:
+    """Jobs, trainers and emitted events in PostgreSQL; every change is one transaction."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def create(cls, pool: asyncpg.Pool) -> PostgresJobStore:
+        """Create the tables if needed and return the store."""
+        async with pool.acquire() as conn:
+            # Two processes starting at once may both try to create the tables.
+            await conn.execute("SELECT pg_advisory_lock(hashtext('orchestration_ddl'))")
+            try:
+                await conn.execute(DDL)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext('orchestration_ddl'))")
+        return cls(pool)
+
+    async def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            return bool(await self._pool.fetchval("SELECT 1", timeout=2))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    async def get(self, job_id: str) -> Job | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            row = await self._pool.fetchrow(
+                "SELECT * FROM orchestration_jobs WHERE job_id = $1", job_id
+            )
+        return None if row is None else _job(row)
+
+    async def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            row = await self._pool.fetchrow(
+                "SELECT * FROM orchestration_jobs WHERE tenant = $1 AND idempotency_key = $2",
+                tenant,
+                key,
+            )
+        return None if row is None else _job(row)
+
+    async def emitted(self, cause_id: str) -> list[Event] | None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            raw = await self._pool.fetchval(
+                "SELECT events FROM orchestration_outbox WHERE cause_id = $1", cause_id
+            )
+        return None if raw is None else _events(raw)
+
+    async def record(
+        self,
+        *,
+        cause_id: str,
+        events: Sequence[Event],
+        job: Job | None = None,
+        published: bool = True,
+    ) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient(), self._pool.acquire() as conn, conn.transaction():
+            if job is not None:
+                await self._write_job(conn, job)
+            try:
+                await conn.execute(
+                    "INSERT INTO orchestration_outbox (cause_id, job_id, events, published) "
+                    "VALUES ($1, $2, $3::jsonb, $4)",
+                    cause_id,
+                    job.job_id if job is not None else (events[0].job_id if events else None),
+                    _events_json(events),
+                    published,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise ConcurrentUpdateError(f"cause {cause_id} was recorded already") from exc
+
+    @staticmethod
+    async def _write_job(conn: asyncpg.Connection, job: Job) -> None:
+        if job.version == 0:
+            try:
+                await conn.execute(_INSERT, *_job_args(job))
+            except asyncpg.UniqueViolationError as exc:
+                raise ConcurrentUpdateError(f"job {job.job_id} exists already") from exc
+            return
+        status = await conn.execute(_UPDATE, *_update_args(job))
+        if status != "UPDATE 1":
+            raise ConcurrentUpdateError(f"job {job.job_id} changed since it was read")
+
+    async def running(self) -> list[Job]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            rows = await self._pool.fetch(
+                "SELECT * FROM orchestration_jobs WHERE state = 'running' ORDER BY deadline"
+            )
+        return [_job(row) for row in rows]
+
+    async def publish_pending(self, publish: PublishFn) -> int:
+        """See :class:`~fedbus_orchestration.store.JobStore`.
+
+        Rows are locked while published (``SKIP LOCKED``: another instance takes others) and
+        marked in the same transaction; a crash in between publishes them again, same ids.
+        """
+        count = 0
+        async with _transient(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT seq, events FROM orchestration_outbox WHERE NOT published "
+                "ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED"
+            )
+            for row in rows:
+                events = _events(row["events"])
+                await publish(events)
+                count += len(events)
+            if rows:
+                await conn.execute(
+                    "UPDATE orchestration_outbox SET published = true WHERE seq = ANY($1)",
+                    [row["seq"] for row in rows],
+                )
+        return count
+
+    async def save_trainer(self, trainer: TrainerInfo) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            await self._pool.execute(
+                _SAVE_TRAINER, trainer.client_id, json.dumps(trainer.datasets), trainer.device,
+                trainer.status.value, json.dumps(list(trainer.active_jobs)), trainer.last_seen,
+                trainer.interval_seconds,
+            )  # fmt: skip
+
+    async def trainers(self, dataset: str) -> list[TrainerInfo]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with _transient():
+            rows = await self._pool.fetch(
+                "SELECT * FROM orchestration_trainers WHERE datasets ? $1", dataset
+            )
+        return [_trainer(row) for row in rows]

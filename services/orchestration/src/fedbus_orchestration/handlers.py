@@ -1,0 +1,182 @@
+"""Event handlers: load the job, call the pure state machine, save and emit in one step.
+
+``HANDLERS`` is the routing table; :func:`bind` gives the consumer runner one-argument
+handlers. Every handler first looks for the events its cause already produced (a redelivery
+after a crash) and returns those unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fedbus.bus import Handler
+from fedbus.events import (
+    BudgetUpdated,
+    Event,
+    JobCancelRequested,
+    JobRequested,
+    JobSpec,
+    RoundCompleted,
+    TrainerHeartbeat,
+    utc_now,
+)
+from fedbus.telemetry import log_context
+from fedbus_orchestration.jobs import (
+    Job,
+    Policy,
+    Transition,
+    accept,
+    after_budget,
+    after_round,
+    cancel,
+    reject,
+)
+from fedbus_orchestration.selection import TrainerInfo, eligible_trainers
+from fedbus_orchestration.store import JobStore
+from fedbus_orchestration.validation import validate_request
+
+__all__ = [
+    "HANDLERS",
+    "Context",
+    "bind",
+    "eligible_for",
+    "on_budget_updated",
+    "on_job_cancel_requested",
+    "on_job_requested",
+    "on_round_completed",
+    "on_trainer_heartbeat",
+]
+
+log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the handlers need: the store, the limits, and a clock."""
+
+    store: JobStore
+    policy: Policy = field(default_factory=Policy)
+    known_models: frozenset[str] = frozenset()
+    known_datasets: frozenset[str] = frozenset()
+    staleness_factor: float = 3.0
+    clock: Callable[[], datetime] = utc_now
+
+
+async def eligible_for(ctx: Context, spec: JobSpec, now: datetime) -> list[str]:
+    """Sorted ids of the trainers that may train ``spec`` now."""
+    trainers = await ctx.store.trainers(spec.dataset)
+    return eligible_trainers(
+        trainers, dataset=spec.dataset, now=now, staleness_factor=ctx.staleness_factor
+    )
+
+
+async def _save(ctx: Context, cause: Event, transition: Transition) -> list[Event]:
+    if transition.events:
+        await ctx.store.record(
+            cause_id=cause.event_id, events=transition.events, job=transition.job
+        )
+    return transition.events
+
+
+async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
+    """Validate a request: ``job.rejected``, or ``job.accepted`` and round 1's ``round.started``."""
+    with log_context(job_id=event.job_id):
+        replay = await ctx.store.emitted(event.event_id)
+        if replay is not None:
+            return replay
+        if await ctx.store.get(event.job_id) is not None:
+            log.warning("job %s exists already; request %s ignored", event.job_id, event.event_id)
+            return []
+        key = event.idempotency_key
+        if key is not None and await ctx.store.find_by_idempotency_key(event.tenant, key):
+            log.info("idempotency key %r of tenant %s seen before; ignored", key, event.tenant)
+            return []
+        now = ctx.clock()
+        eligible = await eligible_for(ctx, event.spec, now)
+        reasons = validate_request(
+            event.spec, job_id=event.job_id, known_models=ctx.known_models,
+            known_datasets=ctx.known_datasets, live_holders=len(eligible),
+        )  # fmt: skip
+        if reasons:
+            events = reject(event, reasons)
+            await ctx.store.record(cause_id=event.event_id, events=events)
+            log.info("job rejected: %s", ", ".join(r.code for r in reasons))
+            return events
+        log.info("job accepted for tenant %s", event.tenant)
+        return await _save(ctx, event, accept(event, eligible=eligible, now=now))
+
+
+async def _on_job_event(
+    event: E, ctx: Context, step: Callable[[Job, E, list[str], datetime], Transition]
+) -> list[Event]:
+    with log_context(job_id=event.job_id):
+        replay = await ctx.store.emitted(event.event_id)
+        if replay is not None:
+            return replay
+        job = await ctx.store.get(event.job_id)
+        if job is None:
+            log.warning("%s for unknown job ignored", event.type)
+            return []
+        now = ctx.clock()
+        transition = step(job, event, await eligible_for(ctx, job.spec, now), now)
+        if not transition.events:
+            log.info("%s ignored: job is %s round %d", event.type, job.state, job.round)
+            return []
+        events = await _save(ctx, event, transition)
+        new = transition.job
+        log.info("%s handled: job %s, round %d attempt %d", event.type, new.state, new.round,
+                 new.attempt)  # fmt: skip
+        return events
+
+
+async def on_round_completed(event: RoundCompleted, *, ctx: Context) -> list[Event]:
+    """Next round, rollback, ``job.completed`` or ``job.failed``; stale rounds are ignored."""
+
+    def step(job: Job, ev: RoundCompleted, eligible: list[str], now: datetime) -> Transition:
+        return after_round(job, ev, eligible=eligible, now=now, policy=ctx.policy)
+
+    return await _on_job_event(event, ctx, step)
+
+
+async def on_job_cancel_requested(event: JobCancelRequested, *, ctx: Context) -> list[Event]:
+    """``job.completed(status=cancelled)`` for a job of the same tenant that still runs."""
+    return await _on_job_event(event, ctx, lambda job, ev, _e, _n: cancel(job, ev))
+
+
+async def on_budget_updated(event: BudgetUpdated, *, ctx: Context) -> list[Event]:
+    """``job.completed(status=budget_exhausted)`` when the accountant says the budget is spent."""
+    return await _on_job_event(event, ctx, lambda job, ev, _e, _n: after_budget(job, ev))
+
+
+async def on_trainer_heartbeat(event: TrainerHeartbeat, *, ctx: Context) -> list[Event]:
+    """Remember a trainer's datasets, status and when it was last seen."""
+    await ctx.store.save_trainer(
+        TrainerInfo(
+            client_id=event.client_id, datasets={d.name: d.num_samples for d in event.datasets},
+            device=event.device, status=event.status, last_seen=event.time,
+            interval_seconds=event.interval_seconds, active_jobs=tuple(event.active_jobs),
+        )
+    )  # fmt: skip
+    return []
+
+
+HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
+    JobRequested: on_job_requested,
+    JobCancelRequested: on_job_cancel_requested,
+    RoundCompleted: on_round_completed,
+    BudgetUpdated: on_budget_updated,
+    TrainerHeartbeat: on_trainer_heartbeat,
+}
+
+
+def bind(
+    ctx: Context, handlers: Mapping[type[Event], Any] = HANDLERS
+) -> dict[type[Event], Handler]:
+    """The routing table with ``ctx`` bound: what :class:`~fedbus.bus.ConsumerRunner` takes."""
+    return {cls: functools.partial(handler, ctx=ctx) for cls, handler in handlers.items()}

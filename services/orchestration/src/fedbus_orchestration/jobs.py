@@ -1,0 +1,346 @@
+"""The job state machine: pure transitions that return the new job and the events to emit.
+
+``accepted -> running(round r, attempt a) -> completed | failed | cancelled``. Nothing here
+does I/O: the handlers load a :class:`Job`, call a transition with the clock and the eligible
+trainers, and persist the result with its events in one transaction.
+
+Rounds are numbered 1, 2, ... and never reused except by a deadline retry (same round, next
+attempt). A diverged round is discarded: the next round number starts again from the last good
+global model, and the job still needs ``spec.rounds`` good rounds, so at most
+``max_rollbacks`` extra round numbers are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from fedbus.events import (
+    BudgetUpdated,
+    Event,
+    JobAccepted,
+    JobCancelRequested,
+    JobCompleted,
+    JobFailed,
+    JobMode,
+    JobRejected,
+    JobRequested,
+    JobSpec,
+    JobStatus,
+    ModelRef,
+    Phase,
+    PrivacyGuarantee,
+    Progress,
+    RejectionReason,
+    RoundCompleted,
+    RoundStarted,
+    child_traceparent,
+)
+from fedbus_orchestration.selection import select_clients
+
+__all__ = [
+    "SOURCE",
+    "Job",
+    "JobState",
+    "Policy",
+    "Transition",
+    "accept",
+    "after_budget",
+    "after_deadline",
+    "after_round",
+    "cancel",
+    "divergence",
+    "effective_spec",
+    "overdue",
+    "reject",
+]
+
+SOURCE = "orchestration"
+E = TypeVar("E", bound=Event)
+
+
+class JobState(StrEnum):
+    """Where a job is; the last three are final."""
+
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """True for completed, failed and cancelled."""
+        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits of retries and rollbacks."""
+
+    max_round_retries: int = 2
+    max_rollbacks: int = 2
+    divergence_factor: float = 10.0
+    round_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as orchestration stores it. ``version`` guards concurrent updates."""
+
+    job_id: str
+    tenant: str
+    spec: JobSpec
+    request_event_id: str
+    traceparent: str
+    idempotency_key: str | None = None
+    state: JobState = JobState.ACCEPTED
+    round: int = 0
+    attempt: int = 0
+    deadline: datetime | None = None
+    selected: tuple[str, ...] = ()
+    global_model: ModelRef | None = None
+    previous_model: ModelRef | None = None
+    rollbacks: int = 0
+    rounds_completed: int = 0
+    last_loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def seed(self) -> int:
+        """The job's seed (the effective spec always has one)."""
+        return self.spec.seed if self.spec.seed is not None else seed_for(self.job_id)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A job's new state and the events that announce it (empty: nothing happened)."""
+
+    job: Job
+    events: list[Event]
+
+
+def seed_for(job_id: str) -> int:
+    """A reproducible seed for a job that did not choose one."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1
+
+
+def effective_spec(spec: JobSpec, job_id: str) -> JobSpec:
+    """The spec as it will run: the seed filled in when the request left it null."""
+    if spec.seed is not None:
+        return spec
+    return spec.model_copy(update={"seed": seed_for(job_id)})
+
+
+def _emit(job: Job, cls: type[E], cause_traceparent: str, **payload: Any) -> E:
+    return cls.create(
+        source=SOURCE,
+        job_id=job.job_id,
+        traceparent=child_traceparent(cause_traceparent),
+        **payload,
+    )
+
+
+def _progress(job: Job, tp: str, phase: Phase, message: str, rnd: int | None = None) -> Progress:
+    return _emit(job, Progress, tp, round=rnd, phase=phase, message=message)
+
+
+def accept(request: JobRequested, *, eligible: Sequence[str], now: datetime) -> Transition:
+    """Accept a validated request and open round 1, attempt 1."""
+    job = Job(
+        job_id=request.job_id,
+        tenant=request.tenant,
+        spec=effective_spec(request.spec, request.job_id),
+        request_event_id=request.event_id,
+        traceparent=request.traceparent,
+        idempotency_key=request.idempotency_key,
+    )
+    accepted = _emit(
+        job,
+        JobAccepted,
+        request.traceparent,
+        tenant=job.tenant,
+        request_event_id=request.event_id,
+        spec=job.spec,
+    )
+    started = _start_round(job, 1, 1, eligible=eligible, now=now, tp=request.traceparent)
+    return Transition(started.job, [accepted, *started.events])
+
+
+def reject(request: JobRequested, reasons: Sequence[RejectionReason]) -> list[Event]:
+    """The events that refuse a request: ``job.rejected`` with every reason, and progress."""
+    tp = request.traceparent
+    rejected = JobRejected.create(
+        source=SOURCE, job_id=request.job_id, traceparent=child_traceparent(tp),
+        tenant=request.tenant, request_event_id=request.event_id, reasons=list(reasons),
+    )  # fmt: skip
+    message = "job rejected: " + "; ".join(f"{r.code} ({r.field}): {r.message}" for r in reasons)
+    progress = Progress.create(
+        source=SOURCE, job_id=request.job_id, traceparent=child_traceparent(tp),
+        phase=Phase.FAILED, message=message,
+    )  # fmt: skip
+    return [rejected, progress]
+
+
+def _start_round(
+    job: Job,
+    rnd: int,
+    attempt: int,
+    *,
+    eligible: Sequence[str],
+    now: datetime,
+    tp: str,
+    why: str = "",
+) -> Transition:
+    spec = job.spec
+    selected = select_clients(spec, eligible, seed=job.seed, round=rnd, attempt=attempt)
+    min_clients = 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
+    deadline = now + timedelta(seconds=spec.round_deadline_seconds)
+    running = replace(
+        job, state=JobState.RUNNING, round=rnd, attempt=attempt, deadline=deadline,
+        selected=tuple(selected),
+    )  # fmt: skip
+    message = (
+        f"{why}round {rnd} attempt {attempt}: selected {len(selected)} of {len(eligible)} "
+        f"eligible trainer(s) (min {min_clients}), deadline {deadline.isoformat()}"
+    )
+    started = _emit(
+        job, RoundStarted, tp, round=rnd, selected_clients=selected, min_clients=min_clients,
+        deadline=deadline, global_model=job.global_model, model=spec.model,
+        dataset=spec.dataset, training=spec.training, strategy=spec.strategy,
+        privacy=spec.privacy, seed=job.seed,
+    )  # fmt: skip
+    return Transition(running, [_progress(job, tp, Phase.SCHEDULING, message, rnd), started])
+
+
+def divergence(job: Job, event: RoundCompleted, *, factor: float) -> str | None:
+    """Why the round's new model diverged, or None when it did not."""
+    for name, value in event.metrics.items():
+        if not math.isfinite(value):
+            return f"metric {name} is {value}"
+    loss = event.metrics.get("loss")
+    if loss is not None and job.last_loss is not None and loss > factor * job.last_loss:
+        return f"loss {loss:.6g} > {factor:g} x previous {job.last_loss:.6g}"
+    return None
+
+
+def after_round(
+    job: Job, event: RoundCompleted, *, eligible: Sequence[str], now: datetime, policy: Policy
+) -> Transition:
+    """Advance on a round's result: next round, rollback, completion or failure.
+
+    A result for another round than the running one (late, redelivered, or of a finished
+    job) changes nothing.
+    """
+    if job.state is not JobState.RUNNING or event.round != job.round:
+        return Transition(job, [])
+    tp = event.traceparent
+    why = divergence(job, event, factor=policy.divergence_factor)
+    if why is not None:
+        return _rollback(job, event, why, eligible=eligible, now=now, policy=policy)
+    done = replace(
+        job, global_model=event.global_model, previous_model=job.global_model,
+        rounds_completed=job.rounds_completed + 1, metrics=dict(event.metrics),
+        last_loss=event.metrics.get("loss", job.last_loss),
+    )  # fmt: skip
+    if done.rounds_completed >= job.spec.rounds:
+        return _complete(done, tp)
+    note = f"round {event.round} completed; "
+    return _start_round(done, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note)
+
+
+def _complete(job: Job, tp: str) -> Transition:
+    final = replace(job, state=JobState.COMPLETED, deadline=None)
+    message = f"job completed after {job.rounds_completed} round(s)"
+    completed = _emit(
+        job, JobCompleted, tp, status=JobStatus.COMPLETED, rounds_completed=job.rounds_completed,
+        final_model=job.global_model, metrics=job.metrics,
+    )  # fmt: skip
+    return Transition(final, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])
+
+
+def _fail(job: Job, tp: str, code: str, message: str) -> Transition:
+    failed = replace(job, state=JobState.FAILED, deadline=None)
+    event = _emit(
+        job, JobFailed, tp, code=code, message=message, round=job.round,
+        rounds_completed=job.rounds_completed,
+    )  # fmt: skip
+    return Transition(failed, [_progress(job, tp, Phase.FAILED, message, job.round), event])
+
+
+def _rollback(
+    job: Job, event: RoundCompleted, why: str, *, eligible: Sequence[str], now: datetime,
+    policy: Policy,
+) -> Transition:  # fmt: skip
+    tp = event.traceparent
+    if job.rollbacks >= policy.max_rollbacks:
+        message = f"round {event.round} diverged ({why}) after {job.rollbacks} rollback(s)"
+        return _fail(job, tp, "diverged", message)
+    rolled = replace(job, rollbacks=job.rollbacks + 1)
+    note = f"round {event.round} diverged ({why}); rolled back to the previous global model; "
+    return _start_round(rolled, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note)
+
+
+def overdue(job: Job, now: datetime, *, grace_seconds: float) -> bool:
+    """True when the running round is past its deadline plus the grace period."""
+    if job.state is not JobState.RUNNING or job.deadline is None:
+        return False
+    return now > job.deadline + timedelta(seconds=grace_seconds)
+
+
+def after_deadline(
+    job: Job, *, eligible: Sequence[str], now: datetime, policy: Policy
+) -> Transition:
+    """Retry an overdue round with a new selection, or fail the job when retries are spent."""
+    if not overdue(job, now, grace_seconds=policy.round_grace_seconds):
+        return Transition(job, [])
+    tp = job.traceparent
+    attempts = job.attempt
+    if attempts > policy.max_round_retries:
+        message = (
+            f"round {job.round}: fewer than min {job.spec.min_clients} of "
+            f"{len(job.selected)} selected clients reported by the deadline, "
+            f"{attempts} attempt(s)"
+        )
+        return _fail(job, tp, "too_few_clients", message)
+    note = f"round {job.round} attempt {attempts} missed its deadline; "
+    return _start_round(job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note)
+
+
+def cancel(job: Job, event: JobCancelRequested) -> Transition:
+    """End a running job with status ``cancelled``; a finished job or another tenant's is kept."""
+    if job.state.final or event.tenant != job.tenant:
+        return Transition(job, [])
+    tp = event.traceparent
+    ended = replace(job, state=JobState.CANCELLED, deadline=None)
+    reason = f": {event.reason}" if event.reason else ""
+    message = f"job cancelled by {event.requested_by}{reason}"
+    completed = _emit(
+        job, JobCompleted, tp, status=JobStatus.CANCELLED, rounds_completed=job.rounds_completed,
+        final_model=job.global_model, metrics=job.metrics,
+    )  # fmt: skip
+    return Transition(ended, [_progress(job, tp, Phase.CANCELLED, message, job.round), completed])
+
+
+def after_budget(job: Job, event: BudgetUpdated) -> Transition:
+    """End a running job with status ``budget_exhausted`` when the accountant says so."""
+    if job.state.final or not event.exhausted:
+        return Transition(job, [])
+    tp = event.traceparent
+    ended = replace(job, state=JobState.COMPLETED, deadline=None)
+    guarantee = PrivacyGuarantee(
+        mode=job.spec.privacy.mode, epsilon=event.total.epsilon_spent, delta=event.total.delta
+    )
+    message = f"privacy budget exhausted after {job.rounds_completed} round(s)"
+    completed = _emit(
+        job, JobCompleted, tp, status=JobStatus.BUDGET_EXHAUSTED,
+        rounds_completed=job.rounds_completed, final_model=job.global_model,
+        metrics=job.metrics, guarantee=guarantee,
+    )  # fmt: skip
+    return Transition(ended, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])

@@ -1,0 +1,137 @@
+"""Spec validation: every reason a job request cannot run, as ``RejectionReason`` records."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
+
+__all__ = ["validate_request"]
+
+
+def validate_request(
+    spec: JobSpec,
+    *,
+    job_id: str,
+    known_models: Collection[str],
+    known_datasets: Collection[str],
+    live_holders: int,
+) -> list[RejectionReason]:
+    """Return one reason per problem; an empty list means the job can run.
+
+    Parameters
+    ----------
+    spec
+        The requested job.
+    job_id
+        The job id (it must not be empty: it keys every event of the job).
+    known_models
+        Model names the trainers can build.
+    known_datasets
+        Datasets accepted without a live trainer (the job waits for trainers).
+    live_holders
+        Fresh trainers that hold ``spec.dataset`` now.
+    """
+    reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
+    reasons += _numbers(spec)
+    reasons += _privacy(spec)
+    return reasons
+
+
+def _reason(code: str, field: str | None, message: str) -> RejectionReason:
+    return RejectionReason(code=code, field=field, message=message)
+
+
+def _identity(
+    spec: JobSpec,
+    job_id: str,
+    known_models: Collection[str],
+    known_datasets: Collection[str],
+    live_holders: int,
+) -> list[RejectionReason]:
+    out = []
+    if not job_id.strip():
+        out.append(_reason("invalid_value", "job_id", "the job id must not be empty"))
+    if spec.model not in known_models:
+        known = ", ".join(sorted(known_models))
+        out.append(
+            _reason("unknown_model", "spec.model", f"unknown model {spec.model!r}; known: {known}")
+        )
+    if spec.dataset in known_datasets:
+        return out
+    if live_holders == 0:
+        message = f"no live trainer holds dataset {spec.dataset!r}"
+        out.append(_reason("unknown_dataset", "spec.dataset", message))
+    elif live_holders < spec.min_clients and spec.mode is JobMode.FEDERATED:
+        message = (
+            f"min_clients is {spec.min_clients} but only {live_holders} live trainer(s) "
+            f"hold dataset {spec.dataset!r}"
+        )
+        out.append(_reason("too_few_clients", "spec.min_clients", message))
+    return out
+
+
+def _numbers(spec: JobSpec) -> list[RejectionReason]:
+    checks: list[tuple[bool, str, str]] = [
+        (spec.rounds >= 1, "spec.rounds", "rounds must be at least 1"),
+        (spec.min_clients >= 1, "spec.min_clients", "min_clients must be at least 1"),
+        (spec.round_deadline_seconds > 0, "spec.round_deadline_seconds", "must be positive"),
+        (spec.training.local_epochs >= 1, "spec.training.local_epochs", "must be at least 1"),
+        (spec.training.batch_size >= 1, "spec.training.batch_size", "must be at least 1"),
+        (spec.training.learning_rate > 0, "spec.training.learning_rate", "must be positive"),
+    ]
+    if spec.clients_per_round is not None:
+        checks.append((spec.clients_per_round >= 1, "spec.clients_per_round", "must be at least 1"))
+        checks.append(
+            (
+                spec.min_clients <= spec.clients_per_round,
+                "spec.min_clients",
+                "min_clients must not exceed clients_per_round",
+            )
+        )
+    if spec.client_fraction is not None:
+        checks.append((0 < spec.client_fraction <= 1, "spec.client_fraction", "must be in (0, 1]"))
+    if spec.mode is JobMode.CENTRALIZED:
+        checks.append(
+            (spec.min_clients == 1, "spec.min_clients", "a centralized job trains on one trainer")
+        )
+        checks.append(
+            (
+                spec.clients_per_round in (None, 1),
+                "spec.clients_per_round",
+                "a centralized job trains on one trainer",
+            )
+        )
+    return [_reason("invalid_value", field, message) for ok, field, message in checks if not ok]
+
+
+def _privacy(spec: JobSpec) -> list[RejectionReason]:
+    privacy = spec.privacy
+    if privacy.mode is PrivacyMode.NONE:
+        return []
+    mode = privacy.mode.value
+    out = []
+    if privacy.clipping_norm is None:
+        message = f"{mode} needs clipping_norm"
+        out.append(_reason("missing_privacy_parameter", "spec.privacy.clipping_norm", message))
+    elif privacy.clipping_norm <= 0:
+        out.append(_reason("invalid_value", "spec.privacy.clipping_norm", "must be positive"))
+    has_target = privacy.target_epsilon is not None and privacy.delta is not None
+    if not has_target and privacy.noise_multiplier is None:
+        field = (
+            "spec.privacy.delta"
+            if privacy.target_epsilon is not None
+            else ("spec.privacy.target_epsilon")
+        )
+        message = f"{mode} needs target_epsilon and delta, or noise_multiplier"
+        out.append(_reason("missing_privacy_parameter", field, message))
+    positives = [
+        ("target_epsilon", privacy.target_epsilon),
+        ("noise_multiplier", privacy.noise_multiplier),
+    ]
+    for name, value in positives:
+        if value is not None and value <= 0:
+            out.append(_reason("invalid_value", f"spec.privacy.{name}", "must be positive"))
+    if privacy.delta is not None and not 0 < privacy.delta < 1:
+        out.append(_reason("invalid_value", "spec.privacy.delta", "must be in (0, 1)"))
+    return out

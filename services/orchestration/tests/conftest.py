@@ -1,0 +1,104 @@
+"""Factories shared by the orchestration unit tests (fixtures: importlib mode has no imports)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fedbus.events import (
+    DatasetInfo,
+    JobMode,
+    JobRequested,
+    JobSpec,
+    ModelRef,
+    RoundCompleted,
+    TrainerHeartbeat,
+    TrainerStatus,
+)
+
+START = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _spec(**overrides: Any) -> JobSpec:
+    fields: dict[str, Any] = {
+        "mode": JobMode.FEDERATED, "model": "cnn", "dataset": "digits", "rounds": 3,
+        "clients_per_round": 2, "min_clients": 2, "round_deadline_seconds": 60, "seed": 7,
+    }  # fmt: skip
+    fields.update(overrides)
+    return JobSpec(**fields)
+
+
+@pytest.fixture
+def make_spec() -> Callable[..., JobSpec]:
+    return _spec
+
+
+@pytest.fixture
+def make_request() -> Callable[..., JobRequested]:
+    def make(job_id: str | None = None, tenant: str = "acme", key: str | None = None,
+             **spec: Any) -> JobRequested:  # fmt: skip
+        return JobRequested.create(
+            source="test", job_id=job_id or f"job-{uuid.uuid4().hex[:8]}", tenant=tenant,
+            idempotency_key=key, spec=_spec(**spec),
+        )  # fmt: skip
+
+    return make
+
+
+@pytest.fixture
+def make_heartbeat(clock: FakeClock) -> Callable[..., TrainerHeartbeat]:
+    def make(client_id: str, dataset: str = "digits", *, interval: int = 2,
+             status: TrainerStatus = TrainerStatus.IDLE,
+             time: datetime | None = None) -> TrainerHeartbeat:  # fmt: skip
+        return TrainerHeartbeat.create(
+            source="trainer", job_id="", time=time or clock(), client_id=client_id,
+            device="cpu", datasets=[DatasetInfo(name=dataset, num_samples=100)],
+            status=status, capacity=1, interval_seconds=interval,
+        )  # fmt: skip
+
+    return make
+
+
+def model_ref(tag: str) -> ModelRef:
+    return ModelRef(
+        object_key=f"jobs/x/{tag}", size_bytes=10, sha256=f"{abs(hash(tag)):064x}"[-64:]
+    )
+
+
+@pytest.fixture
+def make_ref() -> Callable[[str], ModelRef]:
+    return model_ref
+
+
+@pytest.fixture
+def make_completed() -> Callable[..., RoundCompleted]:
+    def make(job_id: str, rnd: int, *, loss: float = 1.0, tag: str | None = None) -> RoundCompleted:
+        return RoundCompleted.create(
+            source="aggregator", job_id=job_id, round=rnd,
+            global_model=model_ref(tag or f"{job_id}-{rnd}"), participants=["a", "b"],
+            total_samples=200, metrics={"loss": loss, "accuracy": 0.5},
+        )  # fmt: skip
+
+    return make

@@ -1,0 +1,201 @@
+"""Handlers over the in-memory bus and store: the whole job flow without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fedbus.bus import InMemoryBus
+from fedbus.events import (
+    JobCancelRequested,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobRequested,
+    RoundCompleted,
+    RoundStarted,
+    TrainerHeartbeat,
+)
+from fedbus_orchestration.adapters import InMemoryJobStore
+from fedbus_orchestration.handlers import (
+    Context,
+    bind,
+    on_job_requested,
+    on_round_completed,
+)
+from fedbus_orchestration.jobs import JobState, Policy
+from fedbus_orchestration.watcher import check_deadlines
+
+
+@pytest.fixture
+def store() -> InMemoryJobStore:
+    return InMemoryJobStore()
+
+
+@pytest.fixture
+def ctx(store: InMemoryJobStore, clock: Any) -> Context:
+    return Context(
+        store=store, policy=Policy(max_round_retries=1, round_grace_seconds=1),
+        known_models=frozenset({"cnn", "mlp"}), clock=clock,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def bus(ctx: Context, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
+    bus = InMemoryBus()
+    await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
+    await bus.drain(bind(ctx))
+    return bus
+
+
+def rounds(bus: InMemoryBus, job_id: str) -> list[tuple[int, list[str]]]:
+    return [
+        (e.round, e.selected_clients)
+        for e in bus.events("round.started")
+        if isinstance(e, RoundStarted) and e.job_id == job_id
+    ]
+
+
+async def test_a_job_runs_round_by_round_to_completion(
+    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+) -> None:  # fmt: skip
+    request = make_request(rounds=2)
+    await bus.publish(request)
+    await bus.drain(bind(ctx))
+
+    assert [e.job_id for e in bus.events("job.accepted")] == [request.job_id]
+    assert [(r, len(sel)) for r, sel in rounds(bus, request.job_id)] == [(1, 2)]
+    assert set(rounds(bus, request.job_id)[0][1]) <= {"t1", "t2", "t3"}
+
+    for rnd in (1, 2):
+        await bus.publish(make_completed(request.job_id, rnd))
+        await bus.drain(bind(ctx))
+
+    assert [r for r, _ in rounds(bus, request.job_id)] == [1, 2]
+    (completed,) = bus.events("job.completed")
+    assert isinstance(completed, JobCompleted)
+    assert completed.rounds_completed == 2
+    phases = [e.phase.value for e in bus.events("progress") if e.job_id == request.job_id]  # type: ignore[attr-defined]
+    assert phases == ["scheduling", "scheduling", "completed"]
+
+
+async def test_a_bad_request_is_rejected_with_every_reason(
+    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+) -> None:  # fmt: skip
+    await bus.publish(make_request(model="nope", dataset="nobody-has-it"))
+    await bus.drain(bind(ctx))
+
+    (rejected,) = bus.events("job.rejected")
+    assert isinstance(rejected, JobRejected)
+    assert [r.code for r in rejected.reasons] == ["unknown_model", "unknown_dataset"]
+    assert bus.events("job.accepted") == []
+    assert bus.events("round.started") == []
+
+
+async def test_a_repeated_idempotency_key_starts_no_second_job(
+    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
+    make_request: Callable[..., JobRequested],
+) -> None:  # fmt: skip
+    await bus.publish(make_request(key="nightly"))
+    await bus.publish(make_request(key="nightly"))
+    await bus.publish(make_request(key="nightly", tenant="other"))
+    await bus.drain(bind(ctx))
+
+    assert len(bus.events("job.accepted")) == 2  # one per tenant
+    assert len(store.jobs) == 2
+
+
+async def test_a_redelivered_request_re_emits_the_same_events(
+    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+) -> None:  # fmt: skip
+    request = make_request()
+
+    first = await on_job_requested(request, ctx=ctx)
+    again = await on_job_requested(request, ctx=ctx)  # crash before the offset commit
+
+    assert [e.event_id for e in again] == [e.event_id for e in first]
+    assert len(first) == 3
+
+
+async def test_a_redelivered_round_result_does_not_start_a_round_twice(
+    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
+    make_request: Callable[..., JobRequested], make_completed: Callable[..., RoundCompleted],
+) -> None:  # fmt: skip
+    request = make_request(rounds=3)
+    await on_job_requested(request, ctx=ctx)
+    done = make_completed(request.job_id, 1)
+    first = await on_round_completed(done, ctx=ctx)
+
+    same_event = await on_round_completed(done, ctx=ctx)
+    same_round = await on_round_completed(make_completed(request.job_id, 1), ctx=ctx)
+
+    assert [e.event_id for e in same_event] == [e.event_id for e in first]
+    assert same_round == []
+    job = store.jobs[request.job_id]
+    assert (job.round, job.attempt, job.rounds_completed) == (2, 1, 1)
+
+
+async def test_the_watcher_retries_an_overdue_round_then_fails_the_job(
+    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore, clock: Any,
+    make_request: Callable[..., JobRequested], make_heartbeat: Callable[..., TrainerHeartbeat],
+) -> None:  # fmt: skip
+    request = make_request(round_deadline_seconds=10)
+    await bus.publish(request)
+    await bus.drain(bind(ctx))
+
+    clock.advance(10.5)  # past the deadline, within the grace second
+    assert await check_deadlines(ctx) == 0
+    clock.advance(1)
+    await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
+    await bus.drain(bind(ctx))
+    assert await check_deadlines(ctx) == 1
+    clock.advance(11.5)
+    assert await check_deadlines(ctx) == 1
+    await store.publish_pending(bus.publish_many)
+
+    assert [r for r, _ in rounds(bus, request.job_id)] == [1, 1]
+    (failed,) = bus.events("job.failed")
+    assert isinstance(failed, JobFailed)
+    assert failed.code == "too_few_clients"
+    assert store.jobs[request.job_id].state is JobState.FAILED
+    assert await check_deadlines(ctx) == 0
+
+
+async def test_cancel_ends_the_job_and_later_results_are_ignored(
+    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+) -> None:  # fmt: skip
+    request = make_request()
+    await bus.publish(request)
+    await bus.publish(JobCancelRequested.create(source="gateway", job_id=request.job_id,
+                                                tenant="acme", requested_by="bob"))  # fmt: skip
+    await bus.publish(make_completed(request.job_id, 1))
+    await bus.drain(bind(ctx))
+
+    (completed,) = bus.events("job.completed")
+    assert isinstance(completed, JobCompleted)
+    assert completed.status.value == "cancelled"
+    assert len(rounds(bus, request.job_id)) == 1
+
+
+async def test_events_of_unknown_jobs_are_ignored(
+    bus: InMemoryBus, ctx: Context, make_completed: Callable[..., RoundCompleted],
+) -> None:  # fmt: skip
+    assert await on_round_completed(make_completed("job-nobody-knows", 1), ctx=ctx) == []
+
+
+async def test_stale_trainers_are_not_selected(
+    bus: InMemoryBus, ctx: Context, clock: Any, make_request: Callable[..., JobRequested],
+    make_heartbeat: Callable[..., TrainerHeartbeat],
+) -> None:  # fmt: skip
+    clock.advance(7)  # t1..t3 said they beat every 2 s: gone after 6 s
+    await bus.publish(make_heartbeat("fresh-1"))
+    await bus.publish(make_heartbeat("fresh-2"))
+    request = make_request()
+    await bus.publish(request)
+    await bus.drain(bind(ctx))
+
+    assert rounds(bus, request.job_id) == [(1, ["fresh-1", "fresh-2"])]

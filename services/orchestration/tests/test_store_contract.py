@@ -1,0 +1,137 @@
+"""One contract for every JobStore: the in-memory fake and PostgreSQL behave the same.
+
+The PostgreSQL case needs the local stack (`make up`) and is marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from fedbus.events import Event, JobRequested, RoundCompleted, TrainerStatus
+from fedbus_orchestration.adapters import InMemoryJobStore, PostgresJobStore
+from fedbus_orchestration.jobs import JobState, Policy, accept, after_round
+from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.store import ConcurrentUpdateError, JobStore
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+    if request.param == "memory":
+        yield InMemoryJobStore()
+        return
+    import asyncpg
+
+    from fedbus.settings import load_settings
+
+    settings = load_settings()
+    pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=1,
+                                     max_size=2)  # fmt: skip
+    try:
+        yield await PostgresJobStore.create(pool)
+    finally:
+        await pool.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_saved_job_reads_back_equal_with_its_events(
+    store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    request = make_request(job_id=unique("job"), key=unique("key"))
+    t = accept(request, eligible=["a", "b"], now=clock())
+
+    await store.record(cause_id=request.event_id, events=t.events, job=t.job)
+
+    stored = await store.get(request.job_id)
+    assert stored == replace(t.job, version=1)
+    assert await store.find_by_idempotency_key("acme", request.idempotency_key or "") == stored
+    assert (
+        await store.find_by_idempotency_key("other-tenant", request.idempotency_key or "") is None
+    )
+    assert await store.emitted(request.event_id) == t.events
+    assert await store.emitted(unique("never")) is None
+    assert await store.get(unique("missing")) is None
+
+
+async def test_updates_are_conditional_on_the_version_read(
+    store: JobStore, make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    request = make_request(job_id=unique("job"))
+    t = accept(request, eligible=["a", "b"], now=clock())
+    await store.record(cause_id=request.event_id, events=t.events, job=t.job)
+    loaded = await store.get(request.job_id)
+    assert loaded is not None
+    done = make_completed(request.job_id, 1)
+    nxt = after_round(loaded, done, eligible=["a", "b"], now=clock(), policy=Policy())
+
+    await store.record(cause_id=done.event_id, events=nxt.events, job=nxt.job)
+
+    with pytest.raises(ConcurrentUpdateError):  # a second writer that read version 1
+        await store.record(cause_id=unique("cause"), events=[], job=nxt.job)
+    with pytest.raises(ConcurrentUpdateError):  # the same job id inserted again
+        await store.record(cause_id=unique("cause"), events=[], job=t.job)
+    with pytest.raises(ConcurrentUpdateError):  # the same cause recorded twice
+        await store.record(cause_id=done.event_id, events=[])
+    stored = await store.get(request.job_id)
+    assert stored is not None
+    assert (stored.round, stored.version) == (2, 2)
+    assert stored.global_model == done.global_model
+    assert stored.deadline == nxt.job.deadline
+
+
+async def test_running_lists_only_running_jobs(
+    store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    running = accept(make_request(job_id=unique("job")), eligible=["a", "b"], now=clock()).job
+    ended = replace(running, job_id=unique("job"), state=JobState.CANCELLED)
+    await store.record(cause_id=unique("c"), events=[], job=running)
+    await store.record(cause_id=unique("c"), events=[], job=ended)
+
+    ids = {job.job_id for job in await store.running()}
+
+    assert running.job_id in ids
+    assert ended.job_id not in ids
+
+
+async def test_unpublished_events_are_published_once_in_order(
+    store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    request = make_request(job_id=unique("job"))
+    t = accept(request, eligible=["a", "b"], now=clock())
+    await store.record(cause_id=unique("deadline"), events=t.events, job=t.job, published=False)
+    out: list[Event] = []
+
+    async def publish(events: list[Event]) -> None:
+        out.extend(events)
+
+    while await store.publish_pending(publish):  # other tests' rows may be pending too
+        pass
+
+    assert [e for e in out if e.job_id == request.job_id] == t.events
+    assert await store.publish_pending(publish) == 0
+
+
+async def test_a_trainer_keeps_its_newest_heartbeat(
+    store: JobStore, clock: Callable[[], datetime]
+) -> None:
+    dataset, cid = unique("data"), unique("trainer")
+
+    def info(age_s: float, status: TrainerStatus) -> TrainerInfo:
+        return TrainerInfo(
+            client_id=cid, datasets={dataset: 5}, device="cpu", status=status,
+            last_seen=clock() - timedelta(seconds=age_s), interval_seconds=2,
+        )  # fmt: skip
+
+    await store.save_trainer(info(0, TrainerStatus.BUSY))
+    await store.save_trainer(info(10, TrainerStatus.IDLE))  # an older one, delivered late
+
+    assert await store.trainers(dataset) == [info(0, TrainerStatus.BUSY)]
+    assert await store.trainers(unique("other-data")) == []

@@ -1,0 +1,114 @@
+"""Spec validation: one machine-readable reason per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fedbus.events import JobMode, JobSpec, PrivacyMode, PrivacySpec, TrainingConfig
+from fedbus_orchestration.settings import DEFAULT_KNOWN_MODELS, OrchestrationSettings
+from fedbus_orchestration.validation import validate_request
+
+MODELS = {"cnn", "mlp"}
+
+
+def problems(spec: JobSpec, *, live: int = 5, datasets: set[str] | None = None,
+             job_id: str = "job-1") -> list[tuple[str, str | None]]:  # fmt: skip
+    reasons = validate_request(
+        spec, job_id=job_id, known_models=MODELS, known_datasets=datasets or set(),
+        live_holders=live,
+    )  # fmt: skip
+    return [(r.code, r.field) for r in reasons]
+
+
+def test_a_sane_spec_has_no_problems(make_spec: Callable[..., JobSpec]) -> None:
+    assert problems(make_spec()) == []
+
+
+def test_unknown_model_and_dataset_are_both_reported(make_spec: Callable[..., JobSpec]) -> None:
+    assert problems(make_spec(model="resnet-9000"), live=0) == [
+        ("unknown_model", "spec.model"),
+        ("unknown_dataset", "spec.dataset"),
+    ]
+
+
+def test_a_configured_dataset_needs_no_live_trainer(make_spec: Callable[..., JobSpec]) -> None:
+    assert problems(make_spec(dataset="census"), live=0, datasets={"census"}) == []
+
+
+def test_fewer_live_trainers_than_min_clients_is_rejected(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    assert problems(make_spec(min_clients=3, clients_per_round=3), live=2) == [
+        ("too_few_clients", "spec.min_clients")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"rounds": 0}, "spec.rounds"),
+        ({"min_clients": 0}, "spec.min_clients"),
+        ({"min_clients": 3, "clients_per_round": 2}, "spec.min_clients"),
+        ({"clients_per_round": 0, "min_clients": 0}, "spec.clients_per_round"),
+        ({"clients_per_round": None, "client_fraction": 1.5}, "spec.client_fraction"),
+        ({"clients_per_round": None, "client_fraction": 0.0}, "spec.client_fraction"),
+        ({"round_deadline_seconds": 0}, "spec.round_deadline_seconds"),
+        ({"training": TrainingConfig(learning_rate=0)}, "spec.training.learning_rate"),
+        ({"training": TrainingConfig(batch_size=0)}, "spec.training.batch_size"),
+        ({"mode": JobMode.CENTRALIZED, "clients_per_round": 1, "min_clients": 2},
+         "spec.min_clients"),
+    ],
+)  # fmt: skip
+def test_insane_numbers_are_invalid_values(
+    make_spec: Callable[..., JobSpec], overrides: dict[str, Any], field: str
+) -> None:
+    assert ("invalid_value", field) in problems(make_spec(**overrides))
+
+
+def test_an_empty_job_id_is_invalid(make_spec: Callable[..., JobSpec]) -> None:
+    assert problems(make_spec(), job_id=" ") == [("invalid_value", "job_id")]
+
+
+@pytest.mark.parametrize(
+    ("privacy", "expected"),
+    [
+        (PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.0),
+         [("missing_privacy_parameter", "spec.privacy.clipping_norm")]),
+        (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=1.0),
+         [("missing_privacy_parameter", "spec.privacy.target_epsilon")]),
+        (PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0, target_epsilon=8.0),
+         [("missing_privacy_parameter", "spec.privacy.delta")]),
+        (PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0, target_epsilon=8, delta=2.0),
+         [("invalid_value", "spec.privacy.delta")]),
+        (PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0, target_epsilon=8, delta=1e-5),
+         []),
+        (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5, noise_multiplier=1.1), []),
+        (PrivacySpec(mode=PrivacyMode.NONE, clipping_norm=-1), []),
+    ],
+)  # fmt: skip
+def test_privacy_parameters(
+    make_spec: Callable[..., JobSpec], privacy: PrivacySpec, expected: list[tuple[str, str]]
+) -> None:
+    assert problems(make_spec(privacy=privacy)) == expected
+
+
+def test_known_models_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDBUS_KNOWN_MODELS", "cnn, mlp")
+    monkeypatch.setenv("FEDBUS_KNOWN_DATASETS", "census")
+
+    settings = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.known_models == ["cnn", "mlp"]
+    assert settings.known_datasets == ["census"]
+    assert settings.consumer_group == "orchestration"
+
+
+@pytest.mark.slow
+def test_default_known_models_cover_every_executor_model() -> None:
+    # Orchestration must stay free of torch; this test (not the service) may import it.
+    executor = pytest.importorskip("fedbus_executor")
+
+    assert set(executor.available_models()) <= set(DEFAULT_KNOWN_MODELS)
