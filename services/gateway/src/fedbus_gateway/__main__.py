@@ -1,0 +1,5 @@
+"""``python -m fedbus_gateway``."""
+
+from fedbus_gateway.main import run
+
+run()

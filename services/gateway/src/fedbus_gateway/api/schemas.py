@@ -1,0 +1,106 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedbus.events import JobSpec
+from fedbus_gateway.jobs import JobView, ViewStatus
+
+__all__ = [
+    "AUTH_ERRORS",
+    "INVALID",
+    "NOT_FOUND",
+    "CancelRequest",
+    "ErrorBody",
+    "FieldError",
+    "JobLinks",
+    "JobList",
+    "JobRequest",
+    "JobSubmitted",
+    "Responses",
+    "ValidationErrorBody",
+]
+
+
+class JobRequest(BaseModel):
+    """``POST /v1/jobs``: a job spec and an optional idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: JobSpec
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class JobLinks(BaseModel):
+    """Where to follow a job."""
+
+    self: str
+    events: str
+    cancel: str
+
+
+class JobSubmitted(BaseModel):
+    """The answer to a job submission or cancellation (202)."""
+
+    job_id: str
+    status: ViewStatus
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job_id: str, status: ViewStatus) -> JobSubmitted:
+        """The body for ``job_id`` with its links."""
+        base = f"/v1/jobs/{job_id}"
+        links = JobLinks(self=base, events=f"{base}/events", cancel=f"{base}/cancel")
+        return cls(job_id=job_id, status=status, links=links)
+
+
+class JobList(BaseModel):
+    """``GET /v1/jobs``: the caller's jobs, newest first."""
+
+    jobs: list[JobView]
+
+
+class CancelRequest(BaseModel):
+    """``POST /v1/jobs/{id}/cancel``: an optional reason."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ErrorBody(BaseModel):
+    """Every error: what went wrong, in words."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One failing field of a request."""
+
+    field: str
+    message: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """422: ``detail`` names every failing field; ``errors`` lists them one by one."""
+
+    detail: str
+    errors: list[FieldError]
+
+
+def _doc(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+"""OpenAPI ``responses`` of a route."""
+
+AUTH_ERRORS: Responses = {
+    401: _doc("No API key, or an unknown one."),
+    403: _doc("The API key lacks the scope this route needs (named in `detail`)."),
+    429: _doc("The key's rate limit is spent; see the `Retry-After` header."),
+}
+NOT_FOUND: Responses = {404: _doc("No such job for the caller's tenant.")}
+INVALID: Responses = {422: _doc("A field is invalid (named in `detail`).", ValidationErrorBody)}

@@ -1,0 +1,96 @@
+"""API keys, scopes and per-key rate limits: pure logic, no HTTP.
+
+A presented key is compared with every configured key in constant time
+(:func:`hmac.compare_digest`), against the plaintext or against its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fedbus_gateway.settings import ApiKeyConfig, Scope
+
+__all__ = ["KeyRing", "Principal", "RateLimiter", "key_sha256"]
+
+
+def key_sha256(key: str) -> str:
+    """The lowercase hex SHA-256 of ``key`` (what ``key_sha256`` in the settings holds)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id (its hash prefix), tenant, scopes and display name."""
+
+    key_id: str
+    tenant: str
+    scopes: frozenset[Scope]
+    name: str
+
+    def has(self, scope: Scope) -> bool:
+        """True when the key carries ``scope``."""
+        return scope in self.scopes
+
+
+class KeyRing:
+    """The configured API keys."""
+
+    def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
+        self._keys = list(keys)
+
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal of ``presented``, or None when no configured key matches."""
+        digest = key_sha256(presented)
+        found: ApiKeyConfig | None = None
+        for cfg in self._keys:  # no early exit: every key costs the same comparisons
+            if cfg.key is not None:
+                ok = hmac.compare_digest(presented.encode(), cfg.key.get_secret_value().encode())
+            else:
+                ok = hmac.compare_digest(digest, (cfg.key_sha256 or "").lower())
+            if ok and found is None:
+                found = cfg
+        if found is None:
+            return None
+        return Principal(
+            key_id=digest[:12],
+            tenant=found.tenant,
+            scopes=frozenset(found.scopes),
+            name=found.name or f"api-key:{found.tenant}:{digest[:8]}",
+        )
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``burst`` requests at once, refilled at ``rate`` per second."""
+
+    rate: float
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def acquire(self, key_id: str) -> float:
+        """Take one token for ``key_id``; returns 0 when allowed, else seconds to wait."""
+        now = self.clock()
+        bucket = self._buckets.setdefault(key_id, _Bucket(float(self.burst), now))
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    @staticmethod
+    def retry_after(wait_s: float) -> str:
+        """``Retry-After`` header value (whole seconds, at least 1) for a wait."""
+        return str(max(1, math.ceil(wait_s)))

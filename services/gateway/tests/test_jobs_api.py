@@ -1,0 +1,148 @@
+"""Submitting, listing, showing and cancelling jobs through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fedbus.events import JobAccepted, JobCancelRequested, JobRequested, JobSpec
+
+if TYPE_CHECKING:
+    from conftest import Env
+
+Spec = Callable[..., dict[str, Any]]
+
+
+async def test_submit_publishes_job_requested_for_the_keys_tenant(env: Env, spec: Spec) -> None:
+    response = await env.client.post("/v1/jobs", json={"spec": spec()}, headers=env.auth("acme"))
+
+    assert response.status_code == 202
+    body = response.json()
+    job_id = body["job_id"]
+    assert body["status"] == "requested"
+    assert body["links"] == {
+        "self": f"/v1/jobs/{job_id}",
+        "events": f"/v1/jobs/{job_id}/events",
+        "cancel": f"/v1/jobs/{job_id}/cancel",
+    }
+    [event] = env.bus.events("job.requested")
+    assert isinstance(event, JobRequested)
+    assert (event.job_id, event.tenant, event.source) == (job_id, "acme", "gateway")
+    assert event.spec == JobSpec.model_validate(spec())
+
+
+async def test_bad_spec_is_422_naming_the_field(env: Env, spec: Spec) -> None:
+    response = await env.client.post(
+        "/v1/jobs", json={"spec": spec(rounds="three")}, headers=env.auth("acme")
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("spec.rounds:")
+    assert [e["field"] for e in response.json()["errors"]] == ["spec.rounds"]
+    assert env.bus.events("job.requested") == []
+
+
+async def test_missing_field_and_bad_enum_are_both_named(env: Env, spec: Spec) -> None:
+    body = spec(mode="sideways")
+    del body["dataset"]
+
+    response = await env.client.post("/v1/jobs", json={"spec": body}, headers=env.auth("acme"))
+
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert response.status_code == 422
+    assert fields == {"spec.mode", "spec.dataset"}
+
+
+async def test_same_idempotency_key_returns_the_same_job_once(env: Env, spec: Spec) -> None:
+    request = {"spec": spec(), "idempotency_key": "nightly-1"}
+
+    first = await env.client.post("/v1/jobs", json=request, headers=env.auth("acme"))
+    again = await env.client.post("/v1/jobs", json=request, headers=env.auth("acme"))
+    other_tenant = await env.client.post("/v1/jobs", json=request, headers=env.auth("globex"))
+
+    assert first.json()["job_id"] == again.json()["job_id"]
+    assert other_tenant.json()["job_id"] != first.json()["job_id"]
+    assert len(env.bus.events("job.requested")) == 2
+
+
+async def test_reusing_a_key_for_another_spec_is_409(env: Env, spec: Spec) -> None:
+    await env.client.post(
+        "/v1/jobs", json={"spec": spec(), "idempotency_key": "k"}, headers=env.auth("acme")
+    )
+
+    clash = await env.client.post(
+        "/v1/jobs", json={"spec": spec(rounds=9), "idempotency_key": "k"}, headers=env.auth("acme")
+    )
+
+    assert clash.status_code == 409
+    assert "'k'" in clash.json()["detail"]
+
+
+async def test_list_is_newest_first_and_filters_by_status(env: Env, spec: Spec) -> None:
+    ids = []
+    for rounds in (1, 2, 3):
+        reply = await env.client.post(
+            "/v1/jobs", json={"spec": spec(rounds=rounds)}, headers=env.auth("acme")
+        )
+        ids.append(reply.json()["job_id"])
+        env.clock.now += 1
+    accepted = JobAccepted.create(
+        source="orchestration", job_id=ids[0], tenant="acme", request_event_id=ids[0],
+        spec=JobSpec.model_validate(spec(rounds=1)),
+    )  # fmt: skip
+    await env.jobs.apply(accepted)
+
+    everything = await env.client.get("/v1/jobs", headers=env.auth("acme"))
+    only_accepted = await env.client.get("/v1/jobs?status=accepted", headers=env.auth("acme"))
+    bad_filter = await env.client.get("/v1/jobs?status=sleeping", headers=env.auth("acme"))
+
+    listed = [j["job_id"] for j in everything.json()["jobs"]]
+    assert sorted(listed) == sorted(ids)
+    created = [j["created_at"] for j in everything.json()["jobs"]]
+    assert created == sorted(created, reverse=True)
+    assert [j["job_id"] for j in only_accepted.json()["jobs"]] == [ids[0]]
+    assert bad_filter.status_code == 422
+    assert bad_filter.json()["detail"].startswith("query.status:")
+
+
+async def test_show_returns_the_read_model(env: Env, spec: Spec) -> None:
+    reply = await env.client.post("/v1/jobs", json={"spec": spec()}, headers=env.auth("acme"))
+    job_id = reply.json()["job_id"]
+
+    shown = await env.client.get(f"/v1/jobs/{job_id}", headers=env.auth("acme-reader"))
+    missing = await env.client.get("/v1/jobs/no-such-job", headers=env.auth("acme"))
+
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "requested"
+    assert shown.json()["spec"]["dataset"] == "digits"
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no job 'no-such-job'"}
+
+
+async def test_cancel_publishes_job_cancel_requested(env: Env, spec: Spec) -> None:
+    reply = await env.client.post("/v1/jobs", json={"spec": spec()}, headers=env.auth("acme"))
+    job_id = reply.json()["job_id"]
+
+    response = await env.client.post(
+        f"/v1/jobs/{job_id}/cancel", json={"reason": "wrong data"}, headers=env.auth("acme")
+    )
+
+    assert response.status_code == 202
+    [event] = env.bus.events("job.cancel.requested")
+    assert isinstance(event, JobCancelRequested)
+    assert (event.job_id, event.tenant, event.requested_by) == (job_id, "acme", "acme-ci")
+    assert event.reason == "wrong data"
+
+
+async def test_openapi_documents_every_route(env: Env) -> None:
+    schema = (await env.client.get("/openapi.json")).json()
+    docs = await env.client.get("/docs")
+
+    paths = schema["paths"]
+    assert docs.status_code == 200
+    assert set(paths) >= {
+        "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
+        "/v1/models", "/v1/models/{name}/versions", "/v1/models/{name}/versions/{version}",
+    }  # fmt: skip
+    assert {"202", "401", "403", "422"} <= set(paths["/v1/jobs"]["post"]["responses"])
+    assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
