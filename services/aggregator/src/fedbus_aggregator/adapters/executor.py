@@ -1,0 +1,84 @@
+"""Model source over :mod:`fedbus_executor` and the ``--eval-data`` files.
+
+Both round 1's initial weights and evaluation need the dataset's spec: it comes from the
+held-out test set given with ``--eval-data NAME=PATH`` (``test.parquet`` of
+``fedbus data prepare``, its ``manifest.json`` beside it or in a parent folder).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedbus.aggregation import Model, NamedArrays
+from fedbus_executor import (
+    DataRef,
+    DatasetSpec,
+    ExecutorError,
+    TrainingExecutor,
+    initial_weights,
+)
+from fedbus_executor import ModelRef as ExecutorModelRef
+
+__all__ = ["ExecutorModels"]
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorModels:
+    """A model source over :mod:`fedbus_executor` and ``--eval-data`` files.
+
+    Parameters
+    ----------
+    eval_data
+        Dataset name (as in ``round.started``) -> held-out Parquet file; its
+        ``manifest.json`` is beside it or in a parent folder.
+    device
+        Where evaluation runs (``auto``: CUDA, then MPS, then CPU).
+    """
+
+    def __init__(self, eval_data: Mapping[str, Path], *, device: str = "auto") -> None:
+        self._paths = dict(eval_data)
+        self._device = device
+        self._specs: dict[str, DatasetSpec] = {
+            name: DataRef(path=str(path)).resolve_spec() for name, path in self._paths.items()
+        }
+        self._executor = TrainingExecutor()
+
+    @property
+    def datasets(self) -> list[str]:
+        """Names of the datasets this source can build and evaluate models for."""
+        return sorted(self._paths)
+
+    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+        """Round 1's weights for ``model`` on ``dataset``, or None when its spec is unknown."""
+        spec = self._specs.get(dataset)
+        if spec is None:
+            return None
+        return initial_weights(model, seed, spec)
+
+    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+        """Score ``weights`` on the held-out set; a failed evaluation is logged and gives {}."""
+        path = self._paths.get(dataset)
+        if path is None:
+            return {}
+        state = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in weights.items()}
+        try:
+            result = self._executor.evaluate(
+                model=ExecutorModelRef(name=model),
+                weights=state,
+                data=DataRef(path=str(path), spec=self._specs[dataset]),
+                device=self._device,
+            )
+        except ExecutorError as exc:
+            log.warning("evaluation of %s on %s failed: %s", model, dataset, exc)
+            return {}
+        return {
+            "accuracy": result.accuracy,
+            "loss": result.loss,
+            "eval_samples": float(result.num_samples),
+        }

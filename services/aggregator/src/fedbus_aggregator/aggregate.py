@@ -1,0 +1,225 @@
+"""The I/O steps of a round around the pure bookkeeping: judge an update, close a round.
+
+Aggregation streams: the FedAvg family reads one update, adds it to the accumulator and
+lets it go, so memory holds one model-sized sum whatever the number of clients. Robust
+strategies (trimmed mean, median, Krum) need every update at once by their nature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from fedbus.aggregation import (
+    ClientUpdate,
+    FedAvg,
+    Model,
+    Strategy,
+    validate_update,
+)
+from fedbus.errors import NonRetryableError
+from fedbus.events import (
+    Event,
+    ModelRef,
+    Phase,
+    Progress,
+    RoundCompleted,
+    child_traceparent,
+)
+from fedbus.storage import ArtifactIntegrityError, ArtifactNotFoundError
+from fedbus_aggregator.models import finite_metrics
+from fedbus_aggregator.rounds import (
+    Decision,
+    RejectCode,
+    RoundState,
+    RoundStatus,
+    UpdateRecord,
+    weighted_train_metrics,
+)
+from fedbus_aggregator.runtime import Deps
+from fedbus_aggregator.strategies import build_strategy
+
+__all__ = ["expire", "global_model", "judge", "object_prefix", "settle"]
+
+log = logging.getLogger(__name__)
+
+
+def object_prefix(job_id: str, round_: int, kind: str) -> str:
+    """``jobs/<job_id>/round-<r>/<kind>``: where a round's objects live."""
+    return f"jobs/{job_id}/round-{round_}/{kind}"
+
+
+async def global_model(state: RoundState, deps: Deps) -> Model:
+    """The model the round's clients trained from: stored, or round 1's built from the seed.
+
+    Raises
+    ------
+    NonRetryableError
+        When round 1's model cannot be built here (no spec for the dataset).
+    """
+    key = (state.job_id, state.round, state.version)
+    cached = deps.globals.get(key)
+    if cached is not None:
+        return cached
+    started = state.started
+    if started.global_model is not None:
+        model: Model | None = await deps.artifacts.get_tensors(started.global_model)
+    else:
+        model = await asyncio.to_thread(
+            deps.models.initial_weights,
+            model=started.model,
+            dataset=started.dataset,
+            seed=started.seed,
+        )
+    if model is None:
+        raise NonRetryableError(
+            f"cannot build round {state.round}'s initial {started.model!r} model: no "
+            f"--eval-data for dataset {started.dataset!r} gives its shape"
+        )
+    deps.globals.put(key, model)
+    return model
+
+
+async def judge(
+    record: UpdateRecord, *, state: RoundState, reference: Model, deps: Deps
+) -> UpdateRecord:
+    """Accept or reject one update: its object, hash, tensors and sample count."""
+    expected = object_prefix(state.job_id, state.round, f"updates/{record.client_id}/")
+    if not record.ref.object_key.startswith(expected):
+        return record.rejected(
+            RejectCode.INVALID_UPDATE,
+            f"object key {record.ref.object_key!r} is not under {expected}",
+        )
+    try:
+        tensors = await deps.artifacts.get_tensors(record.ref)
+    except ArtifactNotFoundError as exc:
+        return record.rejected(RejectCode.ARTIFACT_MISSING, str(exc))
+    except ArtifactIntegrityError as exc:
+        return record.rejected(RejectCode.INTEGRITY, str(exc))
+    except NonRetryableError as exc:  # not safetensors
+        return record.rejected(RejectCode.INVALID_UPDATE, str(exc))
+    update = ClientUpdate(record.client_id, tensors, record.num_samples)
+    verdict = validate_update(update, global_model=reference, max_norm=deps.max_update_norm)
+    if not verdict.ok:
+        return record.rejected(RejectCode.INVALID_UPDATE, verdict.reason or "invalid update")
+    return record.accepted()
+
+
+async def settle(
+    state: RoundState, deps: Deps, *, published: bool, may_expire: bool = True
+) -> list[Event]:
+    """Close the round if it is due: aggregate, or expire. Returns the events to emit.
+
+    ``published`` is stored with the result: True when the caller's events are published
+    before its input is committed (a redelivery re-emits them), False when the caller
+    publishes and then calls ``mark_published``. ``may_expire=False`` leaves a round that
+    would expire to the deadline task (its updates may still be queued behind it).
+    """
+    decision = state.decide(deps.clock())
+    if decision is Decision.WAIT or (decision is Decision.EXPIRE and not may_expire):
+        return []
+    if decision is Decision.EXPIRE:
+        return await expire(state, deps, state.shortfall())
+    try:
+        return await _aggregate(state, deps, published=published)
+    except NonRetryableError as exc:
+        log.warning("round %s of %s cannot be aggregated: %s", state.round, state.job_id, exc)
+        return await expire(state, deps, f"round {state.round}: aggregation failed: {exc}")
+
+
+async def expire(state: RoundState, deps: Deps, why: str) -> list[Event]:
+    """Close an open round without a model; a ``progress`` (phase failed) says why."""
+    if not await deps.store.close(state, status=RoundStatus.EXPIRED):
+        return []
+    log.info("round %s of %s expired: %s", state.round, state.job_id, why)
+    return [_progress(state, deps, Phase.FAILED, why)]
+
+
+async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[Event]:
+    accepted = state.accepted()
+    started = state.started
+    progress: list[Event] = [
+        _progress(state, deps, Phase.AGGREGATING, f"aggregating {len(accepted)} updates")
+    ]
+    reference = await global_model(state, deps)
+    strategy = build_strategy(started.strategy, num_updates=len(accepted))
+    previous = await deps.store.previous_server_state(state.job_id, state.round)
+    if previous is not None and _stateful(strategy):
+        try:
+            strategy.load_state(await deps.artifacts.get_tensors(previous))
+        except NonRetryableError as exc:  # a different strategy's state: start afresh
+            log.warning("server state %s not loaded: %s", previous.object_key, exc)
+    new_model = await _combine(strategy, reference, accepted, deps)
+    server_ref = await _save_server_state(strategy, state, deps)
+    global_ref = await deps.artifacts.put_tensors(
+        new_model, prefix=object_prefix(state.job_id, state.round, "global")
+    )
+    progress.append(_progress(state, deps, Phase.EVALUATING, "evaluating the new global model"))
+    scores = await asyncio.to_thread(
+        deps.models.evaluate, model=started.model, dataset=started.dataset, weights=new_model
+    )
+    completed = RoundCompleted.create(
+        source=deps.source,
+        job_id=state.job_id,
+        traceparent=child_traceparent(started.traceparent),
+        round=state.round,
+        global_model=global_ref,
+        participants=[u.client_id for u in accepted],
+        dropped=state.dropped(),
+        total_samples=sum(u.num_samples for u in accepted),
+        metrics=finite_metrics({**weighted_train_metrics(accepted), **scores}),
+    )
+    closed = await deps.store.close(
+        state,
+        status=RoundStatus.AGGREGATED,
+        result=completed,
+        server_state=server_ref,
+        published=published,
+    )
+    if not closed:  # someone else closed it first: emit what was stored, if anything
+        stored = await deps.store.get(state.job_id, state.round)
+        return [stored.result] if stored is not None and stored.result is not None else []
+    log.info("round %s of %s aggregated from %d updates", state.round, state.job_id, len(accepted))
+    return [*progress, completed]
+
+
+async def _combine(
+    strategy: Strategy, reference: Model, accepted: Sequence[UpdateRecord], deps: Deps
+) -> Model:
+    if isinstance(strategy, FedAvg):
+        accumulator = strategy.accumulator()
+        for record in accepted:
+            delta = await deps.artifacts.get_tensors(record.ref)
+            update = ClientUpdate(record.client_id, delta, record.num_samples)
+            await asyncio.to_thread(accumulator.add, update)
+            del delta, update  # released before the next download
+        return strategy.apply(global_model=reference, delta=accumulator.result())
+    updates = [
+        ClientUpdate(r.client_id, await deps.artifacts.get_tensors(r.ref), r.num_samples)
+        for r in accepted
+    ]
+    return await asyncio.to_thread(strategy.aggregate, global_model=reference, updates=updates)
+
+
+async def _save_server_state(strategy: Strategy, state: RoundState, deps: Deps) -> ModelRef | None:
+    arrays = strategy.state()
+    if not arrays:
+        return None
+    prefix = object_prefix(state.job_id, state.round, "server-state")
+    return await deps.artifacts.put_tensors(arrays, prefix=prefix)
+
+
+def _stateful(strategy: Strategy) -> bool:
+    return type(strategy).load_state is not Strategy.load_state
+
+
+def _progress(state: RoundState, deps: Deps, phase: Phase, message: str) -> Progress:
+    return Progress.create(
+        source=deps.source,
+        job_id=state.job_id,
+        traceparent=child_traceparent(state.started.traceparent),
+        round=state.round,
+        phase=phase,
+        message=message,
+    )

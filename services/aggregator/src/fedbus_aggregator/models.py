@@ -1,0 +1,47 @@
+"""The model-source port: round 1's initial weights and server-side evaluation.
+
+The real source (:mod:`fedbus_aggregator.adapters.executor`) builds and scores models with
+:mod:`fedbus_executor` (torch); this module stays torch-free so handlers and their tests
+load fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from fedbus.aggregation import Model, NamedArrays
+
+__all__ = ["ModelSource", "finite_metrics"]
+
+
+class ModelSource(Protocol):
+    """Builds initial weights and evaluates weights for a (model, dataset) pair."""
+
+    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+        """Round 1's global model, or None when the dataset's shape is unknown here."""
+
+    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+        """``accuracy``, ``loss`` and ``eval_samples`` on the held-out set ({} if none)."""
+
+
+def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Metrics safe for the wire (events refuse NaN and infinities).
+
+    A non-finite value (a diverged model) becomes the largest float, so that a reader who
+    compares losses still sees divergence, and ``non_finite_metrics`` counts them.
+    """
+    out: dict[str, float] = {}
+    bad = 0
+    for name, value in metrics.items():
+        if math.isfinite(value):
+            out[name] = float(value)
+        else:
+            out[name] = float(np.finfo(np.float64).max)
+            bad += 1
+    if bad:
+        out["non_finite_metrics"] = float(bad)
+    return out

@@ -1,0 +1,37 @@
+"""The aggregator's settings: ``FEDBUS_*`` environment variables over the shared ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from fedbus.settings import FedbusSettings
+
+__all__ = ["AggregatorSettings"]
+
+
+class AggregatorSettings(FedbusSettings):
+    """Settings of the aggregator service.
+
+    Attributes
+    ----------
+    consumer_group
+        Kafka consumer group (``FEDBUS_CONSUMER_GROUP``); tests give each instance its own.
+    eval_data
+        Dataset name -> held-out ``test.parquet`` (``FEDBUS_EVAL_DATA``, a JSON object);
+        ``--eval-data NAME=PATH`` on the command line adds to it.
+    eval_device
+        Where server-side evaluation runs (``auto``, ``cpu``, ``cuda``, ...).
+    deadline_poll_seconds
+        How often rounds past their deadline are looked for.
+    max_update_norm
+        Optional bound on an update's L2 norm; larger updates are rejected.
+    """
+
+    service_name: str = "aggregator"
+    consumer_group: str = "aggregator"
+    eval_data: dict[str, Path] = Field(default_factory=dict)
+    eval_device: str = "auto"
+    deadline_poll_seconds: float = Field(default=0.5, gt=0)
+    max_update_norm: float | None = Field(default=None, gt=0)

@@ -1,0 +1,93 @@
+"""Fakes and event factories shared by the aggregator's unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedbus.events import (
+    ModelRef,
+    PrivacySpec,
+    RoundStarted,
+    StrategySpec,
+    TrainingConfig,
+    UpdateSubmitted,
+)
+from fedbus.storage import InMemoryArtifactStore
+from fedbus_aggregator.testing import T0, ManualClock
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def started() -> Callable[..., RoundStarted]:
+    def make(
+        job_id: str = "job-1",
+        round_: int = 1,
+        clients: tuple[str, ...] = ("a", "b", "c"),
+        min_clients: int = 2,
+        deadline_s: float = 60,
+        global_model: ModelRef | None = None,
+        strategy: StrategySpec | None = None,
+        time: datetime = T0,
+        **extra: Any,
+    ) -> RoundStarted:
+        return RoundStarted.create(
+            source="orchestration",
+            job_id=job_id,
+            time=time,
+            round=round_,
+            selected_clients=list(clients),
+            min_clients=min_clients,
+            deadline=time + timedelta(seconds=deadline_s),
+            global_model=global_model,
+            model="mlp",
+            dataset=extra.pop("dataset", "digits"),
+            training=TrainingConfig(),
+            strategy=strategy or StrategySpec(),
+            privacy=PrivacySpec(),
+            seed=7,
+            **extra,
+        )
+
+    return make
+
+
+@pytest.fixture
+def submit(
+    artifacts: InMemoryArtifactStore,
+) -> Callable[..., Any]:
+    async def make(
+        client: str,
+        delta: dict[str, np.ndarray],
+        *,
+        job_id: str = "job-1",
+        round_: int = 1,
+        num_samples: int = 10,
+        metrics: dict[str, float] | None = None,
+    ) -> UpdateSubmitted:
+        prefix = f"jobs/{job_id}/round-{round_}/updates/{client}"
+        ref = await artifacts.put_tensors(delta, prefix=prefix)
+        return UpdateSubmitted.create(
+            source="trainer",
+            job_id=job_id,
+            round=round_,
+            client_id=client,
+            update=ref,
+            num_samples=num_samples,
+            metrics=metrics if metrics is not None else {"loss": 1.0, "accuracy": 0.5},
+        )
+
+    return make
+
+
+@pytest.fixture
+def artifacts() -> InMemoryArtifactStore:
+    return InMemoryArtifactStore()

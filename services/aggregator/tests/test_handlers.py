@@ -1,0 +1,336 @@
+"""Handlers over an in-memory bus, artifact store and round store (no Kafka, no MinIO)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedbus.aggregation import FedAvgM
+from fedbus.bus import InMemoryBus
+from fedbus.events import (
+    Phase,
+    Progress,
+    RoundCompleted,
+    RoundStarted,
+    Strategy,
+    StrategySpec,
+)
+from fedbus.storage import InMemoryArtifactStore
+from fedbus_aggregator import Deps, InMemoryRoundStore, RoundStatus, bind, close_due_rounds
+from fedbus_aggregator.testing import FakeModels, ManualClock
+from fedbus_aggregator.testing import constant_delta as delta
+
+
+@pytest.fixture
+def models() -> FakeModels:
+    return FakeModels()
+
+
+@pytest.fixture
+def store() -> InMemoryRoundStore:
+    return InMemoryRoundStore()
+
+
+@pytest.fixture
+def deps(
+    store: InMemoryRoundStore,
+    artifacts: InMemoryArtifactStore,
+    models: FakeModels,
+    clock: ManualClock,
+) -> Deps:
+    return Deps(store=store, artifacts=artifacts, models=models, clock=clock)
+
+
+async def run(bus: InMemoryBus, deps: Deps, *events: Any) -> None:
+    await bus.publish_many(events)
+    await bus.drain(bind(deps))
+
+
+def completed(bus: InMemoryBus) -> list[RoundCompleted]:
+    return [e for e in bus.events("round.completed") if isinstance(e, RoundCompleted)]
+
+
+async def test_round_one_aggregates_weighted_deltas_onto_the_seeded_model(
+    deps: Deps,
+    artifacts: InMemoryArtifactStore,
+    models: FakeModels,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    start = started()
+    updates = [
+        await submit("a", delta(1.0), num_samples=10, metrics={"loss": 1.0}),
+        await submit("b", delta(2.0), num_samples=10, metrics={"loss": 2.0}),
+        await submit("c", delta(4.0), num_samples=20, metrics={"loss": 4.0}),
+    ]
+
+    await run(bus, deps, start, *updates)
+
+    [done] = completed(bus)
+    initial = models.initial_weights(model="mlp", dataset="digits", seed=start.seed)
+    assert initial is not None
+    new = await artifacts.get_tensors(done.global_model)  # verifies size and SHA-256
+    np.testing.assert_allclose(new["w"], initial["w"] + 2.75, rtol=1e-6)
+    assert done.global_model.object_key.startswith("jobs/job-1/round-1/global/")
+    assert done.participants == ["a", "b", "c"]
+    assert done.dropped == []
+    assert done.total_samples == 40
+    assert done.metrics["accuracy"] == 0.75
+    assert done.metrics["train_loss"] == pytest.approx(2.75)
+    assert done.traceparent.split("-")[1] == start.traceparent.split("-")[1]
+    phases = [e.phase for e in bus.events("progress") if isinstance(e, Progress)]
+    assert phases == [Phase.AGGREGATING, Phase.EVALUATING]
+
+
+async def test_bad_updates_are_rejected_with_reasons_and_the_round_still_completes(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    nan = delta(1.0)
+    nan["w"][0, 0] = np.nan
+    updates = [
+        await submit("a", delta(1.0)),
+        await submit("b", nan),
+        await submit("c", delta(1.0, shape_w=(3, 2))),
+    ]
+
+    await run(bus, deps, started(min_clients=1), *updates)
+
+    [done] = completed(bus)
+    assert done.participants == ["a"]
+    reasons = {d.client_id: (d.code, d.message) for d in done.dropped}
+    assert reasons["b"][0] == "invalid_update"
+    assert "NaN" in reasons["b"][1]
+    assert "shape" in reasons["c"][1]
+
+
+async def test_hash_mismatch_and_missing_object_are_rejected(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    good = await submit("a", delta(1.0))
+    tampered = await submit("b", delta(1.0))
+    tampered = tampered.model_copy(
+        update={"update": tampered.update.model_copy(update={"sha256": "f" * 64})}
+    )
+    missing = await submit("c", delta(1.0))
+    missing = missing.model_copy(
+        update={
+            "update": missing.update.model_copy(
+                update={"object_key": "jobs/job-1/round-1/updates/c/nothing"}
+            )
+        }
+    )
+
+    await run(bus, deps, started(min_clients=1), good, tampered, missing)
+
+    [done] = completed(bus)
+    codes = {d.client_id: d.code for d in done.dropped}
+    assert codes == {"b": "integrity", "c": "artifact_missing"}
+
+
+async def test_update_from_an_unselected_client_is_rejected_and_not_counted(
+    deps: Deps,
+    store: InMemoryRoundStore,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+
+    await run(bus, deps, started(), await submit("mallory", delta(9.0)))
+
+    updates = await store.updates("job-1", 1)
+    assert updates["mallory"].code is not None
+    assert updates["mallory"].code.value == "not_selected"
+    assert completed(bus) == []
+
+
+async def test_duplicate_update_is_ignored(
+    deps: Deps,
+    artifacts: InMemoryArtifactStore,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    first = await submit("a", delta(1.0))
+    second = await submit("a", delta(100.0))
+
+    await run(
+        bus,
+        deps,
+        started(),
+        first,
+        second,
+        await submit("b", delta(1.0)),
+        await submit("c", delta(1.0)),
+    )
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "b", "c"]
+    assert done.total_samples == 30
+
+
+async def test_deadline_aggregates_with_the_straggler_dropped_then_publishes_once(
+    deps: Deps, clock: ManualClock, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    await run(bus, deps, started(deadline_s=30), await submit("a", delta(1.0)))
+    await run(bus, deps, await submit("b", delta(1.0)))
+    assert await close_due_rounds(deps=deps, publisher=bus) == 0
+
+    clock.advance(31)
+    published = await close_due_rounds(deps=deps, publisher=bus)
+    again = await close_due_rounds(deps=deps, publisher=bus)
+
+    [done] = completed(bus)
+    assert published == 3  # aggregating, evaluating, round.completed
+    assert again == 0
+    assert done.participants == ["a", "b"]
+    assert [(d.client_id, d.code) for d in done.dropped] == [("c", "deadline")]
+
+
+async def test_deadline_with_too_few_updates_expires_the_round(
+    deps: Deps,
+    clock: ManualClock,
+    store: InMemoryRoundStore,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    await run(bus, deps, started(deadline_s=30, min_clients=2), await submit("a", delta(1.0)))
+
+    clock.advance(31)
+    await close_due_rounds(deps=deps, publisher=bus)
+
+    state = await store.get("job-1", 1)
+    assert state is not None
+    assert state.status is RoundStatus.EXPIRED
+    assert completed(bus) == []
+    [failed] = [e for e in bus.events("progress") if isinstance(e, Progress)]
+    assert failed.phase is Phase.FAILED
+    assert "1 of min 2" in failed.message
+
+
+async def test_retry_of_an_expired_round_opens_it_again(
+    deps: Deps, clock: ManualClock, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    first = started(deadline_s=30, min_clients=2)
+    await run(bus, deps, first, await submit("a", delta(1.0)))
+    clock.advance(31)
+    await close_due_rounds(deps=deps, publisher=bus)
+
+    retry = started(clients=("a", "d"), min_clients=2, time=clock.now, deadline_s=30)
+    await run(bus, deps, retry, await submit("d", delta(3.0)))
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "d"]
+
+
+async def test_redelivered_update_re_emits_the_same_round_completed(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    last = await submit("c", delta(1.0))
+    await run(
+        bus, deps, started(), await submit("a", delta(1.0)), await submit("b", delta(1.0)), last
+    )
+
+    await run(bus, deps, last)
+    await run(bus, deps, started())  # a start for an aggregated round re-emits too
+
+    events = completed(bus)
+    assert len(events) == 3
+    assert {e.event_id for e in events} == {events[0].event_id}
+    assert events[0] == events[1] == events[2]
+
+
+async def test_update_arriving_before_its_round_started_is_kept_and_judged(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    early = [await submit(c, delta(1.0)) for c in ("a", "b", "c")]
+
+    await run(bus, deps, *early)
+    assert completed(bus) == []
+    await run(bus, deps, started())
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "b", "c"]
+
+
+async def test_round_one_needs_a_known_dataset_shape(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+
+    await run(bus, deps, started(dataset="unknown", clients=("a",), min_clients=1))
+    await run(bus, deps, await submit("a", delta(1.0)))
+
+    assert completed(bus) == []
+    failed = [e for e in bus.events("progress") if isinstance(e, Progress)]
+    assert failed
+    assert "no --eval-data" in failed[-1].message
+
+
+async def test_server_momentum_continues_across_rounds_and_a_restart(
+    store: InMemoryRoundStore,
+    artifacts: InMemoryArtifactStore,
+    models: FakeModels,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    spec = StrategySpec(name=Strategy.FEDAVGM, options={"server_momentum": 0.5})
+    bus = InMemoryBus()
+    await run(
+        bus,
+        Deps(store=store, artifacts=artifacts, models=models),
+        started(clients=("a",), min_clients=1, strategy=spec),
+        await submit("a", delta(1.0)),
+    )
+    [first] = completed(bus)
+    restarted = Deps(store=store, artifacts=artifacts, models=models)  # nothing in memory
+
+    await run(
+        bus,
+        restarted,
+        started(
+            round_=2, clients=("a",), min_clients=1, strategy=spec, global_model=first.global_model
+        ),
+        await submit("a", delta(1.0), round_=2),
+    )
+
+    second = completed(bus)[-1]
+    initial = models.initial_weights(model="mlp", dataset="digits", seed=7)
+    assert initial is not None
+    expected = FedAvgM(momentum=0.5)
+    model = expected.apply(global_model=initial, delta=delta(1.0))
+    model = expected.apply(global_model=model, delta=delta(1.0))
+    got = await artifacts.get_tensors(second.global_model)
+    np.testing.assert_allclose(got["w"], model["w"], rtol=1e-6)  # 1 + 1.5, not 1 + 1
+    state = await store.get("job-1", 2)
+    assert state is not None
+    assert state.server_state is not None
+    assert state.server_state.object_key.startswith("jobs/job-1/round-2/server-state/")
+
+
+async def test_robust_strategy_that_cannot_run_expires_the_round(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    krum = StrategySpec(name=Strategy.KRUM, options={"num_byzantine": 1})  # needs >= 5 updates
+
+    await run(
+        bus,
+        deps,
+        started(strategy=krum),
+        *[await submit(c, delta(1.0)) for c in ("a", "b", "c")],
+    )
+
+    assert completed(bus) == []
+    failed = [e for e in bus.events("progress") if isinstance(e, Progress)]
+    assert failed[-1].phase is Phase.FAILED
