@@ -1,0 +1,202 @@
+"""Event handlers of the trainer and its routing table.
+
+One event is handled: ``round.started``. A round that selects this client is trained
+from the global model (or, in round 1, from the initial weights every process derives
+from the model name and seed); the delta is uploaded and announced with
+``update.submitted``. Progress is published live while training runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from fedbus.bus import Handler, Publisher
+from fedbus.errors import NonRetryableError
+from fedbus.events import Event, Phase, RoundStarted, UpdateSubmitted, child_traceparent
+from fedbus.storage import ArtifactStore, tensors_to_bytes
+from fedbus.telemetry import log_context
+from fedbus_executor import (
+    ExecutorError,
+    ProgressCallback,
+    TrainingExecutor,
+    TrainingResult,
+    TrainingTask,
+    initial_weights,
+)
+from fedbus_trainer.datasets import LocalDataset
+from fedbus_trainer.heartbeat import Activity
+from fedbus_trainer.progress import ProgressRelay, progress_event
+from fedbus_trainer.state import SubmittedLog
+from fedbus_trainer.tasks import (
+    central_dp_norm,
+    central_dp_usage,
+    clip_for_central_dp,
+    delta_arrays,
+    is_selected,
+    local_dp_usage,
+    training_task,
+    update_metrics,
+    update_prefix,
+)
+
+__all__ = ["HANDLERS", "TrainFn", "TrainerDeps", "bind_handlers", "on_round_started"]
+
+log = logging.getLogger(__name__)
+
+TrainFn = Callable[[TrainingTask, ProgressCallback], TrainingResult]
+
+
+def run_executor(task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
+    """Train with the shared executor (blocking; runs in a worker thread)."""
+    return TrainingExecutor().train(task, progress=progress)
+
+
+@dataclass
+class TrainerDeps:
+    """What the handler needs: who it is, its data, the store, a live publisher."""
+
+    client_id: str
+    datasets: Mapping[str, LocalDataset]
+    store: ArtifactStore
+    publisher: Publisher
+    submitted: SubmittedLog
+    activity: Activity = field(default_factory=Activity)
+    device: str = "auto"
+    train: TrainFn = run_executor
+    progress_interval_s: float = 0.5
+
+
+async def on_round_started(event: RoundStarted, *, deps: TrainerDeps) -> list[Event]:
+    """Train a round that selects this client; ignore the others.
+
+    Returns ``update.submitted`` (and a closing ``progress``), the stored
+    ``update.submitted`` again for a redelivered event, or a ``progress`` with phase
+    ``failed`` when the round asks for something this client cannot do.
+    """
+    if not is_selected(event, deps.client_id):
+        return []
+    with log_context(job_id=event.job_id, round=event.round, client_id=deps.client_id):
+        prior = deps.submitted.get(event.job_id, event.round, event.event_id)
+        if prior is not None:
+            log.info("round already submitted; sending the same update.submitted again")
+            return [prior]
+        deps.activity.begin(event.job_id)
+        try:
+            return await _train_round(event, deps)
+        finally:
+            deps.activity.end(event.job_id)
+
+
+async def _train_round(event: RoundStarted, deps: TrainerDeps) -> list[Event]:
+    dataset = deps.datasets.get(event.dataset)
+    if dataset is None:
+        held = ", ".join(sorted(deps.datasets)) or "none"
+        return [_failed(event, deps, f"dataset {event.dataset!r} is not held here (holds {held})")]
+    try:
+        clip_norm = central_dp_norm(event)
+        start = await _start_weights(event, dataset, deps)
+        task = training_task(
+            event,
+            client_id=deps.client_id,
+            data=dataset.data_ref(),
+            initial_weights=start,
+            device=deps.device,
+        )
+        result = await _train(task, event, deps)
+    except (ValueError, ExecutorError, NonRetryableError) as exc:
+        log.warning("round not trained: %s", exc)
+        return [_failed(event, deps, f"{type(exc).__name__}: {exc}")]
+    update = await _upload(event, deps, result, clip_norm)
+    deps.submitted.record(event.event_id, update)
+    log.info("submitted update %s (%d samples)", update.update.object_key, update.num_samples)
+    done = progress_event(
+        event,
+        client_id=deps.client_id,
+        phase=Phase.COMPLETED,
+        message=f"update submitted ({update.num_samples} samples)",
+        metrics=update.metrics,
+    )
+    return [update, done]
+
+
+async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: TrainerDeps) -> bytes:
+    """Safetensors bytes of the model to start from (hash-verified download, or round 1)."""
+    if event.global_model is None:
+        message = f"building initial {event.model} weights from seed {event.seed}"
+    else:
+        message = f"downloading global model {event.global_model.object_key}"
+    await deps.publisher.publish(
+        progress_event(event, client_id=deps.client_id, phase=Phase.DOWNLOADING, message=message)
+    )
+    if event.global_model is not None:
+        return await deps.store.get_bytes(event.global_model)
+    weights = await asyncio.to_thread(initial_weights, event.model, event.seed, dataset.spec)
+    return tensors_to_bytes(weights)
+
+
+async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> TrainingResult:
+    """Run the executor in a worker thread; its progress is published from this loop."""
+    relay = ProgressRelay(
+        event,
+        client_id=deps.client_id,
+        publisher=deps.publisher,
+        loop=asyncio.get_running_loop(),
+        min_interval_s=deps.progress_interval_s,
+    )
+    pump = asyncio.create_task(relay.run())
+    try:
+        result = await asyncio.to_thread(deps.train, task, relay)
+    except BaseException:
+        relay.abort()  # a stopping trainer ends the thread at its next step
+        pump.cancel()
+        raise
+    relay.close()
+    await pump
+    return result
+
+
+async def _upload(
+    event: RoundStarted, deps: TrainerDeps, result: TrainingResult, clip_norm: float | None
+) -> UpdateSubmitted:
+    delta = delta_arrays(result.delta)
+    dp = local_dp_usage(result.privacy) if result.privacy is not None else None
+    if clip_norm is not None:
+        delta, norm = clip_for_central_dp(delta, clipping_norm=clip_norm)
+        dp = central_dp_usage(clip_norm)
+        log.info("central DP: update norm %.4f clipped to %.4f", norm, clip_norm)
+    await deps.publisher.publish(
+        progress_event(
+            event, client_id=deps.client_id, phase=Phase.UPLOADING, message="uploading update"
+        )
+    )
+    ref = await deps.store.put_tensors(
+        delta, prefix=update_prefix(event.job_id, event.round, deps.client_id)
+    )
+    return UpdateSubmitted.create(
+        source="trainer",
+        job_id=event.job_id,
+        traceparent=child_traceparent(event.traceparent),
+        round=event.round,
+        client_id=deps.client_id,
+        update=ref,
+        num_samples=result.num_samples,
+        metrics=update_metrics(result.metrics),
+        dp=dp,
+    )
+
+
+def _failed(event: RoundStarted, deps: TrainerDeps, message: str) -> Event:
+    return progress_event(event, client_id=deps.client_id, phase=Phase.FAILED, message=message)
+
+
+HANDLERS = {RoundStarted: on_round_started}
+"""The routing table: event class -> handler (bind its ``deps`` with :func:`bind_handlers`)."""
+
+
+def bind_handlers(deps: TrainerDeps) -> dict[type[Event], Handler]:
+    """The routing table with ``deps`` bound, as the consumer runner takes it."""
+    return {cls: functools.partial(handler, deps=deps) for cls, handler in HANDLERS.items()}

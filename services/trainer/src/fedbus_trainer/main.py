@@ -1,0 +1,145 @@
+"""Wiring of the trainer: command line, settings, adapters, handlers, heartbeats, run.
+
+``python -m fedbus_trainer --client-id hospital-a \\
+--data mnist=/data/mnist/clients/client-000.parquet``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fedbus.bus import ConsumerRunner, EventProducer, InMemoryIdempotencyStore, ensure_topics
+from fedbus.service import Service
+from fedbus.settings import load_settings
+from fedbus.storage import S3ArtifactStore
+from fedbus.telemetry import configure_logging
+from fedbus_executor import DatasetError, DeviceError, select_device
+from fedbus_trainer.datasets import (
+    DataArgumentError,
+    LocalDataset,
+    load_local_datasets,
+    parse_data_args,
+)
+from fedbus_trainer.handlers import TrainerDeps, bind_handlers
+from fedbus_trainer.heartbeat import Activity, heartbeat_loop
+from fedbus_trainer.settings import TrainerSettings
+from fedbus_trainer.state import SubmittedLog
+
+__all__ = ["build_parser", "run", "serve", "startup"]
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedbus-trainer`` command line (each option falls back to its env variable)."""
+    parser = argparse.ArgumentParser(
+        prog="fedbus-trainer", description="Train fedbus rounds next to local data."
+    )
+    parser.add_argument("--client-id", help="this trainer's client id (FEDBUS_CLIENT_ID)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a dataset: announced name and client Parquet file (repeatable; FEDBUS_DATA)",
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (FEDBUS_DEVICE)")
+    return parser
+
+
+def startup(
+    argv: Sequence[str] | None = None,
+) -> tuple[TrainerSettings, dict[str, LocalDataset], str]:
+    """Parse arguments, load settings, validate every dataset and resolve the device.
+
+    Exits with status 2 and a one-line message (naming the file) when anything is invalid.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"client_id": args.client_id, "device": args.device}.items() if v
+    }
+    settings = load_settings(TrainerSettings, **overrides)
+    if not settings.client_id:
+        parser.exit(2, "fedbus-trainer: error: --client-id (or FEDBUS_CLIENT_ID) is required\n")
+    try:
+        paths = parse_data_args([settings.data, *args.data])
+        if not paths:
+            raise DataArgumentError("no dataset: give --data NAME=PATH (or FEDBUS_DATA)")
+        datasets = load_local_datasets(paths)
+        device = _device_name(settings.device)
+    except (DataArgumentError, DatasetError, DeviceError) as exc:
+        parser.exit(2, f"fedbus-trainer: error: {exc}\n")
+    return settings, datasets, device
+
+
+def _device_name(requested: str) -> str:
+    device = select_device(requested).device
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0}"
+    return str(device)
+
+
+async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], device: str) -> None:
+    """Run the trainer until SIGTERM: consume ``round.started``, train, send heartbeats."""
+    await ensure_topics(settings)
+    store = S3ArtifactStore.from_settings(settings)
+    await store.ensure_bucket()
+    producer = EventProducer(settings, client_id=f"trainer-{settings.client_id}")
+    await producer.start()
+    activity = Activity()
+    deps = TrainerDeps(
+        client_id=settings.client_id,
+        datasets=datasets,
+        store=store,
+        publisher=producer,
+        submitted=SubmittedLog(settings.client_state_dir() / "submitted.json"),
+        activity=activity,
+        device=device,
+        progress_interval_s=settings.progress_interval_s,
+    )
+    runner = ConsumerRunner(
+        settings,
+        group_id=settings.group_id(),
+        handlers=bind_handlers(deps),
+        producer=producer,
+        idempotency=InMemoryIdempotencyStore(),
+    )
+    service = Service("trainer", settings)
+    consuming = False
+    service.add_readiness("consumer", lambda: consuming)
+    service.add_readiness("datasets", lambda: bool(datasets))
+    try:
+        await runner.start()
+        consuming = True
+        log.info(
+            "trainer %s on %s, group %s, datasets %s",
+            settings.client_id,
+            device,
+            settings.group_id(),
+            {name: d.num_samples for name, d in datasets.items()},
+        )
+        beats = heartbeat_loop(
+            producer,
+            client_id=settings.client_id,
+            device=device,
+            datasets=[d.info() for d in datasets.values()],
+            activity=activity,
+            interval_seconds=settings.heartbeat_seconds,
+        )
+        await service.run(runner.run(), beats)
+    finally:
+        consuming = False
+        await runner.stop()
+        await producer.stop()
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``fedbus-trainer`` and ``python -m fedbus_trainer``."""
+    settings, datasets, device = startup(argv)
+    configure_logging("trainer", settings.log_level)
+    asyncio.run(serve(settings, datasets, device))

@@ -1,0 +1,50 @@
+"""Trainer settings: the shared ``FEDBUS_*`` fields plus who this trainer is and what it holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from fedbus.settings import FedbusSettings
+
+__all__ = ["TrainerSettings"]
+
+
+class TrainerSettings(FedbusSettings):
+    """Configuration of one trainer process; the command line overrides these.
+
+    Attributes
+    ----------
+    client_id
+        The trainer's client id (``FEDBUS_CLIENT_ID``).
+    data
+        ``NAME=PATH`` pairs separated by commas (``FEDBUS_DATA``); ``--data`` adds to them.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``FEDBUS_DEVICE``).
+    consumer_group
+        Kafka consumer group; empty means ``trainer-<client_id>``.
+    heartbeat_seconds
+        Seconds between ``trainer.heartbeat`` events.
+    state_dir
+        Where ``trainer-<client_id>/submitted.json`` remembers finished rounds.
+    progress_interval_s
+        Fewest seconds between two training ``progress`` events.
+    """
+
+    service_name: str = "trainer"
+    client_id: str = ""
+    data: str = ""
+    device: str = "auto"
+    consumer_group: str = ""
+    heartbeat_seconds: int = Field(default=2, ge=1)
+    state_dir: Path = Path(".fedbus/state")
+    progress_interval_s: float = Field(default=0.5, ge=0)
+
+    def group_id(self) -> str:
+        """The consumer group: ``consumer_group`` when set, else ``trainer-<client_id>``."""
+        return self.consumer_group or f"trainer-{self.client_id}"
+
+    def client_state_dir(self) -> Path:
+        """This client's own state folder."""
+        return self.state_dir / f"trainer-{self.client_id}"

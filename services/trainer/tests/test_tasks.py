@@ -1,0 +1,163 @@
+"""Mapping a round.started to the executor's task, and the numbers an update reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedbus.events import (
+    PrivacyMode,
+    PrivacySpec,
+    RoundStarted,
+    Strategy,
+    StrategySpec,
+    TrainingConfig,
+)
+from fedbus_executor import DataRef, PrivacyReport, TrainingMetrics, TrainingTask
+from fedbus_trainer.tasks import (
+    TaskConfigError,
+    central_dp_norm,
+    central_dp_usage,
+    client_seed,
+    clip_for_central_dp,
+    is_selected,
+    local_dp_usage,
+    training_task,
+    update_metrics,
+    update_prefix,
+)
+
+DATA = DataRef(path="/data/digits/clients/client-000.parquet")
+
+
+Make = Callable[..., RoundStarted]
+
+
+def _task(make: Make, **overrides: object) -> TrainingTask:
+    return training_task(make(**overrides), client_id="c1", data=DATA, initial_weights=b"w")
+
+
+def test_training_config_maps_to_epochs_batch_and_learning_rate(round_started: Make) -> None:
+    task = _task(
+        round_started, training=TrainingConfig(local_epochs=3, batch_size=16, learning_rate=0.2)
+    )
+    assert (task.epochs, task.batch_size, task.learning_rate) == (3, 16, 0.2)
+    assert task.model.name == "mlp"
+    assert task.initial_weights == b"w"
+    assert task.fedprox_mu is None
+    assert task.dp is None
+
+
+def test_fedprox_takes_proximal_mu_and_refuses_without_it(round_started: Make) -> None:
+    prox = StrategySpec(name=Strategy.FEDPROX, options={"proximal_mu": 0.1})
+    assert _task(round_started, strategy=prox).fedprox_mu == 0.1
+    with pytest.raises(TaskConfigError, match="proximal_mu"):
+        _task(round_started, strategy=StrategySpec(name=Strategy.FEDPROX))
+
+
+def test_other_strategies_train_without_a_proximal_term(round_started: Make) -> None:
+    spec = StrategySpec(name=Strategy.FEDADAM, options={"proximal_mu": 0.5})
+    assert _task(round_started, strategy=spec).fedprox_mu is None
+
+
+def test_local_dp_with_a_noise_multiplier(round_started: Make) -> None:
+    spec = PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.1, clipping_norm=0.7)
+    dp = _task(round_started, privacy=spec).dp
+    assert dp is not None
+    assert (dp.noise_multiplier, dp.target_epsilon, dp.max_grad_norm) == (1.1, None, 0.7)
+
+
+def test_local_dp_with_a_target_epsilon_and_delta(round_started: Make) -> None:
+    spec = PrivacySpec(mode=PrivacyMode.LOCAL_DP, target_epsilon=4.0, delta=1e-4, clipping_norm=1.5)
+    dp = _task(round_started, privacy=spec).dp
+    assert dp is not None
+    assert (dp.noise_multiplier, dp.target_epsilon, dp.delta, dp.max_grad_norm) == (
+        None,
+        4.0,
+        1e-4,
+        1.5,
+    )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.0),
+        PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0),
+        PrivacySpec(mode=PrivacyMode.LOCAL_DP, target_epsilon=3.0, clipping_norm=1.0),
+    ],
+)
+def test_incomplete_local_dp_is_refused(spec: PrivacySpec, round_started: Make) -> None:
+    with pytest.raises(TaskConfigError, match="local_dp"):
+        _task(round_started, privacy=spec)
+
+
+def test_central_dp_clips_on_the_trainer_and_adds_no_local_noise(round_started: Make) -> None:
+    event = round_started(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5))
+    assert central_dp_norm(event) == 0.5
+    assert _task(round_started, privacy=event.privacy).dp is None
+    usage = central_dp_usage(0.5)
+    assert (usage.noise_multiplier, usage.clipping_norm, usage.steps) == (0.0, 0.5, 1)
+    assert central_dp_norm(round_started()) is None
+    with pytest.raises(TaskConfigError, match="central_dp"):
+        central_dp_norm(round_started(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    scale=st.floats(min_value=1e-3, max_value=1e3),
+    norm=st.floats(min_value=1e-2, max_value=10.0),
+)
+def test_a_clipped_update_has_norm_at_most_c(scale: float, norm: float) -> None:
+    rng = np.random.default_rng(0)
+    delta = {"w": (rng.normal(size=(4, 3)) * scale).astype(np.float32), "b": np.ones(3, np.float32)}
+    clipped, before = clip_for_central_dp(delta, clipping_norm=norm)
+    after = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in clipped.values()))
+    assert after <= norm * (1 + 1e-5)
+    assert all(v.dtype == np.float32 for v in clipped.values())
+    if before <= norm:
+        assert all(np.array_equal(clipped[k], delta[k]) for k in delta)
+
+
+def test_local_dp_usage_reports_what_dp_sgd_used() -> None:
+    report = PrivacyReport(
+        noise_multiplier=1.2, sample_rate=0.09, steps=11, epsilon=3.0, delta=1e-5, max_grad_norm=0.8
+    )
+    usage = local_dp_usage(report)
+    assert (usage.noise_multiplier, usage.sample_rate, usage.steps, usage.clipping_norm) == (
+        1.2,
+        0.09,
+        11,
+        0.8,
+    )
+
+
+def test_client_seed_is_stable_and_differs_per_client_round_and_job(round_started: Make) -> None:
+    base = {"round_seed": 42, "job_id": "j", "round_number": 1, "client_id": "a"}
+    seed = client_seed(**base)  # type: ignore[arg-type]
+    assert seed == client_seed(**base)  # type: ignore[arg-type]
+    assert 0 <= seed < 2**63
+    for change in ({"client_id": "b"}, {"round_number": 2}, {"job_id": "k"}, {"round_seed": 43}):
+        assert client_seed(**{**base, **change}) != seed  # type: ignore[arg-type]
+    assert _task(round_started).seed == client_seed(
+        **{**base, "job_id": "job-1", "client_id": "c1"}
+    )  # type: ignore[arg-type]
+
+
+def test_selection_and_object_prefix(round_started: Make) -> None:
+    event = round_started(selected_clients=["a", "b"])
+    assert is_selected(event, "a")
+    assert not is_selected(event, "c")
+    assert update_prefix("j", 3, "a") == "jobs/j/round-3/updates/a"
+
+
+def test_non_finite_metrics_are_left_out() -> None:
+    metrics = TrainingMetrics(
+        loss=float("nan"), accuracy=0.5, duration_s=1.5, device="cpu", epochs=1, steps=2
+    )
+    assert update_metrics(metrics) == {"accuracy": 0.5, "duration_s": 1.5}
