@@ -1,0 +1,150 @@
+"""An HTTP client for the fedbus gateway, shared by ``fedbus jobs`` and ``fedbus models``.
+
+Settings: ``FEDBUS_GATEWAY_URL`` and ``FEDBUS_API_KEY`` (environment or ``.env``), or the
+``--gateway`` / ``--api-key`` flags, which win.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from fedbus.settings import FedbusSettings, load_settings
+
+__all__ = [
+    "CliGatewaySettings",
+    "GatewayClient",
+    "GatewayError",
+    "SseFrame",
+    "add_connection_flags",
+    "client_from_args",
+    "parse_sse",
+]
+
+
+TRANSPORT: httpx.BaseTransport | None = None
+"""The transport every client uses; None is the network (tests put a fake gateway here)."""
+
+
+class CliGatewaySettings(FedbusSettings):
+    """Where the gateway is and the key to call it with."""
+
+    gateway_url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr | None = None
+
+
+class GatewayError(Exception):
+    """The gateway refused a call or could not be reached; the message says why."""
+
+
+@dataclass(frozen=True)
+class SseFrame:
+    """One Server-Sent Event: its ``event`` name and ``data`` text."""
+
+    event: str
+    data: str
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[SseFrame]:
+    """Frames of an SSE stream given line by line (comments and pings skipped)."""
+    event, data = "message", list[str]()
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SseFrame(event, "\n".join(data))
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield SseFrame(event, "\n".join(data))
+
+
+class GatewayClient:
+    """Calls to the gateway's ``/v1`` API with an API key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+        self._transport = transport
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON body of a successful call; :class:`GatewayError` otherwise."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayError(f"cannot reach the gateway at {self.base_url}: {exc}") from exc
+        if response.is_error:
+            raise GatewayError(_explain(response))
+        return response.json()
+
+    def events(self, job_id: str) -> Iterator[SseFrame]:
+        """Follow ``GET /v1/jobs/{id}/events`` until the server ends the stream."""
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
+                if response.is_error:
+                    response.read()
+                    raise GatewayError(_explain(response))
+                yield from parse_sse(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise GatewayError(f"lost the event stream of job {job_id}: {exc}") from exc
+
+    def download(self, url: str) -> Iterator[bytes]:
+        """The bytes at ``url`` (a presigned link: sent without the API key)."""
+        try:
+            with (
+                httpx.Client(timeout=60.0, transport=self._transport) as plain,
+                plain.stream("GET", url) as response,
+            ):
+                if response.is_error:
+                    raise GatewayError(f"download failed: HTTP {response.status_code}")
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise GatewayError(f"download failed: {exc}") from exc
+
+
+def _explain(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    return f"HTTP {response.status_code}: {detail}"
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """``--gateway`` and ``--api-key`` (defaults from the settings)."""
+    parser.add_argument("--gateway", default=None, help="gateway URL ($FEDBUS_GATEWAY_URL)")
+    parser.add_argument("--api-key", default=None, help="API key ($FEDBUS_API_KEY)")
+
+
+def client_from_args(args: argparse.Namespace) -> GatewayClient:
+    """A client from the flags, falling back to the settings."""
+    settings = load_settings(CliGatewaySettings)
+    key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    return GatewayClient(args.gateway or settings.gateway_url, key, transport=TRANSPORT)

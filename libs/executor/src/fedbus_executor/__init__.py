@@ -1,0 +1,91 @@
+"""fedbus_executor: the one training executor (data, models, devices, DP, LoRA, checkpoints).
+
+It knows nothing of Kafka: a trainer, a centralized job, a test or a laptop all call
+``TrainingExecutor().train(task)``.
+"""
+
+from fedbus_executor.checkpoint import CheckpointState, CheckpointStore
+from fedbus_executor.crypto import decrypt, encrypt, key_from_env
+from fedbus_executor.dataset import DatasetSpec, LoadedDataset, load_dataset, load_spec
+from fedbus_executor.devices import DeviceChoice, DeviceProbe, TorchDeviceProbe, select_device
+from fedbus_executor.errors import (
+    CheckpointError,
+    DatasetError,
+    DeviceError,
+    ExecutorError,
+    ModelError,
+    PrivacyConfigError,
+)
+from fedbus_executor.executor import EvaluationResult, TrainingExecutor
+from fedbus_executor.init import initial_weights
+from fedbus_executor.models import available_models, build_model, register_model
+from fedbus_executor.partition import dirichlet_partition, iid_partition, label_histogram
+from fedbus_executor.prepare import PreparedDataset, PrepareOptions, prepare_dataset, write_parquet
+from fedbus_executor.progress import ProgressCallback, ProgressEvent
+from fedbus_executor.task import (
+    CheckpointSettings,
+    DataRef,
+    DPSettings,
+    LoRASettings,
+    ModelRef,
+    PrivacyReport,
+    TrainingMetrics,
+    TrainingResult,
+    TrainingTask,
+)
+from fedbus_executor.weights import (
+    StateDict,
+    bytes_to_state_dict,
+    sha256_hex,
+    state_dict_to_bytes,
+)
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointSettings",
+    "CheckpointState",
+    "CheckpointStore",
+    "DPSettings",
+    "DataRef",
+    "DatasetError",
+    "DatasetSpec",
+    "DeviceChoice",
+    "DeviceError",
+    "DeviceProbe",
+    "EvaluationResult",
+    "ExecutorError",
+    "LoRASettings",
+    "LoadedDataset",
+    "ModelError",
+    "ModelRef",
+    "PrepareOptions",
+    "PreparedDataset",
+    "PrivacyConfigError",
+    "PrivacyReport",
+    "ProgressCallback",
+    "ProgressEvent",
+    "StateDict",
+    "TorchDeviceProbe",
+    "TrainingExecutor",
+    "TrainingMetrics",
+    "TrainingResult",
+    "TrainingTask",
+    "available_models",
+    "build_model",
+    "bytes_to_state_dict",
+    "decrypt",
+    "dirichlet_partition",
+    "encrypt",
+    "iid_partition",
+    "initial_weights",
+    "key_from_env",
+    "label_histogram",
+    "load_dataset",
+    "load_spec",
+    "prepare_dataset",
+    "register_model",
+    "select_device",
+    "sha256_hex",
+    "state_dict_to_bytes",
+    "write_parquet",
+]

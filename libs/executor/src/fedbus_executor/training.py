@@ -1,0 +1,194 @@
+"""The pieces of one training run: setup, one epoch, proximal term, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedbus_executor.dataset import LoadedDataset
+from fedbus_executor.errors import ModelError
+from fedbus_executor.progress import ProgressCallback, ProgressEvent
+from fedbus_executor.task import TrainingTask
+from fedbus_executor.weights import StateDict
+
+if TYPE_CHECKING:  # opacus is imported only by runs that use DP
+    from opacus import PrivacyEngine
+
+    from fedbus_executor.privacy import DPPlan
+
+__all__ = [
+    "EpochStats",
+    "RunState",
+    "count_parameters",
+    "evaluate_module",
+    "load_weights",
+    "make_loader",
+    "make_optimizer",
+    "returned_state",
+    "seed_everything",
+    "train_epoch",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """The live objects of one run."""
+
+    model: nn.Module
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader[Any]
+    generator: torch.Generator
+    start: StateDict
+    engine: PrivacyEngine | None = None
+    plan: DPPlan | None = None
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Training loss and accuracy over one epoch."""
+
+    loss: float
+    accuracy: float
+    steps: int
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and ``random`` (CPU runs are then repeatable)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loader(
+    tensors: tuple[torch.Tensor, ...],
+    data: LoadedDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+) -> DataLoader[Any]:
+    """A loader over ``(*inputs, labels)``."""
+    dataset = TensorDataset(*tensors, torch.from_numpy(data.labels))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def make_optimizer(task: TrainingTask, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer the task names, over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if task.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=task.learning_rate, momentum=task.momentum, weight_decay=task.weight_decay
+        )
+    cls = torch.optim.Adam if task.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=task.learning_rate, weight_decay=task.weight_decay)
+
+
+def returned_state(model: nn.Module, *, trainable_only: bool) -> StateDict:
+    """Detached copies of the tensors a run returns (only trainable ones for LoRA)."""
+    if trainable_only:
+        return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
+
+
+def load_weights(model: nn.Module, weights: StateDict, *, partial: bool) -> None:
+    """Load ``weights``; ``partial`` allows a subset (LoRA adapters and head).
+
+    Raises
+    ------
+    ModelError
+        When names or shapes do not fit the model.
+    """
+    try:
+        result = model.load_state_dict(weights, strict=not partial)
+    except RuntimeError as exc:
+        raise ModelError(f"weights do not fit the model: {exc}") from exc
+    if result.unexpected_keys:
+        raise ModelError(f"weights have names the model lacks: {result.unexpected_keys[:5]}")
+
+
+def train_epoch(
+    state: RunState,
+    task: TrainingTask,
+    *,
+    epoch: int,
+    device: torch.device,
+    progress: ProgressCallback,
+) -> EpochStats:
+    """One pass over the loader; reports progress every ``task.progress_every`` steps."""
+    state.module.train()
+    total_loss, correct, seen, steps = 0.0, 0, 0, len(state.loader)
+    for step, batch in enumerate(state.loader, start=1):
+        *inputs, labels = (t.to(device) for t in batch)
+        state.optimizer.zero_grad(set_to_none=True)
+        logits = state.module(*inputs)
+        loss = nn.functional.cross_entropy(logits, labels)
+        loss.backward()  # type: ignore[no-untyped-call]
+        _step(state, task.fedprox_mu)
+        total_loss += float(loss.detach()) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        if step % task.progress_every == 0 or step == steps:
+            progress(
+                ProgressEvent(
+                    "train",
+                    f"epoch {epoch} step {step}/{steps}",
+                    {"epoch": epoch, "step": step, "total": steps, "loss": float(loss.detach())},
+                )
+            )
+    return EpochStats(total_loss / max(1, seen), correct / max(1, seen), steps)
+
+
+def _step(state: RunState, mu: float | None) -> None:
+    if state.engine is None:
+        _add_prox(state, mu)
+        state.optimizer.step()
+        return
+    # DP: the proximal gradient depends only on weights, never on data, so adding it
+    # after clipping and noising keeps the guarantee (Opacus overwrites .grad in pre_step).
+    from opacus.optimizers import DPOptimizer
+
+    dp_opt = state.optimizer
+    if isinstance(dp_opt, DPOptimizer) and dp_opt.pre_step():
+        _add_prox(state, mu)
+        dp_opt.original_optimizer.step()
+
+
+def _add_prox(state: RunState, mu: float | None) -> None:
+    if not mu:
+        return
+    for name, param in state.model.named_parameters():
+        if param.grad is not None and name in state.start:
+            param.grad.add_(param.detach() - state.start[name].to(param.device), alpha=mu)
+
+
+@torch.no_grad()
+def evaluate_module(
+    module: nn.Module, loader: DataLoader[Any], *, device: torch.device
+) -> tuple[float, float, int]:
+    """``(mean loss, accuracy, examples)`` of ``module`` on ``loader``."""
+    module.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for batch in loader:
+        *inputs, labels = (t.to(device) for t in batch)
+        logits = module(*inputs)
+        total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+    return total_loss / max(1, seen), correct / max(1, seen), seen
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
