@@ -65,9 +65,11 @@ test-integration: install up ## Integration tests against the real local stack
 test: lint ## Everything CI runs: install, lint, unit, contract, then integration on the real stack
 	$(MAKE) --no-print-directory test-unit test-contract test-integration
 
-demo: install up ## Bring the stack up and show each part healthy
+DEMO_SPEC ?= examples/demo-mnist.yaml
+
+demo: install up ## Run a federated job end to end: 5 services + 10 trainers (DEMO_SPEC=...)
 	@$(STACK) status
-	@echo "fedbus local stack is up. Stop it with: make down"
+	$(PY) deploy/local/demo.py --spec $(DEMO_SPEC)
 
 bench: install ## Print benchmark figures (not timed tests)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
