@@ -71,8 +71,12 @@ demo: install up ## Run a federated job end to end: 5 services + 10 trainers (DE
 	@$(STACK) status
 	$(PY) deploy/local/demo.py --spec $(DEMO_SPEC)
 
-bench: install ## Print benchmark figures (not timed tests)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+bench: install up ## Print benchmark figures (not timed tests; several minutes)
+	$(PY) bench/aggregation_fedavg.py
+	$(PY) bench/bus_throughput.py
+	$(PY) bench/round_overhead.py --trainers 10 --rounds 5
+	$(PY) bench/executor_speed.py
+	$(PY) bench/executor_accuracy.py mnist
 
 helm-lint: ## Lint the Helm chart (needs helm on PATH)
 	helm lint deploy/helm/fedbus
