@@ -21,6 +21,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "fedbus_cli.commands.train",
     "fedbus_cli.commands.jobs",
     "fedbus_cli.commands.models",
+    "fedbus_cli.commands.privacy",
 )
 
 

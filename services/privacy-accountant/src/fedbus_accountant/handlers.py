@@ -1,0 +1,218 @@
+"""Event handlers: record budgets and spendings, publish each round's ``budget.updated`` once.
+
+The three input topics are read independently, so the facts of a round can arrive in any
+order (a ``round.completed`` before its ``update.submitted`` events, a ``job.accepted``
+last). Every handler records its fact, then publishes the budget of every round that has
+become ready, in round order. A round's event is stored before it is returned; asked again
+(a redelivery after a crash), the handler returns the stored event unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+
+from fedbus.bus import Handler
+from fedbus.errors import NonRetryableError
+from fedbus.events import (
+    BudgetStatus,
+    BudgetUpdated,
+    DpUsage,
+    Event,
+    JobAccepted,
+    PrivacyBudget,
+    PrivacyMode,
+    RoundCompleted,
+    UpdateSubmitted,
+    child_traceparent,
+)
+from fedbus.privacy import LedgerEntry, Mechanism
+from fedbus.telemetry import log_context
+from fedbus_accountant.accounting import (
+    BudgetFigures,
+    JobBudget,
+    Spending,
+    figures_after_round,
+    ledger_entries,
+)
+from fedbus_accountant.store import AccountantStore
+
+__all__ = [
+    "HANDLERS",
+    "SOURCE",
+    "bind_handlers",
+    "budget_event",
+    "on_job_accepted",
+    "on_round_completed",
+    "on_update_submitted",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "privacy-accountant"
+_EVENT_IDS = uuid.UUID("8a4f2c1e-3b6d-4e7f-9a1b-2c3d4e5f6a7b")
+
+
+async def on_job_accepted(
+    event: JobAccepted, *, store: AccountantStore, lifetime_epsilon: float | None = None
+) -> list[Event]:
+    """Remember a DP job's budget (jobs without DP are ignored).
+
+    Raises
+    ------
+    NonRetryableError
+        A DP job without ``target_epsilon`` or ``delta``: nothing can be accounted.
+    """
+    privacy = event.spec.privacy
+    if privacy.mode is PrivacyMode.NONE:
+        return []
+    with log_context(job_id=event.job_id):
+        if privacy.target_epsilon is None or privacy.delta is None:
+            raise NonRetryableError(f"DP job {event.job_id} has no target_epsilon or delta")
+        budget = JobBudget(
+            event.job_id, privacy.mode, privacy.target_epsilon, privacy.delta, event.spec.dataset
+        )
+        await store.save_budget(budget)
+        return await _publish_ready(event, store=store, lifetime_epsilon=lifetime_epsilon)
+
+
+async def on_update_submitted(
+    event: UpdateSubmitted, *, store: AccountantStore, lifetime_epsilon: float | None = None
+) -> list[Event]:
+    """Record a trainer's local-DP spending (keyed by the event id) for its round."""
+    with log_context(job_id=event.job_id, round=event.round, client_id=event.client_id):
+        if event.dp is None or event.dp.noise_multiplier == 0:
+            # No DP facts, or clipping only (central DP): nothing spent by this update.
+            return await _publish_ready(event, store=store, lifetime_epsilon=lifetime_epsilon)
+        spending = _spending(event, (event.client_id,), event.dp, "local-dp")
+        if not await store.add_spending(spending):
+            log.info("update %s already in the ledger", event.event_id)
+        return await _publish_ready(
+            event, store=store, lifetime_epsilon=lifetime_epsilon, asked=event.round
+        )
+
+
+async def on_round_completed(
+    event: RoundCompleted, *, store: AccountantStore, lifetime_epsilon: float | None = None
+) -> list[Event]:
+    """Record the round's participants and its central-DP release, if any."""
+    with log_context(job_id=event.job_id, round=event.round):
+        await store.save_round(event.job_id, event.round, event.participants)
+        if event.dp is not None and event.dp.noise_multiplier > 0:
+            release = _spending(event, tuple(event.participants), event.dp, "central-dp")
+            await store.add_spending(release)
+        return await _publish_ready(
+            event, store=store, lifetime_epsilon=lifetime_epsilon, asked=event.round
+        )
+
+
+def _spending(
+    event: Event, clients: tuple[str, ...], dp: DpUsage, mechanism: Mechanism
+) -> Spending:
+    round_ = getattr(event, "round", 0)
+    return Spending(
+        event_id=event.event_id, job_id=event.job_id, round=int(round_), clients=clients,
+        mechanism=mechanism, noise_multiplier=dp.noise_multiplier,
+        sample_rate=dp.sample_rate, steps=dp.steps,
+    )  # fmt: skip
+
+
+async def _publish_ready(
+    cause: Event,
+    *,
+    store: AccountantStore,
+    lifetime_epsilon: float | None,
+    asked: int | None = None,
+) -> list[Event]:
+    """Publish every ready, unpublished round in order; repeat round ``asked`` if published."""
+    job = await store.budget(cause.job_id)
+    if job is None:
+        return []
+    rounds = await store.rounds(cause.job_id)
+    published = await store.published(cause.job_id)
+    spendings = await store.spendings(cause.job_id)
+    others = await _other_jobs(job, store) if lifetime_epsilon is not None else {}
+    out: list[Event] = []
+    for round_ in sorted(rounds):
+        if round_ in published:
+            if round_ == asked:
+                out.append(published[round_])
+            continue
+        figures = figures_after_round(
+            job, round_, rounds, spendings,
+            lifetime_epsilon=lifetime_epsilon, lifetime_spendings=others,
+        )  # fmt: skip
+        if figures is None:
+            log.info("round %d of job %s waits for its updates", round_, job.job_id)
+            break
+        stored = await store.publish(budget_event(job, figures, cause=cause))
+        log.info(
+            "job %s round %d: epsilon %.6g of %.6g%s", job.job_id, round_, figures.total,
+            job.target_epsilon, " (exhausted)" if figures.exhausted else "",
+        )  # fmt: skip
+        out.append(stored)
+    return out
+
+
+async def _other_jobs(job: JobBudget, store: AccountantStore) -> dict[str, list[LedgerEntry]]:
+    """Per client: the ledger entries of other jobs on the same dataset."""
+    by_job: dict[str, list[Spending]] = {}
+    for s in await store.spendings_on_dataset(job.dataset):
+        if s.job_id != job.job_id:
+            by_job.setdefault(s.job_id, []).append(s)
+    per_client: dict[str, list[LedgerEntry]] = {}
+    for rows in by_job.values():
+        for entry in ledger_entries(rows, dataset=job.dataset):
+            per_client.setdefault(entry.client_id, []).append(entry)
+    return per_client
+
+
+def budget_event(job: JobBudget, figures: BudgetFigures, *, cause: Event) -> BudgetUpdated:
+    """The ``budget.updated`` of one round, continuing the trace of ``cause``.
+
+    Its event id is derived from (job, round), so a rebuilt accountant announces a round
+    under the same id and consumers that already saw it skip it.
+    """
+    event = BudgetUpdated.create(
+        source=SOURCE,
+        job_id=job.job_id,
+        traceparent=child_traceparent(cause.traceparent),
+        round=figures.round,
+        budget=PrivacyBudget(epsilon=job.target_epsilon, delta=job.delta),
+        total=_status(job, figures.total),
+        clients={c: _status(job, eps) for c, eps in figures.clients.items()},
+        exhausted=figures.exhausted,
+    )
+    event_id = uuid.uuid5(_EVENT_IDS, f"budget.updated:{job.job_id}:{figures.round}")
+    return event.model_copy(update={"event_id": str(event_id)})
+
+
+def _status(job: JobBudget, spent: float) -> BudgetStatus:
+    return BudgetStatus(
+        epsilon_spent=spent,
+        epsilon_remaining=max(0.0, job.target_epsilon - spent),
+        delta=job.delta,
+    )
+
+
+HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
+    JobAccepted: on_job_accepted,
+    UpdateSubmitted: on_update_submitted,
+    RoundCompleted: on_round_completed,
+}
+"""The routing table: event class -> handler (dependencies as keyword arguments)."""
+
+
+def bind_handlers(
+    *, store: AccountantStore, lifetime_epsilon: float | None = None
+) -> dict[type[Event], Handler]:
+    """:data:`HANDLERS` with their keyword dependencies bound, for ``ConsumerRunner``."""
+    deps = {"store": store, "lifetime_epsilon": lifetime_epsilon}
+    bound: dict[type[Event], Handler] = {}
+    for event_class, handler in HANDLERS.items():
+        wanted = inspect.signature(handler).parameters
+        bound[event_class] = partial(handler, **{k: v for k, v in deps.items() if k in wanted})
+    return bound
