@@ -1,0 +1,237 @@
+{{/* Chart name. */}}
+{{- define "fedbus.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name prefix of every resource. */}}
+{{- define "fedbus.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "fedbus.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels; call with (dict "root" $ "component" "gateway"). */}}
+{{- define "fedbus.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fedbus.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Common labels; call with (dict "root" $ "component" "gateway"). */}}
+{{- define "fedbus.labels" -}}
+helm.sh/chart: {{ include "fedbus.chart" .root }}
+{{ include "fedbus.selectorLabels" . }}
+app.kubernetes.io/part-of: fedbus
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{- define "fedbus.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "fedbus.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference; call with (dict "root" $ "image" .image "gpu" bool). */}}
+{{- define "fedbus.image" -}}
+{{- $root := .root }}
+{{- $tag := .image.tag | default "" }}
+{{- if not $tag }}
+{{- $tag = $root.Values.image.tag | default $root.Chart.AppVersion }}
+{{- if .gpu }}{{ $tag = printf "%s%s" $tag $root.Values.image.gpuTagSuffix }}{{ end }}
+{{- end }}
+{{- if $root.Values.image.registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) .image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding FEDBUS_GATEWAY_API_KEYS. */}}
+{{- define "fedbus.gatewayApiKeysSecret" -}}
+{{- if .Values.gateway.apiKeys.create }}
+{{- printf "%s-gateway-api-keys" (include "fedbus.fullname" .) }}
+{{- else }}
+{{- .Values.gateway.apiKeys.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of every fedbus container: Kafka, MinIO, PostgreSQL, HTTP, logging, then the
+global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <component values>
+"extra" <dict of NAME: value the template adds>).
+*/}}
+{{- define "fedbus.env" -}}
+{{- $v := .root.Values }}
+{{- $vars := dict
+  "FEDBUS_ENV" $v.fedbusEnv
+  "FEDBUS_LOG_LEVEL" $v.logLevel
+  "FEDBUS_HTTP_HOST" "0.0.0.0"
+  "FEDBUS_HTTP_PORT" (toString $v.httpPort)
+  "FEDBUS_KAFKA_BOOTSTRAP_SERVERS" $v.kafka.bootstrapServers
+  "FEDBUS_KAFKA_SECURITY_PROTOCOL" $v.kafka.securityProtocol
+  "FEDBUS_MINIO_ENDPOINT" $v.minio.endpoint
+  "FEDBUS_MINIO_BUCKET" $v.minio.bucket
+  "FEDBUS_MINIO_REGION" $v.minio.region }}
+{{- if $v.kafka.sasl.mechanism }}{{ $_ := set $vars "FEDBUS_KAFKA_SASL_MECHANISM" $v.kafka.sasl.mechanism }}{{ end }}
+{{- if $v.kafka.tls.caSecret }}{{ $_ := set $vars "FEDBUS_KAFKA_SSL_CAFILE" (printf "/etc/fedbus/kafka-ca/%s" $v.kafka.tls.caKey) }}{{ end }}
+{{- if $v.kafka.tls.clientSecret }}
+{{- $_ := set $vars "FEDBUS_KAFKA_SSL_CERTFILE" (printf "/etc/fedbus/kafka-client/%s" $v.kafka.tls.certKey) }}
+{{- $_ := set $vars "FEDBUS_KAFKA_SSL_KEYFILE" (printf "/etc/fedbus/kafka-client/%s" $v.kafka.tls.keyKey) }}
+{{- end }}
+{{- if $v.minio.caSecret }}{{ $_ := set $vars "FEDBUS_MINIO_CA_FILE" (printf "/etc/fedbus/minio-ca/%s" $v.minio.caKey) }}{{ end }}
+{{- if $v.otelExporterOtlpEndpoint }}{{ $_ := set $vars "FEDBUS_OTEL_EXPORTER_OTLP_ENDPOINT" $v.otelExporterOtlpEndpoint }}{{ end }}
+{{- $vars = merge (dict) (.c.env | default dict) (.extra | default dict) ($v.env | default dict) $vars }}
+{{- range $name := keys $vars | sortAlpha }}
+- name: {{ $name }}
+  value: {{ get $vars $name | toString | quote }}
+{{- end }}
+{{- if $v.kafka.sasl.mechanism }}
+- name: FEDBUS_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ $v.kafka.sasl.existingSecret | quote }}, key: {{ $v.kafka.sasl.usernameKey | quote }}}
+- name: FEDBUS_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $v.kafka.sasl.existingSecret | quote }}, key: {{ $v.kafka.sasl.passwordKey | quote }}}
+{{- end }}
+- name: FEDBUS_MINIO_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $v.minio.existingSecret | quote }}, key: {{ $v.minio.accessKeyKey | quote }}}
+- name: FEDBUS_MINIO_SECRET_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $v.minio.existingSecret | quote }}, key: {{ $v.minio.secretKeyKey | quote }}}
+- name: FEDBUS_POSTGRES_DSN
+  valueFrom:
+    secretKeyRef: {name: {{ $v.postgres.existingSecret | quote }}, key: {{ $v.postgres.dsnKey | quote }}}
+{{- with $v.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* TLS volumes (CA / client certificates) shared by every pod. */}}
+{{- define "fedbus.tlsVolumes" -}}
+{{- $v := .Values }}
+{{- if $v.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret: {secretName: {{ $v.kafka.tls.caSecret | quote }}}
+{{- end }}
+{{- if $v.kafka.tls.clientSecret }}
+- name: kafka-client
+  secret: {secretName: {{ $v.kafka.tls.clientSecret | quote }}, defaultMode: 0440}
+{{- end }}
+{{- if $v.minio.caSecret }}
+- name: minio-ca
+  secret: {secretName: {{ $v.minio.caSecret | quote }}}
+{{- end }}
+{{- end }}
+
+{{- define "fedbus.tlsVolumeMounts" -}}
+{{- $v := .Values }}
+{{- if $v.kafka.tls.caSecret }}
+- {name: kafka-ca, mountPath: /etc/fedbus/kafka-ca, readOnly: true}
+{{- end }}
+{{- if $v.kafka.tls.clientSecret }}
+- {name: kafka-client, mountPath: /etc/fedbus/kafka-client, readOnly: true}
+{{- end }}
+{{- if $v.minio.caSecret }}
+- {name: minio-ca, mountPath: /etc/fedbus/minio-ca, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{/* Writable scratch space for a read-only root filesystem. */}}
+{{- define "fedbus.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: cache
+  emptyDir: {}
+{{- end }}
+
+{{- define "fedbus.scratchVolumeMounts" -}}
+- {name: tmp, mountPath: /tmp}
+- {name: cache, mountPath: /home/fedbus/.cache}
+{{- end }}
+
+{{/* Startup, liveness and readiness probes on the ops port. */}}
+{{- define "fedbus.probes" -}}
+{{- $p := .Values.probes }}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+{{- end }}
+
+{{/* Pod annotations: Prometheus scrape hints plus the component's own. */}}
+{{- define "fedbus.podAnnotations" -}}
+{{- if .root.Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .root.Values.httpPort | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .c.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Resources with nvidia.com/gpu added for GPU workloads; call with (dict "c" .. "gpu" bool). */}}
+{{- define "fedbus.resources" -}}
+{{- $res := deepCopy (.c.resources | default dict) }}
+{{- if .gpu }}
+{{- $count := .c.gpuCount | default 1 }}
+{{- $limits := get $res "limits" | default dict }}
+{{- $_ := set $limits "nvidia.com/gpu" $count }}
+{{- $_ := set $res "limits" $limits }}
+{{- $requests := get $res "requests" | default dict }}
+{{- $_ := set $requests "nvidia.com/gpu" $count }}
+{{- $_ := set $res "requests" $requests }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
+{{/* Scheduling fields of a pod spec. */}}
+{{- define "fedbus.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- end }}
