@@ -49,11 +49,14 @@ async def bench_library(settings: FedbusSettings, n: int) -> float:
     group, job = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
     await reset_group_to_end(settings, "progress", group)
     latencies: list[float] = []
+    span = [float("inf"), 0.0]
     done = asyncio.Event()
 
     async def on_progress(event: Progress) -> None:
         if event.job_id == job:
-            latencies.append(time.time() - event.metrics["sent"])
+            now = time.time()
+            latencies.append(now - event.metrics["sent"])
+            span[0], span[1] = min(span[0], event.metrics["sent"]), now
             if len(latencies) == n:
                 done.set()
 
@@ -90,11 +93,16 @@ async def bench_raw(settings: FedbusSettings, n: int) -> float:
     consumer = AIOKafkaConsumer(topic, **consumer_options(settings, group_id=topic))
     await consumer.start()
     latencies: list[float] = []
+    span = [float("inf"), 0.0]
 
     async def consume() -> None:
         while len(latencies) < n:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                latencies.extend(time.time() - float(r.value[:20]) for r in records)
+                now = time.time()
+                for r in records:
+                    sent = float(r.value[:20])
+                    latencies.append(now - sent)
+                    span[0], span[1] = min(span[0], sent), now
             await consumer.commit()
 
     task = asyncio.create_task(consume())
