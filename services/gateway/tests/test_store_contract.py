@@ -11,12 +11,16 @@ import asyncpg
 import pytest
 
 from fedbus.events import (
+    BudgetStatus,
+    BudgetUpdated,
     JobAccepted,
     JobCompleted,
     JobFailed,
     JobSpec,
     JobStatus,
     ModelRef,
+    PrivacyBudget,
+    PrivacyMode,
     PrivacySpec,
     RoundCompleted,
     RoundStarted,
@@ -175,6 +179,48 @@ class JobStoreContract:
         assert (created.tenant, created.status, created.spec) == (
             self.tenant, ViewStatus.ACCEPTED, SPEC,
         )  # fmt: skip
+
+    async def test_a_dp_job_shows_its_budget_and_the_latest_spend(self, store: JobStore) -> None:
+        view = await store.claim(_view(self.tenant))
+        privacy = PrivacySpec(
+            mode=PrivacyMode.LOCAL_DP, target_epsilon=4.0, delta=1e-5, clipping_norm=1.0
+        )
+        dp_spec = SPEC.model_copy(update={"privacy": privacy})
+        accepted = JobAccepted.create(source="t", job_id=view.job_id, tenant=self.tenant,
+                                      request_event_id=view.job_id, spec=dp_spec)  # fmt: skip
+
+        await store.apply(accepted)
+        await store.apply(_budget(view.job_id, 2, {"a": 2.5, "b": 1.9}))
+        await store.apply(_budget(view.job_id, 1, {"a": 1.2, "b": 1.0}))  # late, older
+
+        shown = await store.get(view.job_id)
+        assert shown is not None
+        assert shown.privacy is not None
+        assert shown.privacy.model_dump(include={"mode", "budget_epsilon", "delta",
+                                                 "epsilon_spent", "clients"}) == {
+            "mode": PrivacyMode.LOCAL_DP, "budget_epsilon": 4.0, "delta": 1e-5,
+            "epsilon_spent": 2.5, "clients": {"a": 2.5, "b": 1.9},
+        }  # fmt: skip
+
+    async def test_a_job_without_dp_shows_no_privacy(self, store: JobStore) -> None:
+        view = await store.claim(_view(self.tenant))
+        await store.apply(JobAccepted.create(source="t", job_id=view.job_id, tenant=self.tenant,
+                                             request_event_id=view.job_id, spec=SPEC))  # fmt: skip
+
+        shown = await store.get(view.job_id)
+        assert shown is not None
+        assert shown.privacy is None
+
+
+def _budget(job_id: str, rnd: int, clients: dict[str, float]) -> BudgetUpdated:
+    def status(spent: float) -> BudgetStatus:
+        return BudgetStatus(epsilon_spent=spent, epsilon_remaining=4 - spent, delta=1e-5)
+
+    return BudgetUpdated.create(
+        source="privacy-accountant", job_id=job_id, round=rnd,
+        budget=PrivacyBudget(epsilon=4.0, delta=1e-5), total=status(max(clients.values())),
+        clients={c: status(e) for c, e in clients.items()}, exhausted=False,
+    )  # fmt: skip
 
 
 class TestInMemoryJobStore(JobStoreContract):

@@ -135,3 +135,23 @@ async def test_a_trainer_keeps_its_newest_heartbeat(
 
     assert await store.trainers(dataset) == [info(0, TrainerStatus.BUSY)]
     assert await store.trainers(unique("other-data")) == []
+
+
+async def test_a_dp_job_waiting_for_its_budget_reads_back_equal(
+    store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    from fedbus_orchestration.jobs import Budget
+
+    request = make_request(job_id=unique("job"))
+    t = accept(request, eligible=["a", "b"], now=clock())
+    await store.record(cause_id=request.event_id, events=t.events, job=t.job)
+    stored = await store.get(request.job_id)
+    assert stored is not None
+    spent = Budget(round=1, epsilon_spent=2.5, delta=1e-5, exhausted=False)
+    waiting = replace(stored, state=JobState.AWAITING_BUDGET, deadline=None, noise_multiplier=1.3,
+                      budget=spent)  # fmt: skip
+
+    await store.record(cause_id=unique("budget"), events=[], job=waiting)
+
+    assert await store.get(request.job_id) == replace(waiting, version=waiting.version + 1)
+    assert request.job_id not in {j.job_id for j in await store.running()}

@@ -75,8 +75,10 @@ def test_an_empty_job_id_is_invalid(make_spec: Callable[..., JobSpec]) -> None:
 @pytest.mark.parametrize(
     ("privacy", "expected"),
     [
+        # docs/privacy.md: a noise multiplier alone is no budget; target and delta are needed.
         (PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.0),
-         [("missing_privacy_parameter", "spec.privacy.clipping_norm")]),
+         [("missing_privacy_parameter", "spec.privacy.clipping_norm"),
+          ("missing_privacy_parameter", "spec.privacy.target_epsilon")]),
         (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=1.0),
          [("missing_privacy_parameter", "spec.privacy.target_epsilon")]),
         (PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0, target_epsilon=8.0),
@@ -85,7 +87,10 @@ def test_an_empty_job_id_is_invalid(make_spec: Callable[..., JobSpec]) -> None:
          [("invalid_value", "spec.privacy.delta")]),
         (PrivacySpec(mode=PrivacyMode.LOCAL_DP, clipping_norm=1.0, target_epsilon=8, delta=1e-5),
          []),
-        (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5, noise_multiplier=1.1), []),
+        (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5, noise_multiplier=1.1),
+         [("missing_privacy_parameter", "spec.privacy.target_epsilon")]),
+        (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5, noise_multiplier=1.1,
+                     target_epsilon=8.0, delta=1e-5), []),
         (PrivacySpec(mode=PrivacyMode.NONE, clipping_norm=-1), []),
     ],
 )  # fmt: skip

@@ -8,11 +8,13 @@ strategies (trimmed mean, median, Krum) need every update at once by their natur
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 
 from fedbus.aggregation import (
     ClientUpdate,
+    DPFedAvgFixedClipping,
     FedAvg,
     Model,
     Strategy,
@@ -28,6 +30,12 @@ from fedbus.events import (
     child_traceparent,
 )
 from fedbus.storage import ArtifactIntegrityError, ArtifactNotFoundError
+from fedbus_aggregator.central_dp import (
+    central_dp_shortfall,
+    dp_usage,
+    is_central_dp,
+    wrap_for_central_dp,
+)
 from fedbus_aggregator.models import finite_metrics
 from fedbus_aggregator.rounds import (
     Decision,
@@ -121,6 +129,11 @@ async def settle(
         return []
     if decision is Decision.EXPIRE:
         return await expire(state, deps, state.shortfall())
+    why = central_dp_shortfall(state)
+    if why is not None:  # fail closed: noise for n clients is never applied to fewer
+        if not may_expire and state.reported() != set(state.selected):
+            return []
+        return await expire(state, deps, why)
     try:
         return await _aggregate(state, deps, published=published)
     except NonRetryableError as exc:
@@ -144,12 +157,16 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
     ]
     reference = await global_model(state, deps)
     strategy = build_strategy(started.strategy, num_updates=len(accepted))
+    if is_central_dp(started):  # settle() checked that every selected client is accepted
+        strategy = wrap_for_central_dp(strategy, started)
     previous = await deps.store.previous_server_state(state.job_id, state.round)
     if previous is not None and _stateful(strategy):
         try:
             strategy.load_state(await deps.artifacts.get_tensors(previous))
         except NonRetryableError as exc:  # a different strategy's state: start afresh
             log.warning("server state %s not loaded: %s", previous.object_key, exc)
+    # Adaptive clipping moves C while combining: the round used the C it started with.
+    clip = strategy.clipping_norm if isinstance(strategy, DPFedAvgFixedClipping) else None
     new_model = await _combine(strategy, reference, accepted, deps)
     server_ref = await _save_server_state(strategy, state, deps)
     global_ref = await deps.artifacts.put_tensors(
@@ -169,6 +186,7 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
         dropped=state.dropped(),
         total_samples=sum(u.num_samples for u in accepted),
         metrics=finite_metrics({**weighted_train_metrics(accepted), **scores}),
+        dp=dp_usage(started, clipping_norm=clip) if clip is not None else None,
     )
     closed = await deps.store.close(
         state,
@@ -195,11 +213,17 @@ async def _combine(
             await asyncio.to_thread(accumulator.add, update)
             del delta, update  # released before the next download
         return strategy.apply(global_model=reference, delta=accumulator.result())
+    # Tensors in name order: safetensors does not keep one, and the DP noise is drawn tensor
+    # by tensor from the round's seeded generator, so a re-run must meet them in the same order.
     updates = [
-        ClientUpdate(r.client_id, await deps.artifacts.get_tensors(r.ref), r.num_samples)
+        ClientUpdate(r.client_id, _by_name(await deps.artifacts.get_tensors(r.ref)), r.num_samples)
         for r in accepted
     ]
-    return await asyncio.to_thread(strategy.aggregate, global_model=reference, updates=updates)
+    aggregate = strategy.aggregate
+    if isinstance(strategy, DPFedAvgFixedClipping):  # exactly these clients, or an abort
+        accounted = [r.client_id for r in accepted]
+        aggregate = functools.partial(strategy.aggregate, accounted_clients=accounted)
+    return await asyncio.to_thread(aggregate, global_model=reference, updates=updates)
 
 
 async def _save_server_state(strategy: Strategy, state: RoundState, deps: Deps) -> ModelRef | None:
@@ -208,6 +232,10 @@ async def _save_server_state(strategy: Strategy, state: RoundState, deps: Deps) 
         return None
     prefix = object_prefix(state.job_id, state.round, "server-state")
     return await deps.artifacts.put_tensors(arrays, prefix=prefix)
+
+
+def _by_name(tensors: Model) -> Model:
+    return dict(sorted(tensors.items()))
 
 
 def _stateful(strategy: Strategy) -> bool:

@@ -35,6 +35,7 @@ from fedbus.aggregation import (
 )
 from fedbus.aggregation import Strategy as AggregationStrategy
 from fedbus.events import Strategy, StrategySpec
+from fedbus_aggregator.central_dp import DP_OPTIONS
 
 __all__ = ["KNOWN_OPTIONS", "build_strategy", "is_streaming"]
 
@@ -74,7 +75,7 @@ def build_strategy(spec: StrategySpec, *, num_updates: int) -> AggregationStrate
     IncompatibleUpdateError
         When an option value is out of range (a non-retryable error).
     """
-    unknown = sorted(set(spec.options) - KNOWN_OPTIONS[spec.name])
+    unknown = sorted(set(spec.options) - KNOWN_OPTIONS[spec.name] - DP_OPTIONS)
     if unknown:
         log.warning("strategy %s ignores options %s", spec.name.value, unknown)
     return _BUILDERS[spec.name](spec.options, num_updates)

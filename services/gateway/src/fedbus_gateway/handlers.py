@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from fedbus.bus import Handler
 from fedbus.events import (
+    BudgetUpdated,
     Event,
     JobAccepted,
     JobCompleted,
@@ -30,6 +31,7 @@ READ_MODEL_EVENTS: tuple[type[Event], ...] = (
     JobFailed,
     RoundStarted,
     RoundCompleted,
+    BudgetUpdated,
 )
 CONSUMED: tuple[type[Event], ...] = (*READ_MODEL_EVENTS, Progress)
 """Every event type the gateway consumes (its topics)."""

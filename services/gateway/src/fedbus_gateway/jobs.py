@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from fedbus.events import (
+    BudgetUpdated,
     Event,
     JobAccepted,
     JobCompleted,
@@ -21,11 +22,12 @@ from fedbus.events import (
     JobRejected,
     JobRequested,
     JobSpec,
+    PrivacyMode,
     RoundCompleted,
     RoundStarted,
 )
 
-__all__ = ["TERMINAL", "JobView", "Reason", "ViewStatus", "apply", "new_view"]
+__all__ = ["TERMINAL", "JobView", "PrivacyView", "Reason", "ViewStatus", "apply", "new_view"]
 
 
 class ViewStatus(StrEnum):
@@ -61,6 +63,19 @@ class Reason(BaseModel):
     message: str
 
 
+class PrivacyView(BaseModel):
+    """A DP job's budget and what the privacy accountant counted of it (latest
+    ``budget.updated``): epsilon spent by the job and by each client, at ``delta``."""
+
+    mode: PrivacyMode | None = None
+    budget_epsilon: float | None = None
+    delta: float | None = None
+    epsilon_spent: float = 0.0
+    clients: dict[str, float] = Field(default_factory=dict)
+    round: int | None = None
+    exhausted: bool = False
+
+
 class JobView(BaseModel):
     """One row of the read model; also the body of ``GET /v1/jobs/{id}``."""
 
@@ -74,6 +89,7 @@ class JobView(BaseModel):
     participants: list[str] = Field(default_factory=list)
     reasons: list[Reason] = Field(default_factory=list)
     final_model: dict[str, Any] | None = None
+    privacy: PrivacyView | None = None
     idempotency_key: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -124,7 +140,8 @@ def _changes(view: JobView, event: Event) -> dict[str, Any]:
             key = view.idempotency_key or event.idempotency_key
             return {"spec": view.spec or event.spec, "idempotency_key": key}
         case JobAccepted():
-            return {"spec": event.spec, "status": _advance(view, ViewStatus.ACCEPTED)}
+            changes = {"spec": event.spec, "status": _advance(view, ViewStatus.ACCEPTED)}
+            return changes | _privacy_of_spec(view, event.spec)
         case JobRejected():
             reasons = [Reason.model_validate(r.model_dump()) for r in event.reasons]
             return {"status": _advance(view, ViewStatus.REJECTED), "reasons": reasons}
@@ -133,6 +150,8 @@ def _changes(view: JobView, event: Event) -> dict[str, Any]:
             return {"status": _advance(view, ViewStatus.RUNNING), "current_round": current}
         case RoundCompleted():
             return _round_completed(view, event)
+        case BudgetUpdated():
+            return _budget_updated(view, event)
         case JobCompleted():
             return _job_completed(view, event)
         case JobFailed():
@@ -166,3 +185,31 @@ def _job_completed(view: JobView, event: JobCompleted) -> dict[str, Any]:
     if event.metrics:
         changes["metrics"] = dict(event.metrics)
     return changes
+
+
+def _privacy_of_spec(view: JobView, spec: JobSpec) -> dict[str, Any]:
+    privacy = spec.privacy
+    if privacy.mode is PrivacyMode.NONE:
+        return {}
+    known = view.privacy or PrivacyView()
+    return {
+        "privacy": known.model_copy(
+            update={"mode": privacy.mode, "budget_epsilon": privacy.target_epsilon,
+                    "delta": privacy.delta}
+        )
+    }  # fmt: skip
+
+
+def _budget_updated(view: JobView, event: BudgetUpdated) -> dict[str, Any]:
+    known = view.privacy
+    if known is not None and (known.round or 0) > (event.round or 0):
+        return {}  # an older round's budget, delivered late
+    mode = view.spec.privacy.mode if view.spec is not None else None
+    privacy = PrivacyView(
+        mode=mode if mode is not PrivacyMode.NONE else None,
+        budget_epsilon=event.budget.epsilon, delta=event.total.delta,
+        epsilon_spent=event.total.epsilon_spent,
+        clients={c: s.epsilon_spent for c, s in sorted(event.clients.items())},
+        round=event.round, exhausted=event.exhausted,
+    )  # fmt: skip
+    return {"privacy": privacy}

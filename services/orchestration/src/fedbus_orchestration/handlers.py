@@ -43,6 +43,7 @@ from fedbus_orchestration.validation import validate_request
 __all__ = [
     "HANDLERS",
     "Context",
+    "Roster",
     "bind",
     "eligible_for",
     "on_budget_updated",
@@ -50,6 +51,7 @@ __all__ = [
     "on_job_requested",
     "on_round_completed",
     "on_trainer_heartbeat",
+    "roster_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,27 @@ class Context:
     clock: Callable[[], datetime] = utc_now
 
 
-async def eligible_for(ctx: Context, spec: JobSpec, now: datetime) -> list[str]:
-    """Sorted ids of the trainers that may train ``spec`` now."""
+@dataclass(frozen=True)
+class Roster:
+    """The trainers that may train a job now, and the records each holds of its dataset."""
+
+    eligible: list[str]
+    samples: dict[str, int]
+
+
+async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
+    """Who may train ``spec`` now (sorted ids) and their sample counts (from heartbeats)."""
     trainers = await ctx.store.trainers(spec.dataset)
-    return eligible_trainers(
+    eligible = eligible_trainers(
         trainers, dataset=spec.dataset, now=now, staleness_factor=ctx.staleness_factor
     )
+    samples = {t.client_id: t.datasets[spec.dataset] for t in trainers if t.client_id in eligible}
+    return Roster(eligible, samples)
+
+
+async def eligible_for(ctx: Context, spec: JobSpec, now: datetime) -> list[str]:
+    """Sorted ids of the trainers that may train ``spec`` now."""
+    return (await roster_for(ctx, spec, now)).eligible
 
 
 async def _save(ctx: Context, cause: Event, transition: Transition) -> list[Event]:
@@ -98,10 +115,11 @@ async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
             log.info("idempotency key %r of tenant %s seen before; ignored", key, event.tenant)
             return []
         now = ctx.clock()
-        eligible = await eligible_for(ctx, event.spec, now)
+        roster = await roster_for(ctx, event.spec, now)
         reasons = validate_request(
             event.spec, job_id=event.job_id, known_models=ctx.known_models,
-            known_datasets=ctx.known_datasets, live_holders=len(eligible),
+            known_datasets=ctx.known_datasets, live_holders=len(roster.eligible),
+            samples=roster.samples,
         )  # fmt: skip
         if reasons:
             events = reject(event, reasons)
@@ -109,11 +127,12 @@ async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
             log.info("job rejected: %s", ", ".join(r.code for r in reasons))
             return events
         log.info("job accepted for tenant %s", event.tenant)
-        return await _save(ctx, event, accept(event, eligible=eligible, now=now))
+        transition = accept(event, eligible=roster.eligible, now=now, samples=roster.samples)
+        return await _save(ctx, event, transition)
 
 
 async def _on_job_event(
-    event: E, ctx: Context, step: Callable[[Job, E, list[str], datetime], Transition]
+    event: E, ctx: Context, step: Callable[[Job, E, Roster, datetime], Transition]
 ) -> list[Event]:
     with log_context(job_id=event.job_id):
         replay = await ctx.store.emitted(event.event_id)
@@ -124,11 +143,14 @@ async def _on_job_event(
             log.warning("%s for unknown job ignored", event.type)
             return []
         now = ctx.clock()
-        transition = step(job, event, await eligible_for(ctx, job.spec, now), now)
-        if not transition.events:
+        transition = step(job, event, await roster_for(ctx, job.spec, now), now)
+        if not transition.events and transition.job == job:
             log.info("%s ignored: job is %s round %d", event.type, job.state, job.round)
             return []
-        events = await _save(ctx, event, transition)
+        # A change without events (a budget ahead of its round.completed) is saved too.
+        await ctx.store.record(cause_id=event.event_id, events=transition.events,
+                               job=transition.job)  # fmt: skip
+        events = transition.events
         new = transition.job
         log.info("%s handled: job %s, round %d attempt %d", event.type, new.state, new.round,
                  new.attempt)  # fmt: skip
@@ -138,8 +160,10 @@ async def _on_job_event(
 async def on_round_completed(event: RoundCompleted, *, ctx: Context) -> list[Event]:
     """Next round, rollback, ``job.completed`` or ``job.failed``; stale rounds are ignored."""
 
-    def step(job: Job, ev: RoundCompleted, eligible: list[str], now: datetime) -> Transition:
-        return after_round(job, ev, eligible=eligible, now=now, policy=ctx.policy)
+    def step(job: Job, ev: RoundCompleted, roster: Roster, now: datetime) -> Transition:
+        return after_round(
+            job, ev, eligible=roster.eligible, now=now, policy=ctx.policy, samples=roster.samples
+        )
 
     return await _on_job_event(event, ctx, step)
 
@@ -150,8 +174,13 @@ async def on_job_cancel_requested(event: JobCancelRequested, *, ctx: Context) ->
 
 
 async def on_budget_updated(event: BudgetUpdated, *, ctx: Context) -> list[Event]:
-    """``job.completed(status=budget_exhausted)`` when the accountant says the budget is spent."""
-    return await _on_job_event(event, ctx, lambda job, ev, _e, _n: after_budget(job, ev))
+    """A DP job's next round, ``job.completed`` (``budget_exhausted`` when the accountant says
+    the budget is spent), or nothing yet when the budget came before its ``round.completed``."""
+
+    def step(job: Job, ev: BudgetUpdated, roster: Roster, now: datetime) -> Transition:
+        return after_budget(job, ev, eligible=roster.eligible, now=now, samples=roster.samples)
+
+    return await _on_job_event(event, ctx, step)
 
 
 async def on_trainer_heartbeat(event: TrainerHeartbeat, *, ctx: Context) -> list[Event]:

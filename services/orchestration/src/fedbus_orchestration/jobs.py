@@ -1,6 +1,8 @@
 """The job state machine: pure transitions that return the new job and the events to emit.
 
-``accepted -> running(round r, attempt a) -> completed | failed | cancelled``. Nothing here
+``accepted -> running(round r, attempt a) [-> awaiting_budget(r)] -> completed | failed |
+cancelled``. A DP job waits after each round for the privacy accountant's ``budget.updated``
+of that round before it starts the next (or ends: docs/privacy.md, step 1). Nothing here
 does I/O: the handlers load a :class:`Job`, call a transition with the clock and the eligible
 trainers, and persist the result with its events in one transaction.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -35,16 +37,20 @@ from fedbus.events import (
     ModelRef,
     Phase,
     PrivacyGuarantee,
+    PrivacyMode,
     Progress,
     RejectionReason,
     RoundCompleted,
     RoundStarted,
     child_traceparent,
 )
+from fedbus.privacy import UnreachableTargetError
+from fedbus_orchestration.noise import round_noise_multiplier
 from fedbus_orchestration.selection import select_clients
 
 __all__ = [
     "SOURCE",
+    "Budget",
     "Job",
     "JobState",
     "Policy",
@@ -69,6 +75,8 @@ class JobState(StrEnum):
 
     ACCEPTED = "accepted"
     RUNNING = "running"
+    AWAITING_BUDGET = "awaiting_budget"
+    """A DP job's round completed; the next starts once the accountant has counted it."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -87,6 +95,24 @@ class Policy:
     max_rollbacks: int = 2
     divergence_factor: float = 10.0
     round_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The latest ``budget.updated`` of a job: what its guarantee is after ``round``."""
+
+    round: int
+    epsilon_spent: float
+    delta: float
+    exhausted: bool
+
+    @classmethod
+    def of(cls, event: BudgetUpdated) -> Budget:
+        """The budget an event reports (``round`` 0 for the initial one)."""
+        return cls(
+            round=event.round or 0, epsilon_spent=event.total.epsilon_spent,
+            delta=event.total.delta, exhausted=event.exhausted,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,12 +136,26 @@ class Job:
     rounds_completed: int = 0
     last_loss: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    noise_multiplier: float | None = None
+    budget: Budget | None = None
     version: int = 0
 
     @property
     def seed(self) -> int:
         """The job's seed (the effective spec always has one)."""
         return self.spec.seed if self.spec.seed is not None else seed_for(self.job_id)
+
+    @property
+    def private(self) -> bool:
+        """True for a DP job (local or central)."""
+        return self.spec.privacy.mode is not PrivacyMode.NONE
+
+    def guarantee(self) -> PrivacyGuarantee | None:
+        """The (epsilon, delta) of the latest budget, if the accountant sent one."""
+        if self.budget is None:
+            return None
+        b = self.budget
+        return PrivacyGuarantee(mode=self.spec.privacy.mode, epsilon=b.epsilon_spent, delta=b.delta)
 
 
 @dataclass(frozen=True)
@@ -151,8 +191,17 @@ def _progress(job: Job, tp: str, phase: Phase, message: str, rnd: int | None = N
     return _emit(job, Progress, tp, round=rnd, phase=phase, message=message)
 
 
-def accept(request: JobRequested, *, eligible: Sequence[str], now: datetime) -> Transition:
-    """Accept a validated request and open round 1, attempt 1."""
+def accept(
+    request: JobRequested,
+    *,
+    eligible: Sequence[str],
+    now: datetime,
+    samples: Mapping[str, int] | None = None,
+) -> Transition:
+    """Accept a validated request and open round 1, attempt 1.
+
+    ``samples`` (records per trainer, from heartbeats) sizes a local-DP job's noise.
+    """
     job = Job(
         job_id=request.job_id,
         tenant=request.tenant,
@@ -161,15 +210,15 @@ def accept(request: JobRequested, *, eligible: Sequence[str], now: datetime) -> 
         traceparent=request.traceparent,
         idempotency_key=request.idempotency_key,
     )
-    accepted = _emit(
-        job,
-        JobAccepted,
-        request.traceparent,
-        tenant=job.tenant,
-        request_event_id=request.event_id,
-        spec=job.spec,
+    started = _start_round(
+        job, 1, 1, eligible=eligible, now=now, tp=request.traceparent, samples=samples
     )
-    started = _start_round(job, 1, 1, eligible=eligible, now=now, tp=request.traceparent)
+    # The effective spec reports the noise round 1 uses (derived when the request had none).
+    privacy = job.spec.privacy.model_copy(update={"noise_multiplier": started.job.noise_multiplier})
+    accepted = _emit(
+        job, JobAccepted, request.traceparent, tenant=job.tenant,
+        request_event_id=request.event_id, spec=job.spec.model_copy(update={"privacy": privacy}),
+    )  # fmt: skip
     return Transition(started.job, [accepted, *started.events])
 
 
@@ -197,14 +246,19 @@ def _start_round(
     now: datetime,
     tp: str,
     why: str = "",
+    samples: Mapping[str, int] | None = None,
 ) -> Transition:
     spec = job.spec
     selected = select_clients(spec, eligible, seed=job.seed, round=rnd, attempt=attempt)
+    try:
+        noise = round_noise_multiplier(spec, selected=selected, samples=samples or {})
+    except UnreachableTargetError as exc:
+        return _fail(job, tp, "budget_too_small", f"round {rnd}: {exc}")
     min_clients = 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
     deadline = now + timedelta(seconds=spec.round_deadline_seconds)
     running = replace(
         job, state=JobState.RUNNING, round=rnd, attempt=attempt, deadline=deadline,
-        selected=tuple(selected),
+        selected=tuple(selected), noise_multiplier=noise,
     )  # fmt: skip
     message = (
         f"{why}round {rnd} attempt {attempt}: selected {len(selected)} of {len(eligible)} "
@@ -214,7 +268,7 @@ def _start_round(
         job, RoundStarted, tp, round=rnd, selected_clients=selected, min_clients=min_clients,
         deadline=deadline, global_model=job.global_model, model=spec.model,
         dataset=spec.dataset, training=spec.training, strategy=spec.strategy,
-        privacy=spec.privacy, seed=job.seed,
+        privacy=spec.privacy.model_copy(update={"noise_multiplier": noise}), seed=job.seed,
     )  # fmt: skip
     return Transition(running, [_progress(job, tp, Phase.SCHEDULING, message, rnd), started])
 
@@ -231,10 +285,17 @@ def divergence(job: Job, event: RoundCompleted, *, factor: float) -> str | None:
 
 
 def after_round(
-    job: Job, event: RoundCompleted, *, eligible: Sequence[str], now: datetime, policy: Policy
+    job: Job,
+    event: RoundCompleted,
+    *,
+    eligible: Sequence[str],
+    now: datetime,
+    policy: Policy,
+    samples: Mapping[str, int] | None = None,
 ) -> Transition:
     """Advance on a round's result: next round, rollback, completion or failure.
 
+    A DP job first waits for the accountant's budget of this round (unless it came first).
     A result for another round than the running one (late, redelivered, or of a finished
     job) changes nothing.
     """
@@ -243,16 +304,39 @@ def after_round(
     tp = event.traceparent
     why = divergence(job, event, factor=policy.divergence_factor)
     if why is not None:
-        return _rollback(job, event, why, eligible=eligible, now=now, policy=policy)
+        if job.rollbacks >= policy.max_rollbacks:
+            message = f"round {event.round} diverged ({why}) after {job.rollbacks} rollback(s)"
+            return _fail(job, tp, "diverged", message)
+        rolled = replace(job, rollbacks=job.rollbacks + 1)
+        note = f"round {event.round} diverged ({why}); rolled back to the previous global model; "
+        return _proceed(rolled, tp, note, eligible=eligible, now=now, samples=samples)
     done = replace(
         job, global_model=event.global_model, previous_model=job.global_model,
         rounds_completed=job.rounds_completed + 1, metrics=dict(event.metrics),
         last_loss=event.metrics.get("loss", job.last_loss),
     )  # fmt: skip
-    if done.rounds_completed >= job.spec.rounds:
-        return _complete(done, tp)
     note = f"round {event.round} completed; "
-    return _start_round(done, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note)
+    return _proceed(done, tp, note, eligible=eligible, now=now, samples=samples)
+
+
+def _proceed(
+    job: Job, tp: str, note: str, *, eligible: Sequence[str], now: datetime,
+    samples: Mapping[str, int] | None,
+) -> Transition:  # fmt: skip
+    """After round ``job.round``: wait for its budget (DP), end, or start the next round."""
+    if job.private:
+        budget = job.budget
+        if budget is None or budget.round < job.round:
+            waiting = replace(job, state=JobState.AWAITING_BUDGET, deadline=None)
+            message = f"{note}waiting for the privacy accountant's budget of round {job.round}"
+            return Transition(waiting, [_progress(job, tp, Phase.SCHEDULING, message, job.round)])
+        if budget.exhausted and job.rounds_completed < job.spec.rounds:
+            return _exhausted(job, tp)
+    if job.rounds_completed >= job.spec.rounds:
+        return _complete(job, tp)
+    return _start_round(
+        job, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples
+    )
 
 
 def _complete(job: Job, tp: str) -> Transition:
@@ -260,7 +344,7 @@ def _complete(job: Job, tp: str) -> Transition:
     message = f"job completed after {job.rounds_completed} round(s)"
     completed = _emit(
         job, JobCompleted, tp, status=JobStatus.COMPLETED, rounds_completed=job.rounds_completed,
-        final_model=job.global_model, metrics=job.metrics,
+        final_model=job.global_model, metrics=job.metrics, guarantee=job.guarantee(),
     )  # fmt: skip
     return Transition(final, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])
 
@@ -274,19 +358,6 @@ def _fail(job: Job, tp: str, code: str, message: str) -> Transition:
     return Transition(failed, [_progress(job, tp, Phase.FAILED, message, job.round), event])
 
 
-def _rollback(
-    job: Job, event: RoundCompleted, why: str, *, eligible: Sequence[str], now: datetime,
-    policy: Policy,
-) -> Transition:  # fmt: skip
-    tp = event.traceparent
-    if job.rollbacks >= policy.max_rollbacks:
-        message = f"round {event.round} diverged ({why}) after {job.rollbacks} rollback(s)"
-        return _fail(job, tp, "diverged", message)
-    rolled = replace(job, rollbacks=job.rollbacks + 1)
-    note = f"round {event.round} diverged ({why}); rolled back to the previous global model; "
-    return _start_round(rolled, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note)
-
-
 def overdue(job: Job, now: datetime, *, grace_seconds: float) -> bool:
     """True when the running round is past its deadline plus the grace period."""
     if job.state is not JobState.RUNNING or job.deadline is None:
@@ -295,7 +366,12 @@ def overdue(job: Job, now: datetime, *, grace_seconds: float) -> bool:
 
 
 def after_deadline(
-    job: Job, *, eligible: Sequence[str], now: datetime, policy: Policy
+    job: Job,
+    *,
+    eligible: Sequence[str],
+    now: datetime,
+    policy: Policy,
+    samples: Mapping[str, int] | None = None,
 ) -> Transition:
     """Retry an overdue round with a new selection, or fail the job when retries are spent."""
     if not overdue(job, now, grace_seconds=policy.round_grace_seconds):
@@ -310,7 +386,9 @@ def after_deadline(
         )
         return _fail(job, tp, "too_few_clients", message)
     note = f"round {job.round} attempt {attempts} missed its deadline; "
-    return _start_round(job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note)
+    return _start_round(
+        job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples
+    )
 
 
 def cancel(job: Job, event: JobCancelRequested) -> Transition:
@@ -323,24 +401,51 @@ def cancel(job: Job, event: JobCancelRequested) -> Transition:
     message = f"job cancelled by {event.requested_by}{reason}"
     completed = _emit(
         job, JobCompleted, tp, status=JobStatus.CANCELLED, rounds_completed=job.rounds_completed,
-        final_model=job.global_model, metrics=job.metrics,
+        final_model=job.global_model, metrics=job.metrics, guarantee=job.guarantee(),
     )  # fmt: skip
     return Transition(ended, [_progress(job, tp, Phase.CANCELLED, message, job.round), completed])
 
 
-def after_budget(job: Job, event: BudgetUpdated) -> Transition:
-    """End a running job with status ``budget_exhausted`` when the accountant says so."""
-    if job.state.final or not event.exhausted:
+def after_budget(
+    job: Job,
+    event: BudgetUpdated,
+    *,
+    eligible: Sequence[str] = (),
+    now: datetime | None = None,
+    samples: Mapping[str, int] | None = None,
+) -> Transition:
+    """Take the accountant's budget of a round into account.
+
+    - the round the job waits for: end it (``budget_exhausted``, or ``completed`` after its
+      last round) or start the next round;
+    - the running round (the budget overtook its ``round.completed``): remember it, no event;
+    - an older round that says ``exhausted`` (a lifetime cap, say): end the job now;
+    - anything else (older, redelivered, a finished job): nothing changes.
+    """
+    if job.state.final or event.round is None or event.round > job.round:
         return Transition(job, [])
+    if job.budget is not None and job.budget.round > event.round:
+        return Transition(job, [])
+    updated = replace(job, budget=Budget.of(event))
     tp = event.traceparent
+    if event.round == job.round and job.state is JobState.AWAITING_BUDGET:
+        note = f"round {job.round} counted: epsilon {event.total.epsilon_spent:.4g} spent; "
+        moment = now if now is not None else event.time
+        return _proceed(updated, tp, note, eligible=eligible, now=moment, samples=samples)
+    if event.round == job.round:
+        return Transition(updated, [])
+    if event.exhausted:
+        return _exhausted(updated, tp)
+    return Transition(job, [])
+
+
+def _exhausted(job: Job, tp: str) -> Transition:
+    """``job.completed(status=budget_exhausted)`` with the last global model and guarantee."""
     ended = replace(job, state=JobState.COMPLETED, deadline=None)
-    guarantee = PrivacyGuarantee(
-        mode=job.spec.privacy.mode, epsilon=event.total.epsilon_spent, delta=event.total.delta
-    )
     message = f"privacy budget exhausted after {job.rounds_completed} round(s)"
     completed = _emit(
         job, JobCompleted, tp, status=JobStatus.BUDGET_EXHAUSTED,
         rounds_completed=job.rounds_completed, final_model=job.global_model,
-        metrics=job.metrics, guarantee=guarantee,
+        metrics=job.metrics, guarantee=job.guarantee(),
     )  # fmt: skip
     return Transition(ended, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])

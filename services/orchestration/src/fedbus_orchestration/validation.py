@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
+from fedbus_orchestration.noise import first_round_epsilon
 
 __all__ = ["validate_request"]
 
@@ -16,6 +17,7 @@ def validate_request(
     known_models: Collection[str],
     known_datasets: Collection[str],
     live_holders: int,
+    samples: Mapping[str, int] | None = None,
 ) -> list[RejectionReason]:
     """Return one reason per problem; an empty list means the job can run.
 
@@ -31,11 +33,16 @@ def validate_request(
         Datasets accepted without a live trainer (the job waits for trainers).
     live_holders
         Fresh trainers that hold ``spec.dataset`` now.
+    samples
+        Records per eligible trainer (from heartbeats): an explicit noise multiplier whose
+        first round alone would exceed the budget on one of them is ``budget_too_small``.
     """
     reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
     reasons += _numbers(spec)
-    reasons += _privacy(spec)
-    return reasons
+    privacy = _privacy(spec)
+    if not privacy and not reasons:
+        privacy = _budget(spec, samples or {})
+    return reasons + privacy
 
 
 def _reason(code: str, field: str | None, message: str) -> RejectionReason:
@@ -116,15 +123,11 @@ def _privacy(spec: JobSpec) -> list[RejectionReason]:
         out.append(_reason("missing_privacy_parameter", "spec.privacy.clipping_norm", message))
     elif privacy.clipping_norm <= 0:
         out.append(_reason("invalid_value", "spec.privacy.clipping_norm", "must be positive"))
-    has_target = privacy.target_epsilon is not None and privacy.delta is not None
-    if not has_target and privacy.noise_multiplier is None:
-        field = (
-            "spec.privacy.delta"
-            if privacy.target_epsilon is not None
-            else ("spec.privacy.target_epsilon")
-        )
-        message = f"{mode} needs target_epsilon and delta, or noise_multiplier"
-        out.append(_reason("missing_privacy_parameter", field, message))
+    # The budget is what the accountant holds the job to: a noise multiplier alone is not one.
+    if privacy.target_epsilon is None or privacy.delta is None:
+        name = "delta" if privacy.target_epsilon is not None else "target_epsilon"
+        message = f"{mode} needs target_epsilon and delta (the job's budget)"
+        out.append(_reason("missing_privacy_parameter", f"spec.privacy.{name}", message))
     positives = [
         ("target_epsilon", privacy.target_epsilon),
         ("noise_multiplier", privacy.noise_multiplier),
@@ -135,3 +138,15 @@ def _privacy(spec: JobSpec) -> list[RejectionReason]:
     if privacy.delta is not None and not 0 < privacy.delta < 1:
         out.append(_reason("invalid_value", "spec.privacy.delta", "must be in (0, 1)"))
     return out
+
+
+def _budget(spec: JobSpec, samples: Mapping[str, int]) -> list[RejectionReason]:
+    privacy = spec.privacy
+    first = first_round_epsilon(spec, clients=samples.keys(), samples=samples)
+    if first is None or privacy.target_epsilon is None or first <= privacy.target_epsilon:
+        return []
+    message = (
+        f"noise_multiplier {privacy.noise_multiplier:g} spends epsilon {first:.4g} in the first "
+        f"round alone, more than the budget {privacy.target_epsilon:g} at delta {privacy.delta:g}"
+    )
+    return [_reason("budget_too_small", "spec.privacy.noise_multiplier", message)]

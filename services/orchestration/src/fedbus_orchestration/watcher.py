@@ -13,7 +13,7 @@ import logging
 from fedbus.bus import Publisher
 from fedbus.errors import RetryableError
 from fedbus.telemetry import log_context
-from fedbus_orchestration.handlers import Context, eligible_for
+from fedbus_orchestration.handlers import Context, roster_for
 from fedbus_orchestration.jobs import after_deadline, overdue
 from fedbus_orchestration.store import ConcurrentUpdateError
 
@@ -30,8 +30,10 @@ async def check_deadlines(ctx: Context) -> int:
         if not overdue(job, now, grace_seconds=ctx.policy.round_grace_seconds):
             continue
         with log_context(job_id=job.job_id, round=job.round):
-            eligible = await eligible_for(ctx, job.spec, now)
-            transition = after_deadline(job, eligible=eligible, now=now, policy=ctx.policy)
+            roster = await roster_for(ctx, job.spec, now)
+            transition = after_deadline(
+                job, eligible=roster.eligible, now=now, policy=ctx.policy, samples=roster.samples
+            )
             cause = f"deadline:{job.job_id}:{job.round}:{job.attempt}"
             try:
                 await ctx.store.record(

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS gateway_jobs (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
+ALTER TABLE gateway_jobs ADD COLUMN IF NOT EXISTS privacy jsonb;
 CREATE UNIQUE INDEX IF NOT EXISTS gateway_jobs_idempotency
     ON gateway_jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS gateway_jobs_tenant_created
@@ -36,17 +37,18 @@ CREATE INDEX IF NOT EXISTS gateway_jobs_tenant_created
 
 _COLUMNS = (
     "job_id, tenant, spec, status, current_round, rounds_completed, metrics, participants, "
-    "reasons, final_model, idempotency_key, created_at, updated_at"
+    "reasons, final_model, idempotency_key, created_at, updated_at, privacy"
 )
 _UPSERT = f"""
 INSERT INTO gateway_jobs ({_COLUMNS})
-VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13,
+        $14::jsonb)
 ON CONFLICT (job_id) DO UPDATE SET
     spec = EXCLUDED.spec, status = EXCLUDED.status, current_round = EXCLUDED.current_round,
     rounds_completed = EXCLUDED.rounds_completed, metrics = EXCLUDED.metrics,
     participants = EXCLUDED.participants, reasons = EXCLUDED.reasons,
     final_model = EXCLUDED.final_model, idempotency_key = EXCLUDED.idempotency_key,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, privacy = EXCLUDED.privacy
 """  # noqa: S608 - only constant column names are interpolated
 
 
@@ -160,6 +162,7 @@ def _row(view: JobView) -> tuple[Any, ...]:
         view.idempotency_key,
         view.created_at,
         view.updated_at,
+        json.dumps(data["privacy"]) if view.privacy is not None else None,
     )
 
 
@@ -175,5 +178,6 @@ def _view(row: Any) -> JobView:
             "participants": load(row["participants"]),
             "reasons": load(row["reasons"]),
             "final_model": load(row["final_model"]),
+            "privacy": load(row["privacy"]),
         }
     )

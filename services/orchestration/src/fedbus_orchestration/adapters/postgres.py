@@ -10,6 +10,7 @@ Tables (created at start with ``CREATE TABLE IF NOT EXISTS``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ import asyncpg
 
 from fedbus.errors import RetryableError
 from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
-from fedbus_orchestration.jobs import Job, JobState
+from fedbus_orchestration.jobs import Budget, Job, JobState
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
 
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS orchestration_jobs (
     updated_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant, idempotency_key)
 );
+-- Added with DP jobs: the round's noise multiplier and the latest budget.updated.
+ALTER TABLE orchestration_jobs ADD COLUMN IF NOT EXISTS noise_multiplier double precision;
+ALTER TABLE orchestration_jobs ADD COLUMN IF NOT EXISTS budget jsonb;
 CREATE INDEX IF NOT EXISTS orchestration_jobs_running
     ON orchestration_jobs (deadline) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS orchestration_outbox (
@@ -74,18 +78,18 @@ CREATE TABLE IF NOT EXISTS orchestration_trainers (
 _COLUMNS = (
     "job_id, tenant, spec, state, round, attempt, deadline, selected, global_model, "
     "previous_model, rollbacks, rounds_completed, last_loss, metrics, idempotency_key, "
-    "request_event_id, traceparent, version"
+    "request_event_id, traceparent, noise_multiplier, budget, version"
 )
 _INSERT = f"""
 INSERT INTO orchestration_jobs ({_COLUMNS})
 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13,
-        $14::jsonb, $15, $16, $17, $18 + 1)
+        $14::jsonb, $15, $16, $17, $18, $19::jsonb, $20 + 1)
 """  # noqa: S608 (column names are constants)
 _UPDATE = """
 UPDATE orchestration_jobs SET state = $3, round = $4, attempt = $5, deadline = $6,
     selected = $7::jsonb, global_model = $8::jsonb, previous_model = $9::jsonb,
     rollbacks = $10, rounds_completed = $11, last_loss = $12, metrics = $13::jsonb,
-    version = version + 1, updated_at = now()
+    noise_multiplier = $14, budget = $15::jsonb, version = version + 1, updated_at = now()
 WHERE job_id = $1 AND version = $2
 """
 _SAVE_TRAINER = """
@@ -116,20 +120,29 @@ def _dump_ref(ref: ModelRef | None) -> str | None:
     return None if ref is None else ref.model_dump_json()
 
 
+def _dump_budget(budget: Budget | None) -> str | None:
+    return None if budget is None else json.dumps(dataclasses.asdict(budget))
+
+
+def _budget(raw: str | None) -> Budget | None:
+    return None if raw is None else Budget(**json.loads(raw))
+
+
 def _job_args(job: Job) -> list[Any]:
     return [
         job.job_id, job.tenant, job.spec.model_dump_json(), job.state.value, job.round,
         job.attempt, job.deadline, json.dumps(list(job.selected)), _dump_ref(job.global_model),
         _dump_ref(job.previous_model), job.rollbacks, job.rounds_completed, job.last_loss,
         json.dumps(job.metrics), job.idempotency_key, job.request_event_id, job.traceparent,
-        job.version,
+        job.noise_multiplier, _dump_budget(job.budget), job.version,
     ]  # fmt: skip
 
 
 def _update_args(job: Job) -> list[Any]:
     args = _job_args(job)
-    # job_id, version, then the mutable columns state .. metrics (positions 3 to 13).
-    return [job.job_id, job.version, *args[3:14]]
+    # job_id, version, the mutable columns state .. metrics (positions 3 to 13), then
+    # noise_multiplier and budget.
+    return [job.job_id, job.version, *args[3:14], *args[17:19]]
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -142,6 +155,7 @@ def _job(row: asyncpg.Record) -> Job:
         rounds_completed=row["rounds_completed"], last_loss=row["last_loss"],
         metrics=json.loads(row["metrics"]), idempotency_key=row["idempotency_key"],
         request_event_id=row["request_event_id"], traceparent=row["traceparent"],
+        noise_multiplier=row["noise_multiplier"], budget=_budget(row["budget"]),
         version=row["version"],
     )  # fmt: skip
 
