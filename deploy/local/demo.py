@@ -120,7 +120,7 @@ async def fresh_groups(groups: list[str]) -> None:
 def start_services(procs: Processes, data: Path, dataset: str, trainers: int, key: str) -> None:
     run = secrets.token_hex(4)
     clients = [f"client-{i:03d}" for i in range(trainers)]
-    names = ["model-registry", "orchestration", "aggregator", "gateway"]
+    names = ["model-registry", "orchestration", "aggregator", "gateway", "privacy-accountant"]
     groups = {n: f"demo-{run}-{n}" for n in [*names, *(f"trainer-{c}" for c in clients)]}
     say(f"run {run}: moving {len(groups)} fresh consumer groups to the end of the log")
     asyncio.run(fresh_groups(list(groups.values())))
@@ -137,6 +137,7 @@ def start_services(procs: Processes, data: Path, dataset: str, trainers: int, ke
         env("model-registry", FEDBUS_HTTP_PORT=str(REGISTRY_PORT)),
     )
     procs.start("orchestration", ["-m", "fedbus_orchestration"], env("orchestration"))
+    procs.start("privacy-accountant", ["-m", "fedbus_accountant"], env("privacy-accountant"))
     procs.start(
         "aggregator",
         ["-m", "fedbus_aggregator", "--eval-data", f"{dataset}={data / 'test.parquet'}"],
@@ -168,7 +169,7 @@ def start_services(procs: Processes, data: Path, dataset: str, trainers: int, ke
             ],
             env(f"trainer-{client}", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
         )
-    say(f"started model-registry, orchestration, aggregator, gateway and {trainers} trainers")
+    say(f"started {', '.join(names)} and {trainers} trainers")
 
 
 def wait_ready(procs: Processes, http: httpx.Client, limit_s: float = 180) -> None:
@@ -271,12 +272,21 @@ def report(http: httpx.Client, key: str, job_id: str, final: dict[str, Any], sta
         f"job {job_id} ended: {final.get('type')} {final.get('status', '')} "
         f"after {time.monotonic() - started:.0f}s"
     )
-    if final.get("type") != "job.completed":
+    if final.get("type") != "job.completed" or final.get("status") not in {
+        "completed",
+        "budget_exhausted",
+    }:
         say(f"reason: {final.get('code', '')} {final.get('message', final.get('reasons', ''))}")
         return 1
     metrics = final.get("metrics", {})
     accuracy = metrics.get("accuracy", 0.0)
     say(f"rounds: {final.get('rounds_completed')}, final test accuracy: {accuracy:.4f}")
+    guarantee = final.get("guarantee")
+    if guarantee:
+        say(
+            f"privacy ({guarantee['mode']}): epsilon spent {guarantee['epsilon']:.3f} "
+            f"at delta {guarantee['delta']:g}, recorded by the privacy-accountant"
+        )
     headers = {"Authorization": f"Bearer {key}"}
     base = f"http://127.0.0.1:{GATEWAY_PORT}/v1/models"
     for _ in range(30):
