@@ -13,6 +13,7 @@ data, logs and pid files live under ``$FEDBUS_STATE_DIR`` (default ``<repo>/.fed
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -401,6 +402,11 @@ def pg_bindir() -> Path:
     return candidates[0].parent
 
 
+# initdb's superuser: `postgres` when we drop to that account as root, else the invoking user
+# (local connections use peer authentication, which needs the names to match).
+PG_SUPERUSER = "postgres" if os.geteuid() == 0 else getpass.getuser()
+
+
 def as_postgres(cmd: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root; drop to the packaged `postgres` user."""
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
@@ -439,7 +445,7 @@ def pg_init(bindir: Path, data: Path, log: Path) -> None:
                 "-D",
                 str(data),
                 "-U",
-                "postgres",
+                PG_SUPERUSER,
                 "--auth-local=peer",
                 "--auth-host=scram-sha-256",
                 "-E",
@@ -464,7 +470,7 @@ def pg_bootstrap(bindir: Path, log: Path) -> None:
             "-p",
             str(PORTS["postgres"]),
             "-U",
-            "postgres",
+            PG_SUPERUSER,
             "-v",
             "ON_ERROR_STOP=1",
             "-q",
@@ -563,6 +569,8 @@ def cmd_up(names: list[str]) -> None:
         pid = read_pid(name)
         if pid is not None and HEALTH[name]():
             say(f"{name}: already running (pid {pid})")
+            if name == "postgres":  # idempotent: repairs a first start that failed half-way
+                pg_bootstrap(pg_bindir(), LOGS / "postgres-ctl.log")
             continue
         if pid is not None:
             raise StackError(

@@ -236,3 +236,30 @@ async def test_a_consumer_killed_before_commit_gets_the_event_again_and_applies_
 
     assert [r["event_id"] for r in await _effects(pg, prefix)] == [first.event_id, second.event_id]
     assert f"skipping redelivered event {first.event_id}" in restarted.text()
+
+
+async def test_a_second_consumer_joining_mid_stream_rebalances_without_loss_or_double_apply(
+    settings: FedbusSettings, pg: Any, start_worker: Callable[..., Worker]
+) -> None:
+    prefix, group = f"rebal-{uuid.uuid4().hex[:8]}-", f"rebal-{uuid.uuid4().hex[:8]}"
+    jobs = [prefix + str(i) for i in range(12)]
+    await ensure_topics(settings)
+    await reset_group_to_end(settings, "progress", group)
+    first = start_worker(prefix, group)
+
+    async with EventProducer(settings, client_id="test-rebalance") as producer:
+        await producer.publish_many([_progress(job, step) for step in range(10) for job in jobs])
+        await _eventually(lambda: _count_at_least(pg, prefix, 30), "first events handled")
+        second = start_worker(prefix, group)
+        await asyncio.sleep(3)
+        await producer.publish_many(
+            [_progress(job, step) for step in range(10, 20) for job in jobs]
+        )
+    rows = await _eventually(lambda: _count_at_least(pg, prefix, 240), "all 240 events handled")
+
+    assert first.alive(), first.text()[-2000:]
+    assert second.alive(), second.text()[-2000:]
+    assert len(rows) == 240
+    assert len({r["event_id"] for r in rows}) == 240
+    for job in jobs:
+        assert [r["step"] for r in rows if r["job_id"] == job] == list(range(20))

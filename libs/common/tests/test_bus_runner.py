@@ -185,3 +185,8 @@ async def test_in_memory_bus_routes_events_through_handlers_until_quiet() -> Non
     assert delivered == 3
     assert seen == [1, 2, 3]
     assert [e.step for e in bus.events("progress") if isinstance(e, Progress)] == [1, 2, 3]
+
+
+def test_a_retry_policy_needs_at_least_one_attempt() -> None:
+    with pytest.raises(ValueError, match="at least 1 attempt"):
+        RetryPolicy(attempts=0)

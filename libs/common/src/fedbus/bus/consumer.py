@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Histogram
 
 from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_event
@@ -61,6 +63,10 @@ class RetryPolicy:
     attempts: int = 5
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"a retry policy needs at least 1 attempt, got {self.attempts}")
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -133,12 +139,12 @@ class ConsumerRunner:
         self._retry = retry or RetryPolicy()
         self._max_bytes = max_event_bytes
         self._commit_interval_s = commit_interval_s
-        self._consumer = AIOKafkaConsumer(
-            *self._topics, **consumer_options(settings, group_id=group_id)
-        )
+        self._consumer = AIOKafkaConsumer(**consumer_options(settings, group_id=group_id))
         self._pending: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._stopping = asyncio.Event()
+        # Held while a record is handled, so a rebalance waits for it before committing.
+        self._handling = asyncio.Lock()
 
     @property
     def topics(self) -> list[str]:
@@ -148,6 +154,19 @@ class ConsumerRunner:
     async def start(self) -> None:
         """Join the consumer group."""
         await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
+
+    async def commit_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what was handled on partitions this member is about to lose.
+
+        Waits for the record being handled, so no record is in flight on two members.
+        """
+        async with self._handling:
+            done = {tp: offset for tp, offset in self._pending.items() if tp in revoked}
+            for tp in done:
+                del self._pending[tp]
+            if done:
+                await self._safe_commit(done)
 
     async def stop(self) -> None:
         """Commit what was handled and leave the group."""
@@ -165,16 +184,31 @@ class ConsumerRunner:
             batches = await self._consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
                 for record in records:
-                    await self.handle_record(record)
-                    self._pending[tp] = record.offset + 1
+                    async with self._handling:
+                        if tp not in self._consumer.assignment():
+                            break  # revoked by a rebalance: its new owner handles the rest
+                        await self.handle_record(record)
+                        self._pending[tp] = record.offset + 1
             await self._commit()
 
     async def _commit(self, *, force: bool = False) -> None:
         due = time.monotonic() - self._last_commit >= self._commit_interval_s
         if self._pending and (force or due):
-            await self._consumer.commit(dict(self._pending))
-            self._pending.clear()
+            pending, self._pending = dict(self._pending), {}
+            await self._safe_commit(pending)
             self._last_commit = time.monotonic()
+
+    async def _safe_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance): the new owner gets these records again and the
+            # idempotency store makes the redelivery harmless.
+            log.warning("offsets not committed after a rebalance: %s", exc)
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> str:
         """Apply the delivery rules to one record; returns the outcome label."""
@@ -263,6 +297,19 @@ class ConsumerRunner:
     def _count(topic: str, outcome: str) -> str:
         HANDLED.labels(topic, outcome).inc()
         return outcome
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits handled offsets before partitions move to another member."""
+
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.commit_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
 
 
 def _event_type(cls: type[Event]) -> str:
