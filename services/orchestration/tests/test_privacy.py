@@ -19,6 +19,7 @@ from fedbus.events import (
     Event,
     JobAccepted,
     JobCompleted,
+    JobFailed,
     JobRejected,
     JobRequested,
     JobStatus,
@@ -33,6 +34,7 @@ from fedbus.privacy import compute_epsilon, noise_multiplier_for
 from fedbus_orchestration.adapters import InMemoryJobStore
 from fedbus_orchestration.handlers import Context, bind
 from fedbus_orchestration.jobs import JobState, Policy
+from fedbus_orchestration.watcher import check_deadlines
 
 DELTA = 1e-5
 TRAINING = TrainingConfig(local_epochs=2, batch_size=20, learning_rate=0.1)
@@ -71,9 +73,13 @@ def started_rounds(bus: InMemoryBus, job_id: str) -> list[RoundStarted]:
 def budget(job_id: str, rnd: int, spent: float, *, exhausted: bool = False) -> BudgetUpdated:
     status = BudgetStatus(epsilon_spent=spent, epsilon_remaining=max(0.0, 4 - spent), delta=DELTA)
     return BudgetUpdated.create(
-        source="privacy-accountant", job_id=job_id, round=rnd,
-        budget={"epsilon": 4.0, "delta": DELTA}, total=status, exhausted=exhausted,
-    )  # fmt: skip
+        source="privacy-accountant",
+        job_id=job_id,
+        round=rnd,
+        budget={"epsilon": 4.0, "delta": DELTA},
+        total=status,
+        exhausted=exhausted,
+    )
 
 
 async def run(bus: InMemoryBus, ctx: Context, *events: Event) -> None:
@@ -84,8 +90,9 @@ async def run(bus: InMemoryBus, ctx: Context, *events: Event) -> None:
 async def test_local_dp_noise_is_derived_so_that_every_planned_round_fits_the_budget(
     bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested]
 ) -> None:
-    request = make_request(rounds=3, training=TRAINING,
-                           privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0))  # fmt: skip
+    request = make_request(
+        rounds=3, training=TRAINING, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0)
+    )
 
     await run(bus, ctx, request)
 
@@ -95,8 +102,9 @@ async def test_local_dp_noise_is_derived_so_that_every_planned_round_fits_the_bu
         target_epsilon=4.0, delta=DELTA, sample_rate=20 / 100, steps=3 * steps_per_round
     )
     assert rs.privacy.noise_multiplier == pytest.approx(expected)
-    spent = compute_epsilon(noise_multiplier=expected, sample_rate=0.2,
-                            steps=3 * steps_per_round, delta=DELTA)  # fmt: skip
+    spent = compute_epsilon(
+        noise_multiplier=expected, sample_rate=0.2, steps=3 * steps_per_round, delta=DELTA
+    )
     assert 3.98 <= spent <= 4.0
     (accepted,) = of(bus, "job.accepted", request.job_id)
     assert isinstance(accepted, JobAccepted)
@@ -118,8 +126,9 @@ async def test_central_dp_noise_is_one_release_per_planned_round_at_rate_one(
 async def test_the_specs_own_noise_multiplier_wins(
     bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested]
 ) -> None:
-    request = make_request(privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=8.0,
-                                      noise_multiplier=2.5))  # fmt: skip
+    request = make_request(
+        privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=8.0, noise_multiplier=2.5)
+    )
 
     await run(bus, ctx, request)
 
@@ -130,8 +139,9 @@ async def test_the_specs_own_noise_multiplier_wins(
 async def test_an_explicit_noise_whose_first_round_exceeds_the_budget_is_rejected(
     bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested], mode: PrivacyMode
 ) -> None:
-    request = make_request(training=TRAINING,
-                           privacy=dp(mode, target_epsilon=1.0, noise_multiplier=0.3))  # fmt: skip
+    request = make_request(
+        training=TRAINING, privacy=dp(mode, target_epsilon=1.0, noise_multiplier=0.3)
+    )
 
     await run(bus, ctx, request)
 
@@ -144,9 +154,12 @@ async def test_an_explicit_noise_whose_first_round_exceeds_the_budget_is_rejecte
 
 
 async def test_a_dp_job_starts_the_next_round_only_after_the_budget_of_the_last(
-    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
-    make_request: Callable[..., JobRequested], make_completed: Callable[..., RoundCompleted],
-) -> None:  # fmt: skip
+    bus: InMemoryBus,
+    ctx: Context,
+    store: InMemoryJobStore,
+    make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+) -> None:
     request = make_request(rounds=2, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
     await run(bus, ctx, request)
 
@@ -166,14 +179,19 @@ async def test_a_dp_job_starts_the_next_round_only_after_the_budget_of_the_last(
     assert (end.status, end.rounds_completed) == (JobStatus.COMPLETED, 2)
     assert end.guarantee is not None
     assert (end.guarantee.mode, end.guarantee.epsilon, end.guarantee.delta) == (
-        PrivacyMode.CENTRAL_DP, 3.1, DELTA,
-    )  # fmt: skip
+        PrivacyMode.CENTRAL_DP,
+        3.1,
+        DELTA,
+    )
 
 
 async def test_a_budget_that_overtakes_its_round_completed_is_kept_for_it(
-    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
-    make_request: Callable[..., JobRequested], make_completed: Callable[..., RoundCompleted],
-) -> None:  # fmt: skip
+    bus: InMemoryBus,
+    ctx: Context,
+    store: InMemoryJobStore,
+    make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+) -> None:
     request = make_request(rounds=3, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0))
     await run(bus, ctx, request)
 
@@ -189,11 +207,15 @@ async def test_a_budget_that_overtakes_its_round_completed_is_kept_for_it(
 
 @pytest.mark.parametrize("budget_first", [False, True])
 async def test_an_exhausted_budget_ends_the_job_with_the_last_model_and_its_guarantee(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
-    make_completed: Callable[..., RoundCompleted], budget_first: bool,
-) -> None:  # fmt: skip
-    request = make_request(rounds=4, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0,
-                                                 noise_multiplier=2.0))  # fmt: skip
+    bus: InMemoryBus,
+    ctx: Context,
+    make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+    budget_first: bool,
+) -> None:
+    request = make_request(
+        rounds=4, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0, noise_multiplier=2.0)
+    )
     await run(bus, ctx, request)
     await run(bus, ctx, make_completed(request.job_id, 1), budget(request.job_id, 1, 1.5))
     second = make_completed(request.job_id, 2)
@@ -211,9 +233,11 @@ async def test_an_exhausted_budget_ends_the_job_with_the_last_model_and_its_guar
 
 
 async def test_a_redelivered_budget_changes_nothing(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus,
+    ctx: Context,
+    make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
-) -> None:  # fmt: skip
+) -> None:
     request = make_request(rounds=3, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
     await run(bus, ctx, request)
     first = budget(request.job_id, 1, 1.0)
@@ -223,3 +247,29 @@ async def test_a_redelivered_budget_changes_nothing(
     # The redelivery re-emits what the first delivery emitted: the same events, same ids.
     rounds = {(r.round, r.event_id) for r in started_rounds(bus, request.job_id)}
     assert sorted(rnd for rnd, _ in rounds) == [1, 2]
+
+
+async def test_a_dp_job_whose_budget_never_comes_fails_instead_of_waiting_forever(
+    bus: InMemoryBus,
+    ctx: Context,
+    store: InMemoryJobStore,
+    clock: Any,
+    make_request: Callable[..., JobRequested],
+    make_completed: Callable[..., RoundCompleted],
+) -> None:
+    request = make_request(rounds=2, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
+    await run(bus, ctx, request)
+    await run(bus, ctx, make_completed(request.job_id, 1))
+
+    clock.advance(59)
+    assert await check_deadlines(ctx) == 0
+    clock.advance(ctx.policy.round_grace_seconds + 2)
+    assert await check_deadlines(ctx) == 1
+    await store.publish_pending(bus.publish_many)
+
+    (failed,) = of(bus, "job.failed", request.job_id)
+    assert isinstance(failed, JobFailed)
+    assert failed.code == "budget_timeout"
+    assert "privacy accountant" in failed.message
+    assert [r.round for r in started_rounds(bus, request.job_id)] == [1]
+    assert store.jobs[request.job_id].state is JobState.FAILED

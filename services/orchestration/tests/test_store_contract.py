@@ -148,10 +148,10 @@ async def test_a_dp_job_waiting_for_its_budget_reads_back_equal(
     stored = await store.get(request.job_id)
     assert stored is not None
     spent = Budget(round=1, epsilon_spent=2.5, delta=1e-5, exhausted=False)
-    waiting = replace(stored, state=JobState.AWAITING_BUDGET, deadline=None, noise_multiplier=1.3,
-                      budget=spent)  # fmt: skip
+    waiting = replace(stored, state=JobState.AWAITING_BUDGET, noise_multiplier=1.3, budget=spent)
 
     await store.record(cause_id=unique("budget"), events=[], job=waiting)
 
     assert await store.get(request.job_id) == replace(waiting, version=waiting.version + 1)
-    assert request.job_id not in {j.job_id for j in await store.running()}
+    # Waiting for a budget has a deadline too: the watcher must see the job.
+    assert request.job_id in {j.job_id for j in await store.running()}

@@ -327,7 +327,10 @@ def _proceed(
     if job.private:
         budget = job.budget
         if budget is None or budget.round < job.round:
-            waiting = replace(job, state=JobState.AWAITING_BUDGET, deadline=None)
+            # The accountant answers within a round's deadline, or the job stops: it never
+            # waits forever, and never starts a round whose spend nobody accounted for.
+            wait = timedelta(seconds=job.spec.round_deadline_seconds)
+            waiting = replace(job, state=JobState.AWAITING_BUDGET, deadline=now + wait)
             message = f"{note}waiting for the privacy accountant's budget of round {job.round}"
             return Transition(waiting, [_progress(job, tp, Phase.SCHEDULING, message, job.round)])
         if budget.exhausted and job.rounds_completed < job.spec.rounds:
@@ -359,8 +362,8 @@ def _fail(job: Job, tp: str, code: str, message: str) -> Transition:
 
 
 def overdue(job: Job, now: datetime, *, grace_seconds: float) -> bool:
-    """True when the running round is past its deadline plus the grace period."""
-    if job.state is not JobState.RUNNING or job.deadline is None:
+    """True when the running round (or the wait for its budget) is past its deadline + grace."""
+    if job.state not in {JobState.RUNNING, JobState.AWAITING_BUDGET} or job.deadline is None:
         return False
     return now > job.deadline + timedelta(seconds=grace_seconds)
 
@@ -377,6 +380,13 @@ def after_deadline(
     if not overdue(job, now, grace_seconds=policy.round_grace_seconds):
         return Transition(job, [])
     tp = job.traceparent
+    if job.state is JobState.AWAITING_BUDGET:
+        message = (
+            f"round {job.round}: no budget.updated from the privacy accountant within "
+            f"{job.spec.round_deadline_seconds} s after the round; stopping instead of "
+            "spending epsilon nobody accounted for"
+        )
+        return _fail(job, tp, "budget_timeout", message)
     attempts = job.attempt
     if attempts > policy.max_round_retries:
         message = (

@@ -58,7 +58,7 @@ class JobStore(Protocol):
         """
 
     async def running(self) -> list[Job]:
-        """Every job in state running."""
+        """Every job whose round or budget wait has a deadline (running, awaiting_budget)."""
 
     async def publish_pending(self, publish: PublishFn) -> int:
         """Publish events recorded with ``published=False``, oldest first; returns how many."""

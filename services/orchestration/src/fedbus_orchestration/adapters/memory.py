@@ -68,7 +68,8 @@ class InMemoryJobStore:
 
     async def running(self) -> list[Job]:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        return [j for j in self.jobs.values() if j.state is JobState.RUNNING]
+        waiting = {JobState.RUNNING, JobState.AWAITING_BUDGET}
+        return [j for j in self.jobs.values() if j.state in waiting]
 
     async def publish_pending(self, publish: PublishFn) -> int:
         """See :class:`~fedbus_orchestration.store.JobStore`."""

@@ -267,7 +267,8 @@ class PostgresJobStore:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
         async with _transient():
             rows = await self._pool.fetch(
-                "SELECT * FROM orchestration_jobs WHERE state = 'running' ORDER BY deadline"
+                "SELECT * FROM orchestration_jobs WHERE state IN ('running', 'awaiting_budget') "
+                "ORDER BY deadline"
             )
         return [_job(row) for row in rows]
 
