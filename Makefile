@@ -67,7 +67,7 @@ test: lint ## Everything CI runs: install, lint, unit, contract, then integratio
 
 DEMO_SPEC ?= examples/demo-mnist.yaml
 
-demo: install up ## Run a federated job end to end: 5 services + 10 trainers (DEMO_SPEC=...)
+demo: install up ## Run a federated job end to end: 6 services + 10 trainers (DEMO_SPEC=...)
 	@$(STACK) status
 	$(PY) deploy/local/demo.py --spec $(DEMO_SPEC)
 

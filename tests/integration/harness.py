@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,14 @@ from fedbus.bus import reset_group_to_end
 from fedbus.events import Event, EventDecodeError, decode
 from fedbus.settings import FedbusSettings
 
-__all__ = ["EventWatcher", "ServiceProcess", "fresh_group", "unique"]
+__all__ = ["EventWatcher", "ServiceProcess", "free_port", "fresh_group", "unique"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def unique(prefix: str) -> str:

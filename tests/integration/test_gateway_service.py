@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from fedbus.events import (
     utc_now,
 )
 from fedbus.settings import FedbusSettings
-from tests.integration.harness import EventWatcher, ServiceProcess, fresh_group, unique
+from tests.integration.harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
 
 TOPICS = [
     "job.requested", "job.accepted", "job.rejected", "job.completed", "job.failed",
@@ -39,12 +38,6 @@ TOPICS = [
 SPEC = {"mode": "federated", "model": "mlp", "dataset": "digits", "rounds": 1,
         "clients_per_round": 2, "min_clients": 2}  # fmt: skip
 MODEL = ModelRef(object_key="jobs/x/round-1/global/ef", size_bytes=4, sha256="ef" * 32)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Gateway:
@@ -66,7 +59,7 @@ def gateway_process(
 ) -> Iterator[tuple[ServiceProcess, str, dict[str, tuple[str, str]]]]:
     group = unique("gateway-it")
     asyncio.run(fresh_group(settings, group, TOPICS))
-    port = _free_port()
+    port = free_port()
     keys = {who: (unique(f"key-{who}"), unique(f"tenant-{who}")) for who in ("a", "b")}
     api_keys = [{"key": k, "tenant": t, "scopes": ["jobs:write", "jobs:read", "models:read"]}
                 for k, t in keys.values()]  # fmt: skip
@@ -74,7 +67,7 @@ def gateway_process(
         "gateway", "fedbus_gateway", log_dir=tmp_path,
         env={"FEDBUS_CONSUMER_GROUP": group, "FEDBUS_HTTP_PORT": str(port),
              "FEDBUS_GATEWAY_API_KEYS": json.dumps(api_keys),
-             "FEDBUS_REGISTRY_URL": f"http://127.0.0.1:{_free_port()}"},
+             "FEDBUS_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"},
     )  # fmt: skip
     try:
         yield proc, f"http://127.0.0.1:{port}", keys

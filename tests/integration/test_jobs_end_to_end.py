@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
 import time
 import uuid
@@ -41,7 +40,7 @@ from fedbus.events import (
 from fedbus.settings import FedbusSettings, load_settings
 from fedbus_executor import PrepareOptions, prepare_dataset
 
-from .harness import EventWatcher, ServiceProcess, fresh_group, unique
+from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +56,6 @@ WATCHED = [
     "update.submitted",
     "job.requested.dlq",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -183,8 +176,8 @@ def cluster(
         settings=settings,
         dataset=unique("digits"),
         log_dir=root,
-        gateway=f"http://127.0.0.1:{_free_port()}",
-        registry=f"http://127.0.0.1:{_free_port()}",
+        gateway=f"http://127.0.0.1:{free_port()}",
+        registry=f"http://127.0.0.1:{free_port()}",
     )
     names = [
         "model-registry",

@@ -21,12 +21,11 @@ from fedbus.privacy import compute_epsilon
 from fedbus.settings import FedbusSettings
 from fedbus_executor import PrepareOptions, prepare_dataset
 
-from .harness import EventWatcher, ServiceProcess, unique
+from .harness import EventWatcher, ServiceProcess, free_port, unique
 from .test_jobs_end_to_end import (
     KEY_A,
     WATCHED,
     Cluster,
-    _free_port,
     _http,
     _prepare_groups,
     _registered,
@@ -60,7 +59,7 @@ def cluster(
     data = prepare_dataset("digits", root / "data", PrepareOptions(num_clients=3, seed=0)).root
     cluster = PrivateCluster(
         settings=settings, dataset=unique("digits-dp"), log_dir=root,
-        gateway=f"http://127.0.0.1:{_free_port()}", registry=f"http://127.0.0.1:{_free_port()}",
+        gateway=f"http://127.0.0.1:{free_port()}", registry=f"http://127.0.0.1:{free_port()}",
     )  # fmt: skip
     cluster.samples = [
         pq.read_metadata(data / "clients" / f"client-{i:03d}.parquet").num_rows for i in range(3)

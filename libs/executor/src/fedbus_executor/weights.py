@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from fedbus.storage import sha256_hex as _storage_sha256_hex
 from fedbus_executor.errors import ModelError
 
 __all__ = ["StateDict", "bytes_to_state_dict", "sha256_hex", "state_dict_to_bytes"]
@@ -40,6 +39,5 @@ def bytes_to_state_dict(data: bytes, *, expected_sha256: str | None = None) -> S
         raise ModelError(f"weights are not valid safetensors: {exc}") from exc
 
 
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
+# One definition of the artifact hash, shared with fedbus.storage.
+sha256_hex = _storage_sha256_hex

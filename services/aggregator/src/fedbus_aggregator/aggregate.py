@@ -29,7 +29,7 @@ from fedbus.events import (
     RoundCompleted,
     child_traceparent,
 )
-from fedbus.storage import ArtifactIntegrityError, ArtifactNotFoundError
+from fedbus.storage import ArtifactIntegrityError, ArtifactNotFoundError, object_prefix
 from fedbus_aggregator.central_dp import (
     central_dp_shortfall,
     dp_usage,
@@ -51,11 +51,6 @@ from fedbus_aggregator.strategies import build_strategy
 __all__ = ["expire", "global_model", "judge", "object_prefix", "settle"]
 
 log = logging.getLogger(__name__)
-
-
-def object_prefix(job_id: str, round_: int, kind: str) -> str:
-    """``jobs/<job_id>/round-<r>/<kind>``: where a round's objects live."""
-    return f"jobs/{job_id}/round-{round_}/{kind}"
 
 
 async def global_model(state: RoundState, deps: Deps) -> Model:

@@ -45,7 +45,6 @@ __all__ = [
     "Context",
     "Roster",
     "bind",
-    "eligible_for",
     "on_budget_updated",
     "on_job_cancel_requested",
     "on_job_requested",
@@ -86,11 +85,6 @@ async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
     )
     samples = {t.client_id: t.datasets[spec.dataset] for t in trainers if t.client_id in eligible}
     return Roster(eligible, samples)
-
-
-async def eligible_for(ctx: Context, spec: JobSpec, now: datetime) -> list[str]:
-    """Sorted ids of the trainers that may train ``spec`` now."""
-    return (await roster_for(ctx, spec, now)).eligible
 
 
 async def _save(ctx: Context, cause: Event, transition: Transition) -> list[Event]:

@@ -17,6 +17,7 @@ import torch
 
 from fedbus.aggregation import clip_update
 from fedbus.events import DpUsage, PrivacyMode, RoundStarted, Strategy
+from fedbus.storage import object_prefix
 from fedbus_executor import (
     DataRef,
     DPSettings,
@@ -64,7 +65,7 @@ def client_seed(*, round_seed: int, job_id: str, round_number: int, client_id: s
 
 def update_prefix(job_id: str, round_number: int, client_id: str) -> str:
     """Where a client's update for a round goes (the store appends the SHA-256)."""
-    return f"jobs/{job_id}/round-{round_number}/updates/{client_id}"
+    return object_prefix(job_id, round_number, f"updates/{client_id}")
 
 
 def training_task(

@@ -32,7 +32,7 @@ from fedbus.bus.producer import Publisher
 from fedbus.bus.topics import dlq_topic
 from fedbus.bus.tracing import consume_span
 from fedbus.errors import NonRetryableError, RetryableError
-from fedbus.events import DecodeFailure
+from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
 from fedbus.settings import FedbusSettings
 
 __all__ = ["ConsumerRunner", "Handler", "RawPublisher", "RetryPolicy", "consumer_options"]
@@ -128,7 +128,7 @@ class ConsumerRunner:
         idempotency: IdempotencyStore,
         topics: Sequence[str] | None = None,
         retry: RetryPolicy | None = None,
-        max_event_bytes: int = 1024 * 1024,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         commit_interval_s: float = 0.0,
     ) -> None:
         self._handlers = dict(handlers)

@@ -87,6 +87,12 @@ class EventSpec:
         return released_schema(self.event_type, version)
 
 
+_SPECS: Mapping[str, EventSpec] = MappingProxyType(
+    {t: EventSpec(event_type=t, model=m, version=m.SCHEMA_VERSION) for t, m in EVENT_MODELS.items()}
+)
+"""Built once: encoding and decoding look a spec up on every event."""
+
+
 def event_spec(key: str | type[Event]) -> EventSpec:
     """Return the spec of an event type given its string or its model class.
 
@@ -96,10 +102,10 @@ def event_spec(key: str | type[Event]) -> EventSpec:
         When the type is not registered.
     """
     event_type = key if isinstance(key, str) else key.event_type()
-    model = EVENT_MODELS.get(event_type)
-    if model is None:
+    spec = _SPECS.get(event_type)
+    if spec is None:
         raise UnknownEventTypeError(event_type)
-    return EventSpec(event_type=event_type, model=model, version=model.SCHEMA_VERSION)
+    return spec
 
 
 def event_types() -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from fedbus.storage.base import (
     ArtifactNotFoundError,
     ArtifactStore,
     StorageUnavailableError,
+    object_prefix,
     sha256_hex,
 )
 from fedbus.storage.crypto import AesGcmCipher, DecryptionError
@@ -26,6 +27,7 @@ __all__ = [
     "InMemoryArtifactStore",
     "S3ArtifactStore",
     "StorageUnavailableError",
+    "object_prefix",
     "sha256_hex",
     "tensors_from_bytes",
     "tensors_to_bytes",

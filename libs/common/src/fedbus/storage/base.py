@@ -17,6 +17,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "ArtifactStore",
     "StorageUnavailableError",
+    "object_prefix",
     "sha256_hex",
 ]
 
@@ -31,6 +32,16 @@ class ArtifactNotFoundError(NonRetryableError):
 
 class StorageUnavailableError(RetryableError):
     """The object store did not answer; worth retrying."""
+
+
+def object_prefix(job_id: str, round_: int, kind: str) -> str:
+    """``jobs/<job_id>/round-<r>/<kind>``: where a round's objects live.
+
+    ``kind`` is ``updates/<client_id>`` (a trainer's delta), ``global`` (the round's new model)
+    or ``server-state``; the store appends the SHA-256. Trainers write and the aggregator checks
+    update keys with this one rule.
+    """
+    return f"jobs/{job_id}/round-{round_}/{kind}"
 
 
 def sha256_hex(data: bytes) -> str:

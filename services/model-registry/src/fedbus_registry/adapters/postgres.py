@@ -9,13 +9,11 @@ transaction that fails (a job registered twice at once) rolls its bump back.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 
-from fedbus.errors import RetryableError
 from fedbus.events import (
     JobCompleted,
     JobSpec,
@@ -25,6 +23,7 @@ from fedbus.events import (
     PrivacyMode,
     StrategySpec,
 )
+from fedbus.postgres import connection
 from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import JobInfo, ModelSummary, ModelVersion, NewVersion, RoundRecord
 
@@ -79,13 +78,6 @@ CREATE TABLE IF NOT EXISTS registry_versions (
 );
 """
 
-_TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.TooManyConnectionsError,
-)
-
 _BUMP = """
 INSERT INTO registry_models (tenant, name, latest_version, updated_at) VALUES ($1, $2, 1, now())
 ON CONFLICT (tenant, name) DO UPDATE
@@ -118,13 +110,8 @@ class PostgresRegistryStore(RegistryStore):
             await conn.execute(DDL)
         return store
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except _TRANSIENT as exc:
-            raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+    def _connection(self) -> AbstractAsyncContextManager[Any]:
+        return connection(self._pool)
 
     async def save_job(self, job: JobInfo) -> None:
         """See :class:`RegistryStore`."""

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from fedbus.errors import RetryableError
 from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
+from fedbus.postgres import transient_errors
 from fedbus_orchestration.jobs import Budget, Job, JobState
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
@@ -101,15 +100,6 @@ ON CONFLICT (client_id) DO UPDATE SET datasets = EXCLUDED.datasets, device = EXC
     last_seen = EXCLUDED.last_seen, interval_seconds = EXCLUDED.interval_seconds
 WHERE t.last_seen <= EXCLUDED.last_seen
 """
-
-
-@asynccontextmanager
-async def _transient() -> AsyncIterator[None]:
-    """Turn a lost or refused database connection into a retryable error."""
-    try:
-        yield
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
 
 
 def _ref(raw: str | None) -> ModelRef | None:
@@ -203,7 +193,7 @@ class PostgresJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             row = await self._pool.fetchrow(
                 "SELECT * FROM orchestration_jobs WHERE job_id = $1", job_id
             )
@@ -211,7 +201,7 @@ class PostgresJobStore:
 
     async def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             row = await self._pool.fetchrow(
                 "SELECT * FROM orchestration_jobs WHERE tenant = $1 AND idempotency_key = $2",
                 tenant,
@@ -221,7 +211,7 @@ class PostgresJobStore:
 
     async def emitted(self, cause_id: str) -> list[Event] | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             raw = await self._pool.fetchval(
                 "SELECT events FROM orchestration_outbox WHERE cause_id = $1", cause_id
             )
@@ -236,7 +226,7 @@ class PostgresJobStore:
         published: bool = True,
     ) -> None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient(), self._pool.acquire() as conn, conn.transaction():
+        async with transient_errors(), self._pool.acquire() as conn, conn.transaction():
             if job is not None:
                 await self._write_job(conn, job)
             try:
@@ -265,7 +255,7 @@ class PostgresJobStore:
 
     async def running(self) -> list[Job]:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             rows = await self._pool.fetch(
                 "SELECT * FROM orchestration_jobs WHERE state IN ('running', 'awaiting_budget') "
                 "ORDER BY deadline"
@@ -279,7 +269,7 @@ class PostgresJobStore:
         marked in the same transaction; a crash in between publishes them again, same ids.
         """
         count = 0
-        async with _transient(), self._pool.acquire() as conn, conn.transaction():
+        async with transient_errors(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT seq, events FROM orchestration_outbox WHERE NOT published "
                 "ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED"
@@ -297,7 +287,7 @@ class PostgresJobStore:
 
     async def save_trainer(self, trainer: TrainerInfo) -> None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             await self._pool.execute(
                 _SAVE_TRAINER, trainer.client_id, json.dumps(trainer.datasets), trainer.device,
                 trainer.status.value, json.dumps(list(trainer.active_jobs)), trainer.last_seen,
@@ -306,7 +296,7 @@ class PostgresJobStore:
 
     async def trainers(self, dataset: str) -> list[TrainerInfo]:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with _transient():
+        async with transient_errors():
             rows = await self._pool.fetch(
                 "SELECT * FROM orchestration_trainers WHERE datasets ? $1", dataset
             )

@@ -6,14 +6,14 @@ new consumer group rebuilds the same numbers from the topics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 
-from fedbus.errors import RetryableError
 from fedbus.events import BudgetUpdated, PrivacyMode
+from fedbus.postgres import connection
 from fedbus_accountant.accounting import JobBudget, Spending
 from fedbus_accountant.store import AccountantStore
 
@@ -56,13 +56,6 @@ CREATE TABLE IF NOT EXISTS accountant_published (
 );
 """
 
-_TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.TooManyConnectionsError,
-)
-
 _SPENDING_COLUMNS = (
     "event_id, job_id, round, clients, mechanism, noise_multiplier, sample_rate, steps"
 )
@@ -100,13 +93,8 @@ class PostgresAccountantStore(AccountantStore):
             await conn.execute(DDL)
         return store
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except _TRANSIENT as exc:
-            raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+    def _connection(self) -> AbstractAsyncContextManager[Any]:
+        return connection(self._pool)
 
     async def save_budget(self, budget: JobBudget) -> None:
         """See :class:`AccountantStore`."""
