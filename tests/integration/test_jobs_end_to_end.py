@@ -83,7 +83,9 @@ class Cluster:
         return "\n".join(f"--- {n}\n{p.text()[-3000:]}" for n, p in self.procs.items())
 
 
-def _starters(cluster: Cluster, data: Path, groups: dict[str, str]) -> None:
+def _starters(
+    cluster: Cluster, data: Path, groups: dict[str, str], extra_env: dict[str, str] | None = None
+) -> None:
     keys = json.dumps(
         [
             {"key": KEY_A, "tenant": "tenant-a", "scopes": SCOPES},
@@ -129,7 +131,7 @@ def _starters(cluster: Cluster, data: Path, groups: dict[str, str]) -> None:
             {"OMP_NUM_THREADS": "1"},
         )
     for name, (module, args, env) in specs.items():
-        full_env = {**common, **env, "FEDBUS_CONSUMER_GROUP": groups[name]}
+        full_env = {**common, **env, **(extra_env or {}), "FEDBUS_CONSUMER_GROUP": groups[name]}
         cluster.starters[name] = lambda n=name, m=module, a=args, e=full_env: ServiceProcess.start(
             n, m, log_dir=cluster.log_dir, args=a, env=e
         )

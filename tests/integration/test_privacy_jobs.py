@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -51,14 +52,17 @@ class PrivateCluster(Cluster):
     samples: list[int]
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, settings: FedbusSettings
-) -> Iterator[PrivateCluster]:
-    root = tmp_path_factory.mktemp("privacy")
+def start_private_cluster(
+    root: Path, settings: FedbusSettings, *, name: str, extra_env: dict[str, str] | None = None
+) -> PrivateCluster:
+    """The services, the accountant and three trainers on a fresh digits dataset, ready.
+
+    ``extra_env`` goes to every process (a deployment-wide setting). Stop it with
+    ``stop_cluster``.
+    """
     data = prepare_dataset("digits", root / "data", PrepareOptions(num_clients=3, seed=0)).root
     cluster = PrivateCluster(
-        settings=settings, dataset=unique("digits-dp"), log_dir=root,
+        settings=settings, dataset=unique(name), log_dir=root,
         gateway=f"http://127.0.0.1:{free_port()}", registry=f"http://127.0.0.1:{free_port()}",
     )  # fmt: skip
     cluster.samples = [
@@ -67,21 +71,37 @@ def cluster(
     trainers = [f"trainer-{i}" for i in range(3)]
     names = ["model-registry", "orchestration", "aggregator", "gateway", *trainers, "accountant"]
     groups = asyncio.run(_prepare_groups(settings, names))
-    _starters(cluster, data, groups)
+    _starters(cluster, data, groups, extra_env)
     cluster.starters["accountant"] = lambda: ServiceProcess.start(
         "accountant", "fedbus_accountant", log_dir=root,
-        env={"FEDBUS_CONSUMER_GROUP": groups["accountant"]},
+        env={**(extra_env or {}), "FEDBUS_CONSUMER_GROUP": groups["accountant"]},
     )  # fmt: skip
     try:
-        for name in names:
-            cluster.start(name)
+        for service in names:
+            cluster.start(service)
         _wait_http(f"{cluster.gateway}/readyz", cluster)
         _wait_http(f"{cluster.registry}/readyz", cluster)
         asyncio.run(_wait_heartbeats(settings, {f"{cluster.dataset}-c{i}" for i in range(3)}))
+    except BaseException:
+        stop_cluster(cluster)
+        raise
+    return cluster
+
+
+def stop_cluster(cluster: PrivateCluster) -> None:
+    for proc in cluster.procs.values():
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, settings: FedbusSettings
+) -> Iterator[PrivateCluster]:
+    cluster = start_private_cluster(tmp_path_factory.mktemp("privacy"), settings, name="digits-dp")
+    try:
         yield cluster
     finally:
-        for proc in cluster.procs.values():
-            proc.stop()
+        stop_cluster(cluster)
 
 
 def local_epsilon(cluster: PrivateCluster, *, z: float, rounds: int) -> float:
@@ -154,8 +174,10 @@ async def test_a_local_dp_budget_that_runs_out_half_way_ends_the_job_within_it(
     assert set(view["privacy"]["clients"]) == {f"{cluster.dataset}-c{i}" for i in range(3)}
     version = await _registered(cluster, job_id, HEADERS)
     assert version["artifact"]["sha256"] == end.final_model.sha256
-    assert version["privacy"] == {"mode": "local_dp", "epsilon": end.guarantee.epsilon,
-                                  "delta": DELTA}  # fmt: skip
+    assert version["privacy"] == {
+        "mode": "local_dp", "epsilon": end.guarantee.epsilon, "delta": DELTA,
+        "accountant": "rdp", "noise_multiplier": z, "clipping_norm": 1.0, "rounds": 2,
+    }  # fmt: skip
     print(f"local DP: spent {end.guarantee.epsilon:.4f} of {budget:.4f} in {end.rounds_completed}")
 
 
@@ -184,7 +206,10 @@ async def test_a_central_dp_budget_that_runs_out_half_way_ends_the_job_within_it
     assert view["privacy"]["mode"] == "central_dp"
     assert view["privacy"]["epsilon_spent"] == pytest.approx(end.guarantee.epsilon)
     version = await _registered(cluster, job_id, HEADERS)
-    assert version["privacy"]["epsilon"] == end.guarantee.epsilon
+    assert version["privacy"] == {
+        "mode": "central_dp", "epsilon": end.guarantee.epsilon, "delta": DELTA,
+        "accountant": "rdp", "noise_multiplier": z, "clipping_norm": 0.01, "rounds": 2,
+    }  # fmt: skip
     print(f"central DP: spent {end.guarantee.epsilon:.4f} of {budget:.4f}")
 
 

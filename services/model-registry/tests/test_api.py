@@ -34,7 +34,15 @@ def version_of(tenant: str, job_id: str, name: str = "cnn-mnist") -> NewVersion:
         artifact=REF,
         strategy=StrategySpec(name="fedavg"),
         privacy_mode=PrivacyMode.CENTRAL_DP,
-        guarantee=PrivacyGuarantee(mode=PrivacyMode.CENTRAL_DP, epsilon=1.2, delta=1e-5),
+        guarantee=PrivacyGuarantee(
+            mode=PrivacyMode.CENTRAL_DP,
+            epsilon=1.2,
+            delta=1e-5,
+            accountant="rdp",
+            noise_multiplier=1.3,
+            clipping_norm=0.5,
+            rounds=2,
+        ),
         participants=("c1", "c2"),
         round_metrics=((1, {"accuracy": 0.8}), (2, {"accuracy": 0.93})),
     )
@@ -87,7 +95,10 @@ async def test_a_version_has_all_its_metadata_and_a_download_url(
     body = response.json()
     assert body["download_url"] == f"http://minio.test/fedbus/{REF.object_key}?sig=x"
     assert body["artifact"] == {"object_key": REF.object_key, "size_bytes": 7, "sha256": "d" * 64}
-    assert body["privacy"] == {"mode": "central_dp", "epsilon": 1.2, "delta": 1e-5}
+    assert body["privacy"] == {
+        "mode": "central_dp", "epsilon": 1.2, "delta": 1e-5, "accountant": "rdp",
+        "noise_multiplier": 1.3, "clipping_norm": 0.5, "rounds": 2,
+    }  # fmt: skip
     assert body["strategy"] == {"name": "fedavg", "options": {}}
     assert body["participants"] == ["c1", "c2"]
     assert body["metrics"] == {"accuracy": 0.93}

@@ -156,7 +156,10 @@ async def test_budget_exhausted_jobs_carry_their_guarantee(
 ) -> None:
     job = make_job(privacy=PrivacyMode.LOCAL_DP)
     model = await upload(job.job_id, 1)
-    guarantee = PrivacyGuarantee(mode=PrivacyMode.LOCAL_DP, epsilon=2.9, delta=1e-5)
+    guarantee = PrivacyGuarantee(
+        mode=PrivacyMode.LOCAL_DP, epsilon=2.9, delta=1e-5, accountant="rdp",
+        noise_multiplier=1.1, clipping_norm=1.0, rounds=3,
+    )  # fmt: skip
     await bus.publish(job.accepted())
     await bus.publish(job.round(1, ["c1"], model, accuracy=0.6))
     await bus.publish(

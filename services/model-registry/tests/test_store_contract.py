@@ -47,7 +47,15 @@ def version_of(tenant: str, name: str = "cnn-mnist", job_id: str | None = None) 
         artifact=REF,
         strategy=StrategySpec(name="fedadam", options={"eta": 0.1}),
         privacy_mode=PrivacyMode.CENTRAL_DP,
-        guarantee=PrivacyGuarantee(mode=PrivacyMode.CENTRAL_DP, epsilon=1.5, delta=1e-5),
+        guarantee=PrivacyGuarantee(
+            mode=PrivacyMode.CENTRAL_DP,
+            epsilon=1.5,
+            delta=1e-5,
+            accountant="rdp",
+            noise_multiplier=2.0,
+            clipping_norm=0.1,
+            rounds=4,
+        ),
         participants=("c1", "c2"),
         round_metrics=((1, {"accuracy": 0.5}), (2, {"accuracy": 0.7}), (3, {"accuracy": 0.9})),
     )

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from fedbus.events import Event, JobRequested, RoundCompleted, TrainerStatus
+from fedbus.privacy import GaussianSteps
 from fedbus_orchestration.adapters import InMemoryJobStore, PostgresJobStore
 from fedbus_orchestration.jobs import JobState, Policy, accept, after_round
+from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, JobStore
 
@@ -155,3 +157,21 @@ async def test_a_dp_job_waiting_for_its_budget_reads_back_equal(
     assert await store.get(request.job_id) == replace(waiting, version=waiting.version + 1)
     # Waiting for a budget has a deadline too: the watcher must see the job.
     assert request.job_id in {j.job_id for j in await store.running()}
+
+
+async def test_a_clients_lifetime_spend_keeps_the_announcement_with_most_entries(
+    store: JobStore,
+) -> None:
+    client, dataset = unique("client"), unique("dataset")
+    two = ClientSpend(client, dataset, 2, (GaussianSteps(1.5, 1.0, 2),), {"j1": (1, 2)})
+    three = ClientSpend(
+        client, dataset, 3, (GaussianSteps(1.1, 0.2, 10), GaussianSteps(1.5, 1.0, 2)),
+        {"j1": (1, 2), "j2": (1,)},
+    )  # fmt: skip
+
+    await store.save_client_spend(two)
+    await store.save_client_spend(three)
+    await store.save_client_spend(two)  # late, from another partition
+
+    assert await store.client_spends(dataset) == {client: three}
+    assert client not in await store.client_spends(unique("other"))

@@ -94,6 +94,7 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
 {{- end }}
 {{- if $v.minio.caSecret }}{{ $_ := set $vars "FEDBUS_MINIO_CA_FILE" (printf "/etc/fedbus/minio-ca/%s" $v.minio.caKey) }}{{ end }}
 {{- if $v.otelExporterOtlpEndpoint }}{{ $_ := set $vars "FEDBUS_OTEL_EXPORTER_OTLP_ENDPOINT" $v.otelExporterOtlpEndpoint }}{{ end }}
+{{- if $v.privacy.clientLifetimeEpsilon }}{{ $_ := set $vars "FEDBUS_CLIENT_LIFETIME_EPSILON" (toString $v.privacy.clientLifetimeEpsilon) }}{{ end }}
 {{- $vars = merge (dict) (.c.env | default dict) (.extra | default dict) ($v.env | default dict) $vars }}
 {{- range $name := keys $vars | sortAlpha }}
 - name: {{ $name }}

@@ -82,6 +82,17 @@ class FedbusSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
 
+    client_lifetime_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "The deployment's cap on the epsilon one client may spend on one dataset across "
+            "every job (at each job's delta): orchestration stops selecting a client a round "
+            "would take past it and rejects a job no min_clients clients can afford; the "
+            "privacy-accountant reports it. Unset: no cap."
+        ),
+    )
+
     @model_validator(mode="after")
     def _refuse_insecure_outside_development(self) -> FedbusSettings:
         if self.env is not Environment.PRODUCTION:

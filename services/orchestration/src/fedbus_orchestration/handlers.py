@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 from fedbus.bus import Handler
 from fedbus.events import (
     BudgetUpdated,
+    ClientBudgetUpdated,
     Event,
     JobCancelRequested,
     JobRequested,
     JobSpec,
+    PrivacyMode,
     RoundCompleted,
     TrainerHeartbeat,
     utc_now,
@@ -28,6 +30,7 @@ from fedbus.events import (
 from fedbus.telemetry import log_context
 from fedbus_orchestration.jobs import (
     Job,
+    JobState,
     Policy,
     Transition,
     accept,
@@ -36,6 +39,7 @@ from fedbus_orchestration.jobs import (
     cancel,
     reject,
 )
+from fedbus_orchestration.lifetime import ClientSpend, InFlight, Lifetimes, pending_rounds
 from fedbus_orchestration.selection import TrainerInfo, eligible_trainers
 from fedbus_orchestration.store import JobStore
 from fedbus_orchestration.validation import validate_request
@@ -46,6 +50,7 @@ __all__ = [
     "Roster",
     "bind",
     "on_budget_updated",
+    "on_client_budget_updated",
     "on_job_cancel_requested",
     "on_job_requested",
     "on_round_completed",
@@ -67,14 +72,18 @@ class Context:
     known_datasets: frozenset[str] = frozenset()
     staleness_factor: float = 3.0
     clock: Callable[[], datetime] = utc_now
+    lifetime_cap: float | None = None
+    """``FEDBUS_CLIENT_LIFETIME_EPSILON``: each client's cap per dataset across jobs."""
 
 
 @dataclass(frozen=True)
 class Roster:
-    """The trainers that may train a job now, and the records each holds of its dataset."""
+    """The trainers that may train a job now, the records each holds of its dataset, and
+    (under a lifetime cap, for a DP job) what each has spent and has in flight."""
 
     eligible: list[str]
     samples: dict[str, int]
+    lifetimes: Lifetimes | None = None
 
 
 async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
@@ -84,7 +93,18 @@ async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
         trainers, dataset=spec.dataset, now=now, staleness_factor=ctx.staleness_factor
     )
     samples = {t.client_id: t.datasets[spec.dataset] for t in trainers if t.client_id in eligible}
-    return Roster(eligible, samples)
+    if ctx.lifetime_cap is None or spec.privacy.mode is PrivacyMode.NONE:
+        return Roster(eligible, samples)
+    spent = await ctx.store.client_spends(spec.dataset)
+    every = {t.client_id: t.datasets[spec.dataset] for t in trainers}
+    in_flight = [
+        InFlight(j.job_id, j.round, j.spec, j.selected, j.noise_multiplier)
+        for j in await ctx.store.running()
+        if j.state is JobState.RUNNING or j.state is JobState.AWAITING_BUDGET
+        if j.noise_multiplier is not None
+    ]
+    pending = pending_rounds(in_flight, spent, every, dataset=spec.dataset)
+    return Roster(eligible, samples, Lifetimes(ctx.lifetime_cap, spent, pending))
 
 
 async def _save(ctx: Context, cause: Event, transition: Transition) -> list[Event]:
@@ -113,7 +133,7 @@ async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
         reasons = validate_request(
             event.spec, job_id=event.job_id, known_models=ctx.known_models,
             known_datasets=ctx.known_datasets, live_holders=len(roster.eligible),
-            samples=roster.samples,
+            samples=roster.samples, lifetimes=roster.lifetimes,
         )  # fmt: skip
         if reasons:
             events = reject(event, reasons)
@@ -121,7 +141,10 @@ async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
             log.info("job rejected: %s", ", ".join(r.code for r in reasons))
             return events
         log.info("job accepted for tenant %s", event.tenant)
-        transition = accept(event, eligible=roster.eligible, now=now, samples=roster.samples)
+        transition = accept(
+            event, eligible=roster.eligible, now=now, samples=roster.samples,
+            lifetimes=roster.lifetimes,
+        )  # fmt: skip
         return await _save(ctx, event, transition)
 
 
@@ -156,8 +179,9 @@ async def on_round_completed(event: RoundCompleted, *, ctx: Context) -> list[Eve
 
     def step(job: Job, ev: RoundCompleted, roster: Roster, now: datetime) -> Transition:
         return after_round(
-            job, ev, eligible=roster.eligible, now=now, policy=ctx.policy, samples=roster.samples
-        )
+            job, ev, eligible=roster.eligible, now=now, policy=ctx.policy,
+            samples=roster.samples, lifetimes=roster.lifetimes,
+        )  # fmt: skip
 
     return await _on_job_event(event, ctx, step)
 
@@ -172,7 +196,10 @@ async def on_budget_updated(event: BudgetUpdated, *, ctx: Context) -> list[Event
     the budget is spent), or nothing yet when the budget came before its ``round.completed``."""
 
     def step(job: Job, ev: BudgetUpdated, roster: Roster, now: datetime) -> Transition:
-        return after_budget(job, ev, eligible=roster.eligible, now=now, samples=roster.samples)
+        return after_budget(
+            job, ev, eligible=roster.eligible, now=now, samples=roster.samples,
+            lifetimes=roster.lifetimes,
+        )  # fmt: skip
 
     return await _on_job_event(event, ctx, step)
 
@@ -189,12 +216,19 @@ async def on_trainer_heartbeat(event: TrainerHeartbeat, *, ctx: Context) -> list
     return []
 
 
+async def on_client_budget_updated(event: ClientBudgetUpdated, *, ctx: Context) -> list[Event]:
+    """Remember a client's lifetime spend on a dataset (the announcement with most entries)."""
+    await ctx.store.save_client_spend(ClientSpend.of(event))
+    return []
+
+
 HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
     JobRequested: on_job_requested,
     JobCancelRequested: on_job_cancel_requested,
     RoundCompleted: on_round_completed,
     BudgetUpdated: on_budget_updated,
     TrainerHeartbeat: on_trainer_heartbeat,
+    ClientBudgetUpdated: on_client_budget_updated,
 }
 
 

@@ -45,6 +45,7 @@ from fedbus.events import (
     child_traceparent,
 )
 from fedbus.privacy import UnreachableTargetError
+from fedbus_orchestration.lifetime import Lifetimes, round_steps
 from fedbus_orchestration.noise import round_noise_multiplier
 from fedbus_orchestration.selection import select_clients
 
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 SOURCE = "orchestration"
+ACCOUNTANT = "rdp"
+"""How the privacy-accountant computes epsilon (``fedbus.privacy``: RDP, dp-accounting)."""
 E = TypeVar("E", bound=Event)
 
 
@@ -151,11 +154,19 @@ class Job:
         return self.spec.privacy.mode is not PrivacyMode.NONE
 
     def guarantee(self) -> PrivacyGuarantee | None:
-        """The (epsilon, delta) of the latest budget, if the accountant sent one."""
+        """The guarantee of the latest budget, if the accountant sent one.
+
+        (epsilon, delta) as the accountant computed them (RDP over rounds ``1..budget.round``),
+        with the noise multiplier of the last round run and the configured clipping norm.
+        """
         if self.budget is None:
             return None
         b = self.budget
-        return PrivacyGuarantee(mode=self.spec.privacy.mode, epsilon=b.epsilon_spent, delta=b.delta)
+        return PrivacyGuarantee(
+            mode=self.spec.privacy.mode, epsilon=b.epsilon_spent, delta=b.delta,
+            accountant=ACCOUNTANT, noise_multiplier=self.noise_multiplier,
+            clipping_norm=self.spec.privacy.clipping_norm, rounds=b.round,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -197,10 +208,12 @@ def accept(
     eligible: Sequence[str],
     now: datetime,
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Transition:
     """Accept a validated request and open round 1, attempt 1.
 
-    ``samples`` (records per trainer, from heartbeats) sizes a local-DP job's noise.
+    ``samples`` (records per trainer, from heartbeats) sizes a local-DP job's noise;
+    ``lifetimes`` (the deployment's per-client cap) leaves out clients it would overspend.
     """
     job = Job(
         job_id=request.job_id,
@@ -211,8 +224,9 @@ def accept(
         idempotency_key=request.idempotency_key,
     )
     started = _start_round(
-        job, 1, 1, eligible=eligible, now=now, tp=request.traceparent, samples=samples
-    )
+        job, 1, 1, eligible=eligible, now=now, tp=request.traceparent, samples=samples,
+        lifetimes=lifetimes,
+    )  # fmt: skip
     # The effective spec reports the noise round 1 uses (derived when the request had none).
     privacy = job.spec.privacy.model_copy(update={"noise_multiplier": started.job.noise_multiplier})
     accepted = _emit(
@@ -247,14 +261,37 @@ def _start_round(
     tp: str,
     why: str = "",
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Transition:
     spec = job.spec
-    selected = select_clients(spec, eligible, seed=job.seed, round=rnd, attempt=attempt)
-    try:
-        noise = round_noise_multiplier(spec, selected=selected, samples=samples or {})
-    except UnreachableTargetError as exc:
-        return _fail(job, tp, "budget_too_small", f"round {rnd}: {exc}")
+    samples = samples or {}
     min_clients = 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
+    # Select, then leave out every selected client the round would take past its lifetime
+    # cap and select again from the rest: the noise depends on who is selected, so the
+    # check runs on the final selection. The pool shrinks each time, so this ends.
+    pool = list(eligible)
+    capped: list[str] = []
+    while True:
+        selected = select_clients(spec, pool, seed=job.seed, round=rnd, attempt=attempt)
+        try:
+            noise = round_noise_multiplier(spec, selected=selected, samples=samples)
+        except UnreachableTargetError as exc:
+            return _fail(job, tp, "budget_too_small", f"round {rnd}: {exc}")
+        over = _over_lifetime_cap(spec, selected, noise, samples, lifetimes)
+        if not over:
+            break
+        capped += over
+        pool = [c for c in pool if c not in over]
+    if capped and len(pool) < min_clients:
+        cap = lifetimes.cap if lifetimes is not None else 0.0
+        reason = (
+            f"round {rnd} cannot start: {len(capped)} client(s) would pass the lifetime "
+            f"privacy cap {cap:g} ({', '.join(sorted(capped))}); {len(pool)} left, "
+            f"min_clients {min_clients}"
+        )
+        return _exhausted(job, tp, reason)
+    if capped:
+        why += f"left out {len(capped)} client(s) at their lifetime privacy cap; "
     deadline = now + timedelta(seconds=spec.round_deadline_seconds)
     running = replace(
         job, state=JobState.RUNNING, round=rnd, attempt=attempt, deadline=deadline,
@@ -271,6 +308,24 @@ def _start_round(
         privacy=spec.privacy.model_copy(update={"noise_multiplier": noise}), seed=job.seed,
     )  # fmt: skip
     return Transition(running, [_progress(job, tp, Phase.SCHEDULING, message, rnd), started])
+
+
+def _over_lifetime_cap(
+    spec: JobSpec,
+    selected: Sequence[str],
+    noise: float | None,
+    samples: Mapping[str, int],
+    lifetimes: Lifetimes | None,
+) -> list[str]:
+    """The selected clients one more round of ``spec`` would take past their lifetime cap."""
+    delta = spec.privacy.delta
+    if lifetimes is None or noise is None or delta is None:
+        return []
+    return [
+        c
+        for c in selected
+        if not lifetimes.allows(c, [round_steps(spec, c, noise, samples)], delta)
+    ]
 
 
 def divergence(job: Job, event: RoundCompleted, *, factor: float) -> str | None:
@@ -292,6 +347,7 @@ def after_round(
     now: datetime,
     policy: Policy,
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Transition:
     """Advance on a round's result: next round, rollback, completion or failure.
 
@@ -309,19 +365,23 @@ def after_round(
             return _fail(job, tp, "diverged", message)
         rolled = replace(job, rollbacks=job.rollbacks + 1)
         note = f"round {event.round} diverged ({why}); rolled back to the previous global model; "
-        return _proceed(rolled, tp, note, eligible=eligible, now=now, samples=samples)
+        return _proceed(
+            rolled, tp, note, eligible=eligible, now=now, samples=samples, lifetimes=lifetimes
+        )
     done = replace(
         job, global_model=event.global_model, previous_model=job.global_model,
         rounds_completed=job.rounds_completed + 1, metrics=dict(event.metrics),
         last_loss=event.metrics.get("loss", job.last_loss),
     )  # fmt: skip
     note = f"round {event.round} completed; "
-    return _proceed(done, tp, note, eligible=eligible, now=now, samples=samples)
+    return _proceed(
+        done, tp, note, eligible=eligible, now=now, samples=samples, lifetimes=lifetimes
+    )
 
 
 def _proceed(
     job: Job, tp: str, note: str, *, eligible: Sequence[str], now: datetime,
-    samples: Mapping[str, int] | None,
+    samples: Mapping[str, int] | None, lifetimes: Lifetimes | None = None,
 ) -> Transition:  # fmt: skip
     """After round ``job.round``: wait for its budget (DP), end, or start the next round."""
     if job.private:
@@ -338,8 +398,9 @@ def _proceed(
     if job.rounds_completed >= job.spec.rounds:
         return _complete(job, tp)
     return _start_round(
-        job, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples
-    )
+        job, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples,
+        lifetimes=lifetimes,
+    )  # fmt: skip
 
 
 def _complete(job: Job, tp: str) -> Transition:
@@ -375,6 +436,7 @@ def after_deadline(
     now: datetime,
     policy: Policy,
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Transition:
     """Retry an overdue round with a new selection, or fail the job when retries are spent."""
     if not overdue(job, now, grace_seconds=policy.round_grace_seconds):
@@ -397,8 +459,9 @@ def after_deadline(
         return _fail(job, tp, "too_few_clients", message)
     note = f"round {job.round} attempt {attempts} missed its deadline; "
     return _start_round(
-        job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples
-    )
+        job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note,
+        samples=samples, lifetimes=lifetimes,
+    )  # fmt: skip
 
 
 def cancel(job: Job, event: JobCancelRequested) -> Transition:
@@ -423,6 +486,7 @@ def after_budget(
     eligible: Sequence[str] = (),
     now: datetime | None = None,
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Transition:
     """Take the accountant's budget of a round into account.
 
@@ -441,7 +505,9 @@ def after_budget(
     if event.round == job.round and job.state is JobState.AWAITING_BUDGET:
         note = f"round {job.round} counted: epsilon {event.total.epsilon_spent:.4g} spent; "
         moment = now if now is not None else event.time
-        return _proceed(updated, tp, note, eligible=eligible, now=moment, samples=samples)
+        return _proceed(
+            updated, tp, note, eligible=eligible, now=moment, samples=samples, lifetimes=lifetimes
+        )
     if event.round == job.round:
         return Transition(updated, [])
     if event.exhausted:
@@ -449,10 +515,12 @@ def after_budget(
     return Transition(job, [])
 
 
-def _exhausted(job: Job, tp: str) -> Transition:
+def _exhausted(job: Job, tp: str, reason: str = "") -> Transition:
     """``job.completed(status=budget_exhausted)`` with the last global model and guarantee."""
     ended = replace(job, state=JobState.COMPLETED, deadline=None)
     message = f"privacy budget exhausted after {job.rounds_completed} round(s)"
+    if reason:
+        message += f": {reason}"
     completed = _emit(
         job, JobCompleted, tp, status=JobStatus.BUDGET_EXHAUSTED,
         rounds_completed=job.rounds_completed, final_model=job.global_model,

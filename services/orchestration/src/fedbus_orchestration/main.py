@@ -37,6 +37,7 @@ def context_from(settings: OrchestrationSettings, store: PostgresJobStore) -> Co
         known_models=frozenset(settings.known_models),
         known_datasets=frozenset(settings.known_datasets),
         staleness_factor=settings.heartbeat_staleness_factor,
+        lifetime_cap=settings.client_lifetime_epsilon,
     )
 
 

@@ -14,9 +14,10 @@ from typing import Protocol
 from fedbus.errors import RetryableError
 from fedbus.events import Event
 from fedbus_orchestration.jobs import Job
+from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 
-__all__ = ["ConcurrentUpdateError", "JobStore", "PublishFn"]
+__all__ = ["ConcurrentUpdateError", "JobStore", "PublishFn", "newer_spend", "newest"]
 
 PublishFn = Callable[[list[Event]], Awaitable[None]]
 
@@ -68,6 +69,19 @@ class JobStore(Protocol):
 
     async def trainers(self, dataset: str) -> list[TrainerInfo]:
         """Every trainer whose latest heartbeat lists ``dataset`` (freshness: the caller's)."""
+
+    async def save_client_spend(self, spend: ClientSpend) -> None:
+        """Store a client's lifetime spend on a dataset, unless one with more entries is stored."""
+
+    async def client_spends(self, dataset: str) -> dict[str, ClientSpend]:
+        """The latest lifetime spend on ``dataset`` of every client the accountant announced."""
+
+
+def newer_spend(stored: ClientSpend | None, new: ClientSpend) -> ClientSpend:
+    """The lifetime spend to keep: the ledger only grows, so more entries is newer."""
+    if stored is not None and stored.entries >= new.entries:
+        return stored
+    return new
 
 
 def newest(stored: TrainerInfo | None, new: TrainerInfo) -> TrainerInfo:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
-from fedbus_orchestration.noise import first_round_epsilon
+from fedbus.privacy import UnreachableTargetError
+from fedbus_orchestration.lifetime import Lifetimes, round_steps
+from fedbus_orchestration.noise import first_round_epsilon, round_noise_multiplier
 
 __all__ = ["validate_request"]
 
@@ -18,6 +20,7 @@ def validate_request(
     known_datasets: Collection[str],
     live_holders: int,
     samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> list[RejectionReason]:
     """Return one reason per problem; an empty list means the job can run.
 
@@ -36,12 +39,18 @@ def validate_request(
     samples
         Records per eligible trainer (from heartbeats): an explicit noise multiplier whose
         first round alone would exceed the budget on one of them is ``budget_too_small``.
+    lifetimes
+        Each client's lifetime spend under the deployment's cap (None: no cap). When fewer
+        than ``min_clients`` of the eligible trainers can afford every planned round, the
+        job is ``lifetime_budget_exceeded``.
     """
     reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
     reasons += _numbers(spec)
     privacy = _privacy(spec)
     if not privacy and not reasons:
         privacy = _budget(spec, samples or {})
+    if not privacy and not reasons and lifetimes is not None:
+        privacy = _lifetime(spec, samples or {}, lifetimes)
     return reasons + privacy
 
 
@@ -150,3 +159,41 @@ def _budget(spec: JobSpec, samples: Mapping[str, int]) -> list[RejectionReason]:
         f"round alone, more than the budget {privacy.target_epsilon:g} at delta {privacy.delta:g}"
     )
     return [_reason("budget_too_small", "spec.privacy.noise_multiplier", message)]
+
+
+def _lifetime(
+    spec: JobSpec, samples: Mapping[str, int], lifetimes: Lifetimes
+) -> list[RejectionReason]:
+    """Admission: can ``min_clients`` trainers afford all of the job's rounds within the cap?
+
+    A client takes part in at most ``spec.rounds`` rounds; each spends what
+    :func:`~fedbus_orchestration.lifetime.round_steps` says at the job's noise multiplier
+    (explicit, or derived from the budget over the eligible trainers).
+    """
+    delta = spec.privacy.delta
+    if spec.privacy.mode is PrivacyMode.NONE or delta is None or not samples:
+        return []
+    try:
+        noise = round_noise_multiplier(spec, selected=samples.keys(), samples=samples)
+    except UnreachableTargetError:
+        return []  # the job's own budget is too small: the first round reports it
+    if noise is None:
+        return []
+    reach = {
+        c: lifetimes.projected(c, [round_steps(spec, c, noise, samples)] * spec.rounds, delta)
+        for c in sorted(samples)
+    }
+    affordable = [c for c, epsilon in reach.items() if epsilon <= lifetimes.cap]
+    needed = 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
+    if len(affordable) >= needed:
+        return []
+    short = [c for c in reach if c not in affordable]
+    shown = ", ".join(f"{c} (would reach {reach[c]:.4g})" for c in short[:5])
+    more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    message = (
+        f"{spec.rounds} planned round(s) at noise multiplier {noise:.4g} would take "
+        f"{len(short)} of {len(samples)} trainer(s) holding {spec.dataset!r} past their "
+        f"lifetime privacy cap epsilon {lifetimes.cap:g} at delta {delta:g}: {shown}{more}; "
+        f"{len(affordable)} can afford it, the job needs {needed}"
+    )
+    return [_reason("lifetime_budget_exceeded", "spec.privacy", message)]

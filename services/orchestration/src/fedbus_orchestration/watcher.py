@@ -32,8 +32,9 @@ async def check_deadlines(ctx: Context) -> int:
         with log_context(job_id=job.job_id, round=job.round):
             roster = await roster_for(ctx, job.spec, now)
             transition = after_deadline(
-                job, eligible=roster.eligible, now=now, policy=ctx.policy, samples=roster.samples
-            )
+                job, eligible=roster.eligible, now=now, policy=ctx.policy,
+                samples=roster.samples, lifetimes=roster.lifetimes,
+            )  # fmt: skip
             cause = f"deadline:{job.job_id}:{job.round}:{job.attempt}"
             try:
                 await ctx.store.record(

@@ -37,12 +37,14 @@ from fedbus.privacy import (
 
 __all__ = [
     "BudgetFigures",
+    "ClientLifetime",
     "JobBudget",
     "Spending",
     "counted_spendings",
     "figures_after_round",
     "is_ready",
     "ledger_entries",
+    "lifetime_of",
 ]
 
 
@@ -152,9 +154,6 @@ def figures_after_round(
     round_: int,
     rounds: Mapping[int, Sequence[str]],
     spendings: Sequence[Spending],
-    *,
-    lifetime_epsilon: float | None = None,
-    lifetime_spendings: Mapping[str, Sequence[LedgerEntry]] | None = None,
 ) -> BudgetFigures | None:
     """The budget after round ``round_``, or None while a fact it needs is missing.
 
@@ -168,10 +167,11 @@ def figures_after_round(
         Participants of each completed round.
     spendings
         The job's ledger rows.
-    lifetime_epsilon
-        The per-client, per-dataset cap across jobs; None for none.
-    lifetime_spendings
-        Per client: ledger entries of *other* jobs on ``job.dataset`` (for the cap).
+
+    ``exhausted`` is about the job's own budget. A client's lifetime cap across jobs is
+    orchestration's to enforce (it stops selecting that client, from
+    ``client.budget.updated``), so one client near its cap does not end a job others can
+    continue.
     """
     if not is_ready(job, round_, rounds, spendings):
         return None
@@ -191,11 +191,7 @@ def figures_after_round(
             ledger.projected_epsilon(_next_round(job, c, counted)).job > job.target_epsilon
             for c in clients
         )
-    over_cap = lifetime_epsilon is not None and any(
-        _lifetime_projection(job, c, counted, ledger, lifetime_spendings or {}) > lifetime_epsilon
-        for c in clients
-    )
-    return BudgetFigures(round=round_, total=total, clients=clients, exhausted=over_job or over_cap)
+    return BudgetFigures(round=round_, total=total, clients=clients, exhausted=over_job)
 
 
 def _composed(history: Sequence[GaussianSteps], delta: float) -> float:
@@ -209,13 +205,41 @@ def _next_round(job: JobBudget, client: str, counted: Sequence[Spending]) -> Pla
                         last.sample_rate, last.steps)  # fmt: skip
 
 
-def _lifetime_projection(
-    job: JobBudget,
-    client: str,
-    counted: Sequence[Spending],
-    ledger: PrivacyLedger,
-    others: Mapping[str, Sequence[LedgerEntry]],
-) -> float:
-    mine = [e for e in ledger.entries if e.client_id == client]
-    lifetime = PrivacyLedger(delta=job.delta, entries=[*others.get(client, ()), *mine])
-    return lifetime.projected_epsilon(_next_round(job, client, counted)).client_dataset
+@dataclass(frozen=True, slots=True)
+class ClientLifetime:
+    """Everything one client has spent on one dataset, across jobs (``client.budget.updated``).
+
+    ``mechanisms`` merges the spendings with the same (noise multiplier, sample rate) by
+    adding their steps: RDP composes by addition, so the merge changes no epsilon.
+    """
+
+    client_id: str
+    dataset: str
+    entries: int
+    mechanisms: tuple[GaussianSteps, ...]
+    rounds: dict[str, tuple[int, ...]]
+
+    def epsilon(self, delta: float) -> float:
+        """The lifetime epsilon at ``delta``."""
+        return _composed(self.mechanisms, delta)
+
+
+def lifetime_of(client: str, dataset: str, spendings: Iterable[Spending]) -> ClientLifetime:
+    """The lifetime state of ``client`` from the ledger rows of every job on ``dataset``.
+
+    Every row charged to the client counts, including updates the aggregator dropped: the
+    trainer ran DP-SGD on its data whether or not the update was used.
+    """
+    steps: dict[tuple[float, float], int] = {}
+    rounds: dict[str, set[int]] = {}
+    entries = 0
+    for s in spendings:
+        if client not in s.clients:
+            continue
+        entries += 1
+        key = (s.noise_multiplier, s.sample_rate)
+        steps[key] = steps.get(key, 0) + s.steps
+        rounds.setdefault(s.job_id, set()).add(s.round)
+    mechanisms = tuple(GaussianSteps(z, q, n) for (z, q), n in sorted(steps.items()))
+    by_job = {job: tuple(sorted(r)) for job, r in sorted(rounds.items())}
+    return ClientLifetime(client, dataset, entries, mechanisms, by_job)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
 from fedbus.bus import Handler
@@ -20,8 +20,10 @@ from fedbus.errors import NonRetryableError
 from fedbus.events import (
     BudgetStatus,
     BudgetUpdated,
+    ClientBudgetUpdated,
     DpUsage,
     Event,
+    GaussianSpend,
     JobAccepted,
     PrivacyBudget,
     PrivacyMode,
@@ -29,14 +31,15 @@ from fedbus.events import (
     UpdateSubmitted,
     child_traceparent,
 )
-from fedbus.privacy import LedgerEntry, Mechanism
+from fedbus.privacy import Mechanism
 from fedbus.telemetry import log_context
 from fedbus_accountant.accounting import (
     BudgetFigures,
+    ClientLifetime,
     JobBudget,
     Spending,
     figures_after_round,
-    ledger_entries,
+    lifetime_of,
 )
 from fedbus_accountant.store import AccountantStore
 
@@ -45,6 +48,7 @@ __all__ = [
     "SOURCE",
     "bind_handlers",
     "budget_event",
+    "client_budget_event",
     "on_job_accepted",
     "on_round_completed",
     "on_update_submitted",
@@ -76,7 +80,10 @@ async def on_job_accepted(
             event.job_id, privacy.mode, privacy.target_epsilon, privacy.delta, event.spec.dataset
         )
         await store.save_budget(budget)
-        return await _publish_ready(event, store=store, lifetime_epsilon=lifetime_epsilon)
+        # Spendings that arrived before the job's dataset was known reach the lifetimes now.
+        charged = [c for s in await store.spendings(event.job_id) for c in s.clients]
+        lifetimes = await _lifetime_events(event, charged, store=store, cap=lifetime_epsilon)
+        return lifetimes + await _publish_ready(event, store=store)
 
 
 async def on_update_submitted(
@@ -86,13 +93,14 @@ async def on_update_submitted(
     with log_context(job_id=event.job_id, round=event.round, client_id=event.client_id):
         if event.dp is None or event.dp.noise_multiplier == 0:
             # No DP facts, or clipping only (central DP): nothing spent by this update.
-            return await _publish_ready(event, store=store, lifetime_epsilon=lifetime_epsilon)
+            return await _publish_ready(event, store=store)
         spending = _spending(event, (event.client_id,), event.dp, "local-dp")
         if not await store.add_spending(spending):
             log.info("update %s already in the ledger", event.event_id)
-        return await _publish_ready(
-            event, store=store, lifetime_epsilon=lifetime_epsilon, asked=event.round
+        lifetimes = await _lifetime_events(
+            event, [event.client_id], store=store, cap=lifetime_epsilon
         )
+        return lifetimes + await _publish_ready(event, store=store, asked=event.round)
 
 
 async def on_round_completed(
@@ -101,12 +109,14 @@ async def on_round_completed(
     """Record the round's participants and its central-DP release, if any."""
     with log_context(job_id=event.job_id, round=event.round):
         await store.save_round(event.job_id, event.round, event.participants)
+        lifetimes: list[Event] = []
         if event.dp is not None and event.dp.noise_multiplier > 0:
             release = _spending(event, tuple(event.participants), event.dp, "central-dp")
             await store.add_spending(release)
-        return await _publish_ready(
-            event, store=store, lifetime_epsilon=lifetime_epsilon, asked=event.round
-        )
+            lifetimes = await _lifetime_events(
+                event, event.participants, store=store, cap=lifetime_epsilon
+            )
+        return lifetimes + await _publish_ready(event, store=store, asked=event.round)
 
 
 def _spending(
@@ -124,7 +134,6 @@ async def _publish_ready(
     cause: Event,
     *,
     store: AccountantStore,
-    lifetime_epsilon: float | None,
     asked: int | None = None,
 ) -> list[Event]:
     """Publish every ready, unpublished round in order; repeat round ``asked`` if published."""
@@ -134,17 +143,13 @@ async def _publish_ready(
     rounds = await store.rounds(cause.job_id)
     published = await store.published(cause.job_id)
     spendings = await store.spendings(cause.job_id)
-    others = await _other_jobs(job, store) if lifetime_epsilon is not None else {}
     out: list[Event] = []
     for round_ in sorted(rounds):
         if round_ in published:
             if round_ == asked:
                 out.append(published[round_])
             continue
-        figures = figures_after_round(
-            job, round_, rounds, spendings,
-            lifetime_epsilon=lifetime_epsilon, lifetime_spendings=others,
-        )  # fmt: skip
+        figures = figures_after_round(job, round_, rounds, spendings)
         if figures is None:
             log.info("round %d of job %s waits for its updates", round_, job.job_id)
             break
@@ -157,17 +162,49 @@ async def _publish_ready(
     return out
 
 
-async def _other_jobs(job: JobBudget, store: AccountantStore) -> dict[str, list[LedgerEntry]]:
-    """Per client: the ledger entries of other jobs on the same dataset."""
-    by_job: dict[str, list[Spending]] = {}
-    for s in await store.spendings_on_dataset(job.dataset):
-        if s.job_id != job.job_id:
-            by_job.setdefault(s.job_id, []).append(s)
-    per_client: dict[str, list[LedgerEntry]] = {}
-    for rows in by_job.values():
-        for entry in ledger_entries(rows, dataset=job.dataset):
-            per_client.setdefault(entry.client_id, []).append(entry)
-    return per_client
+async def _lifetime_events(
+    cause: Event, clients: Sequence[str], *, store: AccountantStore, cap: float | None
+) -> list[Event]:
+    """A ``client.budget.updated`` per client charged by ``cause`` (once the job's dataset is
+    known: until its ``job.accepted`` arrives, the spending waits in the ledger)."""
+    job = await store.budget(cause.job_id)
+    if job is None or not clients:
+        return []
+    rows = await store.spendings_on_dataset(job.dataset)
+    return [
+        client_budget_event(job, lifetime_of(c, job.dataset, rows), cap=cap, cause=cause)
+        for c in sorted(set(clients))
+    ]
+
+
+def client_budget_event(
+    job: JobBudget, lifetime: ClientLifetime, *, cap: float | None, cause: Event
+) -> ClientBudgetUpdated:
+    """A client's lifetime spend on a dataset, at the causing job's delta.
+
+    Its event id is derived from (client, dataset, entries), so a redelivered cause (or a
+    rebuilt accountant) announces the same state under the same id.
+    """
+    event = ClientBudgetUpdated.create(
+        source=SOURCE,
+        job_id=job.job_id,
+        traceparent=child_traceparent(cause.traceparent),
+        client_id=lifetime.client_id,
+        dataset=lifetime.dataset,
+        entries=lifetime.entries,
+        mechanisms=[
+            GaussianSpend(
+                noise_multiplier=m.noise_multiplier, sample_rate=m.sample_rate, steps=m.steps
+            )
+            for m in lifetime.mechanisms
+        ],
+        rounds={j: list(r) for j, r in lifetime.rounds.items()},
+        epsilon_spent=lifetime.epsilon(job.delta),
+        delta=job.delta,
+        cap=cap,
+    )
+    key = f"client.budget.updated:{lifetime.client_id}:{lifetime.dataset}:{lifetime.entries}"
+    return event.model_copy(update={"event_id": str(uuid.uuid5(_EVENT_IDS, key))})
 
 
 def budget_event(job: JobBudget, figures: BudgetFigures, *, cause: Event) -> BudgetUpdated:

@@ -46,7 +46,14 @@ from fedbus.events.ops import (
     TrainerHeartbeat,
     b64,
 )
-from fedbus.events.privacy import BudgetStatus, BudgetUpdated, ModelRegistered, PrivacyBudget
+from fedbus.events.privacy import (
+    BudgetStatus,
+    BudgetUpdated,
+    ClientBudgetUpdated,
+    GaussianSpend,
+    ModelRegistered,
+    PrivacyBudget,
+)
 from fedbus.events.records import (
     DpUsage,
     JobMode,
@@ -79,6 +86,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "BudgetStatus",
     "BudgetUpdated",
+    "ClientBudgetUpdated",
     "DatasetInfo",
     "DeadLetter",
     "DecodeFailure",
@@ -88,6 +96,7 @@ __all__ = [
     "EventDecodeError",
     "EventEncodeError",
     "EventSpec",
+    "GaussianSpend",
     "Int32",
     "Int64",
     "JobAccepted",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -96,6 +96,8 @@ class JobCancelRequested(Event):
 
 class JobCompleted(Event):
     """A job ended without failing: done, budget exhausted, or cancelled."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     type: Literal["job.completed"] = "job.completed"
     status: JobStatus

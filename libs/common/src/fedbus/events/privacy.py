@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from fedbus.events.envelope import Event, Int32, Metrics, Record
+from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record
 from fedbus.events.records import ModelRef, PrivacyGuarantee
 
-__all__ = ["BudgetStatus", "BudgetUpdated", "ModelRegistered", "PrivacyBudget"]
+__all__ = [
+    "BudgetStatus",
+    "BudgetUpdated",
+    "ClientBudgetUpdated",
+    "GaussianSpend",
+    "ModelRegistered",
+    "PrivacyBudget",
+]
 
 
 class PrivacyBudget(Record):
@@ -38,8 +45,40 @@ class BudgetUpdated(Event):
     exhausted: bool
 
 
+class GaussianSpend(Record):
+    """Steps of one sampled Gaussian mechanism in a client's lifetime ledger."""
+
+    noise_multiplier: float = Field(ge=0)
+    sample_rate: float = Field(gt=0, le=1)
+    steps: Int64 = Field(ge=0)
+
+
+class ClientBudgetUpdated(Event):
+    """A data owner's lifetime spend on one dataset, across every job; keyed by ``client_id``.
+
+    ``job_id`` is the job whose spending caused the update. ``entries`` only grows: of two
+    updates of the same client and dataset, the one with more entries is the newer.
+    """
+
+    type: Literal["client.budget.updated"] = "client.budget.updated"
+    client_id: str = Field(min_length=1)
+    dataset: str = Field(min_length=1)
+    entries: Int64 = Field(ge=0)
+    mechanisms: list[GaussianSpend]
+    rounds: dict[str, list[Int32]] = Field(default_factory=dict)
+    epsilon_spent: float = Field(ge=0)
+    delta: float = Field(gt=0, lt=1)
+    cap: float | None = Field(default=None, gt=0)
+
+    def kafka_key(self) -> bytes | None:
+        """Return the Kafka message key: the UTF-8 client id."""
+        return self.client_id.encode("utf-8")
+
+
 class ModelRegistered(Event):
     """The model registry recorded a new model version."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     type: Literal["model.registered"] = "model.registered"
     name: str

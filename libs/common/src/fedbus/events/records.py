@@ -136,8 +136,16 @@ class DpUsage(Record):
 
 
 class PrivacyGuarantee(Record):
-    """An (epsilon, delta) guarantee and its unit (``mode``)."""
+    """An (epsilon, delta) guarantee, its unit (``mode``) and how it was reached.
+
+    The last four fields came with schema version 2 of ``job.completed`` and
+    ``model.registered``; events of version 1 decode with them null.
+    """
 
     mode: PrivacyMode
     epsilon: float
     delta: float
+    accountant: str | None = None
+    noise_multiplier: float | None = None
+    clipping_norm: float | None = None
+    rounds: Int32 | None = None

@@ -18,7 +18,7 @@ from fedbus.events.jobs import (
     JobRequested,
 )
 from fedbus.events.ops import DeadLetter, Progress, TrainerHeartbeat
-from fedbus.events.privacy import BudgetUpdated, ModelRegistered
+from fedbus.events.privacy import BudgetUpdated, ClientBudgetUpdated, ModelRegistered
 from fedbus.events.rounds import RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.events.schemas import event_schema, released_schema
 
@@ -43,6 +43,7 @@ _MODELS: tuple[type[Event], ...] = (
     UpdateSubmitted,
     RoundCompleted,
     BudgetUpdated,
+    ClientBudgetUpdated,
     ModelRegistered,
     TrainerHeartbeat,
     DeadLetter,

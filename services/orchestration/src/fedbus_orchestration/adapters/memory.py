@@ -7,8 +7,9 @@ from dataclasses import replace
 
 from fedbus.events import Event, decode, encode
 from fedbus_orchestration.jobs import Job, JobState
+from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
-from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newest
+from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newer_spend, newest
 
 __all__ = ["InMemoryJobStore"]
 
@@ -20,6 +21,7 @@ class InMemoryJobStore:
         self.jobs: dict[str, Job] = {}
         self._outbox: dict[str, tuple[list[bytes], bool]] = {}
         self._trainers: dict[str, TrainerInfo] = {}
+        self._spends: dict[tuple[str, str], ClientSpend] = {}
 
     async def get(self, job_id: str) -> Job | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
@@ -88,3 +90,12 @@ class InMemoryJobStore:
     async def trainers(self, dataset: str) -> list[TrainerInfo]:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
         return [t for t in self._trainers.values() if dataset in t.datasets]
+
+    async def save_client_spend(self, spend: ClientSpend) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        key = (spend.client_id, spend.dataset)
+        self._spends[key] = newer_spend(self._spends.get(key), spend)
+
+    async def client_spends(self, dataset: str) -> dict[str, ClientSpend]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        return {c: s for (c, d), s in sorted(self._spends.items()) if d == dataset}

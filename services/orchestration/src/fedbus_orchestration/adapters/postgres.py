@@ -6,6 +6,8 @@ Tables (created at start with ``CREATE TABLE IF NOT EXISTS``):
   conditional on what the writer read.
 - ``orchestration_outbox``: the events each handled cause emitted, keyed by the cause id.
 - ``orchestration_trainers``: the latest heartbeat of each trainer.
+- ``orchestration_client_spend``: the latest ``client.budget.updated`` of each client and
+  dataset (the one with the most ledger entries).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import asyncpg
 
 from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
 from fedbus.postgres import transient_errors
+from fedbus.privacy import GaussianSteps
 from fedbus_orchestration.jobs import Budget, Job, JobState
+from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
 
@@ -72,6 +76,14 @@ CREATE TABLE IF NOT EXISTS orchestration_trainers (
     last_seen timestamptz NOT NULL,
     interval_seconds integer NOT NULL
 );
+CREATE TABLE IF NOT EXISTS orchestration_client_spend (
+    client_id text NOT NULL,
+    dataset text NOT NULL,
+    entries bigint NOT NULL,
+    mechanisms jsonb NOT NULL,
+    rounds jsonb NOT NULL,
+    PRIMARY KEY (client_id, dataset)
+);
 """
 
 _COLUMNS = (
@@ -99,6 +111,13 @@ ON CONFLICT (client_id) DO UPDATE SET datasets = EXCLUDED.datasets, device = EXC
     status = EXCLUDED.status, active_jobs = EXCLUDED.active_jobs,
     last_seen = EXCLUDED.last_seen, interval_seconds = EXCLUDED.interval_seconds
 WHERE t.last_seen <= EXCLUDED.last_seen
+"""
+_SAVE_SPEND = """
+INSERT INTO orchestration_client_spend AS s (client_id, dataset, entries, mechanisms, rounds)
+VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)
+ON CONFLICT (client_id, dataset) DO UPDATE SET entries = EXCLUDED.entries,
+    mechanisms = EXCLUDED.mechanisms, rounds = EXCLUDED.rounds
+WHERE s.entries < EXCLUDED.entries
 """
 
 
@@ -155,6 +174,14 @@ def _trainer(row: asyncpg.Record) -> TrainerInfo:
         client_id=row["client_id"], datasets=json.loads(row["datasets"]), device=row["device"],
         status=TrainerStatus(row["status"]), last_seen=row["last_seen"],
         interval_seconds=row["interval_seconds"], active_jobs=tuple(json.loads(row["active_jobs"])),
+    )  # fmt: skip
+
+
+def _spend(row: asyncpg.Record) -> ClientSpend:
+    return ClientSpend(
+        client_id=row["client_id"], dataset=row["dataset"], entries=row["entries"],
+        mechanisms=tuple(GaussianSteps(*m) for m in json.loads(row["mechanisms"])),
+        rounds={job: tuple(r) for job, r in json.loads(row["rounds"]).items()},
     )  # fmt: skip
 
 
@@ -301,3 +328,22 @@ class PostgresJobStore:
                 "SELECT * FROM orchestration_trainers WHERE datasets ? $1", dataset
             )
         return [_trainer(row) for row in rows]
+
+    async def save_client_spend(self, spend: ClientSpend) -> None:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        mechanisms = [[m.noise_multiplier, m.sample_rate, m.steps] for m in spend.mechanisms]
+        rounds = {job: list(r) for job, r in spend.rounds.items()}
+        async with transient_errors():
+            await self._pool.execute(
+                _SAVE_SPEND, spend.client_id, spend.dataset, spend.entries,
+                json.dumps(mechanisms), json.dumps(rounds),
+            )  # fmt: skip
+
+    async def client_spends(self, dataset: str) -> dict[str, ClientSpend]:
+        """See :class:`~fedbus_orchestration.store.JobStore`."""
+        async with transient_errors():
+            rows = await self._pool.fetch(
+                "SELECT * FROM orchestration_client_spend WHERE dataset = $1 ORDER BY client_id",
+                dataset,
+            )
+        return {row["client_id"]: _spend(row) for row in rows}
