@@ -145,6 +145,8 @@ class ConsumerRunner:
         self._stopping = asyncio.Event()
         # Held while a record is handled, so a rebalance waits for it before committing.
         self._handling = asyncio.Lock()
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     @property
     def topics(self) -> list[str]:
@@ -223,8 +225,10 @@ class ConsumerRunner:
         if await self._idempotency.seen(self._group, event.event_id):
             log.info("skipping redelivered event %s on %s", event.event_id, record.topic)
             return self._count(record.topic, "duplicate")
-        with consume_span(record.topic, record.headers), HANDLE_SECONDS.labels(record.topic).time():
+        with consume_span(record.topic, record.headers):
+            started = time.perf_counter()
             failure = await self._handle_with_retries(handler, event)
+            self._timer(record.topic).observe(time.perf_counter() - started)
         if failure is not None:
             await self._dead_letter(record, failure)
             return self._count(record.topic, "dead_lettered")
@@ -293,10 +297,18 @@ class ConsumerRunner:
             dlq_topic(record.topic), letter, key=record.key, headers=list(record.headers or ())
         )
 
-    @staticmethod
-    def _count(topic: str, outcome: str) -> str:
-        HANDLED.labels(topic, outcome).inc()
+    def _count(self, topic: str, outcome: str) -> str:
+        counter = self._counters.get((topic, outcome))
+        if counter is None:  # labels() costs microseconds: look each child up once
+            counter = self._counters[(topic, outcome)] = HANDLED.labels(topic, outcome)
+        counter.inc()
         return outcome
+
+    def _timer(self, topic: str) -> Any:
+        timer = self._timers.get(topic)
+        if timer is None:
+            timer = self._timers[topic] = HANDLE_SECONDS.labels(topic)
+        return timer
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -7,6 +7,7 @@ binary event to learn its type and schema version.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass
@@ -56,6 +57,15 @@ def _to_utc_millis(value: datetime) -> datetime:
     # Avro timestamp-millis keeps milliseconds; truncating here keeps round trips exact.
     utc = value.astimezone(UTC)
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+
+
+@functools.cache
+def _pinned_type(cls: type[BaseModel]) -> str:
+    # Looked up for every event created, encoded or routed: read the model's fields once.
+    default = cls.model_fields["type"].default
+    if not isinstance(default, str):
+        raise TypeError(f"{cls.__name__} does not pin its event type")
+    return default
 
 
 def _epoch_millis(value: datetime) -> int:
@@ -150,10 +160,7 @@ class Event(Record):
     @classmethod
     def event_type(cls) -> str:
         """Return the event type string of this class (also its topic name)."""
-        default = cls.model_fields["type"].default
-        if not isinstance(default, str):
-            raise TypeError(f"{cls.__name__} does not pin its event type")
-        return default
+        return _pinned_type(cls)
 
     @classmethod
     def create(
