@@ -65,6 +65,8 @@ def test_non_parquet_file_is_refused(tmp_path: Path) -> None:
         ([[0.0, float("inf"), 0.0, 0.0]], [0], None, "features", "NaN or inf"),
         ([[0.0] * 4], [0], pa.list_(pa.float64()), "features", "expected float32"),
         ([None], [0], None, "features", "null"),
+        ([[0.0, None, 0.0, 0.0]], [0], None, "features", "null values inside"),
+        ([[0.0, None, 0.0, 0.0]], [0], pa.list_(pa.float32(), 4), "features", "null values"),
     ],
 )
 def test_each_failure_names_file_and_column(

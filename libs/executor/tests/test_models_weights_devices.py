@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from fedbus_executor import (
     DataRef,
@@ -25,6 +26,7 @@ from fedbus_executor import (
     write_parquet,
 )
 from fedbus_executor.devices import is_device_failure
+from fedbus_executor.training import eval_layout, evaluate_module
 
 MNIST = DatasetSpec(name="m", feature_shape=(1, 28, 28), classes=tuple("0123456789"))
 
@@ -139,3 +141,30 @@ def test_failure_during_training_reruns_on_cpu(tmp_path: Path) -> None:
     assert result.metrics.device == "cpu"
     assert result.device_fallback_reason is not None
     assert result.device_fallback_reason.startswith("cuda")
+
+
+def test_evaluation_layout_is_channels_last_only_for_conv_models_on_images() -> None:
+    images = (torch.zeros(2, 1, 28, 28),)
+    assert eval_layout(build_model("cnn", MNIST), images) == torch.channels_last
+    assert eval_layout(build_model("mlp", MNIST), images) == torch.contiguous_format
+    tokens = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    assert eval_layout(build_model("cnn", MNIST), tokens) == torch.contiguous_format
+
+
+def test_channels_last_evaluation_scores_as_the_default_layout() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", MNIST)
+    x, y = torch.rand(96, 1, 28, 28), torch.randint(0, 10, (96,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    cpu = torch.device("cpu")
+
+    plain = evaluate_module(model, loader, device=cpu)
+    nhwc = evaluate_module(
+        model.to(memory_format=torch.channels_last),
+        loader,
+        device=cpu,
+        memory_format=torch.channels_last,
+    )
+
+    assert nhwc[1:] == plain[1:]
+    assert nhwc[0] == pytest.approx(plain[0], rel=1e-5)

@@ -4,6 +4,7 @@ It knows nothing of Kafka: a trainer, a centralized job, a test or a laptop all 
 ``TrainingExecutor().train(task)``.
 """
 
+from fedbus_executor.cache import DatasetCache
 from fedbus_executor.checkpoint import CheckpointState, CheckpointStore
 from fedbus_executor.crypto import decrypt, encrypt, key_from_env
 from fedbus_executor.dataset import DatasetSpec, LoadedDataset, load_dataset, load_spec
@@ -47,6 +48,7 @@ __all__ = [
     "CheckpointStore",
     "DPSettings",
     "DataRef",
+    "DatasetCache",
     "DatasetError",
     "DatasetSpec",
     "DeviceChoice",

@@ -14,7 +14,7 @@ from fedbus_aggregator.rounds import (
     UpdateRecord,
     UpdateStatus,
 )
-from fedbus_aggregator.runtime import Deps
+from fedbus_aggregator.runtime import Deps, UpdateCache
 from fedbus_aggregator.settings import AggregatorSettings
 from fedbus_aggregator.store import InMemoryRoundStore, RoundStore
 from fedbus_aggregator.strategies import build_strategy
@@ -30,6 +30,7 @@ __all__ = [
     "RoundState",
     "RoundStatus",
     "RoundStore",
+    "UpdateCache",
     "UpdateRecord",
     "UpdateStatus",
     "bind",

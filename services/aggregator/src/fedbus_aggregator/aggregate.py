@@ -1,8 +1,10 @@
 """The I/O steps of a round around the pure bookkeeping: judge an update, close a round.
 
 Aggregation streams: the FedAvg family reads one update, adds it to the accumulator and
-lets it go, so memory holds one model-sized sum whatever the number of clients. Robust
-strategies (trimmed mean, median, Krum) need every update at once by their nature.
+lets it go, so memory holds one model-sized sum whatever the number of clients, besides
+the accepted updates kept from judging to combining within a fixed byte budget
+(``Deps.updates``). Robust strategies (trimmed mean, median, Krum) need every update at
+once by their nature.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ async def judge(
     verdict = validate_update(update, global_model=reference, max_norm=deps.max_update_norm)
     if not verdict.ok:
         return record.rejected(RejectCode.INVALID_UPDATE, verdict.reason or "invalid update")
+    deps.updates.put(record.ref, tensors)  # combined from memory when the round closes
     return record.accepted()
 
 
@@ -140,6 +143,8 @@ async def expire(state: RoundState, deps: Deps, why: str) -> list[Event]:
     """Close an open round without a model; a ``progress`` (phase failed) says why."""
     if not await deps.store.close(state, status=RoundStatus.EXPIRED):
         return []
+    for record in state.updates.values():
+        deps.updates.discard(record.ref)
     log.info("round %s of %s expired: %s", state.round, state.job_id, why)
     return [_progress(state, deps, Phase.FAILED, why)]
 
@@ -163,14 +168,22 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
     # Adaptive clipping moves C while combining: the round used the C it started with.
     clip = strategy.clipping_norm if isinstance(strategy, DPFedAvgFixedClipping) else None
     new_model = await _combine(strategy, reference, accepted, deps)
-    server_ref = await _save_server_state(strategy, state, deps)
-    global_ref = await deps.artifacts.put_tensors(
-        new_model, prefix=object_prefix(state.job_id, state.round, "global")
-    )
     progress.append(_progress(state, deps, Phase.EVALUATING, "evaluating the new global model"))
-    scores = await asyncio.to_thread(
-        deps.models.evaluate, model=started.model, dataset=started.dataset, weights=new_model
+    # The evaluation (CPU, in a worker thread) runs while the new model and state upload.
+    evaluation = asyncio.ensure_future(
+        asyncio.to_thread(
+            deps.models.evaluate, model=started.model, dataset=started.dataset, weights=new_model
+        )
     )
+    try:
+        server_ref = await _save_server_state(strategy, state, deps)
+        global_ref = await deps.artifacts.put_tensors(
+            new_model, prefix=object_prefix(state.job_id, state.round, "global")
+        )
+    except BaseException:
+        evaluation.cancel()  # its thread finishes on its own; the scores are not needed
+        raise
+    scores = await evaluation
     completed = RoundCompleted.create(
         source=deps.source,
         job_id=state.job_id,
@@ -203,7 +216,7 @@ async def _combine(
     if isinstance(strategy, FedAvg):
         accumulator = strategy.accumulator()
         for record in accepted:
-            delta = await deps.artifacts.get_tensors(record.ref)
+            delta = await _update_tensors(record, deps)
             update = ClientUpdate(record.client_id, delta, record.num_samples)
             await asyncio.to_thread(accumulator.add, update)
             del delta, update  # released before the next download
@@ -211,7 +224,7 @@ async def _combine(
     # Tensors in name order: safetensors does not keep one, and the DP noise is drawn tensor
     # by tensor from the round's seeded generator, so a re-run must meet them in the same order.
     updates = [
-        ClientUpdate(r.client_id, _by_name(await deps.artifacts.get_tensors(r.ref)), r.num_samples)
+        ClientUpdate(r.client_id, _by_name(await _update_tensors(r, deps)), r.num_samples)
         for r in accepted
     ]
     aggregate = strategy.aggregate
@@ -227,6 +240,12 @@ async def _save_server_state(strategy: Strategy, state: RoundState, deps: Deps) 
         return None
     prefix = object_prefix(state.job_id, state.round, "server-state")
     return await deps.artifacts.put_tensors(arrays, prefix=prefix)
+
+
+async def _update_tensors(record: UpdateRecord, deps: Deps) -> Model:
+    """The accepted update as judged, from memory, else downloaded and verified again."""
+    kept = deps.updates.take(record.ref)
+    return kept if kept is not None else await deps.artifacts.get_tensors(record.ref)
 
 
 def _by_name(tensors: Model) -> Model:

@@ -29,7 +29,7 @@ from fedbus.telemetry import configure_logging
 from fedbus_aggregator.adapters.executor import ExecutorModels
 from fedbus_aggregator.adapters.postgres import PostgresRoundStore
 from fedbus_aggregator.handlers import bind, close_due_rounds
-from fedbus_aggregator.runtime import Deps
+from fedbus_aggregator.runtime import Deps, UpdateCache
 from fedbus_aggregator.settings import AggregatorSettings
 
 __all__ = ["parse_args", "run", "serve"]
@@ -87,7 +87,13 @@ async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> Non
         artifacts = S3ArtifactStore.from_settings(settings)
         await artifacts.ensure_bucket()
         health.postgres = health.minio = True
-        deps = Deps(store, artifacts, models, max_update_norm=settings.max_update_norm)
+        deps = Deps(
+            store,
+            artifacts,
+            models,
+            max_update_norm=settings.max_update_norm,
+            updates=UpdateCache(settings.update_cache_mb * 2**20),
+        )
         await producer.start()
         runner = ConsumerRunner(
             settings,

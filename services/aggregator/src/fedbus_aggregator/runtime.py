@@ -1,4 +1,4 @@
-"""What the handlers need, in one object: stores, model source, clock, per-round locks."""
+"""What the handlers need, in one object: stores, model source, clock, per-round locks, caches."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fedbus.aggregation import Model
-from fedbus.events import utc_now
+from fedbus.events import ModelRef, utc_now
 from fedbus.storage import ArtifactStore
 from fedbus_aggregator.models import ModelSource
 from fedbus_aggregator.store import RoundStore
 
-__all__ = ["Deps", "GlobalCache", "RoundLocks"]
+__all__ = ["Deps", "GlobalCache", "RoundLocks", "UpdateCache"]
 
 RoundKey = tuple[str, int]
 
@@ -66,6 +66,52 @@ class GlobalCache:
             self._models.popitem(last=False)
 
 
+class UpdateCache:
+    """Accepted updates, as judged, until their round combines them (up to a byte budget).
+
+    Judging an update downloads it, checks its size and SHA-256 against the reference and
+    validates its tensors; combining the round would download it again. Kept here, the very
+    arrays that were checked are combined (made read-only, so nothing changes them in
+    between). Past ``max_bytes`` the least recently judged are dropped and downloaded (and
+    verified) again when the round closes, as after a restart.
+
+    Parameters
+    ----------
+    max_bytes
+        Budget for the arrays held; 0 keeps nothing.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self._updates: OrderedDict[tuple[str, str], Model] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.nbytes = 0
+
+    def put(self, ref: ModelRef, tensors: Model) -> None:
+        """Keep the judged ``tensors`` of ``ref`` (nothing if they alone exceed the budget)."""
+        size = sum(a.nbytes for a in tensors.values())
+        self.discard(ref)
+        if size > self._max_bytes:
+            return
+        for array in tensors.values():
+            array.setflags(write=False)
+        self._updates[(ref.object_key, ref.sha256)] = tensors
+        self.nbytes += size
+        while self.nbytes > self._max_bytes:
+            _, dropped = self._updates.popitem(last=False)
+            self.nbytes -= sum(a.nbytes for a in dropped.values())
+
+    def take(self, ref: ModelRef) -> Model | None:
+        """The kept tensors of ``ref``, forgotten here; None when they are not kept."""
+        tensors = self._updates.pop((ref.object_key, ref.sha256), None)
+        if tensors is not None:
+            self.nbytes -= sum(a.nbytes for a in tensors.values())
+        return tensors
+
+    def discard(self, ref: ModelRef) -> None:
+        """Forget ``ref``'s tensors if kept."""
+        self.take(ref)
+
+
 @dataclass
 class Deps:
     """The aggregator's dependencies; tests pass fakes (in-memory stores, a fake model source).
@@ -84,6 +130,8 @@ class Deps:
         Optional bound on an update's L2 norm; larger ones are rejected.
     clock
         Current UTC time (tests move it past deadlines).
+    updates
+        Accepted updates kept from judging to combining (:class:`UpdateCache`).
     """
 
     store: RoundStore
@@ -94,3 +142,4 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     locks: RoundLocks = field(default_factory=RoundLocks)
     globals: GlobalCache = field(default_factory=GlobalCache)
+    updates: UpdateCache = field(default_factory=UpdateCache)

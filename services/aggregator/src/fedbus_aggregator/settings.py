@@ -27,6 +27,9 @@ class AggregatorSettings(FedbusSettings):
         How often rounds past their deadline are looked for.
     max_update_norm
         Optional bound on an update's L2 norm; larger updates are rejected.
+    update_cache_mb
+        MiB of accepted updates kept in memory from judging to combining
+        (``FEDBUS_UPDATE_CACHE_MB``; 0: download each again when the round closes).
     """
 
     service_name: str = "aggregator"
@@ -35,3 +38,4 @@ class AggregatorSettings(FedbusSettings):
     eval_device: str = "auto"
     deadline_poll_seconds: float = Field(default=0.5, gt=0)
     max_update_norm: float | None = Field(default=None, gt=0)
+    update_cache_mb: int = Field(default=256, ge=0)

@@ -20,6 +20,7 @@ from fedbus.events import Event, Phase, RoundStarted, UpdateSubmitted, child_tra
 from fedbus.storage import ArtifactStore, tensors_to_bytes
 from fedbus.telemetry import log_context
 from fedbus_executor import (
+    DatasetCache,
     ExecutorError,
     ProgressCallback,
     TrainingExecutor,
@@ -29,6 +30,7 @@ from fedbus_executor import (
 )
 from fedbus_trainer.datasets import LocalDataset
 from fedbus_trainer.heartbeat import Activity
+from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.progress import ProgressRelay, progress_event
 from fedbus_trainer.state import SubmittedLog
 from fedbus_trainer.tasks import (
@@ -43,7 +45,14 @@ from fedbus_trainer.tasks import (
     update_prefix,
 )
 
-__all__ = ["HANDLERS", "TrainFn", "TrainerDeps", "bind_handlers", "on_round_started"]
+__all__ = [
+    "HANDLERS",
+    "ExecutorTrainer",
+    "TrainFn",
+    "TrainerDeps",
+    "bind_handlers",
+    "on_round_started",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,25 @@ TrainFn = Callable[[TrainingTask, ProgressCallback], TrainingResult]
 
 
 def run_executor(task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
-    """Train with the shared executor (blocking; runs in a worker thread)."""
+    """Train with a fresh executor (blocking; runs in a worker thread)."""
     return TrainingExecutor().train(task, progress=progress)
+
+
+class ExecutorTrainer:
+    """The trainer's :data:`TrainFn`: one executor for the life of the process.
+
+    Its :class:`~fedbus_executor.DatasetCache` keeps the client's validated partition
+    between rounds; the file is read again only when it changes (path, inode, size or
+    modification time).
+    """
+
+    def __init__(self, datasets: DatasetCache | None = None) -> None:
+        self.datasets = datasets if datasets is not None else DatasetCache()
+        self._executor = TrainingExecutor(datasets=self.datasets)
+
+    def __call__(self, task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
+        """Train ``task`` (blocking; runs in a worker thread)."""
+        return self._executor.train(task, progress=progress)
 
 
 @dataclass
@@ -66,7 +92,7 @@ class TrainerDeps:
     submitted: SubmittedLog
     activity: Activity = field(default_factory=Activity)
     device: str = "auto"
-    train: TrainFn = run_executor
+    train: TrainFn = field(default_factory=ExecutorTrainer)
     progress_interval_s: float = 0.5
 
 
@@ -129,9 +155,15 @@ async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: Train
         message = f"building initial {event.model} weights from seed {event.seed}"
     else:
         message = f"downloading global model {event.global_model.object_key}"
-    await deps.publisher.publish(
+    announce = deps.publisher.publish(
         progress_event(event, client_id=deps.client_id, phase=Phase.DOWNLOADING, message=message)
     )
+    # The progress event is sent while the weights come: neither waits for the other.
+    weights, _ = await asyncio.gather(_fetch_weights(event, dataset, deps), announce)
+    return weights
+
+
+async def _fetch_weights(event: RoundStarted, dataset: LocalDataset, deps: TrainerDeps) -> bytes:
     if event.global_model is not None:
         return await deps.store.get_bytes(event.global_model)
     weights = await asyncio.to_thread(initial_weights, event.model, event.seed, dataset.spec)
@@ -154,6 +186,8 @@ async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> 
         relay.abort()  # a stopping trainer ends the thread at its next step
         pump.cancel()
         raise
+    finally:
+        release_free_memory()
     relay.close()
     await pump
     return result
@@ -168,13 +202,16 @@ async def _upload(
         delta, norm = clip_for_central_dp(delta, clipping_norm=clip_norm)
         dp = central_dp_usage(clip_norm)
         log.info("central DP: update norm %.4f clipped to %.4f", norm, clip_norm)
-    await deps.publisher.publish(
+    announce = deps.publisher.publish(
         progress_event(
             event, client_id=deps.client_id, phase=Phase.UPLOADING, message="uploading update"
         )
     )
-    ref = await deps.store.put_tensors(
-        delta, prefix=update_prefix(event.job_id, event.round, deps.client_id)
+    ref, _ = await asyncio.gather(
+        deps.store.put_tensors(
+            delta, prefix=update_prefix(event.job_id, event.round, deps.client_id)
+        ),
+        announce,
     )
     return UpdateSubmitted.create(
         source="trainer",

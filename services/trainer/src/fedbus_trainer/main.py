@@ -26,6 +26,7 @@ from fedbus_trainer.datasets import (
 )
 from fedbus_trainer.handlers import TrainerDeps, bind_handlers
 from fedbus_trainer.heartbeat import Activity, heartbeat_loop
+from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.settings import TrainerSettings
 from fedbus_trainer.state import SubmittedLog
 
@@ -74,6 +75,7 @@ def startup(
         device = _device_name(settings.device)
     except (DataArgumentError, DatasetError, DeviceError) as exc:
         parser.exit(2, f"fedbus-trainer: error: {exc}\n")
+    release_free_memory()  # the validation above read every file and let it go
     return settings, datasets, device
 
 

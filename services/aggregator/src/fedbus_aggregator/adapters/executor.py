@@ -17,6 +17,7 @@ import torch
 from fedbus.aggregation import Model, NamedArrays
 from fedbus_executor import (
     DataRef,
+    DatasetCache,
     DatasetSpec,
     ExecutorError,
     TrainingExecutor,
@@ -47,7 +48,17 @@ class ExecutorModels:
         self._specs: dict[str, DatasetSpec] = {
             name: DataRef(path=str(path)).resolve_spec() for name, path in self._paths.items()
         }
-        self._executor = TrainingExecutor()
+        # The held-out sets are read and validated once, not after every round.
+        self._datasets = DatasetCache(capacity=max(1, len(self._paths)))
+        self._executor = TrainingExecutor(datasets=self._datasets)
+        self._preload()
+
+    def _preload(self) -> None:
+        for name, path in self._paths.items():
+            try:
+                self._datasets.load(path, self._specs[name])
+            except ExecutorError as exc:  # evaluation reports it each round, as before
+                log.warning("held-out set %s (%s) not loaded: %s", name, path, exc)
 
     @property
     def datasets(self) -> list[str]:
