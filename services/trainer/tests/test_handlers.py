@@ -33,7 +33,7 @@ from fedbus_trainer import (
     load_local_datasets,
     on_round_started,
 )
-from fedbus_trainer.handlers import run_executor
+from fedbus_trainer.handlers import ExecutorTrainer
 
 Make = Callable[..., RoundStarted]
 
@@ -44,10 +44,11 @@ class CountingTrainer:
     def __init__(self) -> None:
         self.calls: list[TrainingTask] = []
         self.results: list[TrainingResult] = []
+        self._train = ExecutorTrainer()
 
     def __call__(self, task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
         self.calls.append(task)
-        self.results.append(run_executor(task, progress))
+        self.results.append(self._train(task, progress))
         return self.results[-1]
 
 

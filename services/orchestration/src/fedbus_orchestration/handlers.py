@@ -30,7 +30,6 @@ from fedbus.events import (
 from fedbus.telemetry import log_context
 from fedbus_orchestration.jobs import (
     Job,
-    JobState,
     Policy,
     Transition,
     accept,
@@ -97,10 +96,9 @@ async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
         return Roster(eligible, samples)
     spent = await ctx.store.client_spends(spec.dataset)
     every = {t.client_id: t.datasets[spec.dataset] for t in trainers}
-    in_flight = [
+    in_flight = [  # running() is every job whose round (or its budget wait) is open
         InFlight(j.job_id, j.round, j.spec, j.selected, j.noise_multiplier)
         for j in await ctx.store.running()
-        if j.state is JobState.RUNNING or j.state is JobState.AWAITING_BUDGET
         if j.noise_multiplier is not None
     ]
     pending = pending_rounds(in_flight, spent, every, dataset=spec.dataset)

@@ -59,11 +59,6 @@ log = logging.getLogger(__name__)
 TrainFn = Callable[[TrainingTask, ProgressCallback], TrainingResult]
 
 
-def run_executor(task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
-    """Train with a fresh executor (blocking; runs in a worker thread)."""
-    return TrainingExecutor().train(task, progress=progress)
-
-
 class ExecutorTrainer:
     """The trainer's :data:`TrainFn`: one executor for the life of the process.
 
