@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from fedbus_executor import (
     TrainingExecutor,
     TrainingTask,
 )
+from fedbus_executor.dataset import DatasetSpec
+from fedbus_executor.models import build_model, register_model
 
 
 def _task(root: Path, **updates: object) -> TrainingTask:
@@ -88,6 +91,36 @@ def test_more_noise_spends_less_epsilon(digits_root: Path) -> None:
     assert low is not None
     assert high is not None
     assert high.epsilon < low.epsilon
+
+
+class _Scaled(torch.nn.Module):
+    """An MLP behind a bare trainable scale: a layer Opacus has no per-sample sampler for."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(math.prod(spec.feature_shape)))
+        self.mlp = build_model("mlp", spec, hidden=[32])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x * self.scale.view(x.shape[1:]))  # type: ignore[no-any-return]
+
+
+register_model("test-scaled-mlp")(_Scaled)
+
+
+def test_dp_for_a_layer_without_sampler_falls_back_to_ghost_clipping(digits_root: Path) -> None:
+    ex = TrainingExecutor()
+    dp = DPSettings(noise_multiplier=1.0)
+    scaled = ModelRef(name="test-scaled-mlp")
+    result = ex.train(_task(digits_root, model=scaled, dp=dp, epochs=3))
+    sampled = ex.train(_task(digits_root, dp=dp, epochs=3))  # the plain MLP: book-keeping
+
+    assert result.privacy is not None
+    assert sampled.privacy is not None
+    assert result.privacy.epsilon == pytest.approx(sampled.privacy.epsilon)
+    assert not torch.equal(result.weights["scale"], torch.ones_like(result.weights["scale"]))
+    assert result.metrics.accuracy > 0.6  # clipped and noised, it learns (~0.8 either way)
+    assert sampled.metrics.accuracy > 0.6
 
 
 def test_batchnorm_is_fixed_or_refused_with_reason(digits_root: Path) -> None:

@@ -212,10 +212,9 @@ def _make_private(state: RunState, task: TrainingTask) -> None:
     steps_per_epoch = len(state.loader)
     plan = plan_noise(dp, sample_rate=1 / steps_per_epoch, steps=task.epochs * steps_per_epoch)
     engine = PrivacyEngine(accountant="rdp")
-    # Ghost clipping (Li et al. 2022; Opacus "fast gradient clipping"): per-sample gradient
-    # norms come from a first backward pass, without materialising per-sample gradients of
-    # Linear and Embedding layers, and a second pass sums the clipped gradients. The same
-    # DP-SGD step as Opacus's hooks, at about half the time on CPU (bench/executor_speed.py).
+    # Opacus's ghost clipping (fast gradient clipping): its optimizer takes the clipped sum
+    # from .grad. Book-keeping (bookkeeping.py) forms that sum in one backward pass; only a
+    # model with a layer it has no sampler for keeps ghost clipping's two passes.
     module, optimizer, criterion, loader = engine.make_private(
         module=state.model,
         optimizer=state.optimizer,
@@ -228,6 +227,11 @@ def _make_private(state: RunState, task: TrainingTask) -> None:
     )
     state.module, state.optimizer, state.loader = module, optimizer, loader
     state.engine, state.plan, state.criterion = engine, plan, criterion
+    from fedbus_executor.bookkeeping import BookKeepingClipper
+
+    if BookKeepingClipper.supports(state.model):
+        module.remove_hooks()  # the optimizer, sampler and accountant stay
+        state.clipper = BookKeepingClipper(state.model, max_grad_norm=dp.max_grad_norm)
 
 
 def _checkpoint_store(task: TrainingTask) -> CheckpointStore | None:

@@ -22,6 +22,7 @@ from fedbus_executor.weights import StateDict
 if TYPE_CHECKING:  # opacus is imported only by runs that use DP
     from opacus import PrivacyEngine
 
+    from fedbus_executor.bookkeeping import BookKeepingClipper
     from fedbus_executor.privacy import DPPlan
 
 __all__ = [
@@ -55,6 +56,8 @@ class RunState:
     plan: DPPlan | None = None
     criterion: Callable[[torch.Tensor, torch.Tensor], Any] | None = None
     """DP: Opacus's loss wrapper, whose ``backward()`` clips per sample (ghost clipping)."""
+    clipper: BookKeepingClipper | None = None
+    """DP: per-sample clipping in one backward pass, for models whose layers it supports."""
 
 
 @dataclass(frozen=True)
@@ -134,12 +137,16 @@ def train_epoch(
     for step, batch in enumerate(state.loader, start=1):
         *inputs, labels = (t.to(device) for t in batch)
         state.optimizer.zero_grad(set_to_none=True)
-        logits = state.module(*inputs)
-        if state.criterion is None:
-            loss = nn.functional.cross_entropy(logits, labels)
-        else:  # two backward passes: per-sample norms, then the clipped sum
-            loss = state.criterion(logits, labels)
-        loss.backward()  # type: ignore[no-untyped-call]
+        if state.clipper is not None:  # DP, one backward pass
+            logits, losses = state.clipper.step(state.module, tuple(inputs), labels)
+            loss = losses.mean() if len(labels) else losses.sum()
+        else:
+            logits = state.module(*inputs)
+            if state.criterion is None:
+                loss = nn.functional.cross_entropy(logits, labels)
+            else:  # DP, two backward passes: per-sample norms, then the clipped sum
+                loss = state.criterion(logits, labels)
+            loss.backward()  # type: ignore[no-untyped-call]
         _step(state, task.fedprox_mu)
         total_loss += float(loss.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())

@@ -1,0 +1,198 @@
+"""DP-SGD per-sample clipping in one backward pass ("book-keeping", Bu et al., ICML 2023).
+
+Opacus's ghost clipping runs two backward passes: the first yields each sample's gradient
+norm, the second back-propagates the loss reweighted by the clipping factors. Book-keeping
+keeps what the first pass saw (every trainable layer's input and output gradient) and forms
+the clipped sum from it directly, so the second pass goes:
+
+* ``nn.Linear``: the norm from ``|a_i|^2 |g_i|^2`` (Opacus's ghost norm sampler; no
+  per-sample gradient exists), the clipped sum as one matrix product ``(c * G)^T A``;
+* other layers Opacus knows (convolutions, GroupNorm, LayerNorm, embeddings, ...): Opacus's
+  per-sample gradients, then ``sum_i c_i grad_i``.
+
+The step is exactly the DP-SGD step of Opacus's hooks and ghost modes (same clipping
+factor ``min(1, C / (|g_i| + 1e-6))``); noise, scaling, Poisson sampling and accounting stay
+with Opacus's optimizer, data loader and accountant. A model with a trainable layer Opacus
+has no sampler for keeps the ghost-clipping path.
+
+Autograd computes no weight gradient it would throw away: during the pass, a trainable
+layer's weights require grad only when nothing upstream does (a layer fed by data, such as
+the first convolution), so the graph exists; the others pass input gradients only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from opacus.grad_sample import GradSampleModule
+from opacus.grad_sample.linear import compute_linear_norm_sample
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from fedbus_executor.errors import ModelError
+
+__all__ = ["BookKeepingClipper"]
+
+_Samples = dict[nn.Parameter, torch.Tensor]
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    params: list[nn.Parameter]
+    activations: list[torch.Tensor] = field(default_factory=list)
+    backprops: list[torch.Tensor] = field(default_factory=list)
+
+
+def _trainable_layers(model: nn.Module) -> list[_Layer]:
+    layers = []
+    for name, module in model.named_modules():
+        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if params:
+            layers.append(_Layer(name or type(module).__name__, module, params))
+    return layers
+
+
+class BookKeepingClipper:
+    """Clip per sample and sum, leaving the result in each trainable parameter's ``.grad``."""
+
+    def __init__(self, model: nn.Module, *, max_grad_norm: float) -> None:
+        if not self.supports(model):
+            raise ModelError("book-keeping clipping needs Opacus samplers for every layer")
+        self.max_grad_norm = max_grad_norm
+        self._layers = _trainable_layers(model)
+        self._handles: list[RemovableHandle] = []
+        self._stepping = False
+        for layer in self._layers:
+            self._handles.append(layer.module.register_forward_pre_hook(self._root(layer)))
+            self._handles.append(layer.module.register_forward_hook(self._keep_input(layer)))
+            self._handles.append(
+                layer.module.register_full_backward_hook(self._keep_backprop(layer))
+            )
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether Opacus has a per-sample gradient sampler for every trainable layer."""
+        return all(
+            type(layer.module) in GradSampleModule.GRAD_SAMPLERS
+            for layer in _trainable_layers(model)
+        )
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _root(self, layer: _Layer):  # type: ignore[no-untyped-def]
+        def hook(_m: nn.Module, inputs: tuple[object, ...]) -> None:
+            fed_by_graph = any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs)
+            if self._stepping and not fed_by_graph:
+                for p in layer.params:
+                    p.requires_grad_(True)
+
+        return hook
+
+    @staticmethod
+    def _keep_input(layer: _Layer):  # type: ignore[no-untyped-def]
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: object) -> None:
+            if module.training and torch.is_grad_enabled():
+                layer.activations.append(inputs[0].detach())
+
+        return hook
+
+    @staticmethod
+    def _keep_backprop(layer: _Layer):  # type: ignore[no-untyped-def]
+        def hook(_m: nn.Module, _gin: object, grad_output: tuple[torch.Tensor, ...]) -> None:
+            layer.backprops.append(grad_output[0].detach())
+
+        return hook
+
+    def step(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward ``inputs``, back-propagate, leave the clipped per-sample sum in ``.grad``.
+
+        Returns the logits and the per-sample cross-entropy losses, detached.
+        """
+        params = [p for layer in self._layers for p in layer.params]
+        for layer in self._layers:
+            layer.activations.clear()
+            layer.backprops.clear()
+        for p in params:  # the pre-hook turns back on only the layers that start the graph
+            p.requires_grad_(False)
+        self._stepping = True
+        try:
+            logits = module(*inputs)
+            losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+            if len(labels):
+                with warnings.catch_warnings():
+                    # a layer fed by data (not by another trainable layer) has no input that
+                    # requires grad; its hook sees the output gradient, all book-keeping needs
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    losses.sum().backward()  # type: ignore[no-untyped-call]
+        finally:
+            self._stepping = False
+            for p in params:
+                p.requires_grad_(True)
+        self._clip_and_sum(len(labels), losses.device)
+        return logits.detach(), losses.detach()
+
+    def _clip_and_sum(self, n: int, device: torch.device) -> None:
+        squared = torch.zeros(n, device=device)
+        parts: list[tuple[_Layer, torch.Tensor, torch.Tensor, _Samples]] = []
+        for layer in self._layers:
+            if n == 0:
+                for p in layer.params:
+                    p.grad = torch.zeros_like(p)
+                continue
+            if len(layer.activations) != 1 or len(layer.backprops) != 1:
+                raise ModelError(
+                    f"layer {layer.name} ran {len(layer.activations)} times in one forward pass; "
+                    "DP-SGD here needs each trainable layer to run once per step"
+                )
+            a, g = layer.activations.pop(), layer.backprops.pop()
+            if a.is_floating_point():
+                a = a.to(g.dtype)
+            if self._ghost(layer.module, g):
+                norms = compute_linear_norm_sample(layer.module, [a], g)
+                for norm in norms.values():
+                    squared += norm.pow(2)
+                parts.append((layer, a, g, {}))
+            else:
+                sampler = GradSampleModule.GRAD_SAMPLERS[type(layer.module)]
+                samples = sampler(layer.module, [a], g)
+                for sample in samples.values():
+                    squared += sample.reshape(n, -1).pow(2).sum(1)
+                parts.append((layer, a, g, samples))
+        if n == 0:
+            return
+        coef = (self.max_grad_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
+        for layer, a, g, samples in parts:
+            if samples:
+                for p, sample in samples.items():
+                    p.grad = (coef @ sample.reshape(n, -1)).view_as(p)
+                continue
+            module = layer.module
+            assert isinstance(module, nn.Linear)
+            scaled = (g * coef.view(n, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
+            if module.weight.requires_grad:
+                module.weight.grad = scaled.t() @ a.reshape(-1, a.shape[-1])
+            if module.bias is not None and module.bias.requires_grad:
+                module.bias.grad = scaled.sum(0)
+
+    @staticmethod
+    def _ghost(module: nn.Module, backprops: torch.Tensor) -> bool:
+        """Ghost norms for a Linear layer when cheaper than per-sample gradients.
+
+        For a sequence of length T, the ghost norm costs T^2 (d_in + d_out) per sample and the
+        per-sample gradient T d_in d_out; without a sequence (T = 1) the ghost norm always wins.
+        """
+        if not isinstance(module, nn.Linear) or backprops.dim() not in (2, 3):
+            return False
+        steps = 1 if backprops.dim() == 2 else backprops.shape[1]
+        d_in, d_out = module.in_features, module.out_features
+        return steps == 1 or steps * (d_in + d_out) <= d_in * d_out
