@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from fedbus.bus import ConsumerRunner, InMemoryBus, InMemoryIdempotencyStore, RetryPolicy
 from fedbus.errors import NonRetryableError, RetryableError
@@ -190,3 +191,62 @@ async def test_in_memory_bus_routes_events_through_handlers_until_quiet() -> Non
 def test_a_retry_policy_needs_at_least_one_attempt() -> None:
     with pytest.raises(ValueError, match="at least 1 attempt"):
         RetryPolicy(attempts=0)
+
+
+class SlowCommitConsumer:
+    """A consumer whose commits wait until released; serves given batches, then nothing."""
+
+    def __init__(self, batches: list[list[ConsumerRecord[bytes, bytes]]]) -> None:
+        self.tp = TopicPartition("progress", 0)
+        self.batches = batches
+        self.release = asyncio.Event()
+        self.committed: list[int] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        if self.batches:
+            return {self.tp: self.batches.pop(0)}
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await self.release.wait()
+        self.committed.append(offsets[self.tp])
+        self.in_flight -= 1
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_commit_overlaps_the_next_batch_one_at_a_time_and_stop_commits_the_rest() -> None:
+    raws = [encode(progress(i)) for i in range(6)]
+    batches = [[record(raws[i], offset=i), record(raws[i + 1], offset=i + 1)] for i in (0, 2, 4)]
+    fake = SlowCommitConsumer(batches)
+    handled: list[int] = []
+    all_handled = asyncio.Event()
+
+    async def handler(event: Progress) -> None:
+        handled.append(event.step or 0)
+        if len(handled) == 6:
+            all_handled.set()
+
+    r = runner(handler, FakePublisher())
+    r._consumer = fake  # type: ignore[assignment]
+    task = asyncio.create_task(r.run())
+    async with asyncio.timeout(5):  # the first commit is still waiting: handling goes on
+        await all_handled.wait()
+    assert fake.committed == []
+    assert fake.in_flight == 1
+    r.request_stop()
+    await task
+    fake.release.set()
+    await r.stop()
+    assert fake.most_in_flight == 1
+    assert fake.committed[0] == 2  # the first batch's offsets, committed after its handling
+    assert fake.committed[-1] == 6  # stop waits and commits everything handled
