@@ -10,6 +10,7 @@ import pytest
 
 from fedbus.errors import NonRetryableError
 from fedbus.storage import (
+    SKIP_EXISTING_FROM_BYTES,
     AesGcmCipher,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
@@ -40,14 +41,40 @@ async def test_tensors_round_trip_and_the_key_is_the_plaintext_hash() -> None:
         np.testing.assert_array_equal(back[name], array)
 
 
+class CountingStore(InMemoryArtifactStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = self.puts = 0
+
+    async def _put(self, key: str, body: bytes) -> None:
+        self.puts += 1
+        await super()._put(key, body)
+
+    async def exists(self, key: str) -> bool:
+        self.heads += 1
+        return await super().exists(key)
+
+
 async def test_the_same_bytes_are_stored_once() -> None:
-    store = InMemoryArtifactStore()
+    store = CountingStore()
 
     first = await store.put_bytes(b"abc", prefix="p")
     second = await store.put_bytes(b"abc", prefix="p")
 
     assert first == second
     assert len(store.objects) == 1
+    assert (store.heads, store.puts) == (0, 2)  # small: written again, no lookup first
+
+
+async def test_a_large_object_already_stored_is_not_sent_again() -> None:
+    store = CountingStore()
+    big = os.urandom(SKIP_EXISTING_FROM_BYTES)
+
+    first = await store.put_bytes(big, prefix="p")
+    second = await store.put_bytes(big, prefix="p")
+
+    assert first == second
+    assert (store.heads, store.puts) == (2, 1)
 
 
 async def test_a_tampered_object_is_refused() -> None:

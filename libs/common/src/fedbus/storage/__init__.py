@@ -6,6 +6,7 @@
 """
 
 from fedbus.storage.base import (
+    SKIP_EXISTING_FROM_BYTES,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactStore,
@@ -19,6 +20,7 @@ from fedbus.storage.s3 import S3ArtifactStore
 from fedbus.storage.tensors import tensors_from_bytes, tensors_to_bytes
 
 __all__ = [
+    "SKIP_EXISTING_FROM_BYTES",
     "AesGcmCipher",
     "ArtifactIntegrityError",
     "ArtifactNotFoundError",

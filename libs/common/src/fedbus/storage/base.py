@@ -13,6 +13,7 @@ from fedbus.storage.crypto import AesGcmCipher
 from fedbus.storage.tensors import tensors_from_bytes, tensors_to_bytes
 
 __all__ = [
+    "SKIP_EXISTING_FROM_BYTES",
     "ArtifactIntegrityError",
     "ArtifactNotFoundError",
     "ArtifactStore",
@@ -20,6 +21,10 @@ __all__ = [
     "object_prefix",
     "sha256_hex",
 ]
+
+
+SKIP_EXISTING_FROM_BYTES = 8 * 1024 * 1024
+"""Objects at least this large are looked up (HEAD) before being written again."""
 
 
 class ArtifactIntegrityError(NonRetryableError):
@@ -74,10 +79,15 @@ class ArtifactStore(ABC):
         """Store ``data`` under ``<prefix>/<sha256>`` and return its reference."""
         digest = sha256_hex(data)
         key = f"{prefix.strip('/')}/{digest}"
-        if not await self.exists(key):
-            body = self._cipher.encrypt(data, associated=key.encode()) if self._cipher else data
-            await self._put(key, body)
-        return ModelRef(object_key=key, size_bytes=len(data), sha256=digest)
+        ref = ModelRef(object_key=key, size_bytes=len(data), sha256=digest)
+        # The key names the content, so writing it again changes nothing a reader sees. Only
+        # a large object is worth a HEAD first; for a small one (a client's update) the
+        # extra request costs more than sending it again.
+        if len(data) >= SKIP_EXISTING_FROM_BYTES and await self.exists(key):
+            return ref
+        body = self._cipher.encrypt(data, associated=key.encode()) if self._cipher else data
+        await self._put(key, body)
+        return ref
 
     async def get_bytes(self, ref: ModelRef) -> bytes:
         """Read the object of ``ref``; raises :class:`ArtifactIntegrityError` on any mismatch."""
