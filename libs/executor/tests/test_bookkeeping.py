@@ -153,3 +153,36 @@ def test_layer_run_twice_is_refused_and_unknown_layer_not_supported() -> None:
     assert not BookKeepingClipper.supports(Scaled())
     with pytest.raises(ModelError, match="Opacus samplers"):
         BookKeepingClipper(Scaled(), max_grad_norm=1.0)
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation", "bias"),
+    [(1, 1, 1, True), (2, 0, 1, False), (1, 2, 2, True), (2, (1, 0), 1, True)],
+)
+def test_grouped_conv_per_sample_gradients_equal_opacus(
+    stride: int, padding: int | tuple[int, int], dilation: int, bias: bool
+) -> None:
+    from opacus.grad_sample.conv import compute_conv_grad_sample
+
+    from fedbus_executor.bookkeeping import _conv2d_samples
+
+    torch.manual_seed(5)
+    conv = nn.Conv2d(8, 6, 3, stride=stride, padding=padding, dilation=dilation, bias=bias)
+    a = torch.rand(5, 8, 11, 9)
+    g = torch.rand_like(conv(a))
+    got = _conv2d_samples(conv, a, g)
+    want = compute_conv_grad_sample(conv, [a], g)
+    assert got is not None
+    assert got.keys() == want.keys()
+    for param in want:
+        assert torch.allclose(got[param], want[param], rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_conv_leaves_other_convolutions_to_opacus() -> None:
+    from fedbus_executor.bookkeeping import _conv2d_samples
+
+    a, g = torch.rand(2, 8, 6, 6), torch.rand(2, 8, 6, 6)
+    assert _conv2d_samples(nn.Conv2d(8, 8, 3, padding=1, groups=2), a, g) is None
+    assert _conv2d_samples(nn.Conv2d(8, 8, 3, padding="same"), a, g) is None
+    assert _conv2d_samples(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), a, g) is None
+    assert _conv2d_samples(nn.Conv2d(1, 8, 3, padding=1), a[:, :1], g) is None
