@@ -16,6 +16,7 @@ from fedbus_executor import (
     ProgressEvent,
     TrainingExecutor,
     TrainingTask,
+    models,
 )
 from fedbus_executor.dataset import DatasetSpec
 from fedbus_executor.models import build_model, register_model
@@ -105,13 +106,20 @@ class _Scaled(torch.nn.Module):
         return self.mlp(x * self.scale.view(x.shape[1:]))  # type: ignore[no-any-return]
 
 
-register_model("test-scaled-mlp")(_Scaled)
+@pytest.fixture
+def scaled_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Registers ``_Scaled`` for one test (other tests list every registered model)."""
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    register_model("test-scaled-mlp")(_Scaled)
+    return "test-scaled-mlp"
 
 
-def test_dp_for_a_layer_without_sampler_falls_back_to_ghost_clipping(digits_root: Path) -> None:
+def test_dp_for_a_layer_without_sampler_falls_back_to_ghost_clipping(
+    digits_root: Path, scaled_model: str
+) -> None:
     ex = TrainingExecutor()
     dp = DPSettings(noise_multiplier=1.0)
-    scaled = ModelRef(name="test-scaled-mlp")
+    scaled = ModelRef(name=scaled_model)
     result = ex.train(_task(digits_root, model=scaled, dp=dp, epochs=3))
     sampled = ex.train(_task(digits_root, dp=dp, epochs=3))  # the plain MLP: book-keeping
 
