@@ -203,6 +203,9 @@ class SlowCommitConsumer:
         self.committed: list[int] = []
         self.in_flight = 0
         self.most_in_flight = 0
+        self.fail: Exception | None = None
+        self.stopped = False
+        self.commit_started = asyncio.Event()
 
     def assignment(self) -> set[TopicPartition]:
         return {self.tp}
@@ -216,12 +219,15 @@ class SlowCommitConsumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.commit_started.set()
         await self.release.wait()
-        self.committed.append(offsets[self.tp])
         self.in_flight -= 1
+        if self.fail is not None:
+            raise self.fail
+        self.committed.append(offsets[self.tp])
 
     async def stop(self) -> None:
-        return None
+        self.stopped = True
 
 
 async def test_commit_overlaps_the_next_batch_one_at_a_time_and_stop_commits_the_rest() -> None:
@@ -250,3 +256,44 @@ async def test_commit_overlaps_the_next_batch_one_at_a_time_and_stop_commits_the
     assert fake.most_in_flight == 1
     assert fake.committed[0] == 2  # the first batch's offsets, committed after its handling
     assert fake.committed[-1] == 6  # stop waits and commits everything handled
+
+
+async def _handled_with_commit_in_flight(fake: SlowCommitConsumer) -> tuple[ConsumerRunner, Any]:
+    seen = asyncio.Event()
+
+    async def handler(event: Progress) -> None:
+        seen.set()
+
+    r = runner(handler, FakePublisher())
+    r._consumer = fake  # type: ignore[assignment]
+    task = asyncio.create_task(r.run())
+    async with asyncio.timeout(5):
+        await seen.wait()
+        await fake.commit_started.wait()
+    return r, task
+
+
+async def test_a_revocation_waits_for_the_commit_in_flight() -> None:
+    fake = SlowCommitConsumer([[record(encode(progress(1)), offset=0)]])
+    r, task = await _handled_with_commit_in_flight(fake)
+    revoke = asyncio.create_task(r.commit_revoked({fake.tp}))
+    await asyncio.sleep(0.05)
+    assert not revoke.done()  # the rebalance waits: the offsets land before the move
+    fake.release.set()
+    await revoke
+    assert fake.committed == [1]
+    r.request_stop()
+    await task
+    await r.stop()
+
+
+async def test_a_failed_background_commit_still_lets_the_runner_leave_the_group() -> None:
+    fake = SlowCommitConsumer([[record(encode(progress(1)), offset=0)]])
+    r, task = await _handled_with_commit_in_flight(fake)
+    fake.fail = RuntimeError("broker gone")
+    r.request_stop()
+    await task
+    fake.release.set()
+    await r.stop()  # logs the failure; the record comes again after a restart
+    assert fake.committed == []
+    assert fake.stopped

@@ -55,7 +55,7 @@ class CountingStore(InMemoryArtifactStore):
         return await super().exists(key)
 
 
-async def test_the_same_bytes_are_stored_once() -> None:
+async def test_the_same_small_bytes_are_written_again_under_one_key() -> None:
     store = CountingStore()
 
     first = await store.put_bytes(b"abc", prefix="p")

@@ -89,15 +89,35 @@ def test_no_clipping_gives_the_plain_summed_gradient() -> None:
         assert torch.allclose(got[key], param.grad, rtol=1e-4, atol=1e-6), key
 
 
-def test_token_model_sequence_linear_embedding_and_layernorm() -> None:
+def test_token_model_sequence_linear_and_layernorm_behind_a_frozen_embedding() -> None:
     torch.manual_seed(3)
     model = _Tokens()
+    assert not BookKeepingClipper.supports(model)  # a trainable embedding: Opacus's ghost path
+    model.embed.weight.requires_grad_(False)
+    assert BookKeepingClipper.supports(model)
     tokens = torch.randint(0, 50, (10, 7))
     labels = torch.randint(0, 10, (10,))
     want = _reference(model, tokens, labels, 0.5)
     got = _clipped(model, tokens, labels, 0.5)
+    assert set(got) == set(want) == {"norm.weight", "norm.bias", "seq.weight", "seq.bias",
+                                     "head.weight", "head.bias"}  # fmt: skip
     for key in want:
         assert torch.allclose(got[key], want[key], rtol=1e-4, atol=1e-6), key
+
+
+def test_the_second_step_matches_too() -> None:
+    torch.manual_seed(6)
+    model = build_model("cnn", SPEC)
+    clipper = BookKeepingClipper(model, max_grad_norm=0.3)
+    x, y = _images(9)
+    clipper.step(model, (x[:4],), y[:4])  # the first step checks against autograd
+    model.zero_grad(set_to_none=True)
+    clipper.step(model, (x,), y)
+    clipper.close()
+    want = _reference(model, x, y, 0.3)
+    for key, param in model.named_parameters():
+        assert param.grad is not None
+        assert torch.allclose(param.grad, want[key], rtol=1e-4, atol=1e-6), key
 
 
 def test_frozen_layers_get_no_gradient_and_keep_requires_grad() -> None:
@@ -186,3 +206,64 @@ def test_grouped_conv_leaves_other_convolutions_to_opacus() -> None:
     assert _conv2d_samples(nn.Conv2d(8, 8, 3, padding="same"), a, g) is None
     assert _conv2d_samples(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), a, g) is None
     assert _conv2d_samples(nn.Conv2d(1, 8, 3, padding=1), a[:, :1], g) is None
+
+
+def test_tied_weights_are_left_to_opacus() -> None:
+    model = _Tokens(width=10, seq_out=10)
+    model.head = nn.Linear(10, 50)
+    model.head.weight = model.embed.weight  # tied, as language models do
+    model.embed.weight.requires_grad_(True)
+    assert not BookKeepingClipper.supports(model)
+
+
+def test_a_weight_used_outside_its_layer_is_refused_at_the_first_step() -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + nn.functional.linear(x, self.fc.weight)
+
+    model = Functional()
+    clipper = BookKeepingClipper(model, max_grad_norm=1.0)
+    with pytest.raises(ModelError, match="does not come from its own inputs"):
+        clipper.step(model, (torch.rand(4, 6),), torch.randint(0, 10, (4,)))
+
+
+def test_an_input_changed_in_place_is_refused() -> None:
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(6, 6), nn.Linear(6, 10)
+            self.in_place = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.l1(x) + 0
+            out = self.l2(h)
+            if self.in_place:
+                h.mul_(3)
+            return out
+
+    model = InPlace()
+    clipper = BookKeepingClipper(model, max_grad_norm=1.0)
+    x, y = torch.rand(4, 6), torch.randint(0, 10, (4,))
+    clipper.step(model, (x,), y)
+    model.in_place = True
+    with pytest.raises(ModelError, match="changed in place"):
+        clipper.step(model, (x,), y)
+
+
+def test_a_layer_called_with_keywords_only_is_refused() -> None:
+    class Keywords(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(input=x)  # type: ignore[no-any-return]
+
+    model = Keywords()
+    clipper = BookKeepingClipper(model, max_grad_norm=1.0)
+    with pytest.raises(ModelError, match="without a positional input"):
+        clipper.step(model, (torch.rand(4, 6),), torch.randint(0, 10, (4,)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from fedbus_executor import (
     TrainingTask,
     models,
 )
+from fedbus_executor.bookkeeping import BookKeepingClipper
 from fedbus_executor.dataset import DatasetSpec
 from fedbus_executor.models import build_model, register_model
 
@@ -115,13 +117,23 @@ def scaled_model(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_dp_for_a_layer_without_sampler_falls_back_to_ghost_clipping(
-    digits_root: Path, scaled_model: str
+    digits_root: Path, scaled_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ex = TrainingExecutor()
     dp = DPSettings(noise_multiplier=1.0)
     scaled = ModelRef(name=scaled_model)
+    booked: list[int] = []
+    step = BookKeepingClipper.step
+
+    def spy(self: BookKeepingClipper, *args: Any) -> Any:
+        booked.append(1)
+        return step(self, *args)
+
+    monkeypatch.setattr(BookKeepingClipper, "step", spy)
     result = ex.train(_task(digits_root, model=scaled, dp=dp, epochs=3))
+    assert booked == []  # Opacus's ghost clipping ran
     sampled = ex.train(_task(digits_root, dp=dp, epochs=3))  # the plain MLP: book-keeping
+    assert booked
 
     assert result.privacy is not None
     assert sampled.privacy is not None

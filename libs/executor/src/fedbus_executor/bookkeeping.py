@@ -5,19 +5,27 @@ norm, the second back-propagates the loss reweighted by the clipping factors. Bo
 keeps what the first pass saw (every trainable layer's input and output gradient) and forms
 the clipped sum from it directly, so the second pass goes:
 
-* ``nn.Linear``: the norm from ``|a_i|^2 |g_i|^2`` (Opacus's ghost norm sampler; no
-  per-sample gradient exists), the clipped sum as one matrix product ``(c * G)^T A``;
-* other layers Opacus knows (convolutions, GroupNorm, LayerNorm, embeddings, ...): Opacus's
-  per-sample gradients, then ``sum_i c_i grad_i``.
+* ``nn.Linear``: the norm from ``|a_i|^2 |g_i|^2`` without a per-sample gradient (for a
+  sequence, Opacus's ghost norm sampler, or per-sample gradients when the sequence is long),
+  the clipped sum as one matrix product ``(c * G)^T A``;
+* ``nn.Conv2d`` with 8 or more input channels: per-sample gradients as the weight gradient
+  of one grouped convolution;
+* other layers Opacus knows (convolutions, GroupNorm, LayerNorm, ...): Opacus's per-sample
+  gradients, then ``sum_i c_i grad_i``.
 
 The step is exactly the DP-SGD step of Opacus's hooks and ghost modes (same clipping
 factor ``min(1, C / (|g_i| + 1e-6))``); noise, scaling, Poisson sampling and accounting stay
-with Opacus's optimizer, data loader and accountant. A model with a trainable layer Opacus
-has no sampler for keeps the ghost-clipping path.
+with Opacus's optimizer, data loader and accountant. A model this does not cover keeps
+Opacus's ghost clipping: a trainable layer without an Opacus sampler, a trainable embedding
+(its per-sample gradients would be batch x vocabulary x width), a parameter shared by two
+layers.
 
-Autograd computes no weight gradient it would throw away: during the pass, a trainable
-layer's weights require grad only when nothing upstream does (a layer fed by data, such as
-the first convolution), so the graph exists; the others pass input gradients only.
+From the second step on, a layer fed by another trainable layer passes input gradients
+only: its weights do not require grad during the pass, so autograd computes no unclipped
+weight gradient for it. Layers fed by data (the first convolution) keep theirs, and it is
+overwritten. The first step keeps every weight's gradient and checks that the unclipped
+sums equal it, which catches a weight used outside its layer; an input changed in place
+after a layer used it is caught on every step.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ class _Layer:
     name: str
     module: nn.Module
     params: list[nn.Parameter]
-    activations: list[torch.Tensor] = field(default_factory=list)
+    activations: list[tuple[torch.Tensor, int] | None] = field(default_factory=list)
     backprops: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -66,6 +74,7 @@ class BookKeepingClipper:
         self._layers = _trainable_layers(model)
         self._handles: list[RemovableHandle] = []
         self._stepping = False
+        self._checked = False
         for layer in self._layers:
             self._handles.append(layer.module.register_forward_pre_hook(self._root(layer)))
             self._handles.append(layer.module.register_forward_hook(self._keep_input(layer)))
@@ -75,10 +84,18 @@ class BookKeepingClipper:
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
-        """Whether Opacus has a per-sample gradient sampler for every trainable layer."""
-        return all(
+        """Whether book-keeping can clip this model's per-sample gradients.
+
+        Every trainable layer needs an Opacus sampler; trainable embeddings are left to
+        Opacus's ghost clipping (their per-sample gradients are batch x vocabulary x width),
+        and so is a parameter shared by two layers (its gradient has two sources).
+        """
+        layers = _trainable_layers(model)
+        owners = [id(p) for layer in layers for p in layer.params]
+        return len(owners) == len(set(owners)) and all(
             type(layer.module) in GradSampleModule.GRAD_SAMPLERS
-            for layer in _trainable_layers(model)
+            and not isinstance(layer.module, nn.Embedding | nn.EmbeddingBag)
+            for layer in layers
         )
 
     def close(self) -> None:
@@ -100,7 +117,9 @@ class BookKeepingClipper:
     def _keep_input(layer: _Layer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: object) -> None:
             if module.training and torch.is_grad_enabled():
-                layer.activations.append(inputs[0].detach())
+                # the version tells, after the backward pass, whether it was changed in place
+                kept = (inputs[0].detach(), inputs[0]._version) if inputs else None
+                layer.activations.append(kept)
 
         return hook
 
@@ -122,8 +141,12 @@ class BookKeepingClipper:
         for layer in self._layers:
             layer.activations.clear()
             layer.backprops.clear()
-        for p in params:  # the pre-hook turns back on only the layers that start the graph
-            p.requires_grad_(False)
+        # The first step keeps every weight's autograd gradient, to check the book-keeping
+        # against it; later ones turn on only the layers that start the graph (pre-hook).
+        checking = not self._checked
+        if not checking:
+            for p in params:
+                p.requires_grad_(False)
         self._stepping = True
         try:
             logits = module(*inputs)
@@ -138,51 +161,79 @@ class BookKeepingClipper:
             self._stepping = False
             for p in params:
                 p.requires_grad_(True)
-        self._clip_and_sum(len(labels), losses.device)
+        n = len(labels)
+        if n == 0:  # an empty Poisson batch: the noise alone makes the step
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            return logits.detach(), losses.detach()
+        squared, parts = self._norms(n, losses.device)
+        if checking:
+            self._check(parts, n, losses.device)
+        coef = (self.max_grad_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
+        grads = _weighted_sums(parts, coef)
+        for p in params:
+            grad = grads.get(p)
+            if grad is None:  # never expected: refuse rather than keep an unclipped .grad
+                raise ModelError(f"no clipped gradient for a parameter of shape {tuple(p.shape)}")
+            p.grad = grad
         return logits.detach(), losses.detach()
 
-    def _clip_and_sum(self, n: int, device: torch.device) -> None:
+    def _norms(self, n: int, device: torch.device) -> tuple[torch.Tensor, list[_Part]]:
+        """Squared per-sample gradient norms, and what each layer needs for its clipped sum."""
         squared = torch.zeros(n, device=device)
-        parts: list[tuple[_Layer, torch.Tensor, torch.Tensor, _Samples]] = []
+        parts: list[_Part] = []
         for layer in self._layers:
-            if n == 0:
-                for p in layer.params:
-                    p.grad = torch.zeros_like(p)
-                continue
             if len(layer.activations) != 1 or len(layer.backprops) != 1:
                 raise ModelError(
                     f"layer {layer.name} ran {len(layer.activations)} times in one forward pass; "
                     "DP-SGD here needs each trainable layer to run once per step"
                 )
-            a, g = layer.activations.pop(), layer.backprops.pop()
+            kept, g = layer.activations.pop(), layer.backprops.pop()
+            if kept is None:
+                raise ModelError(f"layer {layer.name} was called without a positional input")
+            a, version = kept
+            if a._version != version:
+                raise ModelError(
+                    f"the input of layer {layer.name} was changed in place after the layer "
+                    "used it; DP-SGD here needs it unchanged (avoid in-place operations there)"
+                )
             if a.is_floating_point():
                 a = a.to(g.dtype)
             if self._ghost(layer.module, g):
                 squared += _linear_squared_norms(layer.module, a, g)
-                parts.append((layer, a, g, {}))
-            else:
-                samples = _conv2d_samples(layer.module, a, g)
-                if samples is None:
-                    sampler = GradSampleModule.GRAD_SAMPLERS[type(layer.module)]
-                    samples = sampler(layer.module, [a], g)
-                for sample in samples.values():
-                    squared += torch.linalg.vector_norm(sample.reshape(n, -1), dim=1).square()
-                parts.append((layer, a, g, samples))
-        if n == 0:
-            return
-        coef = (self.max_grad_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
-        for layer, a, g, samples in parts:
-            if samples:
-                for param, sample in samples.items():
-                    param.grad = (coef @ sample.reshape(n, -1)).view_as(param)
+                parts.append(_Part(layer, a, g, {}))
                 continue
-            module = layer.module
-            assert isinstance(module, nn.Linear)
-            scaled = (g * coef.view(n, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
-            if module.weight.requires_grad:
-                module.weight.grad = scaled.t() @ a.reshape(-1, a.shape[-1])
-            if module.bias is not None and module.bias.requires_grad:
-                module.bias.grad = scaled.sum(0)
+            samples = _conv2d_samples(layer.module, a, g)
+            if samples is None:
+                samples = GradSampleModule.GRAD_SAMPLERS[type(layer.module)](layer.module, [a], g)
+            for sample in samples.values():
+                squared += torch.linalg.vector_norm(sample.reshape(n, -1), dim=1).square()
+            parts.append(_Part(layer, a, g, samples))
+        return squared, parts
+
+    def _check(self, parts: list[_Part], n: int, device: torch.device) -> None:
+        """The unclipped sums must equal autograd's gradient; else the model breaks an assumption.
+
+        A weight used outside its layer (tied, or through ``F.linear``) or an input changed in
+        place would make the per-sample gradients wrong without this check.
+        """
+        sums = _weighted_sums(parts, torch.ones(n, device=device))
+        grads = [p.grad for part in parts for p in part.layer.params if p.grad is not None]
+        # float32 sums in another order differ by rounding: measured against the largest
+        # gradient entry (a bias before a normalisation has a gradient of rounding noise)
+        scale = max((float(g.abs().max()) for g in grads), default=0.0) + 1e-12
+        for part in parts:
+            for p in part.layer.params:
+                want, got = p.grad, sums.get(p)
+                if want is None or got is None:
+                    continue
+                if not torch.allclose(got, want, rtol=1e-3, atol=1e-5 * scale):
+                    raise ModelError(
+                        f"layer {part.layer.name}: the gradient of its weights does not come "
+                        "from its own inputs alone (a weight shared or used outside the layer?); "
+                        "DP-SGD cannot clip it per sample here"
+                    )
+        self._checked = True
 
     @staticmethod
     def _ghost(module: nn.Module, backprops: torch.Tensor) -> bool:
@@ -196,6 +247,35 @@ class BookKeepingClipper:
         steps = 1 if backprops.dim() == 2 else backprops.shape[1]
         d_in, d_out = module.in_features, module.out_features
         return steps == 1 or steps * (d_in + d_out) <= d_in * d_out
+
+
+@dataclass
+class _Part:
+    """One layer's input, output gradient and (unless ghost-normed) per-sample gradients."""
+
+    layer: _Layer
+    a: torch.Tensor
+    g: torch.Tensor
+    samples: _Samples
+
+
+def _weighted_sums(parts: list[_Part], coef: torch.Tensor) -> dict[torch.Tensor, torch.Tensor]:
+    """``sum_i coef_i grad_i`` for every parameter."""
+    n = coef.shape[0]
+    sums: dict[torch.Tensor, torch.Tensor] = {}
+    for part in parts:
+        if part.samples:
+            for param, sample in part.samples.items():
+                sums[param] = (coef @ sample.reshape(n, -1)).view_as(param)
+            continue
+        module, a, g = part.layer.module, part.a, part.g
+        assert isinstance(module, nn.Linear)
+        scaled = (g * coef.view(n, *([1] * (g.dim() - 1)))).reshape(-1, g.shape[-1])
+        if module.weight.requires_grad:
+            sums[module.weight] = scaled.t() @ a.reshape(-1, a.shape[-1])
+        if module.bias is not None and module.bias.requires_grad:
+            sums[module.bias] = scaled.sum(0)
+    return sums
 
 
 def _linear_squared_norms(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -173,9 +173,7 @@ class ConsumerRunner:
         """
         async with self._handling:
             self._generation += 1
-            if self._committing is not None:  # let the commit in flight land first
-                await self._committing
-                self._committing = None
+            await self._settle_commit()
             done = {tp: offset for tp, offset in self._pending.items() if tp in revoked}
             for tp in done:
                 del self._pending[tp]
@@ -186,8 +184,11 @@ class ConsumerRunner:
         """Commit what was handled and leave the group."""
         self._stopping.set()
         self._flush_counts()
-        await self._commit(force=True)
-        await self._consumer.stop()
+        try:
+            await self._settle_commit()
+            await self._commit(force=True)
+        finally:
+            await self._consumer.stop()  # leave the group even when the last commit failed
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand."""
@@ -216,8 +217,8 @@ class ConsumerRunner:
         ``force`` (stop) waits for everything to be committed.
         """
         if self._committing is not None and (force or self._committing.done()):
-            await self._committing
-            self._committing = None
+            committing, self._committing = self._committing, None
+            await committing  # a failure surfaces here, in run(): the runner stops, uncommitted
         due = time.monotonic() - self._last_commit >= self._commit_interval_s
         if not self._pending or not (force or due) or self._committing is not None:
             return
@@ -227,6 +228,16 @@ class ConsumerRunner:
             await self._safe_commit(pending)
         else:
             self._committing = asyncio.create_task(self._safe_commit(pending))
+
+    async def _settle_commit(self) -> None:
+        """Wait for the commit in flight; a failure is logged (its offsets come again later)."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        try:
+            await committing
+        except Exception as exc:  # a rebalance or stop must go on; redelivery is harmless
+            log.warning("background offset commit failed: %s", exc)
 
     async def _safe_commit(self, offsets: dict[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
