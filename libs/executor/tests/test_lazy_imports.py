@@ -47,3 +47,15 @@ def test_a_plain_cnn_task_imports_no_optional_library(digits_root: Path) -> None
     assert loaded["import"] == []
     assert loaded["cnn"] == []
     assert "opacus" in loaded["dp"]  # the check does see a library a task imports
+
+
+def test_warm_up_loads_what_the_first_optimizer_step_would() -> None:
+    code = (
+        "import json, sys\n"
+        "import fedbus_executor\n"
+        "before = 'torch._dynamo' in sys.modules\n"
+        "fedbus_executor.warm_up()\n"
+        "print(json.dumps({'before': [before], 'after': ['torch._dynamo' in sys.modules]}))\n"
+    )
+    loaded = _run(code)
+    assert loaded == {"before": [False], "after": [True]}

@@ -34,6 +34,7 @@ from fedbus_executor.task import (
     TrainingResult,
     TrainingTask,
 )
+from fedbus_executor.training import warm_up
 from fedbus_executor.weights import (
     StateDict,
     bytes_to_state_dict,
@@ -89,5 +90,6 @@ __all__ = [
     "select_device",
     "sha256_hex",
     "state_dict_to_bytes",
+    "warm_up",
     "write_parquet",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "returned_state",
     "seed_everything",
     "train_epoch",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ class EpochStats:
     loss: float
     accuracy: float
     steps: int
+
+
+def warm_up() -> None:
+    """Load now what PyTorch's first optimizer step loads (``torch._dynamo``).
+
+    That import takes seconds of CPU (6 s here); a trainer calls this before it announces
+    itself, so its first round trains as fast as the later ones instead of paying it there.
+    """
+    param = nn.Parameter(torch.zeros(1))
+    param.grad = torch.zeros(1)
+    torch.optim.SGD([param], lr=0.0).step()
 
 
 def seed_everything(seed: int) -> None:

@@ -17,7 +17,7 @@ from fedbus.service import Service
 from fedbus.settings import load_settings
 from fedbus.storage import S3ArtifactStore
 from fedbus.telemetry import configure_logging
-from fedbus_executor import DatasetError, DeviceError, select_device
+from fedbus_executor import DatasetError, DeviceError, select_device, warm_up
 from fedbus_trainer.datasets import (
     DataArgumentError,
     LocalDataset,
@@ -144,4 +144,5 @@ def run(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``fedbus-trainer`` and ``python -m fedbus_trainer``."""
     settings, datasets, device = startup(argv)
     configure_logging("trainer", settings.log_level)
+    warm_up()  # before the first heartbeat: no round waits for torch's first-step imports
     asyncio.run(serve(settings, datasets, device))
