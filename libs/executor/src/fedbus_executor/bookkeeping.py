@@ -70,7 +70,10 @@ class BookKeepingClipper:
 
     def __init__(self, model: nn.Module, *, max_grad_norm: float) -> None:
         if not self.supports(model):
-            raise ModelError("book-keeping clipping needs Opacus samplers for every layer")
+            raise ModelError(
+                "book-keeping cannot clip this model: a trainable layer without Opacus samplers, "
+                "a trainable embedding or a weight shared by two layers"
+            )
         self.max_grad_norm = max_grad_norm
         self._layers = _trainable_layers(model)
         self._handles: list[RemovableHandle] = []
@@ -208,15 +211,15 @@ class BookKeepingClipper:
             if samples is None:
                 samples = GradSampleModule.GRAD_SAMPLERS[type(layer.module)](layer.module, [a], g)
             for sample in samples.values():
-                squared += torch.linalg.vector_norm(sample.reshape(n, -1), dim=1).square()
+                squared += vector_norm(sample.reshape(n, -1), dim=1).square()
             parts.append(_Part(layer, a, g, samples))
         return squared, parts
 
     def _check(self, parts: list[_Part], n: int, device: torch.device) -> None:
         """The unclipped sums must equal autograd's gradient; else the model breaks an assumption.
 
-        A weight used outside its layer (tied, or through ``F.linear``) or an input changed in
-        place would make the per-sample gradients wrong without this check.
+        A weight used outside its layer (through ``F.linear``, say) would make the per-sample
+        gradients wrong without this check.
         """
         sums = _weighted_sums(parts, torch.ones(n, device=device))
         grads = [p.grad for part in parts for p in part.layer.params if p.grad is not None]

@@ -213,8 +213,8 @@ def _make_private(state: RunState, task: TrainingTask) -> None:
     plan = plan_noise(dp, sample_rate=1 / steps_per_epoch, steps=task.epochs * steps_per_epoch)
     engine = PrivacyEngine(accountant="rdp")
     # Opacus's ghost clipping (fast gradient clipping): its optimizer takes the clipped sum
-    # from .grad. Book-keeping (bookkeeping.py) forms that sum in one backward pass; only a
-    # model with a layer it has no sampler for keeps ghost clipping's two passes.
+    # from .grad. Book-keeping (bookkeeping.py) forms that sum in one backward pass; a model
+    # it does not support (BookKeepingClipper.supports) keeps ghost clipping's two passes.
     module, optimizer, criterion, loader = engine.make_private(
         module=state.model,
         optimizer=state.optimizer,

@@ -214,9 +214,9 @@ class ConsumerRunner:
         """Commit handled offsets; the commit overlaps the handling of the next batch.
 
         One commit is in flight at a time; offsets handled meanwhile wait for the next one.
-        ``force`` (stop) waits for everything to be committed.
+        ``force`` (stop, after :meth:`_settle_commit`) commits what is left and waits.
         """
-        if self._committing is not None and (force or self._committing.done()):
+        if self._committing is not None and self._committing.done():
             committing, self._committing = self._committing, None
             await committing  # a failure surfaces here, in run(): the runner stops, uncommitted
         due = time.monotonic() - self._last_commit >= self._commit_interval_s

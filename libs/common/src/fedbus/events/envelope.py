@@ -111,7 +111,7 @@ def new_traceparent() -> str:
     str
         ``00-<32 hex trace id>-<16 hex span id>-01``.
     """
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    return _new_ids()[1]
 
 
 def _new_ids() -> tuple[str, str]:
