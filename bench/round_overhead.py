@@ -156,7 +156,15 @@ def breakdown(events: list[Event], r: int) -> str:
     dispatch = _seconds(min(first), started.time) if first else float("nan")
     train = last.metrics.get("duration_s", 0.0)
     own = _seconds(last.time, started.time) - dispatch - train
-    parts = [f"dispatch {dispatch:4.2f}", f"train {train:5.2f}", f"client other {own:4.2f}"]
+    uploading = [
+        p.time for p in progress if p.client_id == last.client_id and p.phase is Phase.UPLOADING
+    ]
+    after = _seconds(last.time, uploading[0]) if uploading else float("nan")
+    parts = [
+        f"dispatch {dispatch:4.2f}",
+        f"train {train:5.2f}",
+        f"client other {own:4.2f} (before {own - after:4.2f}, after {after:4.2f})",
+    ]
     if Phase.AGGREGATING in agg and Phase.EVALUATING in agg:
         parts += [
             f"judge {_seconds(agg[Phase.AGGREGATING], last.time):4.2f}",

@@ -11,16 +11,18 @@ import pytest
 from fedbus.aggregation import FedAvgM
 from fedbus.bus import InMemoryBus
 from fedbus.events import (
+    ModelRef,
     Phase,
     Progress,
     RoundCompleted,
     RoundStarted,
     Strategy,
     StrategySpec,
+    UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import Deps, InMemoryRoundStore, RoundStatus, bind, close_due_rounds
-from fedbus_aggregator.testing import FakeModels, ManualClock
+from fedbus_aggregator.testing import CountingStore, FakeModels, ManualClock
 from fedbus_aggregator.testing import constant_delta as delta
 
 
@@ -334,3 +336,68 @@ async def test_robust_strategy_that_cannot_run_expires_the_round(
     assert completed(bus) == []
     failed = [e for e in bus.events("progress") if isinstance(e, Progress)]
     assert failed[-1].phase is Phase.FAILED
+
+
+async def test_the_next_round_uses_the_global_model_written_here_without_downloading_it(
+    models: FakeModels, started: Callable[..., RoundStarted], clock: ManualClock
+) -> None:
+    artifacts = CountingStore()
+    deps = Deps(store=InMemoryRoundStore(), artifacts=artifacts, models=models, clock=clock)
+    bus = InMemoryBus()
+
+    async def submit(client: str, value: float, round_: int) -> Any:
+        ref = await artifacts.put_tensors(
+            delta(value), prefix=f"jobs/job-1/round-{round_}/updates/{client}"
+        )
+        return UpdateSubmitted.create(
+            source="trainer", job_id="job-1", round=round_, client_id=client, update=ref,
+            num_samples=10, metrics={},
+        )  # fmt: skip
+
+    await run(bus, deps, started(clients=("a",), min_clients=1), await submit("a", 1.0, 1))
+    [first] = completed(bus)
+    second_start = started(round_=2, clients=("a",), min_clients=1, global_model=first.global_model)
+    await run(bus, deps, second_start, await submit("a", 1.0, 2))
+
+    second = completed(bus)[-1]
+    assert artifacts.reads.get(first.global_model.object_key, 0) == 0  # kept, not downloaded
+    got = await artifacts.get_tensors(second.global_model)
+    initial = models.initial_weights(model="mlp", dataset="digits", seed=7)
+    assert initial is not None
+    np.testing.assert_allclose(got["w"], initial["w"] + 2.0, rtol=1e-6)  # built on round 1's
+
+
+async def test_round_started_loads_a_global_model_it_did_not_write(
+    deps: Deps, artifacts: InMemoryArtifactStore, started: Callable[..., RoundStarted]
+) -> None:
+    model = {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    ref = await artifacts.put_tensors(model, prefix="jobs/job-1/round-1/global")
+    bus = InMemoryBus()
+
+    await run(bus, deps, started(round_=2, global_model=ref))
+
+    cached = deps.globals.get(("job-1", 2, 1))
+    assert cached is not None  # loaded at round start, before any update competes with it
+    np.testing.assert_array_equal(cached["w"], model["w"])
+
+
+async def test_a_missing_global_model_at_round_start_does_not_fail_the_start(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    gone = ModelRef(
+        object_key="jobs/job-1/round-1/global/" + "0" * 64, size_bytes=4, sha256="0" * 64
+    )
+    bus = InMemoryBus()
+
+    await run(bus, deps, started(round_=2, clients=("a",), min_clients=1, global_model=gone))
+
+    state = await deps.store.get("job-1", 2)
+    assert state is not None
+    assert state.status is RoundStatus.OPEN  # the start stands; judging meets the error
+    assert bus.events("progress") == []
+
+    await run(bus, deps, await submit("a", delta(1.0), round_=2))
+
+    [failed] = [e for e in bus.events("progress") if isinstance(e, Progress)]
+    assert failed.phase is Phase.FAILED
+    assert gone.object_key in failed.message

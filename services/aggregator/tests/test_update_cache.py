@@ -24,20 +24,8 @@ from fedbus.events import (
 )
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import Deps, InMemoryRoundStore, UpdateCache, bind, close_due_rounds
-from fedbus_aggregator.testing import FakeModels, ManualClock
+from fedbus_aggregator.testing import CountingStore, FakeModels, ManualClock
 from fedbus_aggregator.testing import constant_delta as delta
-
-
-class CountingStore(InMemoryArtifactStore):
-    """The in-memory store, counting the reads of each object."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: dict[str, int] = {}
-
-    async def _get(self, key: str) -> bytes:
-        self.reads[key] = self.reads.get(key, 0) + 1
-        return await super()._get(key)
 
 
 def _ref(key: str) -> ModelRef:

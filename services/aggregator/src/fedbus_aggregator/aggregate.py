@@ -69,7 +69,11 @@ async def global_model(state: RoundState, deps: Deps) -> Model:
         return cached
     started = state.started
     if started.global_model is not None:
-        model: Model | None = await deps.artifacts.get_tensors(started.global_model)
+        # Usually the model this process wrote when it closed the previous round: kept then,
+        # it is not downloaded again while every client of the new round uploads at once.
+        model: Model | None = deps.globals.written(started.global_model)
+        if model is None:
+            model = await deps.artifacts.get_tensors(started.global_model)
     else:
         model = await asyncio.to_thread(
             deps.models.initial_weights,
@@ -180,6 +184,7 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
         global_ref = await deps.artifacts.put_tensors(
             new_model, prefix=object_prefix(state.job_id, state.round, "global")
         )
+        deps.globals.remember_written(global_ref, new_model)
     except BaseException:
         evaluation.cancel()  # its thread finishes on its own; the scores are not needed
         raise

@@ -56,6 +56,7 @@ async def on_round_started(event: RoundStarted, *, deps: Deps) -> list[Event]:
                     state = await _judge_and_record(state, record, deps)
             except NonRetryableError as exc:
                 return await _unusable(state, deps, exc)
+            await _load_global_model(state, deps)
             return await settle(state, deps, published=True, may_expire=False)
 
 
@@ -139,6 +140,19 @@ async def _judge_and_record(state: RoundState, record: UpdateRecord, deps: Deps)
         log.warning("update of %s rejected: %s", judged.client_id, judged.reason)
     await deps.store.record_update(state.job_id, state.round, judged)
     return state.with_update(judged)
+
+
+async def _load_global_model(state: RoundState, deps: Deps) -> None:
+    """Load the round's model now, before its clients' uploads compete for storage.
+
+    Best effort: an update judged later loads it again and meets any error there.
+    """
+    if state.status is not RoundStatus.OPEN:
+        return
+    try:
+        await global_model(state, deps)
+    except FedbusError as exc:
+        log.info("round's global model not loaded yet (%s); judging will try again", exc)
 
 
 async def _unusable(state: RoundState, deps: Deps, exc: NonRetryableError) -> list[Event]:

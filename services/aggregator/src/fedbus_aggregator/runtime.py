@@ -45,11 +45,25 @@ class RoundLocks:
 
 class GlobalCache:
     """The last few rounds' global models, so each update is not checked against a fresh
-    download of it."""
+    download of it; and the last few this process wrote, by reference, so the round they
+    start does not download them at all."""
 
     def __init__(self, capacity: int = 4) -> None:
         self._models: OrderedDict[tuple[str, int, int], Model] = OrderedDict()
+        self._written: OrderedDict[tuple[str, str], Model] = OrderedDict()
         self._capacity = capacity
+
+    def remember_written(self, ref: ModelRef, model: Model) -> None:
+        """Keep ``model``, just stored as ``ref`` (made read-only: it must stay those bytes)."""
+        for array in model.values():
+            array.setflags(write=False)
+        self._written[(ref.object_key, ref.sha256)] = model
+        while len(self._written) > self._capacity:
+            self._written.popitem(last=False)
+
+    def written(self, ref: ModelRef) -> Model | None:
+        """The model this process stored as ``ref``, if still kept."""
+        return self._written.get((ref.object_key, ref.sha256))
 
     def get(self, key: tuple[str, int, int]) -> Model | None:
         """The cached model of (job, round, version), if any."""

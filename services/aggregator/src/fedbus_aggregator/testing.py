@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from fedbus.aggregation import Model, NamedArrays
+from fedbus.storage import InMemoryArtifactStore
 
-__all__ = ["T0", "FakeModels", "ManualClock", "constant_delta"]
+__all__ = ["T0", "CountingStore", "FakeModels", "ManualClock", "constant_delta"]
 
 T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 """A fixed start time."""
@@ -38,6 +39,18 @@ class FakeModels:
         """Fixed scores; remembers the weights."""
         self.evaluated.append(dict(weights))
         return {"accuracy": 0.75, "loss": 0.5}
+
+
+class CountingStore(InMemoryArtifactStore):
+    """The in-memory artifact store, counting the reads of each object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    async def _get(self, key: str) -> bytes:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return await super()._get(key)
 
 
 class ManualClock:

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from fedbus.bus import Handler, Publisher
@@ -89,6 +90,8 @@ class TrainerDeps:
     device: str = "auto"
     train: TrainFn = field(default_factory=ExecutorTrainer)
     progress_interval_s: float = 0.5
+    compute: Executor | None = None
+    """Where training runs (the trainer's lowered-priority thread); None: asyncio's default."""
 
 
 async def on_round_started(event: RoundStarted, *, deps: TrainerDeps) -> list[Event]:
@@ -166,7 +169,7 @@ async def _fetch_weights(event: RoundStarted, dataset: LocalDataset, deps: Train
 
 
 async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> TrainingResult:
-    """Run the executor in a worker thread; its progress is published from this loop."""
+    """Run the executor in the compute thread; its progress is published from this loop."""
     relay = ProgressRelay(
         event,
         client_id=deps.client_id,
@@ -176,7 +179,8 @@ async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> 
     )
     pump = asyncio.create_task(relay.run())
     try:
-        result = await asyncio.to_thread(deps.train, task, relay)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(deps.compute, deps.train, task, relay)
     except BaseException:
         relay.abort()  # a stopping trainer ends the thread at its next step
         pump.cancel()

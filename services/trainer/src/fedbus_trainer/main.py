@@ -18,6 +18,7 @@ from fedbus.settings import load_settings
 from fedbus.storage import S3ArtifactStore
 from fedbus.telemetry import configure_logging
 from fedbus_executor import DatasetError, DeviceError, select_device, warm_up
+from fedbus_trainer.compute import compute_executor
 from fedbus_trainer.datasets import (
     DataArgumentError,
     LocalDataset,
@@ -103,6 +104,7 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
         activity=activity,
         device=device,
         progress_interval_s=settings.progress_interval_s,
+        compute=compute_executor(settings.compute_nice),
     )
     runner = ConsumerRunner(
         settings,
@@ -138,6 +140,8 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
         consuming = False
         await runner.stop()
         await producer.stop()
+        if deps.compute is not None:
+            deps.compute.shutdown(wait=False)
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -30,6 +30,10 @@ class TrainerSettings(FedbusSettings):
         Where ``trainer-<client_id>/submitted.json`` remembers finished rounds.
     progress_interval_s
         Fewest seconds between two training ``progress`` events.
+    compute_nice
+        How far below the trainer's own priority its training thread runs
+        (``FEDBUS_COMPUTE_NICE``, 0-19; 0 keeps it equal): heartbeats, downloads, uploads
+        and the services sharing the node are not queued behind training.
     """
 
     service_name: str = "trainer"
@@ -40,6 +44,7 @@ class TrainerSettings(FedbusSettings):
     heartbeat_seconds: int = Field(default=2, ge=1)
     state_dir: Path = Path(".fedbus/state")
     progress_interval_s: float = Field(default=0.5, ge=0)
+    compute_nice: int = Field(default=10, ge=0, le=19)
 
     def group_id(self) -> str:
         """The consumer group: ``consumer_group`` when set, else ``trainer-<client_id>``."""

