@@ -6,11 +6,13 @@ consumer in this one. Three paths: fedbus; raw aiokafka with a JSON object per e
 bytes. Three measurements for each:
 
 1. producer: events/s of one producer process publishing N events as fast as it can
-   (fedbus: ``Progress.create`` + ``EventProducer.publish_many``, 500 in flight; raw:
-   ``AIOKafkaProducer.send`` of ready-made bytes, 500 in flight);
+   (fedbus: ``Progress.create`` + ``EventProducer.publish_many``, 500 at a time, which packs
+   them into record batches with aiokafka's batch API; raw: ``AIOKafkaProducer.send`` of
+   ready-made bytes, 500 in flight, as aiokafka is commonly used);
 2. consumer: events/s of one consumer process draining those N events once they are all on
-   the topic (fedbus: ``ConsumerRunner`` decoding, validating, deduplicating and committing
-   after each batch; raw: ``getmany`` + commit), first to last event;
+   the topic as each path's producer wrote them (fedbus's full batches are cheaper to fetch)
+   (fedbus: ``ConsumerRunner`` decoding, validating, deduplicating and committing after each
+   batch; raw: ``getmany`` + commit), first to last event;
 3. latency: p50/p99 from an event's creation to its handling while a producer publishes at a
    steady offered load (``--rate``), and the same at saturation (the producer of 1. running
    while the consumer reads: queueing then dominates the tail).
@@ -59,6 +61,7 @@ class Received:
     sent: list[float] = field(default_factory=list)
     handled: list[float] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    produced: float = 0.0  # events/s of the producer that filled the topic, when it ran first
 
     def add(self, sent: float) -> None:
         self.sent.append(sent)
@@ -86,7 +89,7 @@ def _progress(job: str, step: int) -> Progress:
     )  # fmt: skip
 
 
-async def _produce_library(n: int, job: str, rate: float) -> None:
+async def _produce_library(n: int, job: str, rate: float) -> float:
     settings = load_settings()
     async with EventProducer(settings, client_id="bench") as producer:
         start = time.perf_counter()
@@ -99,9 +102,10 @@ async def _produce_library(n: int, job: str, rate: float) -> None:
             await producer.publish_many(batch)
         took = time.perf_counter() - start
         print(f"  fedbus producer process: {n / took:10,.0f} events/s", flush=True)
+        return n / took
 
 
-async def _produce_raw(n: int, topic: str, rate: float) -> None:
+async def _produce_raw(n: int, topic: str, rate: float) -> float:
     """Raw aiokafka; a ``.json`` topic gets a JSON object serialised per event."""
     # aiokafka as it comes, with fedbus's durability settings (acks=all, idempotence)
     options = {**producer_options(load_settings()), "partitioner": DefaultPartitioner()}
@@ -126,18 +130,28 @@ async def _produce_raw(n: int, topic: str, rate: float) -> None:
         ]
         await asyncio.gather(*futures)
     label = "raw+json" if as_json else "raw"
-    print(f"  {label} producer process: {n / (time.perf_counter() - start):10,.0f} events/s")
+    produced = n / (time.perf_counter() - start)
+    print(f"  {label} producer process: {produced:10,.0f} events/s")
     await producer.stop()
+    return produced
 
 
-def _spawn(target: Callable[[int, str, float], Awaitable[None]], *args: Any) -> mp.Process:
-    proc = mp.get_context("spawn").Process(target=_run_child, args=(target.__name__, *args))
-    proc.start()
-    return proc
+class Child:
+    """A producer process; ``rate`` is its events/s once it has ended."""
+
+    def __init__(self, target: Callable[[int, str, float], Awaitable[float]], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self._rate = ctx.Value("d", 0.0)
+        self._proc = ctx.Process(target=_run_child, args=(target.__name__, *args, self._rate))
+        self._proc.start()
+
+    async def join(self) -> float:
+        await asyncio.to_thread(self._proc.join)
+        return float(self._rate.value)
 
 
-def _run_child(name: str, n: int, arg: str, rate: float) -> None:
-    asyncio.run(globals()[name](n, arg, rate))
+def _run_child(name: str, n: int, arg: str, rate: float, out: Any) -> None:
+    out.value = asyncio.run(globals()[name](n, arg, rate))
 
 
 # -- consumers (in this process) ------------------------------------------------------------
@@ -161,7 +175,7 @@ class LibraryPath:
                 got.add(event.metrics["sent"])
 
         if prefill:
-            await asyncio.to_thread(_spawn(_produce_library, n, job, 0.0).join)
+            got.produced = await Child(_produce_library, n, job, 0.0).join()
         producer = EventProducer(self.settings, client_id="bench")
         await producer.start()
         runner = ConsumerRunner(
@@ -173,10 +187,10 @@ class LibraryPath:
         child = None
         if not prefill:
             await asyncio.sleep(2)  # let the group settle before the producer starts
-            child = _spawn(_produce_library, n, job, rate)
+            child = Child(_produce_library, n, job, rate)
         await asyncio.wait_for(got.done.wait(), timeout=300)
         if child is not None:
-            await asyncio.to_thread(child.join)
+            await child.join()
         runner.request_stop()
         await task
         await runner.stop()
@@ -205,7 +219,7 @@ class RawPath:
         await admin.close()
         got = Received(n)
         if prefill:
-            await asyncio.to_thread(_spawn(_produce_raw, n, topic, 0.0).join)
+            got.produced = await Child(_produce_raw, n, topic, 0.0).join()
         consumer = AIOKafkaConsumer(topic, **consumer_options(self.settings, group_id=topic))
         await consumer.start()
 
@@ -223,10 +237,10 @@ class RawPath:
         child = None
         if not prefill:
             await asyncio.sleep(2)
-            child = _spawn(_produce_raw, n, topic, rate)
+            child = Child(_produce_raw, n, topic, rate)
         await asyncio.wait_for(task, timeout=300)
         if child is not None:
-            await asyncio.to_thread(child.join)
+            await child.join()
         await consumer.stop()
         return got
 
@@ -242,6 +256,7 @@ async def main(n: int, rate: float) -> None:
         print(f"[{path.name}] producer throughput, then consumer drain of the {n} events:")
         drained = await path.run(n, rate=0.0, prefill=True)
         results[path.name]["drain"] = drained.rate()
+        results[path.name]["produce"] = drained.produced
         print(f"  {path.name} consumer drain:    {drained.rate():10,.0f} events/s")
         paced = await path.run(n, rate=rate, prefill=False)
         results[path.name]["paced"] = paced.latency_ms()
@@ -260,7 +275,8 @@ async def main(n: int, rate: float) -> None:
     for base in ("raw+json", "raw"):
         raw = results[base]
         print(
-            f"fedbus/{base}: consumer drain {lib['drain'] / raw['drain']:.0%}, end to end at "
+            f"fedbus/{base}: producer {lib['produce'] / raw['produce']:.0%}, "
+            f"consumer drain {lib['drain'] / raw['drain']:.0%}, end to end at "
             f"saturation {lib['flood'] / raw['flood']:.0%}; p99 at {rate:,.0f}/s: "
             f"fedbus {lib['paced'][1]:.1f} ms, {base} {raw['paced'][1]:.1f} ms"
         )

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from fedbus.bus.codec import Event, WireFormat, encode_event, event_key
 from fedbus.bus.tracing import (
@@ -93,7 +94,9 @@ class EventProducer:
     def __init__(
         self, settings: FedbusSettings, *, client_id: str, wire_format: WireFormat = "json"
     ) -> None:
-        self._producer = AIOKafkaProducer(**producer_options(settings), client_id=client_id)
+        options = producer_options(settings)
+        self._partitioner: KeyHashCache = options["partitioner"]
+        self._producer = AIOKafkaProducer(**options, client_id=client_id)
         self._format: WireFormat = wire_format
         self._tracing = tracing_enabled()
 
@@ -118,9 +121,17 @@ class EventProducer:
         await (await self._send(event))
 
     async def publish_many(self, events: Iterable[Event]) -> None:
-        """Publish in order, pipelined, and wait until every one is acknowledged."""
-        futures = [await self._send(e) for e in events]
+        """Publish in order, pipelined, and wait until every one is acknowledged.
+
+        Events are packed into one record batch per partition (aiokafka's batch API, the
+        same records ``send`` would write, in the same order per partition, with the same
+        idempotent sequence numbers); a full batch goes out while the next fills. Packing
+        skips ``send``'s per-record work (about 15 us of its 20), so a handler's or a
+        replay's burst costs little more than encoding it.
+        """
+        futures: list[asyncio.Future[Any]] = []
         try:
+            await self._send_batched(events, futures)
             # in turn rather than gather(): once the first is acknowledged the rest mostly
             # are, and a done future costs nothing to await (gather adds a callback to each)
             for future in futures:
@@ -130,6 +141,51 @@ class EventProducer:
                 future.add_done_callback(_retrieve)
             raise
 
+    async def _send_batched(
+        self, events: Iterable[Event], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        partitions: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        try:
+            for event in events:
+                key = event_key(event)
+                if key is None:  # no key: aiokafka spreads it over the available partitions
+                    futures.append(await self._send(event))
+                    continue
+                topic = event.type
+                known = partitions.get(topic)
+                if known is None:
+                    known = partitions[topic] = sorted(await self._producer.partitions_for(topic))
+                tp = (topic, self._partitioner(key, known, known))
+                value = encode_event(event, self._format)
+                headers = self._headers(event)
+                batch = batches.get(tp)
+                if batch is None:
+                    batch = batches[tp] = self._producer.create_batch()
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    futures.append(await self._send_batch(batch, *tp))  # full: send, start anew
+                    batch = batches[tp] = self._producer.create_batch()
+                    if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                        raise RuntimeError(f"an empty batch refused a {len(value)}-byte record")
+        finally:  # what was packed goes out, even when a later event fails to encode
+            for (topic, partition), batch in batches.items():
+                futures.append(await self._send_batch(batch, topic, partition))
+
+    async def _send_batch(
+        self, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
+        batch.close()  # complete: the sender takes it at once instead of lingering on it
+        return await self._producer.send_batch(  # type: ignore[no-any-return]
+            batch, topic, partition=partition
+        )
+
+    def _headers(self, event: Event) -> Headers:
+        content_type = ("content-type", _content_type(self._format))
+        if not self._tracing:
+            return [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
+        with produce_span(event.type):  # the span's context travels in the headers
+            return inject_headers([content_type])
+
     async def publish_raw(
         self, topic: str, value: bytes, *, key: bytes | None, headers: Headers | None = None
     ) -> None:
@@ -138,17 +194,10 @@ class EventProducer:
 
     async def _send(self, event: Event) -> asyncio.Future[Any]:
         value = encode_event(event, self._format)
-        content_type = ("content-type", _content_type(self._format))
-        if not self._tracing:
-            headers = [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
-            return await self._producer.send(  # type: ignore[no-any-return]
-                event.type, value, key=event_key(event), headers=headers
-            )
-        with produce_span(event.type):
-            headers = inject_headers([content_type])
-            return await self._producer.send(  # type: ignore[no-any-return]
-                event.type, value, key=event_key(event), headers=headers
-            )
+        headers = self._headers(event)
+        return await self._producer.send(  # type: ignore[no-any-return]
+            event.type, value, key=event_key(event), headers=headers
+        )
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
