@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from fedbus.bus.consumer import consumer_options
 from fedbus.bus.producer import KeyHashCache, producer_options
 from fedbus.events import Phase, Progress
 from fedbus.settings import FedbusSettings
@@ -54,3 +56,12 @@ def test_a_given_traceparent_is_kept() -> None:
         source="t", job_id="j", phase=Phase.TRAINING, message="m", traceparent=parent
     )
     assert event.traceparent == parent
+
+
+def test_consumers_long_poll_as_their_service_sets_it() -> None:
+    base = FedbusSettings(_env_file=None)  # type: ignore[call-arg]
+    assert consumer_options(base, group_id="g")["fetch_max_wait_ms"] == 500  # Kafka's default
+    short = FedbusSettings(_env_file=None, kafka_fetch_max_wait_ms=50)  # type: ignore[call-arg]
+    assert consumer_options(short, group_id="g")["fetch_max_wait_ms"] == 50
+    with pytest.raises(ValueError, match="kafka_fetch_max_wait_ms"):
+        FedbusSettings(_env_file=None, kafka_fetch_max_wait_ms=0)  # type: ignore[call-arg]

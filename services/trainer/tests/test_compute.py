@@ -83,3 +83,8 @@ async def test_the_handler_trains_in_the_compute_thread(
     assert len(recorder.threads) == 1
     assert recorder.threads[0].startswith("fedbus-train")
     assert len([e for e in bus.events("update.submitted") if isinstance(e, UpdateSubmitted)]) == 1
+
+
+def test_trainers_long_poll_longer_than_kafkas_default() -> None:
+    # idle between rounds, one round.started at a time: fewer idle fetches, same latency
+    assert TrainerSettings(client_id="c").kafka_fetch_max_wait_ms == 1000

@@ -67,6 +67,18 @@ class FedbusSettings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30_000,
+        description=(
+            "How long the broker may hold a consumer's fetch when no record is there "
+            "(FEDBUS_KAFKA_FETCH_MAX_WAIT_MS). It answers as soon as one arrives, so a long "
+            "wait costs an idle consumer little CPU; but aiokafka fetches a partition whose "
+            "records are still being handled only after the fetch in flight returns, so a "
+            "consumer of bursts with slow handlers (the aggregator) wants it short."
+        ),
+    )
 
     minio_endpoint: str = "http://127.0.0.1:19000"
     minio_access_key: str = ""

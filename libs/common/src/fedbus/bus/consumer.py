@@ -89,9 +89,10 @@ def consumer_options(settings: FedbusSettings, *, group_id: str) -> dict[str, An
         "max_poll_interval_ms": 30 * 60_000,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,
-        # A long poll: the broker answers as soon as a record arrives, so this bounds only
-        # how often an idle consumer asks (50 idle trainers at 100 ms kept a core busy).
-        "fetch_max_wait_ms": 500,
+        # A long poll: the broker answers as soon as a record arrives, so this bounds how
+        # often an idle consumer asks (50 idle trainers at 100 ms kept a core busy) and how
+        # long a partition waits behind a fetch in flight that left it out (see the setting).
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
 
 
