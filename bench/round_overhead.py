@@ -24,6 +24,14 @@ Each trainer is a `python -m fedbus_trainer` process of its own (several hundred
 torch); with ``--fork`` they are forked from one process that imported torch once, so that
 their library pages are shared copy-on-write and 50 fit on a small machine. Either way each
 trainer is a separate process with its own consumer, producer and S3 client.
+
+Scheduling: the trainers stand in for data owners' machines, the services for the
+platform's own. With ``--fork`` the trainers share one session, so Linux's autogroup
+scheduler treats them as one group beside each service and Kafka, MinIO and PostgreSQL (as a
+node's cgroup would); without it each trainer is a session, hence a group, of its own. On a
+saturated machine that choice decides who waits: 50 trainers of their own weigh 50 times a
+service. The round's wall time hardly changes; what changes is whether the platform's work
+or the trainers' training waits, and so how much of the round counts as overhead.
 """
 
 from __future__ import annotations
@@ -371,7 +379,11 @@ def fork_server() -> None:
 def _run_child(spec: dict[str, Any], run: Callable[[list[str]], None]) -> None:
     code = 1
     try:
-        os.setsid()
+        # No setsid: the trainers share the fork server's session, so on a kernel with
+        # autogroup scheduling they are one group, as one node's trainers would be under one
+        # cgroup. Each in a session of its own, 50 emulated data owners were 50 groups, each
+        # weighing as much as the aggregator, orchestration, Kafka, MinIO and PostgreSQL
+        # together could, which no deployment (the data owners are other machines) has.
         log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
