@@ -147,6 +147,8 @@ class Child:
 
     async def join(self) -> float:
         await asyncio.to_thread(self._proc.join)
+        if self._proc.exitcode != 0:
+            raise SystemExit(f"a producer process failed (exit code {self._proc.exitcode})")
         return float(self._rate.value)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import urllib.request
 import uuid
 
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
 from fedbus.settings import FedbusSettings
 from fedbus.storage import ArtifactIntegrityError, S3ArtifactStore, sha256_hex
@@ -35,3 +37,23 @@ async def test_tensors_round_trip_through_minio_and_tampering_is_caught(
     store._s3.put_object(Bucket=store.bucket, Key=ref.object_key, Body=downloaded[:-4] + b"oops")
     with pytest.raises(ArtifactIntegrityError):
         await store.get_tensors(ref)
+
+
+async def test_minio_stores_only_a_body_that_matches_the_sha256_sent_with_it(
+    settings: FedbusSettings,
+) -> None:
+    store = S3ArtifactStore.from_settings(settings)
+    await store.ensure_bucket()
+    ref = await store.put_bytes(b"weights" * 1000, prefix=f"test/{uuid.uuid4().hex[:8]}")
+
+    head = store._s3.head_object(Bucket=store.bucket, Key=ref.object_key, ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == ref.sha256  # checked on the way in
+
+    with pytest.raises(ClientError):  # a body changed on the way is refused, not stored
+        store._s3.put_object(
+            Bucket=store.bucket,
+            Key=f"{ref.object_key}-tampered",
+            Body=b"weights" * 999 + b"WEIGHTS",
+            ChecksumSHA256=head["ChecksumSHA256"],
+        )
+    assert not await store.exists(f"{ref.object_key}-tampered")

@@ -58,7 +58,8 @@ def test_a_given_traceparent_is_kept() -> None:
     assert event.traceparent == parent
 
 
-def test_consumers_long_poll_as_their_service_sets_it() -> None:
+def test_consumers_long_poll_as_their_service_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEDBUS_KAFKA_FETCH_MAX_WAIT_MS", raising=False)
     base = FedbusSettings(_env_file=None)  # type: ignore[call-arg]
     assert consumer_options(base, group_id="g")["fetch_max_wait_ms"] == 500  # Kafka's default
     short = FedbusSettings(_env_file=None, kafka_fetch_max_wait_ms=50)  # type: ignore[call-arg]

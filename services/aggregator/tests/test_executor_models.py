@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fedbus.errors import NonRetryableError
 from fedbus_aggregator.adapters.executor import ExecutorModels
 from fedbus_executor import DatasetSpec, PrepareOptions, prepare_dataset
 from fedbus_executor import cache as cache_module
@@ -55,3 +56,12 @@ def test_a_broken_held_out_file_does_not_stop_the_start(digits_test: Path, tmp_p
 
     assert weights is not None
     assert models.evaluate(model="mlp", dataset="digits", weights=weights) == {}
+
+
+def test_a_model_that_cannot_be_built_for_the_dataset_is_a_non_retryable_error(
+    digits_test: Path,
+) -> None:
+    models = ExecutorModels({"digits": digits_test}, device="cpu")
+
+    with pytest.raises(NonRetryableError, match="'no-such-model' on 'digits'"):
+        models.initial_weights(model="no-such-model", dataset="digits", seed=1)

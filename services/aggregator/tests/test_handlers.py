@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedbus.aggregation import FedAvgM
+from fedbus.aggregation import FedAvgM, Model
 from fedbus.bus import InMemoryBus
 from fedbus.events import (
     ModelRef,
@@ -401,3 +401,49 @@ async def test_a_missing_global_model_at_round_start_does_not_fail_the_start(
     [failed] = [e for e in bus.events("progress") if isinstance(e, Progress)]
     assert failed.phase is Phase.FAILED
     assert gone.object_key in failed.message
+
+
+class BrokenModels(FakeModels):
+    """A model source whose round-1 weights cannot be built (a bug, not a bad job)."""
+
+    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+        raise RuntimeError("cannot build")
+
+
+async def test_a_model_source_failing_at_round_start_leaves_the_round_open(
+    store: InMemoryRoundStore,
+    artifacts: InMemoryArtifactStore,
+    clock: ManualClock,
+    started: Callable[..., RoundStarted],
+) -> None:
+    deps = Deps(store=store, artifacts=artifacts, models=BrokenModels(), clock=clock)
+    bus = InMemoryBus()
+
+    await run(bus, deps, started())  # must not raise: the consumer would stop on it
+
+    state = await store.get("job-1", 1)
+    assert state is not None
+    assert state.status is RoundStatus.OPEN
+
+
+async def test_the_kept_global_model_is_what_was_stored_and_handed_over_once(
+    deps: Deps,
+    artifacts: InMemoryArtifactStore,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    await run(bus, deps, started(clients=("a",), min_clients=1), await submit("a", delta(1.0)))
+    [done] = completed(bus)
+
+    kept = deps.globals.written(done.global_model)
+
+    assert kept is not None
+    stored = await artifacts.get_tensors(done.global_model)
+    assert {k: (v.shape, v.dtype) for k, v in kept.items()} == {
+        k: (v.shape, v.dtype) for k, v in stored.items()
+    }
+    for name in stored:
+        np.testing.assert_array_equal(kept[name], stored[name])
+        assert not kept[name].flags.writeable
+    assert deps.globals.written(done.global_model) is None  # handed over to its round

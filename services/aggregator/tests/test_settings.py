@@ -8,7 +8,10 @@ from fedbus.bus.consumer import consumer_options
 from fedbus_aggregator.settings import AggregatorSettings
 
 
-def test_the_aggregator_long_polls_briefly_for_bursts_of_updates() -> None:
+def test_the_aggregator_long_polls_briefly_for_bursts_of_updates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FEDBUS_KAFKA_FETCH_MAX_WAIT_MS", raising=False)
     settings = AggregatorSettings(_env_file=None)  # type: ignore[call-arg]
     assert consumer_options(settings, group_id="aggregator")["fetch_max_wait_ms"] == 50
 

@@ -45,8 +45,11 @@ def test_nice_is_capped_at_19() -> None:
         assert pool.submit(_nice_of_this_thread).result() == 19
 
 
-def test_the_setting_defaults_to_10_and_rejects_out_of_range() -> None:
-    assert TrainerSettings(client_id="c").compute_nice == 10
+def test_the_setting_defaults_to_10_and_rejects_out_of_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FEDBUS_COMPUTE_NICE", raising=False)
+    assert TrainerSettings(_env_file=None, client_id="c").compute_nice == 10  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="compute_nice"):
         TrainerSettings(client_id="c", compute_nice=20)
 
@@ -85,6 +88,8 @@ async def test_the_handler_trains_in_the_compute_thread(
     assert len([e for e in bus.events("update.submitted") if isinstance(e, UpdateSubmitted)]) == 1
 
 
-def test_trainers_long_poll_longer_than_kafkas_default() -> None:
+def test_trainers_long_poll_longer_than_kafkas_default(monkeypatch: pytest.MonkeyPatch) -> None:
     # idle between rounds, one round.started at a time: fewer idle fetches, same latency
-    assert TrainerSettings(client_id="c").kafka_fetch_max_wait_ms == 1000
+    monkeypatch.delenv("FEDBUS_KAFKA_FETCH_MAX_WAIT_MS", raising=False)
+    settings = TrainerSettings(_env_file=None, client_id="c")  # type: ignore[call-arg]
+    assert settings.kafka_fetch_max_wait_ms == 1000

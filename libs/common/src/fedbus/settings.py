@@ -70,7 +70,7 @@ class FedbusSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=500,
         ge=1,
-        le=30_000,
+        le=10_000,
         description=(
             "How long the broker may hold a consumer's fetch when no record is there "
             "(FEDBUS_KAFKA_FETCH_MAX_WAIT_MS). It answers as soon as one arrives, so a long "

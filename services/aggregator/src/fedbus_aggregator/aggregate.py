@@ -31,7 +31,13 @@ from fedbus.events import (
     RoundCompleted,
     child_traceparent,
 )
-from fedbus.storage import ArtifactIntegrityError, ArtifactNotFoundError, object_prefix
+from fedbus.storage import (
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    object_prefix,
+    tensors_from_bytes,
+    tensors_to_bytes,
+)
 from fedbus_aggregator.central_dp import (
     central_dp_shortfall,
     dp_usage,
@@ -181,10 +187,13 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
     )
     try:
         server_ref = await _save_server_state(strategy, state, deps)
-        global_ref = await deps.artifacts.put_tensors(
-            new_model, prefix=object_prefix(state.job_id, state.round, "global")
+        written = tensors_to_bytes(new_model)
+        global_ref = await deps.artifacts.put_bytes(
+            written, prefix=object_prefix(state.job_id, state.round, "global")
         )
-        deps.globals.remember_written(global_ref, new_model)
+        # The next round judges against exactly what its clients download: these bytes.
+        kept = tensors_from_bytes(written, source=global_ref.object_key)
+        deps.globals.remember_written(global_ref, kept)
     except BaseException:
         evaluation.cancel()  # its thread finishes on its own; the scores are not needed
         raise

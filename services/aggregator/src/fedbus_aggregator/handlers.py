@@ -145,14 +145,15 @@ async def _judge_and_record(state: RoundState, record: UpdateRecord, deps: Deps)
 async def _load_global_model(state: RoundState, deps: Deps) -> None:
     """Load the round's model now, before its clients' uploads compete for storage.
 
-    Best effort: an update judged later loads it again and meets any error there.
+    Best effort: an update judged later loads it again and meets any error there, where the
+    round's rules (reject, expire, retry) apply.
     """
     if state.status is not RoundStatus.OPEN:
         return
     try:
         await global_model(state, deps)
-    except FedbusError as exc:
-        log.info("round's global model not loaded yet (%s); judging will try again", exc)
+    except Exception as exc:  # never fails the round's start; CancelledError still passes
+        log.warning("round's global model not loaded yet (%s); judging will try again", exc)
 
 
 async def _unusable(state: RoundState, deps: Deps, exc: NonRetryableError) -> list[Event]:

@@ -54,7 +54,11 @@ class GlobalCache:
         self._capacity = capacity
 
     def remember_written(self, ref: ModelRef, model: Model) -> None:
-        """Keep ``model``, just stored as ``ref`` (made read-only: it must stay those bytes)."""
+        """Keep ``model``, just stored as ``ref`` (made read-only: it must stay those bytes).
+
+        Kept until the round it starts asks for it (:meth:`written`), or pushed out by the
+        ``capacity`` newer ones.
+        """
         for array in model.values():
             array.setflags(write=False)
         self._written[(ref.object_key, ref.sha256)] = model
@@ -62,8 +66,9 @@ class GlobalCache:
             self._written.popitem(last=False)
 
     def written(self, ref: ModelRef) -> Model | None:
-        """The model this process stored as ``ref``, if still kept."""
-        return self._written.get((ref.object_key, ref.sha256))
+        """The model this process stored as ``ref``, handed over once (the caller caches it
+        under its round), or None when it is not kept."""
+        return self._written.pop((ref.object_key, ref.sha256), None)
 
     def get(self, key: tuple[str, int, int]) -> Model | None:
         """The cached model of (job, round, version), if any."""

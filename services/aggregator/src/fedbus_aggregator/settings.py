@@ -41,4 +41,4 @@ class AggregatorSettings(FedbusSettings):
     update_cache_mb: int = Field(default=256, ge=0)
     # Updates come in bursts and some handlers take a while (aggregation, evaluation): with
     # Kafka's 500 ms, a burst's later updates waited up to that long behind an idle fetch.
-    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)

@@ -5,13 +5,16 @@ publishes progress; on a node shared with other trainers or services that work m
 queue behind training, or every round waits on whichever process the scheduler last
 preferred. Training therefore runs in one dedicated thread whose nice value is raised (a
 lower priority, Linux ``setpriority`` on the thread id). On a node of its own a trainer
-trains as fast as before: nice only matters when the CPU is contended.
+trains as fast as before: nice only matters when the CPU is contended, and only among threads
+the kernel schedules as one group (one container's cgroup, or one session under autogroup
+scheduling); between groups the groups' weights decide.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +40,9 @@ def lower_thread_priority(nice: int) -> int | None:
     the platform has no per-thread priority: a warning says so and training goes on).
     """
     if nice <= 0:
+        return None
+    if not sys.platform.startswith("linux"):  # elsewhere the call would renice the process
+        log.warning("training thread keeps its priority: per-thread nice is Linux's")
         return None
     tid = threading.get_native_id()
     try:

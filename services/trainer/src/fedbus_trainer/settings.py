@@ -47,7 +47,7 @@ class TrainerSettings(FedbusSettings):
     compute_nice: int = Field(default=10, ge=0, le=19)
     # Trainers are idle between rounds and receive one round.started at a time: a longer
     # long poll halves their idle fetches (each about 1 ms of CPU) at no cost in latency.
-    kafka_fetch_max_wait_ms: int = Field(default=1000, ge=1, le=30_000)
+    kafka_fetch_max_wait_ms: int = Field(default=1000, ge=1, le=10_000)
 
     def group_id(self) -> str:
         """The consumer group: ``consumer_group`` when set, else ``trainer-<client_id>``."""

@@ -128,6 +128,9 @@ class EventProducer:
         idempotent sequence numbers); a full batch goes out while the next fills. Packing
         skips ``send``'s per-record work (about 15 us of its 20), so a handler's or a
         replay's burst costs little more than encoding it.
+
+        An event that fails to encode raises after the events before it are sent; a
+        cancelled call sends nothing more.
         """
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -148,16 +151,13 @@ class EventProducer:
         batches: dict[tuple[str, int], BatchBuilder] = {}
         try:
             for event in events:
-                key = event_key(event)
-                if key is None:  # no key: aiokafka spreads it over the available partitions
-                    futures.append(await self._send(event))
-                    continue
-                topic = event.type
+                topic, key = event.type, event_key(event)
                 known = partitions.get(topic)
                 if known is None:
                     known = partitions[topic] = sorted(await self._producer.partitions_for(topic))
+                # by key as send() would; no key: any partition (aiokafka picks at random)
                 tp = (topic, self._partitioner(key, known, known))
-                value = encode_event(event, self._format)
+                value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES < request size
                 headers = self._headers(event)
                 batch = batches.get(tp)
                 if batch is None:
@@ -165,11 +165,17 @@ class EventProducer:
                 if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                     futures.append(await self._send_batch(batch, *tp))  # full: send, start anew
                     batch = batches[tp] = self._producer.create_batch()
-                    if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        raise RuntimeError(f"an empty batch refused a {len(value)}-byte record")
-        finally:  # what was packed goes out, even when a later event fails to encode
-            for (topic, partition), batch in batches.items():
-                futures.append(await self._send_batch(batch, topic, partition))
+                    batch.append(timestamp=None, key=key, value=value, headers=headers)  # empty
+        except Exception:  # what was packed before an event that failed to encode goes out
+            await self._send_all(batches, futures)
+            raise
+        await self._send_all(batches, futures)
+
+    async def _send_all(
+        self, batches: dict[tuple[str, int], BatchBuilder], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        for (topic, partition), batch in batches.items():
+            futures.append(await self._send_batch(batch, topic, partition))
 
     async def _send_batch(
         self, batch: BatchBuilder, topic: str, partition: int

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedbus.aggregation import Model, NamedArrays
+from fedbus.errors import NonRetryableError
 from fedbus_executor import (
     DataRef,
     DatasetCache,
@@ -66,11 +67,20 @@ class ExecutorModels:
         return sorted(self._paths)
 
     def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
-        """Round 1's weights for ``model`` on ``dataset``, or None when its spec is unknown."""
+        """Round 1's weights for ``model`` on ``dataset``, or None when its spec is unknown.
+
+        Raises
+        ------
+        NonRetryableError
+            When the model cannot be built for the dataset (a CNN on text, say).
+        """
         spec = self._specs.get(dataset)
         if spec is None:
             return None
-        return initial_weights(model, seed, spec)
+        try:
+            return initial_weights(model, seed, spec)
+        except ExecutorError as exc:  # the round cannot succeed: it expires with this reason
+            raise NonRetryableError(f"{model!r} on {dataset!r}: {exc}") from exc
 
     def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
         """Score ``weights`` on the held-out set; a failed evaluation is logged and gives {}."""
