@@ -148,3 +148,28 @@ def test_equal_sample_counts_give_the_plain_mean(deltas: list[np.ndarray], count
     combined = FedAvg().combine(updates)
 
     np.testing.assert_allclose(combined["w"], np.mean(deltas, axis=0), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_weighted_mean_matches_a_float64_reference_for_each_dtype(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    deltas = [rng.standard_normal((64, 33)).astype(dtype) for _ in range(20)]
+    counts = [int(n) for n in rng.integers(1, 5000, size=20)]
+    accumulator = FedAvgAccumulator()
+
+    for i, (delta, n) in enumerate(zip(deltas, counts, strict=True)):
+        accumulator.add(ClientUpdate(f"c{i}", {"w": delta}, num_samples=n))
+    got = accumulator.result()["w"]
+
+    reference = sum(n * d.astype(np.float64) for d, n in zip(deltas, counts, strict=True))
+    assert got.dtype == dtype
+    tolerance = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(got, reference / sum(counts), rtol=0, atol=tolerance * 4)
+
+
+def test_an_update_of_another_kind_of_number_is_refused() -> None:
+    accumulator = FedAvgAccumulator()
+    accumulator.add(ClientUpdate("a", {"w": np.ones(3, np.float32)}, num_samples=1))
+
+    with pytest.raises(IncompatibleUpdateError, match="complex"):
+        accumulator.add(ClientUpdate("b", {"w": np.ones(3, np.complex64)}, num_samples=1))
