@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+# Imported here, not at the first round: scipy.linalg takes 0.3 s to import.
+from scipy.linalg.blas import daxpy, saxpy  # type: ignore[import-untyped]
+
 from fedbus.aggregation.errors import EmptyRoundError, IncompatibleUpdateError
 from fedbus.aggregation.helpers import check_same_layout
 from fedbus.aggregation.strategy import Strategy
@@ -118,15 +121,7 @@ def _add_scaled(total: np.ndarray, weight: float, delta: np.ndarray) -> None:
 
 
 def _blas_axpy(dtype: np.dtype[Any]) -> Any:
-    if dtype == np.float32:
-        from scipy.linalg.blas import saxpy  # type: ignore[import-untyped]
-
-        return saxpy
-    if dtype == np.float64:
-        from scipy.linalg.blas import daxpy
-
-        return daxpy
-    return None
+    return saxpy if dtype == np.float32 else daxpy if dtype == np.float64 else None
 
 
 class FedAvg(Strategy):
