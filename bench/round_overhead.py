@@ -382,8 +382,8 @@ def _run_child(spec: dict[str, Any], run: Callable[[list[str]], None]) -> None:
         # No setsid: the trainers share the fork server's session, so on a kernel with
         # autogroup scheduling they are one group, as one node's trainers would be under one
         # cgroup. Each in a session of its own, 50 emulated data owners were 50 groups, each
-        # weighing as much as the aggregator, orchestration, Kafka, MinIO and PostgreSQL
-        # together could, which no deployment (the data owners are other machines) has.
+        # weighing as much as the aggregator or Kafka, which no deployment (the data owners
+        # are other machines) has.
         log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fedbus.settings import FedbusSettings
-from fedbus.storage import ArtifactIntegrityError, S3ArtifactStore, sha256_hex
+from fedbus.storage import AesGcmCipher, ArtifactIntegrityError, S3ArtifactStore, sha256_hex
 
 
 def _download(url: str) -> bytes:
@@ -57,3 +57,20 @@ async def test_minio_stores_only_a_body_that_matches_the_sha256_sent_with_it(
             ChecksumSHA256=head["ChecksumSHA256"],
         )
     assert not await store.exists(f"{ref.object_key}-tampered")
+
+
+async def test_an_encrypted_artifact_is_sent_with_the_ciphertexts_sha256(
+    settings: FedbusSettings,
+) -> None:
+    plain = S3ArtifactStore.from_settings(settings)
+    store = S3ArtifactStore(plain._s3, plain.bucket, AesGcmCipher(bytes(range(32))))
+    await store.ensure_bucket()
+    tensors = {"w": np.arange(300, dtype=np.float32)}
+
+    ref = await store.put_tensors(tensors, prefix=f"test/{uuid.uuid4().hex[:8]}")
+
+    np.testing.assert_array_equal((await store.get_tensors(ref))["w"], tensors["w"])
+    stored = store._s3.get_object(Bucket=store.bucket, Key=ref.object_key)["Body"].read()
+    assert sha256_hex(stored) != ref.sha256  # at rest it is ciphertext
+    head = store._s3.head_object(Bucket=store.bucket, Key=ref.object_key, ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == sha256_hex(stored)

@@ -46,9 +46,9 @@ class CountingStore(InMemoryArtifactStore):
         super().__init__()
         self.heads = self.puts = 0
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
         self.puts += 1
-        await super()._put(key, body)
+        await super()._put(key, body, sha256=sha256)
 
     async def exists(self, key: str) -> bool:
         self.heads += 1

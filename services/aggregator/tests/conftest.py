@@ -18,7 +18,7 @@ from fedbus.events import (
     UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_aggregator.testing import T0, ManualClock
+from fedbus_aggregator.testing import T0, CountingStore, ManualClock
 
 
 @pytest.fixture
@@ -89,5 +89,6 @@ def submit(
 
 
 @pytest.fixture
-def artifacts() -> InMemoryArtifactStore:
-    return InMemoryArtifactStore()
+def artifacts() -> CountingStore:
+    """The in-memory store, counting reads (``reads``) for tests that check downloads."""
+    return CountingStore()

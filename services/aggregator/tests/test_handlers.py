@@ -18,7 +18,6 @@ from fedbus.events import (
     RoundStarted,
     Strategy,
     StrategySpec,
-    UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import Deps, InMemoryRoundStore, RoundStatus, bind, close_due_rounds
@@ -339,25 +338,18 @@ async def test_robust_strategy_that_cannot_run_expires_the_round(
 
 
 async def test_the_next_round_uses_the_global_model_written_here_without_downloading_it(
-    models: FakeModels, started: Callable[..., RoundStarted], clock: ManualClock
+    deps: Deps,
+    artifacts: CountingStore,
+    models: FakeModels,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
 ) -> None:
-    artifacts = CountingStore()
-    deps = Deps(store=InMemoryRoundStore(), artifacts=artifacts, models=models, clock=clock)
     bus = InMemoryBus()
 
-    async def submit(client: str, value: float, round_: int) -> Any:
-        ref = await artifacts.put_tensors(
-            delta(value), prefix=f"jobs/job-1/round-{round_}/updates/{client}"
-        )
-        return UpdateSubmitted.create(
-            source="trainer", job_id="job-1", round=round_, client_id=client, update=ref,
-            num_samples=10, metrics={},
-        )  # fmt: skip
-
-    await run(bus, deps, started(clients=("a",), min_clients=1), await submit("a", 1.0, 1))
+    await run(bus, deps, started(clients=("a",), min_clients=1), await submit("a", delta(1.0)))
     [first] = completed(bus)
     second_start = started(round_=2, clients=("a",), min_clients=1, global_model=first.global_model)
-    await run(bus, deps, second_start, await submit("a", 1.0, 2))
+    await run(bus, deps, second_start, await submit("a", delta(1.0), round_=2))
 
     second = completed(bus)[-1]
     assert artifacts.reads.get(first.global_model.object_key, 0) == 0  # kept, not downloaded

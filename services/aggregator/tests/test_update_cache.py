@@ -193,10 +193,10 @@ class GatedStore(InMemoryArtifactStore):
         self.evaluating = evaluating
         self.overlapped: bool | None = None
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
         if "/global/" in key:
             self.overlapped = await asyncio.to_thread(self.evaluating.wait, 10)
-        await super()._put(key, body)
+        await super()._put(key, body, sha256=sha256)
 
 
 class SignallingModels(FakeModels):

@@ -134,9 +134,9 @@ class TransferStore(InMemoryArtifactStore):
         self.fetching.set()
         return await super()._get(key)
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
         self.storing.set()
-        await super()._put(key, body)
+        await super()._put(key, body, sha256=sha256)
 
 
 class PatientBus(InMemoryBus):

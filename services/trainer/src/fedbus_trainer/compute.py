@@ -48,7 +48,7 @@ def lower_thread_priority(nice: int) -> int | None:
     try:
         target = min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice)
         os.setpriority(os.PRIO_PROCESS, tid, target)
-    except (OSError, AttributeError) as exc:
-        log.warning("training thread keeps its priority (no per-thread nice here): %s", exc)
+    except OSError as exc:
+        log.warning("training thread keeps its priority: %s", exc)
         return None
     return target

@@ -32,8 +32,8 @@ class TrainerSettings(FedbusSettings):
         Fewest seconds between two training ``progress`` events.
     compute_nice
         How far below the trainer's own priority its training thread runs
-        (``FEDBUS_COMPUTE_NICE``, 0-19; 0 keeps it equal): heartbeats, downloads, uploads
-        and the services sharing the node are not queued behind training.
+        (``FEDBUS_COMPUTE_NICE``, 0-19; 0 keeps it equal): heartbeats, downloads and uploads,
+        and whatever shares its scheduling group, are not queued behind training.
     """
 
     service_name: str = "trainer"

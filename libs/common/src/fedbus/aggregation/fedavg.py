@@ -108,20 +108,18 @@ class FedAvgAccumulator:
 
 def _add_scaled(total: np.ndarray, weight: float, delta: np.ndarray) -> None:
     """``total += weight * delta`` in place, in one pass where BLAS can do it."""
-    axpy = _blas_axpy(total.dtype) if total.size else None
-    if axpy is None or np.asarray(delta).dtype != total.dtype:
-        if not np.can_cast(np.asarray(delta).dtype, total.dtype, "same_kind"):
-            raise IncompatibleUpdateError(f"cannot add {delta.dtype} values to a {total.dtype} sum")
-        total += total.dtype.type(weight) * np.asarray(delta, dtype=total.dtype)
+    values = np.asarray(delta)
+    axpy = _AXPY.get(total.dtype) if values.dtype == total.dtype and total.size else None
+    if axpy is not None:
+        # y is updated in place ("z ... with y storage"): the sum is our own contiguous array
+        axpy(np.ascontiguousarray(values).reshape(-1), total.reshape(-1), a=weight)
         return
-    flat = total.reshape(-1)  # the sum is our own contiguous array: a view
-    out = axpy(np.ascontiguousarray(delta).reshape(-1), flat, a=weight)
-    if not np.may_share_memory(out, flat):  # scipy wrote a copy (it does not here)
-        flat[...] = out
+    if not np.can_cast(values.dtype, total.dtype, "same_kind"):
+        raise IncompatibleUpdateError(f"cannot add {values.dtype} values to a {total.dtype} sum")
+    total += total.dtype.type(weight) * values.astype(total.dtype, copy=False)
 
 
-def _blas_axpy(dtype: np.dtype[Any]) -> Any:
-    return saxpy if dtype == np.float32 else daxpy if dtype == np.float64 else None
+_AXPY: dict[np.dtype[Any], Any] = {np.dtype(np.float32): saxpy, np.dtype(np.float64): daxpy}
 
 
 class FedAvg(Strategy):

@@ -66,7 +66,8 @@ class ArtifactStore(ABC):
         self._cipher = cipher
 
     @abstractmethod
-    async def _put(self, key: str, body: bytes) -> None: ...
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
+        """Store ``body`` (whose hex SHA-256 is ``sha256``) under ``key``."""
 
     @abstractmethod
     async def _get(self, key: str) -> bytes: ...
@@ -85,8 +86,11 @@ class ArtifactStore(ABC):
         # extra request costs more than sending it again.
         if len(data) >= SKIP_EXISTING_FROM_BYTES and await self.exists(key):
             return ref
-        body = self._cipher.encrypt(data, associated=key.encode()) if self._cipher else data
-        await self._put(key, body)
+        if self._cipher is None:
+            await self._put(key, data, sha256=digest)
+        else:
+            body = self._cipher.encrypt(data, associated=key.encode())
+            await self._put(key, body, sha256=sha256_hex(body))
         return ref
 
     async def get_bytes(self, ref: ModelRef) -> bytes:

@@ -15,7 +15,7 @@ class InMemoryArtifactStore(ArtifactStore):
         super().__init__(cipher)
         self.objects: dict[str, bytes] = {}
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
         self.objects[key] = body
 
     async def _get(self, key: str) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from typing import Any
 
 import boto3
@@ -13,18 +12,12 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from fedbus.events import ModelRef
 from fedbus.settings import FedbusSettings
-from fedbus.storage.base import (
-    ArtifactNotFoundError,
-    ArtifactStore,
-    StorageUnavailableError,
-    sha256_hex,
-)
+from fedbus.storage.base import ArtifactNotFoundError, ArtifactStore, StorageUnavailableError
 from fedbus.storage.crypto import AesGcmCipher
 
 __all__ = ["S3ArtifactStore"]
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -73,14 +66,10 @@ class S3ArtifactStore(ArtifactStore):
                 raise StorageUnavailableError(f"bucket {self.bucket}: {exc}") from exc
             await self._call(self._s3.create_bucket, Bucket=self.bucket)
 
-    async def _put(self, key: str, body: bytes) -> None:
+    async def _put(self, key: str, body: bytes, *, sha256: str) -> None:
         # The body's SHA-256 travels in a signed header and MinIO refuses a body that does not
-        # match it: what is stored is what was sent, with no hashing here beyond fedbus's own
-        # (without a cipher the body is the plaintext the key is named after).
-        digest = key.rsplit("/", 1)[-1]
-        if self._cipher is not None or not _SHA256_HEX.fullmatch(digest):
-            digest = sha256_hex(body)
-        checksum = base64.b64encode(bytes.fromhex(digest)).decode()
+        # match it: what is stored is what was sent.
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         await self._call(
             self._s3.put_object, Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=checksum
         )
