@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
@@ -256,11 +258,20 @@ def _per_round(events: list[Event], job_id: str, kind: type[Event]) -> dict[int,
 
 
 async def test_a_federated_job_through_the_gateway_completes_and_registers_a_model(
-    cluster: Cluster,
+    cluster: Cluster, tmp_path: Path
 ) -> None:
+    # Submitted and followed with the `fedbus` CLI, a process of its own, as a user would.
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(cluster)))
     async with EventWatcher(cluster.settings, WATCHED) as watch:
-        job_id = await _submit(cluster, _spec(cluster))
-        end = await _until_end(watch, job_id)
+        cli = await _cli_process(cluster, "jobs", "submit", str(spec_file), "--watch")
+        assert cli.stdout is not None
+        job_id = (await cli.stdout.readline()).decode().strip()  # printed first
+        end, (out, _) = await asyncio.gather(
+            _until_end(watch, job_id), asyncio.wait_for(cli.communicate(), timeout=300)
+        )
+
+    assert cli.returncode == 0, out.decode(errors="replace")  # --watch: 0 once it completes
 
     assert isinstance(end, JobCompleted), cluster.logs()
     assert end.rounds_completed == 3
@@ -280,6 +291,32 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
     assert version["artifact"]["sha256"] == end.final_model.sha256  # type: ignore[union-attr]
     body = (await _http("GET", version["download_url"])).content
     assert hashlib.sha256(body).hexdigest() == version["artifact"]["sha256"]
+    code, listing = await _cli(cluster, "jobs", "list")
+    assert code == 0, listing
+    assert job_id in listing
+    model = tmp_path / "model.safetensors"
+    name, number = f"mlp-{cluster.dataset}", str(version["version"])
+    code, out = await _cli(cluster, "models", "download", name, number, "--output", str(model))
+    assert code == 0, out  # the CLI checks the SHA-256 as it downloads
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == version["artifact"]["sha256"]
+
+
+async def _cli_process(
+    cluster: Cluster, *args: str, key: str = KEY_A
+) -> asyncio.subprocess.Process:
+    """``fedbus <group> <command> ...`` against the cluster's gateway, as a process."""
+    command = [str(Path(sys.executable).with_name("fedbus")), *args[:2]]
+    command += ["--gateway", cluster.gateway, "--api-key", key, *args[2:]]
+    return await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+
+
+async def _cli(cluster: Cluster, *args: str, key: str = KEY_A) -> tuple[int, str]:
+    """Run ``fedbus <args>`` to its end; its exit code and output."""
+    proc = await _cli_process(cluster, *args, key=key)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    return int(proc.returncode or 0), out.decode(errors="replace")
 
 
 async def _registered(cluster: Cluster, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
