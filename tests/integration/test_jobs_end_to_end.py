@@ -32,6 +32,7 @@ from fedbus.events import (
     JobRejected,
     JobRequested,
     JobSpec,
+    JobStatus,
     RoundCompleted,
     RoundStarted,
     TrainerHeartbeat,
@@ -498,3 +499,29 @@ async def test_too_few_clients_by_the_deadline_fails_the_job_with_its_reason(
     assert isinstance(end, JobFailed), cluster.logs()
     assert end.code == "too_few_clients"
     assert "round 1" in end.message
+
+
+async def test_a_running_job_cancelled_with_the_cli_ends_cancelled_for_its_tenant_only(
+    cluster: Cluster,
+) -> None:
+    async with EventWatcher(cluster.settings, WATCHED) as watch:
+        # many long rounds: the job is still running when the cancellation comes
+        training = {"local_epochs": 30, "batch_size": 32, "learning_rate": 0.1}
+        job_id = await _submit(cluster, _spec(cluster, rounds=50, training=training))
+        await watch.wait_for(_of(job_id, RoundStarted), limit_s=120)
+        code, other = await _cli(cluster, "jobs", "cancel", job_id, key=KEY_B)
+        assert code == 2, other  # another tenant's job: not found, nothing cancelled
+        code, out = await _cli(cluster, "jobs", "cancel", job_id, "--reason", "enough")
+        assert code == 0, out
+        end = await _until_end(watch, job_id)
+
+    assert isinstance(end, JobCompleted), cluster.logs()
+    assert end.status is JobStatus.CANCELLED
+    assert end.rounds_completed < 50
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    for _ in range(30):  # the gateway's read model follows the events
+        status = (await _http("GET", f"{cluster.gateway}/v1/jobs/{job_id}", headers=headers)).json()
+        if status["status"] == "cancelled":
+            break
+        await asyncio.sleep(1)
+    assert status["status"] == "cancelled"
