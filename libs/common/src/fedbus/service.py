@@ -1,28 +1,44 @@
-"""What every fedbus service process shares: the ops HTTP server and a graceful run loop.
+"""What every fedbus service process shares: start-up, the ops HTTP server, a graceful run.
 
-A service's ``main.py`` builds its adapters, registers readiness checks, then calls
-:meth:`Service.run` with its long-running tasks (consumer runners, timers):
+A service's ``main.py`` opens a :class:`ServiceRuntime` (topics, PostgreSQL pool, producer),
+builds its adapters and its dependency object on it, then runs its routing table:
 
->>> service = Service("aggregator", settings)
->>> service.add_readiness("kafka", lambda: runner_started)
->>> await service.run(runner.run(), deadline_loop())
+>>> async with ServiceRuntime.open("aggregator", settings) as rt:
+...     store = await PostgresRoundStore.create(rt.pool)
+...     rt.watch("postgres", store.ping)
+...     deps = Deps(store=store, ...)
+...     await rt.run(HANDLERS, deps, group_id=settings.consumer_group, tasks=[deadlines()])
+
+:class:`Service` alone serves ``/healthz``, ``/readyz`` and ``/metrics`` around any tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
+from fedbus.bus import (
+    ConsumerRunner,
+    EventProducer,
+    IdempotencyStore,
+    PostgresIdempotencyStore,
+    Routes,
+    ensure_topics,
+)
 from fedbus.settings import FedbusSettings
 
-__all__ = ["Service"]
+__all__ = ["Service", "ServiceRuntime"]
+
+D = TypeVar("D")
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +137,126 @@ class Service:
                 self.started.set()
                 return
             await asyncio.sleep(0.05)
+
+
+class ServiceRuntime:
+    """The start-up every service shares: topics, a PostgreSQL pool, a producer, a consumer.
+
+    Open it with :meth:`open`; everything it started is stopped, in reverse order, when the
+    ``async with`` block ends.
+
+    Attributes
+    ----------
+    name
+        The service name (client id, ops server, logs).
+    settings
+        The service's settings.
+    producer
+        The started, idempotent producer.
+    """
+
+    def __init__(self, name: str, settings: FedbusSettings, producer: EventProducer) -> None:
+        self.name = name
+        self.settings = settings
+        self.producer = producer
+        self._pool: asyncpg.Pool | None = None
+        self._checks: dict[str, Callable[[], bool]] = {}
+        self._watchers: list[Coroutine[Any, Any, None]] = []
+        self._closers = contextlib.AsyncExitStack()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        name: str,
+        settings: FedbusSettings,
+        *,
+        client_id: str | None = None,
+        pool_size: int | None = 4,
+        pool_options: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[ServiceRuntime]:
+        """Create the topics, open the pool (``pool_size=None``: none), start the producer."""
+        await ensure_topics(settings)
+        async with contextlib.AsyncExitStack() as stack:
+            pool: asyncpg.Pool | None = None
+            if pool_size is not None:
+                pool = await asyncpg.create_pool(
+                    settings.postgres_dsn.get_secret_value(),
+                    min_size=1,
+                    max_size=pool_size,
+                    **dict(pool_options or {}),
+                )
+                stack.push_async_callback(pool.close)
+            producer = EventProducer(settings, client_id=client_id or name)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            runtime = cls(name, settings, producer)
+            runtime._pool = pool
+            stack.push_async_callback(runtime._closers.aclose)
+            yield runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The PostgreSQL pool (opened unless ``pool_size=None``)."""
+        if self._pool is None:
+            raise RuntimeError(f"{self.name} was opened without a PostgreSQL pool")
+        return self._pool
+
+    def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``closer`` when the runtime closes (before the producer and the pool)."""
+        self._closers.push_async_callback(closer)
+
+    def add_readiness(self, name: str, check: Callable[[], bool]) -> None:
+        """``/readyz`` answers 200 only while every check returns True."""
+        self._checks[name] = check
+
+    def watch(
+        self, name: str, probe: Callable[[], Awaitable[bool]], *, every_s: float = 5.0
+    ) -> None:
+        """A readiness check kept up to date by awaiting ``probe`` every ``every_s`` seconds."""
+        state = {name: True}
+        self.add_readiness(name, lambda: state[name])
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                state[name] = await probe()
+
+        self._watchers.append(loop())
+
+    async def run(
+        self,
+        routes: Routes[D],
+        deps: D,
+        *,
+        group_id: str,
+        tasks: Iterable[Coroutine[Any, Any, None]] = (),
+        idempotency: IdempotencyStore | None = None,
+        app: FastAPI | None = None,
+    ) -> None:
+        """Consume ``routes`` with ``deps`` bound, serve ops (and ``app``) until SIGTERM.
+
+        ``group_id`` is the consumer group; the event ids it handled go to PostgreSQL unless
+        ``idempotency`` says otherwise.
+        """
+        runner = ConsumerRunner(
+            self.settings,
+            group_id=group_id,
+            handlers=routes.bind(deps),
+            producer=self.producer,
+            idempotency=idempotency or await PostgresIdempotencyStore.create(self.pool),
+            topics=routes.topics,
+        )
+        service = Service(self.name, self.settings, app=app)
+        consuming = False
+        service.add_readiness("consumer", lambda: consuming)
+        for name, check in self._checks.items():
+            service.add_readiness(name, check)
+        await runner.start()
+        consuming = True
+        log.info("%s consumes %s", self.name, ", ".join(runner.topics))
+        try:
+            await service.run(runner.run(), *self._watchers, *tasks)
+        finally:
+            consuming = False
+            await runner.stop()

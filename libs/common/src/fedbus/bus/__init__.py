@@ -11,10 +11,12 @@ from fedbus.bus.idempotency import (
 )
 from fedbus.bus.memory import InMemoryBus
 from fedbus.bus.producer import EventProducer, Publisher, producer_options
+from fedbus.bus.routing import EventHandler, Route, Routes, route
 from fedbus.bus.topics import dlq_topic, ensure_topics, reset_group_to_end
 
 __all__ = [
     "ConsumerRunner",
+    "EventHandler",
     "EventProducer",
     "Handler",
     "IdempotencyStore",
@@ -23,9 +25,12 @@ __all__ = [
     "PostgresIdempotencyStore",
     "Publisher",
     "RetryPolicy",
+    "Route",
+    "Routes",
     "consumer_options",
     "dlq_topic",
     "ensure_topics",
     "producer_options",
     "reset_group_to_end",
+    "route",
 ]

@@ -39,7 +39,8 @@ __all__ = ["ConsumerRunner", "Handler", "RawPublisher", "RetryPolicy", "consumer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any], Awaitable[Sequence[Event] | None]]
+Handler = Callable[[Event], Awaitable[Sequence[Event] | None]]
+"""A bound handler, as :meth:`fedbus.bus.Routes.bind` makes it: one event in, events out."""
 
 HANDLED = Counter(
     "fedbus_events_consumed_total", "Events consumed, by outcome", ["topic", "outcome"]
