@@ -17,8 +17,9 @@ from fedbus.events import (
     StrategySpec,
 )
 from fedbus_registry.api import build_app
-from fedbus_registry.store import InMemoryRegistryStore
 from fedbus_registry.versions import JobInfo, NewVersion, RoundRecord
+
+from .fakes import FakeRegistryStore
 
 REF = ModelRef(object_key="jobs/j/round-2/global/" + "d" * 64, size_bytes=7, sha256="d" * 64)
 
@@ -50,7 +51,7 @@ def version_of(tenant: str, job_id: str, name: str = "cnn-mnist") -> NewVersion:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    store = InMemoryRegistryStore()
+    store = FakeRegistryStore()
     await store.register(version_of("acme", "job-1"))
     await store.register(version_of("acme", "job-2"))
     await store.register(version_of("acme", "job-3", name="mlp-iris"))
@@ -153,7 +154,7 @@ async def test_the_tenant_is_required(client: httpx.AsyncClient) -> None:
 
 
 async def test_checkpoints_list_each_rounds_global_model_when_enabled() -> None:
-    store = InMemoryRegistryStore()
+    store = FakeRegistryStore()
     spec = JobSpec(mode=JobMode.FEDERATED, model="cnn", dataset="mnist", rounds=2)
     await store.save_job(JobInfo("job-9", "acme", spec))
     await store.save_round("job-9", RoundRecord(2, ("c2",), {"loss": 0.3}, REF))

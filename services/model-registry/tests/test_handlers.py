@@ -8,13 +8,15 @@ from fedbus.bus import InMemoryBus
 from fedbus.errors import NonRetryableError
 from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_registry.handlers import bind_handlers
-from fedbus_registry.store import InMemoryRegistryStore
+from fedbus_registry.deps import Deps
+from fedbus_registry.handlers import HANDLERS
+
+from .fakes import FakeRegistryStore
 
 
 @pytest.fixture
-def store() -> InMemoryRegistryStore:
-    return InMemoryRegistryStore()
+def store() -> FakeRegistryStore:
+    return FakeRegistryStore()
 
 
 @pytest.fixture
@@ -23,8 +25,8 @@ def bus() -> InMemoryBus:
 
 
 @pytest.fixture
-def handlers(store: InMemoryRegistryStore, artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
-    return bind_handlers(store=store, artifacts=artifacts)
+def handlers(store: FakeRegistryStore, artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
+    return HANDLERS.bind(Deps(store=store, artifacts=artifacts))
 
 
 async def run_job(bus, handlers, upload, job, *, participants=(["c1", "c2"], ["c2", "c3"])):  # type: ignore[no-untyped-def]
@@ -196,7 +198,7 @@ async def test_cancelled_and_modelless_jobs_are_not_registered(
 async def test_cancelled_jobs_are_registered_when_configured(
     bus, upload, make_job, store, artifacts
 ) -> None:
-    handlers = bind_handlers(store=store, artifacts=artifacts, register_cancelled=True)
+    handlers = HANDLERS.bind(Deps(store=store, artifacts=artifacts, register_cancelled=True))
     job = make_job()
     model = await upload(job.job_id, 1)
     await bus.publish(job.accepted())

@@ -15,8 +15,10 @@ import pytest
 from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode, StrategySpec
 from fedbus.settings import load_settings
 from fedbus_registry.adapters import PostgresRegistryStore
-from fedbus_registry.store import InMemoryRegistryStore, RegistryStore
+from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import JobInfo, NewVersion, RoundRecord
+
+from .fakes import FakeRegistryStore
 
 REF = ModelRef(object_key="jobs/j/round-1/global/" + "b" * 64, size_bytes=42, sha256="b" * 64)
 
@@ -24,7 +26,7 @@ REF = ModelRef(object_key="jobs/j/round-1/global/" + "b" * 64, size_bytes=42, sh
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RegistryStore]:
     if request.param == "memory":
-        yield InMemoryRegistryStore()
+        yield FakeRegistryStore()
         return
     dsn = load_settings().postgres_dsn.get_secret_value()
     if not dsn:

@@ -5,9 +5,10 @@ Consumes ``job.accepted``, ``round.completed`` and ``job.completed``; emits
 """
 
 from fedbus_registry.api import build_app, version_body
-from fedbus_registry.handlers import HANDLERS, bind_handlers, registered_event
+from fedbus_registry.deps import Deps
+from fedbus_registry.handlers import HANDLERS, registered_event
 from fedbus_registry.settings import RegistrySettings
-from fedbus_registry.store import InMemoryRegistryStore, RegistryStore
+from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import (
     JobInfo,
     ModelSummary,
@@ -20,7 +21,7 @@ from fedbus_registry.versions import (
 
 __all__ = [
     "HANDLERS",
-    "InMemoryRegistryStore",
+    "Deps",
     "JobInfo",
     "ModelSummary",
     "ModelVersion",
@@ -28,7 +29,6 @@ __all__ = [
     "RegistrySettings",
     "RegistryStore",
     "RoundRecord",
-    "bind_handlers",
     "build_app",
     "model_name",
     "new_version",

@@ -7,13 +7,10 @@ three topics deliver them in; the handler of whichever arrives last registers it
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 
-from fedbus.bus import Handler
+from fedbus.bus import Routes, route
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
     Event,
@@ -26,6 +23,7 @@ from fedbus.events import (
 )
 from fedbus.storage import ArtifactStore
 from fedbus.telemetry import log_context
+from fedbus_registry.deps import Deps
 from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import (
     JobInfo,
@@ -39,7 +37,6 @@ from fedbus_registry.versions import (
 __all__ = [
     "HANDLERS",
     "SOURCE",
-    "bind_handlers",
     "on_job_accepted",
     "on_job_completed",
     "on_round_completed",
@@ -73,14 +70,14 @@ def registered_event(version: ModelVersion, *, cause: Event) -> ModelRegistered:
     return event.model_copy(update={"event_id": str(event_id)})
 
 
-async def on_job_accepted(event: JobAccepted, *, store: RegistryStore) -> list[Event]:
+async def on_job_accepted(event: JobAccepted, *, deps: Deps) -> list[Event]:
     """Remember the job's tenant and spec; register it if its end was seen first."""
     with log_context(job_id=event.job_id):
-        await store.save_job(JobInfo(event.job_id, event.tenant, event.spec))
-        return await _register_if_ready(event.job_id, store=store, cause=event)
+        await deps.store.save_job(JobInfo(event.job_id, event.tenant, event.spec))
+        return await _register_if_ready(event.job_id, store=deps.store, cause=event)
 
 
-async def on_round_completed(event: RoundCompleted, *, store: RegistryStore) -> list[Event]:
+async def on_round_completed(event: RoundCompleted, *, deps: Deps) -> list[Event]:
     """Remember the round's participants, metrics and global model."""
     with log_context(job_id=event.job_id, round=event.round):
         record = RoundRecord(
@@ -89,17 +86,11 @@ async def on_round_completed(event: RoundCompleted, *, store: RegistryStore) -> 
             metrics=dict(event.metrics),
             global_model=event.global_model,
         )
-        await store.save_round(event.job_id, record)
-        return await _register_if_ready(event.job_id, store=store, cause=event)
+        await deps.store.save_round(event.job_id, record)
+        return await _register_if_ready(event.job_id, store=deps.store, cause=event)
 
 
-async def on_job_completed(
-    event: JobCompleted,
-    *,
-    store: RegistryStore,
-    artifacts: ArtifactStore,
-    register_cancelled: bool = False,
-) -> list[Event]:
+async def on_job_completed(event: JobCompleted, *, deps: Deps) -> list[Event]:
     """Verify the final model and register the job's version (or wait for missing facts).
 
     Raises
@@ -108,15 +99,15 @@ async def on_job_completed(
         The final model is missing from the artifact store or its size or SHA-256 differ.
     """
     with log_context(job_id=event.job_id):
-        final = event.final_model
-        if final is None or not is_registrable(event, register_cancelled=register_cancelled):
+        store, final = deps.store, event.final_model
+        if final is None or not is_registrable(event, register_cancelled=deps.register_cancelled):
             log.info("job %s ended %s: no version to register", event.job_id, event.status)
             return []
         existing = await store.version_for_job(event.job_id)
         if existing is not None:
             log.info("job %s already registered as version %d", event.job_id, existing.version)
             return [registered_event(existing, cause=event)]
-        await _verify_artifact(event.job_id, final, artifacts)
+        await _verify_artifact(event.job_id, final, deps.artifacts)
         await store.save_completion(event)
         return await _register_if_ready(event.job_id, store=store, cause=event)
 
@@ -154,21 +145,9 @@ async def _register_if_ready(job_id: str, *, store: RegistryStore, cause: Event)
     return [registered_event(version, cause=cause)]
 
 
-HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
-    JobAccepted: on_job_accepted,
-    RoundCompleted: on_round_completed,
-    JobCompleted: on_job_completed,
-}
-"""The routing table: event class -> handler (dependencies as keyword arguments)."""
-
-
-def bind_handlers(
-    *, store: RegistryStore, artifacts: ArtifactStore, register_cancelled: bool = False
-) -> dict[type[Event], Handler]:
-    """:data:`HANDLERS` with each handler's keyword dependencies bound, for ``ConsumerRunner``."""
-    deps = {"store": store, "artifacts": artifacts, "register_cancelled": register_cancelled}
-    bound: dict[type[Event], Handler] = {}
-    for event_class, handler in HANDLERS.items():
-        wanted = inspect.signature(handler).parameters
-        bound[event_class] = partial(handler, **{k: v for k, v in deps.items() if k in wanted})
-    return bound
+HANDLERS = Routes[Deps](
+    route(JobAccepted, on_job_accepted),
+    route(RoundCompleted, on_round_completed),
+    route(JobCompleted, on_job_completed),
+)
+"""The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

@@ -9,8 +9,7 @@ transaction that fails (a job registered twice at once) rolls its bump back.
 from __future__ import annotations
 
 import json
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 
@@ -23,13 +22,12 @@ from fedbus.events import (
     PrivacyMode,
     StrategySpec,
 )
-from fedbus.postgres import connection
-from fedbus_registry.store import RegistryStore
+from fedbus.postgres import PostgresStore
 from fedbus_registry.versions import JobInfo, ModelSummary, ModelVersion, NewVersion, RoundRecord
 
 __all__ = ["PostgresRegistryStore"]
 
-DDL = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS registry_jobs (
     job_id text PRIMARY KEY,
     tenant text NOT NULL,
@@ -93,28 +91,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12::jsonb, 
 RETURNING *"""
 
 
-class PostgresRegistryStore(RegistryStore):
+class PostgresRegistryStore(PostgresStore):
     """:class:`~fedbus_registry.store.RegistryStore` on PostgreSQL.
 
-    Connection trouble surfaces as :class:`~fedbus.errors.RetryableError`.
+    Build it with ``await PostgresRegistryStore.create(pool)`` (tables created if missing);
+    connection trouble surfaces as :class:`~fedbus.errors.RetryableError`.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def create(cls, pool: asyncpg.Pool) -> PostgresRegistryStore:
-        """Create the tables if needed and return the store."""
-        store = cls(pool)
-        async with store._connection() as conn:
-            await conn.execute(DDL)
-        return store
-
-    def _connection(self) -> AbstractAsyncContextManager[Any]:
-        return connection(self._pool)
+    DDL: ClassVar[str] = _TABLES
 
     async def save_job(self, job: JobInfo) -> None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO registry_jobs (job_id, tenant, spec) VALUES ($1, $2, $3::jsonb) "
@@ -125,7 +112,7 @@ class PostgresRegistryStore(RegistryStore):
             )
 
     async def job(self, job_id: str) -> JobInfo | None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT tenant, spec FROM registry_jobs WHERE job_id = $1", job_id
@@ -135,7 +122,7 @@ class PostgresRegistryStore(RegistryStore):
         return JobInfo(job_id, row["tenant"], JobSpec.model_validate_json(row["spec"]))
 
     async def save_round(self, job_id: str, record: RoundRecord) -> None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO registry_rounds (job_id, round, participants, metrics, global_model) "
@@ -150,7 +137,7 @@ class PostgresRegistryStore(RegistryStore):
             )
 
     async def rounds(self, job_id: str) -> list[RoundRecord]:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM registry_rounds WHERE job_id = $1 ORDER BY round", job_id
@@ -166,7 +153,7 @@ class PostgresRegistryStore(RegistryStore):
         ]
 
     async def save_completion(self, event: JobCompleted) -> None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO registry_completions (job_id, event) VALUES ($1, $2::jsonb) "
@@ -176,7 +163,7 @@ class PostgresRegistryStore(RegistryStore):
             )
 
     async def completion(self, job_id: str) -> JobCompleted | None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             raw = await conn.fetchval(
                 "SELECT event FROM registry_completions WHERE job_id = $1", job_id
@@ -184,7 +171,7 @@ class PostgresRegistryStore(RegistryStore):
         return None if raw is None else JobCompleted.model_validate_json(raw)
 
     async def register(self, new: NewVersion) -> tuple[ModelVersion, bool]:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         try:
             async with self._connection() as conn, conn.transaction():
                 existing = await conn.fetchrow(
@@ -203,11 +190,11 @@ class PostgresRegistryStore(RegistryStore):
             return found, False
 
     async def version_for_job(self, job_id: str) -> ModelVersion | None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         return await self._one("SELECT * FROM registry_versions WHERE job_id = $1", job_id)
 
     async def models(self, tenant: str) -> list[ModelSummary]:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT name, latest_version, updated_at FROM registry_models "
@@ -217,7 +204,7 @@ class PostgresRegistryStore(RegistryStore):
         return [ModelSummary(r["name"], r["latest_version"], r["updated_at"]) for r in rows]
 
     async def versions(self, tenant: str, name: str) -> list[ModelVersion]:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM registry_versions WHERE tenant = $1 AND name = $2 ORDER BY version",
@@ -227,7 +214,7 @@ class PostgresRegistryStore(RegistryStore):
         return [_version(row) for row in rows]
 
     async def version(self, tenant: str, name: str, number: int) -> ModelVersion | None:
-        """See :class:`RegistryStore`."""
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
         return await self._one(
             "SELECT * FROM registry_versions WHERE tenant = $1 AND name = $2 AND version = $3",
             tenant,
