@@ -20,7 +20,8 @@ from fedbus.events import (
     RoundCompleted,
     UpdateSubmitted,
 )
-from fedbus_accountant.store import InMemoryAccountantStore
+
+from .fakes import FakeAccountantStore
 
 REF = ModelRef(object_key="jobs/j/round-1/global/" + "a" * 64, size_bytes=10, sha256="a" * 64)
 LOCAL = DpUsage(noise_multiplier=1.1, sample_rate=0.05, steps=40, clipping_norm=1.0)
@@ -65,8 +66,8 @@ class Job:
 
 
 @pytest.fixture
-def store() -> InMemoryAccountantStore:
-    return InMemoryAccountantStore()
+def store() -> FakeAccountantStore:
+    return FakeAccountantStore()
 
 
 @pytest.fixture

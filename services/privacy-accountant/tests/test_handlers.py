@@ -8,8 +8,10 @@ from fedbus.bus import InMemoryBus
 from fedbus.errors import NonRetryableError
 from fedbus.events import ClientBudgetUpdated, DpUsage, PrivacyMode
 from fedbus.privacy import GaussianSteps, compute_epsilon, compute_epsilon_composed
-from fedbus_accountant.handlers import bind_handlers
-from fedbus_accountant.store import InMemoryAccountantStore
+from fedbus_accountant.deps import Deps
+from fedbus_accountant.handlers import HANDLERS
+
+from .fakes import FakeAccountantStore
 
 LOCAL = GaussianSteps(noise_multiplier=1.1, sample_rate=0.05, steps=40)
 CENTRAL = GaussianSteps(noise_multiplier=1.5, sample_rate=1.0, steps=1)
@@ -21,8 +23,8 @@ def eps(rounds: int, steps: GaussianSteps = LOCAL, delta: float = 1e-5) -> float
 
 
 @pytest.fixture
-def handlers(store: InMemoryAccountantStore):  # type: ignore[no-untyped-def]
-    return bind_handlers(store=store)
+def handlers(store: FakeAccountantStore):  # type: ignore[no-untyped-def]
+    return HANDLERS.bind(Deps(store=store))
 
 
 async def run_round(bus: InMemoryBus, job, round_: int, clients: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -187,9 +189,9 @@ def lifetimes(bus: InMemoryBus, client: str, dataset: str = "mnist") -> list[Cli
 async def test_a_clients_lifetime_spend_composes_its_jobs_on_the_same_dataset(
     make_job, published, bus
 ) -> None:
-    store = InMemoryAccountantStore()
+    store = FakeAccountantStore()
     cap = eps(3) * 1.01
-    handlers = bind_handlers(store=store, lifetime_epsilon=cap)
+    handlers = HANDLERS.bind(Deps(store=store, lifetime_epsilon=cap))
     first, second, elsewhere = make_job(), make_job(), make_job(dataset="cifar")
     for job in (first, second, elsewhere):
         await bus.publish(job.accepted())

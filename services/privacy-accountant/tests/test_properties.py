@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from fedbus.bus import InMemoryBus
 from fedbus.events import BudgetUpdated, DpUsage, Event
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
-from fedbus_accountant.handlers import bind_handlers
-from fedbus_accountant.store import InMemoryAccountantStore
+from fedbus_accountant.deps import Deps
+from fedbus_accountant.handlers import HANDLERS
+
+from .fakes import FakeAccountantStore
 
 CLIENTS = ["a", "b", "c"]
 
@@ -32,7 +34,7 @@ async def accounted(events: list[Event]) -> dict[int, BudgetUpdated]:
     """Deliver ``events`` to a fresh accountant; its budget.updated per round."""
     bus = InMemoryBus()
     await bus.publish_many(events)
-    await bus.drain(bind_handlers(store=InMemoryAccountantStore()))
+    await bus.drain(HANDLERS.bind(Deps(store=FakeAccountantStore())))
     return {e.round or 0: e for e in bus.events("budget.updated") if isinstance(e, BudgetUpdated)}
 
 

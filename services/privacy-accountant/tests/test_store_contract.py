@@ -15,13 +15,15 @@ from fedbus.events import BudgetStatus, BudgetUpdated, PrivacyBudget, PrivacyMod
 from fedbus.settings import load_settings
 from fedbus_accountant.accounting import JobBudget, Spending
 from fedbus_accountant.adapters import PostgresAccountantStore
-from fedbus_accountant.store import AccountantStore, InMemoryAccountantStore
+from fedbus_accountant.store import AccountantStore
+
+from .fakes import FakeAccountantStore
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[AccountantStore]:
     if request.param == "memory":
-        yield InMemoryAccountantStore()
+        yield FakeAccountantStore()
         return
     dsn = load_settings().postgres_dsn.get_secret_value()
     if not dsn:

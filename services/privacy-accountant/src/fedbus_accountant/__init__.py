@@ -14,9 +14,10 @@ from fedbus_accountant.accounting import (
     is_ready,
     ledger_entries,
 )
-from fedbus_accountant.handlers import HANDLERS, SOURCE, bind_handlers, budget_event
+from fedbus_accountant.deps import Deps
+from fedbus_accountant.handlers import HANDLERS, SOURCE, budget_event
 from fedbus_accountant.settings import AccountantSettings
-from fedbus_accountant.store import AccountantStore, InMemoryAccountantStore
+from fedbus_accountant.store import AccountantStore
 
 __all__ = [
     "HANDLERS",
@@ -24,10 +25,9 @@ __all__ = [
     "AccountantSettings",
     "AccountantStore",
     "BudgetFigures",
-    "InMemoryAccountantStore",
+    "Deps",
     "JobBudget",
     "Spending",
-    "bind_handlers",
     "budget_event",
     "counted_spendings",
     "figures_after_round",

@@ -9,13 +9,11 @@ become ready, in round order. A round's event is stored before it is returned; a
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Sequence
 
-from fedbus.bus import Handler
+from fedbus.bus import Routes, route
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
     BudgetStatus,
@@ -41,12 +39,12 @@ from fedbus_accountant.accounting import (
     figures_after_round,
     lifetime_of,
 )
+from fedbus_accountant.deps import Deps
 from fedbus_accountant.store import AccountantStore
 
 __all__ = [
     "HANDLERS",
     "SOURCE",
-    "bind_handlers",
     "budget_event",
     "client_budget_event",
     "on_job_accepted",
@@ -60,9 +58,7 @@ SOURCE = "privacy-accountant"
 _EVENT_IDS = uuid.UUID("8a4f2c1e-3b6d-4e7f-9a1b-2c3d4e5f6a7b")
 
 
-async def on_job_accepted(
-    event: JobAccepted, *, store: AccountantStore, lifetime_epsilon: float | None = None
-) -> list[Event]:
+async def on_job_accepted(event: JobAccepted, *, deps: Deps) -> list[Event]:
     """Remember a DP job's budget (jobs without DP are ignored).
 
     Raises
@@ -79,44 +75,36 @@ async def on_job_accepted(
         budget = JobBudget(
             event.job_id, privacy.mode, privacy.target_epsilon, privacy.delta, event.spec.dataset
         )
-        await store.save_budget(budget)
+        await deps.store.save_budget(budget)
         # Spendings that arrived before the job's dataset was known reach the lifetimes now.
-        charged = [c for s in await store.spendings(event.job_id) for c in s.clients]
-        lifetimes = await _lifetime_events(event, charged, store=store, cap=lifetime_epsilon)
-        return lifetimes + await _publish_ready(event, store=store)
+        charged = [c for s in await deps.store.spendings(event.job_id) for c in s.clients]
+        lifetimes = await _lifetime_events(event, charged, deps=deps)
+        return lifetimes + await _publish_ready(event, store=deps.store)
 
 
-async def on_update_submitted(
-    event: UpdateSubmitted, *, store: AccountantStore, lifetime_epsilon: float | None = None
-) -> list[Event]:
+async def on_update_submitted(event: UpdateSubmitted, *, deps: Deps) -> list[Event]:
     """Record a trainer's local-DP spending (keyed by the event id) for its round."""
     with log_context(job_id=event.job_id, round=event.round, client_id=event.client_id):
         if event.dp is None or event.dp.noise_multiplier == 0:
             # No DP facts, or clipping only (central DP): nothing spent by this update.
-            return await _publish_ready(event, store=store)
+            return await _publish_ready(event, store=deps.store)
         spending = _spending(event, (event.client_id,), event.dp, "local-dp")
-        if not await store.add_spending(spending):
+        if not await deps.store.add_spending(spending):
             log.info("update %s already in the ledger", event.event_id)
-        lifetimes = await _lifetime_events(
-            event, [event.client_id], store=store, cap=lifetime_epsilon
-        )
-        return lifetimes + await _publish_ready(event, store=store, asked=event.round)
+        lifetimes = await _lifetime_events(event, [event.client_id], deps=deps)
+        return lifetimes + await _publish_ready(event, store=deps.store, asked=event.round)
 
 
-async def on_round_completed(
-    event: RoundCompleted, *, store: AccountantStore, lifetime_epsilon: float | None = None
-) -> list[Event]:
+async def on_round_completed(event: RoundCompleted, *, deps: Deps) -> list[Event]:
     """Record the round's participants and its central-DP release, if any."""
     with log_context(job_id=event.job_id, round=event.round):
-        await store.save_round(event.job_id, event.round, event.participants)
+        await deps.store.save_round(event.job_id, event.round, event.participants)
         lifetimes: list[Event] = []
         if event.dp is not None and event.dp.noise_multiplier > 0:
             release = _spending(event, tuple(event.participants), event.dp, "central-dp")
-            await store.add_spending(release)
-            lifetimes = await _lifetime_events(
-                event, event.participants, store=store, cap=lifetime_epsilon
-            )
-        return lifetimes + await _publish_ready(event, store=store, asked=event.round)
+            await deps.store.add_spending(release)
+            lifetimes = await _lifetime_events(event, event.participants, deps=deps)
+        return lifetimes + await _publish_ready(event, store=deps.store, asked=event.round)
 
 
 def _spending(
@@ -162,15 +150,14 @@ async def _publish_ready(
     return out
 
 
-async def _lifetime_events(
-    cause: Event, clients: Sequence[str], *, store: AccountantStore, cap: float | None
-) -> list[Event]:
+async def _lifetime_events(cause: Event, clients: Sequence[str], *, deps: Deps) -> list[Event]:
     """A ``client.budget.updated`` per client charged by ``cause`` (once the job's dataset is
     known: until its ``job.accepted`` arrives, the spending waits in the ledger)."""
-    job = await store.budget(cause.job_id)
+    job = await deps.store.budget(cause.job_id)
     if job is None or not clients:
         return []
-    rows = await store.spendings_on_dataset(job.dataset)
+    rows = await deps.store.spendings_on_dataset(job.dataset)
+    cap = deps.lifetime_epsilon
     return [
         client_budget_event(job, lifetime_of(c, job.dataset, rows), cap=cap, cause=cause)
         for c in sorted(set(clients))
@@ -235,21 +222,9 @@ def _status(job: JobBudget, spent: float) -> BudgetStatus:
     )
 
 
-HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
-    JobAccepted: on_job_accepted,
-    UpdateSubmitted: on_update_submitted,
-    RoundCompleted: on_round_completed,
-}
-"""The routing table: event class -> handler (dependencies as keyword arguments)."""
-
-
-def bind_handlers(
-    *, store: AccountantStore, lifetime_epsilon: float | None = None
-) -> dict[type[Event], Handler]:
-    """:data:`HANDLERS` with their keyword dependencies bound, for ``ConsumerRunner``."""
-    deps = {"store": store, "lifetime_epsilon": lifetime_epsilon}
-    bound: dict[type[Event], Handler] = {}
-    for event_class, handler in HANDLERS.items():
-        wanted = inspect.signature(handler).parameters
-        bound[event_class] = partial(handler, **{k: v for k, v in deps.items() if k in wanted})
-    return bound
+HANDLERS = Routes[Deps](
+    route(JobAccepted, on_job_accepted),
+    route(UpdateSubmitted, on_update_submitted),
+    route(RoundCompleted, on_round_completed),
+)
+"""The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

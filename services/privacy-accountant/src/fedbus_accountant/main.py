@@ -12,15 +12,16 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
-from fedbus.bus import ConsumerRunner, EventProducer, PostgresIdempotencyStore, ensure_topics
-from fedbus.service import Service
+from fedbus.service import ServiceRuntime
 from fedbus.settings import load_settings
 from fedbus.telemetry import configure_logging
 from fedbus_accountant.adapters import PostgresAccountantStore, drop_state
-from fedbus_accountant.handlers import SOURCE, bind_handlers
+from fedbus_accountant.deps import Deps
+from fedbus_accountant.handlers import HANDLERS, SOURCE
 from fedbus_accountant.settings import AccountantSettings
 
 __all__ = ["main", "reset_state", "run"]
@@ -30,51 +31,35 @@ log = logging.getLogger(__name__)
 
 async def main(settings: AccountantSettings) -> None:
     """Run the accountant: consume job, update and round events, publish budgets."""
-    await ensure_topics(settings)
-    pool = await _pool(settings, size=4)
-    producer = EventProducer(settings, client_id=SOURCE)
-    try:
-        store = await PostgresAccountantStore.create(pool)
-        runner = ConsumerRunner(
-            settings,
-            group_id=settings.consumer_group,
-            handlers=bind_handlers(store=store, lifetime_epsilon=settings.client_lifetime_epsilon),
-            producer=producer,
-            idempotency=await PostgresIdempotencyStore.create(pool),
-        )
-        service = Service(SOURCE, settings)
-        await producer.start()
-        await runner.start()
-        service.add_readiness("kafka", lambda: True)
-        log.info("consuming %s as group %s", ", ".join(runner.topics), settings.consumer_group)
-        try:
-            await service.run(runner.run())
-        finally:
-            await runner.stop()
-    finally:
-        await producer.stop()
-        await pool.close()
+    async with ServiceRuntime.open(SOURCE, settings, pool_options=_in_schema(settings)) as rt:
+        # The schema must exist before the store (and the handled-event ids) make tables in it.
+        await _create_schema(rt.pool, settings)
+        store = await PostgresAccountantStore.create(rt.pool)
+        rt.watch("postgres", store.ping)
+        deps = Deps(store=store, lifetime_epsilon=settings.client_lifetime_epsilon)
+        await rt.run(HANDLERS, deps, group_id=settings.consumer_group)
 
 
 async def reset_state(settings: AccountantSettings) -> None:
     """Drop the accountant's tables (and its group's handled-event records)."""
-    pool = await _pool(settings, size=1)
+    dsn = settings.postgres_dsn.get_secret_value()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, **_in_schema(settings))
     try:
+        await _create_schema(pool, settings)
         await drop_state(pool, consumer_group=settings.consumer_group)
     finally:
         await pool.close()
     log.info("accountant state dropped (group %s forgotten)", settings.consumer_group)
 
 
-async def _pool(settings: AccountantSettings, *, size: int) -> asyncpg.Pool:
-    """A pool whose connections find (and create) tables in the accountant's schema."""
+def _in_schema(settings: AccountantSettings) -> dict[str, Any]:
+    """Pool options whose connections find (and create) tables in the accountant's schema."""
+    return {"server_settings": {"search_path": settings.accountant_schema}}
+
+
+async def _create_schema(pool: asyncpg.Pool, settings: AccountantSettings) -> None:
     schema = settings.accountant_schema  # validated as a plain identifier
-    dsn = settings.postgres_dsn.get_secret_value()
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings={"search_path": schema}
-    )
     await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    return pool
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -7,21 +7,19 @@ new consumer group rebuilds the same numbers from the topics.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 
 from fedbus.events import BudgetUpdated, PrivacyMode
-from fedbus.postgres import connection
+from fedbus.postgres import PostgresStore
 from fedbus_accountant.accounting import JobBudget, Spending
-from fedbus_accountant.store import AccountantStore
 
 __all__ = ["TABLES", "PostgresAccountantStore", "drop_state"]
 
 TABLES = ("accountant_budgets", "accountant_ledger", "accountant_rounds", "accountant_published")
 
-DDL = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS accountant_budgets (
     job_id text PRIMARY KEY,
     mode text NOT NULL,
@@ -76,28 +74,18 @@ async def drop_state(pool: asyncpg.Pool, *, consumer_group: str | None = None) -
             )
 
 
-class PostgresAccountantStore(AccountantStore):
+class PostgresAccountantStore(PostgresStore):
     """:class:`~fedbus_accountant.store.AccountantStore` on PostgreSQL.
 
-    Connection trouble surfaces as :class:`~fedbus.errors.RetryableError`.
+    Build it with ``await PostgresAccountantStore.create(pool)`` (tables created if missing, in
+    the first schema of the pool's ``search_path``); connection trouble surfaces as
+    :class:`~fedbus.errors.RetryableError`.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def create(cls, pool: asyncpg.Pool) -> PostgresAccountantStore:
-        """Create the tables if needed and return the store."""
-        store = cls(pool)
-        async with store._connection() as conn:
-            await conn.execute(DDL)
-        return store
-
-    def _connection(self) -> AbstractAsyncContextManager[Any]:
-        return connection(self._pool)
+    DDL: ClassVar[str] = _TABLES
 
     async def save_budget(self, budget: JobBudget) -> None:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO accountant_budgets (job_id, mode, target_epsilon, delta, dataset) "
@@ -110,7 +98,7 @@ class PostgresAccountantStore(AccountantStore):
             )
 
     async def budget(self, job_id: str) -> JobBudget | None:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             row = await conn.fetchrow("SELECT * FROM accountant_budgets WHERE job_id = $1", job_id)
         if row is None:
@@ -121,7 +109,7 @@ class PostgresAccountantStore(AccountantStore):
         )  # fmt: skip
 
     async def add_spending(self, spending: Spending) -> bool:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             inserted = await conn.fetchval(
                 f"INSERT INTO accountant_ledger ({_SPENDING_COLUMNS}) "  # noqa: S608
@@ -139,7 +127,7 @@ class PostgresAccountantStore(AccountantStore):
         return bool(inserted)
 
     async def spendings(self, job_id: str) -> list[Spending]:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         return await self._spendings(
             f"SELECT {_SPENDING_COLUMNS} FROM accountant_ledger "  # noqa: S608
             "WHERE job_id = $1 ORDER BY round, event_id",
@@ -147,7 +135,7 @@ class PostgresAccountantStore(AccountantStore):
         )
 
     async def spendings_on_dataset(self, dataset: str) -> list[Spending]:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         columns = ", ".join(f"l.{c.strip()}" for c in _SPENDING_COLUMNS.split(","))
         return await self._spendings(
             f"SELECT {columns} FROM accountant_ledger l "  # noqa: S608
@@ -162,7 +150,7 @@ class PostgresAccountantStore(AccountantStore):
         return [_spending(r) for r in rows]
 
     async def save_round(self, job_id: str, round_: int, participants: Sequence[str]) -> None:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO accountant_rounds (job_id, round, participants) VALUES ($1, $2, $3) "
@@ -173,7 +161,7 @@ class PostgresAccountantStore(AccountantStore):
             )
 
     async def rounds(self, job_id: str) -> dict[int, tuple[str, ...]]:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT round, participants FROM accountant_rounds WHERE job_id = $1 "
@@ -183,7 +171,7 @@ class PostgresAccountantStore(AccountantStore):
         return {r["round"]: tuple(r["participants"]) for r in rows}
 
     async def publish(self, event: BudgetUpdated) -> BudgetUpdated:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         round_ = event.round if event.round is not None else 0
         async with self._connection() as conn, conn.transaction():
             await conn.execute(
@@ -201,7 +189,7 @@ class PostgresAccountantStore(AccountantStore):
         return BudgetUpdated.model_validate_json(raw)
 
     async def published(self, job_id: str) -> dict[int, BudgetUpdated]:
-        """See :class:`AccountantStore`."""
+        """See :class:`~fedbus_accountant.store.AccountantStore`."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT round, event FROM accountant_published WHERE job_id = $1 ORDER BY round",
