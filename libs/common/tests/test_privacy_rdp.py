@@ -155,6 +155,56 @@ def test_unreachable_target_raises() -> None:
         noise_multiplier_for(target_epsilon=1e-9, delta=1e-5, sample_rate=1.0, steps=10**6)
 
 
+@pytest.mark.parametrize(
+    ("q", "sigma", "steps", "delta", "opacus_epsilon"),
+    [
+        (1e-9, 1.0, 100_000, 1e-5, 0.17029122270338343),
+        (1e-7, 2.0, 1_000, 1e-5, 0.10286725130080138),
+        (1e-6, 1.0, 100_000, 1e-5, 0.27830491409412633),
+        (0.01, 0.8, 10, 1e-6, 2.221013350703249),
+        (1.0, 5.0, 3, 1e-5, 1.445621967952188),
+    ],
+)
+def test_epsilon_equals_opacus_at_tiny_and_ordinary_rates(
+    q: float, sigma: float, steps: int, delta: float, opacus_epsilon: float
+) -> None:
+    # opacus 1.6.0: get_privacy_spent(orders=DEFAULT_ALPHAS, rdp=compute_rdp(q=q,
+    # noise_multiplier=sigma, steps=steps, orders=DEFAULT_ALPHAS), delta=delta)[0].
+    # dp-accounting's KL shortcut said 0.0 for the first two.
+    epsilon = compute_epsilon(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta)
+
+    assert epsilon == pytest.approx(opacus_epsilon, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "steps"), [(0.0, 100), (0.1, 0), (0.0, 0)], ids=["rate-0", "steps-0", "both"]
+)
+def test_noise_multiplier_for_refuses_a_mechanism_that_spends_nothing(
+    sample_rate: float, steps: int
+) -> None:
+    # Epsilon is 0 at every sigma: the search used to halve sigma for ever.
+    with pytest.raises(InvalidPrivacyParameterError, match="spend no privacy"):
+        noise_multiplier_for(target_epsilon=1.0, delta=1e-5, sample_rate=sample_rate, steps=steps)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sample_rate": 1.5, "steps": 10, "delta": 1e-5},
+        {"sample_rate": 0.1, "steps": -1, "delta": 1e-5},
+        {"sample_rate": 0.1, "steps": 10, "delta": 0.0},
+        {"sample_rate": math.nan, "steps": 10, "delta": 1e-5},
+        {"sample_rate": 0.1, "steps": 10, "delta": 1e-5, "target_epsilon": 0.0},
+        {"sample_rate": 0.1, "steps": 10, "delta": 1e-5, "orders": [1.0, 2.0]},
+    ],
+)
+def test_noise_multiplier_for_rejects_impossible_inputs(kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {"target_epsilon": 1.0, **kwargs}
+    with pytest.raises(InvalidPrivacyParameterError) as caught:
+        noise_multiplier_for(**args)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+
+
 @FAST
 @given(
     sigma=st.floats(min_value=0.5, max_value=5.0),

@@ -17,7 +17,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import dp_accounting  # type: ignore[import-untyped]
 import numpy as np
 from numpy.typing import NDArray
 
@@ -103,18 +102,32 @@ def rdp_to_epsilon(
 ) -> tuple[float, float]:
     """Convert RDP values to (epsilon, delta)-DP (Balle et al. 2020, Theorem 21).
 
+    The formula of Opacus's ``get_privacy_spent``, order by order, with two edges
+    Opacus's accountant has too: an RDP of zero at every order is no mechanism at all
+    (epsilon 0, as for an empty history), and epsilon is never below zero.
+
     Returns
     -------
     tuple of float
         The smallest epsilon over the orders and the order that achieves it.
     """
     _check_delta(delta)
-    order_list = [float(order) for order in orders]
-    rdp_list = [float(value) for value in rdp]
-    if len(order_list) != len(rdp_list):
+    order_arr = np.asarray(_check_orders(orders), dtype=np.float64)
+    rdp_arr = np.asarray([float(value) for value in rdp], dtype=np.float64)
+    if len(order_arr) != len(rdp_arr):
         raise InvalidPrivacyParameterError("orders and rdp must have the same length")
-    epsilon, order = dp_accounting.rdp.compute_epsilon(order_list, rdp_list, delta)
-    return float(epsilon), float(order)
+    if not np.any(rdp_arr):
+        return 0.0, float(order_arr[0])
+    with np.errstate(invalid="ignore"):  # inf - inf at an order without privacy: NaN, skipped
+        eps = (
+            rdp_arr
+            - (math.log(delta) + np.log(order_arr)) / (order_arr - 1)
+            + np.log((order_arr - 1) / order_arr)
+        )
+    if np.isnan(eps).all():
+        return math.inf, math.nan
+    best = int(np.nanargmin(eps))
+    return max(0.0, float(eps[best])), float(order_arr[best])
 
 
 def compute_epsilon(
@@ -175,11 +188,23 @@ def noise_multiplier_for(
 
     Raises
     ------
+    InvalidPrivacyParameterError
+        If the inputs are out of range, or if ``steps`` or ``sample_rate`` is 0: no record
+        is ever used, every noise multiplier spends epsilon 0, and none is the answer.
     UnreachableTargetError
         If even a noise multiplier of 1e6 spends more than the target.
     """
     if not target_epsilon > 0 or not epsilon_tolerance > 0:
         raise InvalidPrivacyParameterError("target_epsilon and epsilon_tolerance must be > 0")
+    _check_mechanism(noise_multiplier=0.0, sample_rate=sample_rate, steps=steps)
+    _check_delta(delta)
+    _check_orders(orders)
+    if steps == 0 or sample_rate == 0:
+        # The bisection below would halve forever: epsilon is 0 for every sigma.
+        raise InvalidPrivacyParameterError(
+            f"no noise multiplier to find: steps={steps} and sample_rate={sample_rate}"
+            " spend no privacy at any noise (both must be > 0)"
+        )
 
     def epsilon_at(sigma: float) -> float:
         return compute_epsilon(
