@@ -1,4 +1,4 @@
-"""Fakes for the gateway's ports and an HTTP client on the app (no Kafka, no PostgreSQL)."""
+"""The app over the gateway's fakes, with an HTTP client on it (no Kafka, no PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from fedbus_gateway import (
     create_app,
     key_sha256,
 )
-from fedbus_gateway.adapters import InMemoryJobStore, RegistryClient
+from fedbus_gateway.adapters import RegistryClient
+
+from .fakes import FakeClock, FakeJobStore, FakeRegistry
 
 ALL = [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.MODELS_READ]
 KEYS = {
@@ -33,50 +35,12 @@ KEYS = {
 
 
 @dataclass
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakeRegistry:
-    """The registry's read API behind an httpx MockTransport; records what it was asked."""
-
-    models: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    requests: list[httpx.Request] = field(default_factory=list)
-    down: bool = False
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        tenant = request.url.params.get("tenant", "")
-        parts = request.url.path.strip("/").split("/")  # v1 models [name versions [v]]
-        if len(parts) == 2:
-            names = sorted({n for t, n in self.models if t == tenant})
-            return httpx.Response(200, json={"models": [{"name": n} for n in names]})
-        versions = self.models.get((tenant, parts[2]))
-        if versions is None:
-            return httpx.Response(404, json={"detail": f"no model '{parts[2]}'"})
-        if len(parts) == 4:
-            return httpx.Response(200, json={"versions": versions})
-        match = [v for v in versions if v["version"] == int(parts[4])]
-        if not match:
-            return httpx.Response(404, json={"detail": f"no version {parts[4]}"})
-        return httpx.Response(200, json=match[0])
-
-
-@dataclass
 class Env:
     """The app with its fakes."""
 
     gateway: Gateway
     bus: InMemoryBus
-    jobs: InMemoryJobStore
+    jobs: FakeJobStore
     hub: JobEventHub
     registry: FakeRegistry
     clock: FakeClock
@@ -106,7 +70,7 @@ def key_configs() -> list[ApiKeyConfig]:
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     bus, jobs, hub, fake, clock = (
-        InMemoryBus(), InMemoryJobStore(), JobEventHub(), FakeRegistry(), FakeClock()
+        InMemoryBus(), FakeJobStore(), JobEventHub(), FakeRegistry(), FakeClock()
     )  # fmt: skip
     registry = RegistryClient("http://registry.test", transport=httpx.MockTransport(fake.handle))
     gateway = Gateway(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from .conftest import Env
 
 
 async def test_no_key_is_401_saying_how_to_send_one(env: Env) -> None:

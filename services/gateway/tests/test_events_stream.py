@@ -18,10 +18,11 @@ from fedbus.events import (
     Progress,
     RoundCompleted,
 )
-from fedbus_gateway.handlers import bind_handlers
+from fedbus_gateway.deps import Deps
+from fedbus_gateway.handlers import HANDLERS
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from .conftest import Env
 
 Spec = Callable[..., dict[str, Any]]
 MODEL = ModelRef(object_key="jobs/j/round-1/global/ab", size_bytes=10, sha256="ab" * 32)
@@ -63,7 +64,7 @@ async def test_stream_delivers_a_jobs_events_and_ends_on_job_completed(
     env: Env, spec: Spec
 ) -> None:
     job_id = await _submit(env, spec)
-    handlers = bind_handlers(jobs=env.jobs, hub=env.hub)
+    handlers = HANDLERS.bind(Deps(jobs=env.jobs, hub=env.hub))
     other_job = Progress.create(source="t", job_id="another", phase=Phase.QUEUED, message="x")
 
     async def feed() -> None:

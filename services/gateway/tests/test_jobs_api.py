@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fedbus.events import JobAccepted, JobCancelRequested, JobRequested, JobSpec
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from .conftest import Env
 
 Spec = Callable[..., dict[str, Any]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from .conftest import Env
 
 VERSION = {"name": "mlp-digits", "version": 1, "sha256": "ab" * 32, "download_url": "http://x/y"}
 

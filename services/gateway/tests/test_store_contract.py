@@ -30,8 +30,10 @@ from fedbus.events import (
 )
 from fedbus.settings import load_settings
 from fedbus_gateway import JobStore, JobView, ViewStatus
-from fedbus_gateway.adapters import InMemoryJobStore, PostgresJobStore
+from fedbus_gateway.adapters import PostgresJobStore
 from fedbus_gateway.jobs import new_view
+
+from .fakes import FakeJobStore
 
 SPEC = JobSpec.model_validate(
     {"mode": "federated", "model": "mlp", "dataset": "digits", "rounds": 2, "seed": 7}
@@ -223,10 +225,10 @@ def _budget(job_id: str, rnd: int, clients: dict[str, float]) -> BudgetUpdated:
     )  # fmt: skip
 
 
-class TestInMemoryJobStore(JobStoreContract):
+class TestFakeJobStore(JobStoreContract):
     @pytest.fixture
     def store(self) -> JobStore:
-        return InMemoryJobStore()
+        return FakeJobStore()
 
 
 @pytest.mark.integration

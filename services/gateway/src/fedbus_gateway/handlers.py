@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-from fedbus.bus import Handler
+from fedbus.bus import Routes, route
 from fedbus.events import (
     BudgetUpdated,
     Event,
@@ -18,48 +16,38 @@ from fedbus.events import (
     RoundStarted,
 )
 from fedbus.telemetry import log_context
-from fedbus_gateway.fanout import JobEventHub
-from fedbus_gateway.store import JobStore
+from fedbus_gateway.deps import Deps
 
-__all__ = ["CONSUMED", "bind_handlers", "on_job_event", "on_progress"]
-
-READ_MODEL_EVENTS: tuple[type[Event], ...] = (
-    JobRequested,
-    JobAccepted,
-    JobRejected,
-    JobCompleted,
-    JobFailed,
-    RoundStarted,
-    RoundCompleted,
-    BudgetUpdated,
-)
-CONSUMED: tuple[type[Event], ...] = (*READ_MODEL_EVENTS, Progress)
-"""Every event type the gateway consumes (its topics)."""
+__all__ = ["HANDLERS", "on_job_event", "on_progress"]
 
 
-async def on_job_event(event: Event, *, jobs: JobStore, hub: JobEventHub) -> Sequence[Event]:
+async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
     """Update the job's view, then pass the event to the job's live streams."""
     with log_context(job_id=event.job_id, event_type=event.type):
-        await jobs.apply(event)
-        hub.publish(event)
+        await deps.jobs.apply(event)
+        deps.hub.publish(event)
     return []
 
 
-async def on_progress(event: Progress, *, hub: JobEventHub) -> Sequence[Event]:
+async def on_progress(event: Progress, *, deps: Deps) -> list[Event]:
     """Progress is not kept; live streams get it."""
-    hub.publish(event)
+    deps.hub.publish(event)
     return []
 
 
-def bind_handlers(*, jobs: JobStore, hub: JobEventHub) -> Mapping[type[Event], Handler]:
-    """The routing table with the dependencies bound."""
+HANDLERS = Routes[Deps](
+    route(JobRequested, on_job_event),
+    route(JobAccepted, on_job_event),
+    route(JobRejected, on_job_event),
+    route(JobCompleted, on_job_event),
+    route(JobFailed, on_job_event),
+    route(RoundStarted, on_job_event),
+    route(RoundCompleted, on_job_event),
+    route(BudgetUpdated, on_job_event),
+    route(Progress, on_progress),
+)
+"""The routing table: every event the gateway consumes (its topics) -> handler.
 
-    async def job_event(event: Event) -> Sequence[Event]:
-        return await on_job_event(event, jobs=jobs, hub=hub)
-
-    async def progress(event: Progress) -> Sequence[Event]:
-        return await on_progress(event, hub=hub)
-
-    table: dict[type[Event], Handler] = dict.fromkeys(READ_MODEL_EVENTS, job_event)
-    table[Progress] = progress
-    return table
+The job events fold into the read model (:func:`on_job_event` takes any event: the view's
+``apply`` knows each type); progress only reaches the live streams.
+"""

@@ -1,4 +1,4 @@
-"""The read-model port: where job views live (PostgreSQL in production, memory in tests)."""
+"""The read-model port: where job views live (PostgreSQL in production, a fake in tests)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""Adapters of the gateway's ports: PostgreSQL and in-memory job stores, the registry client."""
+"""Adapters of the gateway's ports: the PostgreSQL job store, the registry client."""
 
-from fedbus_gateway.adapters.memory import InMemoryJobStore
 from fedbus_gateway.adapters.postgres import PostgresJobStore
 from fedbus_gateway.adapters.registry import RegistryClient, RegistryUnavailableError
 
-__all__ = ["InMemoryJobStore", "PostgresJobStore", "RegistryClient", "RegistryUnavailableError"]
+__all__ = ["PostgresJobStore", "RegistryClient", "RegistryUnavailableError"]

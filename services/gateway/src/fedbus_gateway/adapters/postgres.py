@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 
 from fedbus.events import Event
+from fedbus.postgres import PostgresStore
 from fedbus_gateway.jobs import JobView, ViewStatus, apply
 
 __all__ = ["PostgresJobStore"]
 
-DDL = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS gateway_jobs (
     job_id text PRIMARY KEY,
     tenant text NOT NULL,
@@ -52,29 +53,18 @@ ON CONFLICT (job_id) DO UPDATE SET
 """  # noqa: S608 - only constant column names are interpolated
 
 
-class PostgresJobStore:
-    """Job views in table ``gateway_jobs``; see :class:`fedbus_gateway.store.JobStore`."""
+class PostgresJobStore(PostgresStore):
+    """Job views in table ``gateway_jobs``; see :class:`fedbus_gateway.store.JobStore`.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    Build it with ``await PostgresJobStore.create(pool)`` (tables created if missing);
+    connection trouble surfaces as :class:`~fedbus.errors.RetryableError`.
+    """
 
-    @classmethod
-    async def create(cls, pool: asyncpg.Pool) -> PostgresJobStore:
-        """Create the tables if needed and return the store."""
-        async with pool.acquire() as conn:
-            await conn.execute(DDL)
-        return cls(pool)
-
-    async def ping(self) -> bool:
-        """True when PostgreSQL answers."""
-        try:
-            return bool(await self._pool.fetchval("SELECT 1", timeout=2.0) == 1)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
+    DDL: ClassVar[str] = _TABLES
 
     async def claim(self, view: JobView) -> JobView:
         """See :class:`~fedbus_gateway.store.JobStore`."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             existing = await self._by_key(conn, view) or await self._get(conn, view.job_id)
             if existing is not None:
                 return existing
@@ -90,29 +80,32 @@ class PostgresJobStore:
 
     async def forget(self, job_id: str) -> None:
         """See :class:`~fedbus_gateway.store.JobStore`."""
-        await self._pool.execute("DELETE FROM gateway_jobs WHERE job_id = $1", job_id)
+        async with self._connection() as conn:
+            await conn.execute("DELETE FROM gateway_jobs WHERE job_id = $1", job_id)
 
     async def get(self, job_id: str) -> JobView | None:
         """See :class:`~fedbus_gateway.store.JobStore`."""
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             return await self._get(conn, job_id)
 
     async def list(
         self, tenant: str, *, status: ViewStatus | None = None, limit: int = 100
     ) -> list[JobView]:
         """See :class:`~fedbus_gateway.store.JobStore`."""
-        rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM gateway_jobs WHERE tenant = $1 "  # noqa: S608
-            "AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, job_id DESC LIMIT $3",
-            tenant,
-            status.value if status is not None else None,
-            limit,
-        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM gateway_jobs WHERE tenant = $1 "  # noqa: S608
+                "AND ($2::text IS NULL OR status = $2) "
+                "ORDER BY created_at DESC, job_id DESC LIMIT $3",
+                tenant,
+                status.value if status is not None else None,
+                limit,
+            )
         return [_view(r) for r in rows]
 
     async def apply(self, event: Event) -> JobView | None:
         """See :class:`~fedbus_gateway.store.JobStore`."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             current = await self._get(conn, event.job_id, lock=True)
             view = apply(current, event)
             if view is None or view == current:

@@ -1,15 +1,23 @@
-"""An in-memory job store with the PostgreSQL store's behaviour (unit tests, demos)."""
+"""In-memory fakes of the gateway's ports, for its unit tests (never shipped in the wheel)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 from fedbus.events import Event
 from fedbus_gateway.jobs import JobView, ViewStatus, apply
 
-__all__ = ["InMemoryJobStore"]
+__all__ = ["FakeClock", "FakeJobStore", "FakeRegistry"]
 
 
-class InMemoryJobStore:
-    """Job views in a dict; see :class:`fedbus_gateway.store.JobStore`."""
+class FakeJobStore:
+    """Job views in a dict, with the PostgreSQL store's behaviour.
+
+    See :class:`~fedbus_gateway.store.JobStore`.
+    """
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobView] = {}
@@ -55,3 +63,41 @@ class InMemoryJobStore:
             if job.job_id != view.job_id and view.idempotency_key is not None and same_key:
                 return view.model_copy(update={"idempotency_key": None})
         return view
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeRegistry:
+    """The registry's read API behind an httpx MockTransport; records what it was asked."""
+
+    models: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+    down: bool = False
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        tenant = request.url.params.get("tenant", "")
+        parts = request.url.path.strip("/").split("/")  # v1 models [name versions [v]]
+        if len(parts) == 2:
+            names = sorted({n for t, n in self.models if t == tenant})
+            return httpx.Response(200, json={"models": [{"name": n} for n in names]})
+        versions = self.models.get((tenant, parts[2]))
+        if versions is None:
+            return httpx.Response(404, json={"detail": f"no model '{parts[2]}'"})
+        if len(parts) == 4:
+            return httpx.Response(200, json={"versions": versions})
+        match = [v for v in versions if v["version"] == int(parts[4])]
+        if not match:
+            return httpx.Response(404, json={"detail": f"no version {parts[4]}"})
+        return httpx.Response(200, json=match[0])
