@@ -12,7 +12,7 @@ import pytest
 
 from fedbus_cli import main
 from fedbus_cli.commands import _gateway
-from fedbus_cli.commands._gateway import SseFrame, parse_sse
+from fedbus_cli.commands._gateway import GatewayClient
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "federated-digits.yaml"
@@ -180,9 +180,25 @@ def test_watch_of_a_failed_job_exits_1_with_the_reason(
     assert "too_few_clients: round 2: 1 of min 2 reported" in out
 
 
-def test_parse_sse_joins_data_lines_and_skips_comments() -> None:
-    lines = iter([": ping", "event: progress", 'data: {"a":', "data: 1}", "", "data: x", ""])
+def test_event_stream_joins_data_lines_and_skips_comments_and_pings() -> None:
+    # As sse-starlette sends it: ids on events, a keep-alive comment between them.
+    body = (
+        ': ping\r\n\r\nevent: progress\r\nid: e1\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+        ": ping - 2025-03-14 09:30:00\r\n\r\ndata: x\r\n\r\n"
+    )
+    stream = httpx.MockTransport(
+        lambda _: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    )
+    client = GatewayClient("http://gw.test", "k", transport=stream)
 
-    frames = list(parse_sse(lines))
+    frames = [(frame.event, frame.data) for frame in client.events(JOB)]
 
-    assert frames == [SseFrame("progress", '{"a":\n1}'), SseFrame("message", "x")]
+    assert frames == [("progress", '{"a":\n1}'), ("message", "x")]
+
+
+def test_a_stream_that_is_not_an_event_stream_is_a_gateway_error() -> None:
+    html = httpx.MockTransport(lambda _: httpx.Response(200, text="<html>proxy login</html>"))
+    client = GatewayClient("http://gw.test", "k", transport=html)
+
+    with pytest.raises(_gateway.GatewayError, match="event stream"):
+        list(client.events(JOB))

@@ -7,25 +7,29 @@ Settings: ``FEDBUS_GATEWAY_URL`` and ``FEDBUS_API_KEY`` (environment or ``.env``
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
 from pydantic import SecretStr
 
 from fedbus.settings import FedbusSettings, load_settings
 
 __all__ = [
     "CliGatewaySettings",
+    "GatewayAction",
     "GatewayClient",
     "GatewayError",
-    "SseFrame",
     "add_connection_flags",
     "client_from_args",
-    "parse_sse",
+    "run_with_client",
 ]
 
+
+GatewayAction = Callable[["GatewayClient", argparse.Namespace], int]
+"""A command's body: it calls the gateway through the client and returns the exit code."""
 
 TRANSPORT: httpx.BaseTransport | None = None
 """The transport every client uses; None is the network (tests put a fake gateway here)."""
@@ -40,36 +44,6 @@ class CliGatewaySettings(FedbusSettings):
 
 class GatewayError(Exception):
     """The gateway refused a call or could not be reached; the message says why."""
-
-
-@dataclass(frozen=True)
-class SseFrame:
-    """One Server-Sent Event: its ``event`` name and ``data`` text."""
-
-    event: str
-    data: str
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[SseFrame]:
-    """Frames of an SSE stream given line by line (comments and pings skipped)."""
-    event, data = "message", list[str]()
-    for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield SseFrame(event, "\n".join(data))
-            event, data = "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        yield SseFrame(event, "\n".join(data))
 
 
 class GatewayClient:
@@ -104,16 +78,23 @@ class GatewayClient:
             raise GatewayError(_explain(response))
         return response.json()
 
-    def events(self, job_id: str) -> Iterator[SseFrame]:
-        """Follow ``GET /v1/jobs/{id}/events`` until the server ends the stream."""
+    def events(self, job_id: str) -> Iterator[ServerSentEvent]:
+        """Follow ``GET /v1/jobs/{id}/events`` until the server ends the stream.
+
+        Yields the events that carry data: httpx-sse also dispatches the blank line after a
+        keep-alive comment as an empty event once the stream has sent an ``id``.
+        """
+        url = f"/v1/jobs/{job_id}/events"
         try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
-                if response.is_error:
-                    response.read()
-                    raise GatewayError(_explain(response))
-                yield from parse_sse(response.iter_lines())
+            with connect_sse(self._http, "GET", url, timeout=None) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    raise GatewayError(_explain(source.response))
+                yield from (sse for sse in source.iter_sse() if sse.data)
         except httpx.TransportError as exc:
             raise GatewayError(f"lost the event stream of job {job_id}: {exc}") from exc
+        except SSEError as exc:
+            raise GatewayError(f"the gateway did not answer with an event stream: {exc}") from exc
 
     def download(self, url: str) -> Iterator[bytes]:
         """The bytes at ``url`` (a presigned link: sent without the API key)."""
@@ -148,3 +129,19 @@ def client_from_args(args: argparse.Namespace) -> GatewayClient:
     settings = load_settings(CliGatewaySettings)
     key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     return GatewayClient(args.gateway or settings.gateway_url, key, transport=TRANSPORT)
+
+
+def run_with_client(args: argparse.Namespace, action: GatewayAction) -> int:
+    """Run ``action`` with a client from ``args``; a :class:`GatewayError` exits 2.
+
+    The one runner of every gateway command: the error is printed as ``error: ...`` on
+    stderr and the client is closed whatever happens.
+    """
+    client = client_from_args(args)
+    try:
+        return action(client, args)
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()

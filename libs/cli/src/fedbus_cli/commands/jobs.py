@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from fedbus_cli.commands._gateway import (
     GatewayClient,
     GatewayError,
     add_connection_flags,
-    client_from_args,
+    run_with_client,
 )
 
 __all__ = ["register"]
@@ -52,18 +51,6 @@ def register(subparsers: Any) -> None:
         add_connection_flags(parser)
 
 
-def _run(args: argparse.Namespace, action: Any) -> int:
-    client = client_from_args(args)
-    try:
-        code: int = action(client, args)
-        return code
-    except GatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        client.close()
-
-
 def load_spec(path: Path) -> tuple[dict[str, Any], str | None]:
     """The JobSpec (validated) and optional ``idempotency_key`` of a spec YAML file."""
     import yaml
@@ -98,7 +85,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(reply["job_id"])
         return follow(client, reply["job_id"]) if args.watch else 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -117,7 +104,7 @@ def _list(args: argparse.Namespace) -> int:
                   f"{job['created_at']}")  # fmt: skip
         return 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -125,7 +112,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(client.request("GET", f"/v1/jobs/{args.job_id}"), indent=2))
         return 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -135,11 +122,11 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"cancellation of job {args.job_id} requested")
         return 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _watch(args: argparse.Namespace) -> int:
-    return _run(args, lambda client, args: follow(client, args.job_id))
+    return run_with_client(args, lambda client, args: follow(client, args.job_id))
 
 
 def follow(client: GatewayClient, job_id: str) -> int:

@@ -13,7 +13,7 @@ from fedbus_cli.commands._gateway import (
     GatewayClient,
     GatewayError,
     add_connection_flags,
-    client_from_args,
+    run_with_client,
 )
 
 __all__ = ["register", "version_sha256"]
@@ -39,18 +39,6 @@ def register(subparsers: Any) -> None:
         add_connection_flags(parser)
 
 
-def _run(args: argparse.Namespace, action: Any) -> int:
-    client = client_from_args(args)
-    try:
-        code: int = action(client, args)
-        return code
-    except GatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        client.close()
-
-
 def _list(args: argparse.Namespace) -> int:
     def act(client: GatewayClient, args: argparse.Namespace) -> int:
         body = client.request("GET", "/v1/models")
@@ -63,7 +51,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{model.get('name', '?'):<32}  {latest!s:>6}  {model.get('updated_at', '')}")
         return 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _versions(args: argparse.Namespace) -> int:
@@ -80,7 +68,7 @@ def _versions(args: argparse.Namespace) -> int:
                   f"{v.get('rounds', '?')!s:>6}  {acc:>8}  {v.get('job_id', '')}")  # fmt: skip
         return 0
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def version_sha256(version: dict[str, Any]) -> str | None:
@@ -101,7 +89,7 @@ def _download(args: argparse.Namespace) -> int:
             raise GatewayError("the registry's answer has no download_url or SHA-256")
         return _fetch(client, url, expected, args.output)
 
-    return _run(args, act)
+    return run_with_client(args, act)
 
 
 def _fetch(client: GatewayClient, url: str, expected: str, output: Path) -> int:
