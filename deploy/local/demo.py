@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer
+from httpx_sse import connect_sse
 
 from fedbus.bus import ensure_topics, reset_group_to_end
 from fedbus.events import TrainerHeartbeat, decode, load_topics
@@ -228,20 +229,18 @@ def follow(
     url = f"http://127.0.0.1:{GATEWAY_PORT}/v1/jobs/{job_id}"
     for _ in range(20):
         final: dict[str, Any] = {}
-        with http.stream(
-            "GET", f"{url}/events", headers=headers, timeout=httpx.Timeout(10, read=600)
-        ) as stream:
+        with connect_sse(
+            http, "GET", f"{url}/events", headers=headers, timeout=httpx.Timeout(10, read=600)
+        ) as source:
+            stream = source.response
             if stream.status_code != 200:
                 say(f"event stream refused: {stream.status_code} {stream.read().decode()}")
                 time.sleep(1)
                 continue
-            kind = ""
-            for line in stream.iter_lines():
+            for sse in source.iter_sse():
                 procs.check()
-                if line.startswith("event:"):
-                    kind = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and kind:
-                    final = show(kind, json.loads(line.split(":", 1)[1]), rounds) or final
+                if sse.data:  # a keep-alive comment dispatches as an event without data
+                    final = show(sse.event, sse.json(), rounds) or final
         if final:
             return final
         status = http.get(url, headers=headers).json()
