@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from fedbus.bus import EventProducer
 from fedbus.events import (
@@ -102,14 +103,11 @@ async def _read_stream(
     frames: list[tuple[str, dict[str, Any]]],
     opened: asyncio.Event,
 ) -> None:
-    async with client.stream("GET", path, headers=headers, timeout=60) as response:
-        assert response.status_code == 200
-        name = "message"
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                name = line.partition(":")[2].strip()
-            elif line.startswith("data:"):
-                frames.append((name, json.loads(line.partition(":")[2])))
+    async with aconnect_sse(client, "GET", path, headers=headers, timeout=60) as source:
+        assert source.response.status_code == 200
+        async for sse in source.aiter_sse():
+            if sse.data:  # a keep-alive comment dispatches a frame without data
+                frames.append((sse.event, json.loads(sse.data)))
                 opened.set()
 
 

@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from httpx_sse import aconnect_sse
+
 from fedbus.events import (
     Event,
     JobAccepted,
@@ -28,18 +30,13 @@ Spec = Callable[..., dict[str, Any]]
 MODEL = ModelRef(object_key="jobs/j/round-1/global/ab", size_bytes=10, sha256="ab" * 32)
 
 
-def parse_sse(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of an SSE body."""
-    frames = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, list[str]] = {}
-        for line in block.split("\n"):
-            if line and not line.startswith(":") and ":" in line:
-                name, _, value = line.partition(":")
-                fields.setdefault(name, []).append(value.removeprefix(" "))
-        if "data" in fields:
-            frames.append((fields.get("event", ["message"])[0], "\n".join(fields["data"])))
-    return frames
+async def read_stream(env: Env, job_id: str) -> tuple[str, list[tuple[str, str]]]:
+    """The stream's content type and its (event, data) frames, read with httpx-sse."""
+    path = f"/v1/jobs/{job_id}/events"
+    async with aconnect_sse(env.client, "GET", path, headers=env.auth("acme")) as source:
+        # httpx-sse also dispatches the blank line after a keep-alive comment: only data counts.
+        frames = [(sse.event, sse.data) async for sse in source.aiter_sse() if sse.data]
+        return source.response.headers["content-type"], frames
 
 
 def job_events(job_id: str, spec: JobSpec) -> list[Event]:
@@ -76,13 +73,10 @@ async def test_stream_delivers_a_jobs_events_and_ends_on_job_completed(
             await handlers[type(event)](event)
 
     feeding = asyncio.create_task(feed())
-    response = await asyncio.wait_for(
-        env.client.get(f"/v1/jobs/{job_id}/events", headers=env.auth("acme")), timeout=10
-    )
+    content_type, frames = await asyncio.wait_for(read_stream(env, job_id), timeout=10)
     await feeding
 
-    assert response.headers["content-type"].startswith("text/event-stream")
-    frames = parse_sse(response.text)
+    assert content_type.startswith("text/event-stream")
     assert [name for name, _ in frames] == [
         "status", "job.accepted", "progress", "round.completed", "job.completed",
     ]  # fmt: skip
@@ -99,10 +93,10 @@ async def test_late_subscriber_of_an_ended_job_gets_its_status_and_the_end(
     for event in job_events(job_id, JobSpec.model_validate(spec())):
         await env.jobs.apply(event)
 
-    response = await env.client.get(f"/v1/jobs/{job_id}/events", headers=env.auth("acme"))
+    _, frames = await read_stream(env, job_id)
     cancel = await env.client.post(f"/v1/jobs/{job_id}/cancel", headers=env.auth("acme"))
 
-    [(name, data)] = parse_sse(response.text)
+    [(name, data)] = frames
     status = json.loads(data)
     assert name == "status"
     assert (status["status"], status["rounds_completed"]) == ("completed", 1)
