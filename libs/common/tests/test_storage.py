@@ -123,3 +123,60 @@ async def test_encrypted_at_rest_and_a_wrong_key_or_tampering_is_refused() -> No
 def test_bytes_that_are_not_safetensors_are_refused_by_name() -> None:
     with pytest.raises(NonRetryableError, match="jobs/x"):
         tensors_from_bytes(b"\x80\x04 pickle?", source="jobs/x")
+
+
+# Written by the executor's own envelope (``fedbus_executor.crypto.encrypt``, magic FBENC1,
+# the magic as associated data) before the two formats were merged, with key bytes(range(32))
+# and bytes(range(100, 116)): checkpoints on disk look like this and must still resume.
+LEGACY_FBENC1_32 = bytes.fromhex(
+    "4642454e4331bfd4d3c6fdb63f74c01e2a4b9cee3f528003c3afa709884a0bad5f575d29ecf4f81c088fdf"
+    "81a8d4eeb2523b7ca9b0e04367546066e1fab64c003301abaaa7c1985961c6d0ed74c95c835bba4057e6"
+    "3deb2f94a773"
+)
+LEGACY_FBENC1_16 = bytes.fromhex(
+    "4642454e433177cb93b2968628d93c3ae25d326033c0a5e58f3e85781becca5dbefdfa4b93ee409e31d78fbd776dc3"
+)
+
+
+def test_the_legacy_fbenc1_envelope_still_decrypts() -> None:
+    old_32 = AesGcmCipher(bytes(range(32))).decrypt(LEGACY_FBENC1_32, associated=b"any")
+    old_16 = AesGcmCipher(bytes(range(100, 116))).decrypt(LEGACY_FBENC1_16, associated=b"")
+
+    assert old_32 == b"written by fedbus_executor.crypto before the one envelope"
+    assert old_16 == b"a 16-byte key"
+
+
+@pytest.mark.parametrize("position", [0, 5, 10, 20, -1])
+def test_a_flipped_byte_of_the_legacy_envelope_is_refused(position: int) -> None:
+    tampered = bytearray(LEGACY_FBENC1_32)
+    tampered[position] ^= 0x01
+
+    with pytest.raises(DecryptionError):
+        AesGcmCipher(bytes(range(32))).decrypt(bytes(tampered), associated=b"")
+
+
+def test_the_envelope_is_fbe1_and_binds_its_associated_data() -> None:
+    cipher = AesGcmCipher(os.urandom(32))
+
+    body = cipher.encrypt(b"weights", associated=b"jobs/j/round-1/ab")
+
+    assert body.startswith(b"FBE1")
+    assert cipher.decrypt(body, associated=b"jobs/j/round-1/ab") == b"weights"
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        cipher.decrypt(body, associated=b"jobs/j/round-2/ab")
+    for position in (4, 16, len(body) - 1):  # nonce, ciphertext, tag
+        tampered = bytearray(body)
+        tampered[position] ^= 0x80
+        with pytest.raises(DecryptionError):
+            cipher.decrypt(bytes(tampered), associated=b"jobs/j/round-1/ab")
+
+
+def test_plain_or_truncated_bytes_are_not_an_envelope() -> None:
+    cipher = AesGcmCipher(bytes(32))
+
+    with pytest.raises(DecryptionError, match="not an encrypted"):
+        cipher.decrypt(b"plain safetensors", associated=b"")
+    with pytest.raises(DecryptionError, match="truncated"):
+        cipher.decrypt(b"FBE1" + bytes(20), associated=b"")
+    with pytest.raises(ValueError, match="16, 24 or 32"):
+        AesGcmCipher(bytes(31))

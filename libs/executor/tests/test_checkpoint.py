@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedbus_executor import CheckpointError, CheckpointState, CheckpointStore, decrypt, encrypt
+from fedbus.storage import AesGcmCipher, DecryptionError
+from fedbus_executor import CheckpointError, CheckpointState, CheckpointStore
 from fedbus_executor.checkpoint import capture_rng
 
 KEY = bytes(range(32))
@@ -69,8 +72,6 @@ def test_tampered_file_is_refused_even_with_pointer_updated(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match="modified"):
         store.load_latest()
     pointer = json.loads((tmp_path / "latest.json").read_text())
-    import hashlib
-
     pointer["sha256"] = hashlib.sha256(bytes(blob)).hexdigest()
     (tmp_path / "latest.json").write_text(json.dumps(pointer))
     with pytest.raises(CheckpointError, match="tampered"):
@@ -78,9 +79,44 @@ def test_tampered_file_is_refused_even_with_pointer_updated(tmp_path: Path) -> N
 
 
 def test_decrypt_refuses_plain_data() -> None:
-    assert decrypt(encrypt(b"abc", key=KEY), key=KEY) == b"abc"
-    with pytest.raises(CheckpointError, match="not an encrypted"):
-        decrypt(b"plain", key=KEY)
+    cipher = AesGcmCipher(KEY)
+    assert cipher.decrypt(cipher.encrypt(b"abc", associated=b"f"), associated=b"f") == b"abc"
+    with pytest.raises(DecryptionError, match="not an encrypted"):
+        cipher.decrypt(b"plain", associated=b"f")
+
+
+def test_a_checkpoint_is_written_in_the_one_envelope_bound_to_its_name(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, key=KEY)
+    older, newer = store.save(_state(1)), store.save(_state(2))
+
+    assert newer.read_bytes().startswith(b"FBE1")
+    # An older epoch's file put in the newer's place (pointer hash updated) is refused.
+    newer.write_bytes(older.read_bytes())
+    pointer = json.loads((tmp_path / "latest.json").read_text())
+    pointer["sha256"] = hashlib.sha256(older.read_bytes()).hexdigest()
+    (tmp_path / "latest.json").write_text(json.dumps(pointer))
+    with pytest.raises(CheckpointError, match="authentication failed"):
+        store.load_latest()
+
+
+def test_a_checkpoint_in_the_legacy_fbenc1_envelope_still_resumes(tmp_path: Path) -> None:
+    # Written as fedbus_executor.crypto.encrypt did before the one envelope:
+    # b"FBENC1" | 12-byte nonce | AES-GCM(plaintext) with b"FBENC1" as associated data.
+    plain = CheckpointStore(tmp_path / "plain").save(_state(3)).read_bytes()
+    nonce, name = os.urandom(12), "epoch-0003.safetensors.enc"
+    blob = b"FBENC1" + nonce + AESGCM(KEY).encrypt(nonce, plain, b"FBENC1")
+    (tmp_path / name).write_bytes(blob)
+    pointer = {"file": name, "sha256": hashlib.sha256(blob).hexdigest(), "epoch": 3,
+               "encrypted": True}  # fmt: skip
+    (tmp_path / "latest.json").write_text(json.dumps(pointer))
+
+    loaded = CheckpointStore(tmp_path, key=KEY).load_latest()
+
+    assert loaded is not None
+    assert loaded.epoch == 3
+    assert torch.equal(loaded.model["w"], torch.arange(4.0))
+    with pytest.raises(CheckpointError, match="wrong key"):
+        CheckpointStore(tmp_path, key=bytes(32)).load_latest()
 
 
 RUNNER = Path(__file__).with_name("resume_runner.py")

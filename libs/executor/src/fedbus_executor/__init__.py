@@ -6,7 +6,7 @@ It knows nothing of Kafka: a trainer, a centralized job, a test or a laptop all 
 
 from fedbus_executor.cache import DatasetCache
 from fedbus_executor.checkpoint import CheckpointState, CheckpointStore
-from fedbus_executor.crypto import decrypt, encrypt, key_from_env
+from fedbus_executor.crypto import key_from_env
 from fedbus_executor.dataset import DatasetSpec, LoadedDataset, load_dataset, load_spec
 from fedbus_executor.devices import DeviceChoice, DeviceProbe, TorchDeviceProbe, select_device
 from fedbus_executor.errors import (
@@ -76,9 +76,7 @@ __all__ = [
     "available_models",
     "build_model",
     "bytes_to_state_dict",
-    "decrypt",
     "dirichlet_partition",
-    "encrypt",
     "iid_partition",
     "initial_weights",
     "key_from_env",

@@ -1,6 +1,7 @@
 """Per-epoch checkpoints in safetensors: weights, optimizer state, RNG states, accountant.
 
-A checkpoint is one safetensors file (optionally AES-GCM encrypted) plus ``latest.json``
+A checkpoint is one safetensors file (optionally in fedbus's AES-GCM envelope,
+:class:`fedbus.storage.AesGcmCipher`, with the file name as associated data) plus ``latest.json``
 naming it with its SHA-256; both are written atomically, the pointer last, so a process
 killed at any moment leaves the previous checkpoint intact.
 """
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedbus_executor.crypto import decrypt, encrypt
+# The module, not the fedbus.storage package: the S3 adapter's boto3 is not needed here.
+from fedbus.storage.crypto import AesGcmCipher, DecryptionError
 from fedbus_executor.errors import CheckpointError
 from fedbus_executor.weights import StateDict, bytes_to_state_dict, sha256_hex, state_dict_to_bytes
 
@@ -67,7 +69,8 @@ class CheckpointStore:
     directory
         Where files go (created if missing).
     key
-        AES key; when given, files are encrypted and only this key reads them.
+        AES key (16, 24 or 32 bytes); when given, files are encrypted and only this key
+        reads them.
     keep
         How many checkpoint files to keep.
     """
@@ -76,15 +79,17 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.key = key
         self.keep = keep
+        self._cipher = AesGcmCipher(key) if key is not None else None
 
     def save(self, state: CheckpointState) -> Path:
         """Write ``state`` and point ``latest.json`` at it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         data = _encode(state)
-        if self.key is not None:
-            data = encrypt(data, key=self.key)
-        suffix = ".safetensors.enc" if self.key is not None else ".safetensors"
+        suffix = ".safetensors.enc" if self._cipher is not None else ".safetensors"
         path = self.directory / f"epoch-{state.epoch:04d}{suffix}"
+        if self._cipher is not None:
+            # The name is authenticated: an older epoch's file renamed to this one is refused.
+            data = self._cipher.encrypt(data, associated=path.name.encode())
         _atomic_write(path, data)
         pointer = {
             "file": path.name,
@@ -122,7 +127,12 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint {path} is encrypted and no key was given")
         if not encrypted and self.key is not None:
             raise CheckpointError(f"checkpoint {path} is not encrypted but encryption is required")
-        return decrypt(data, key=self.key, name=f"checkpoint {path}") if self.key else data
+        if self._cipher is None:
+            return data
+        try:
+            return self._cipher.decrypt(data, associated=path.name.encode())
+        except DecryptionError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from None
 
     def _prune(self, current: Path) -> None:
         files = sorted(p for p in self.directory.glob("epoch-*.safetensors*") if p != current)

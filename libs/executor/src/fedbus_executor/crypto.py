@@ -1,4 +1,8 @@
-"""AES-256-GCM for data at rest, with the key taken from the environment."""
+"""The checkpoint key, read from the environment.
+
+The encryption itself is fedbus's one AES-GCM envelope, :class:`fedbus.storage.AesGcmCipher`,
+which :class:`~fedbus_executor.checkpoint.CheckpointStore` uses.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,12 @@ import base64
 import binascii
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from fedbus.storage.crypto import KEY_SIZES
 from fedbus_executor.errors import CheckpointError
 
-__all__ = ["DEFAULT_KEY_ENV", "decrypt", "encrypt", "key_from_env"]
+__all__ = ["DEFAULT_KEY_ENV", "key_from_env"]
 
 DEFAULT_KEY_ENV = "FEDBUS_CHECKPOINT_KEY"
-MAGIC = b"FBENC1"
-NONCE_BYTES = 12
 
 
 def key_from_env(name: str = DEFAULT_KEY_ENV) -> bytes:
@@ -33,31 +33,6 @@ def key_from_env(name: str = DEFAULT_KEY_ENV) -> bytes:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise CheckpointError(f"${name} is not valid base64: {exc}") from exc
-    if len(key) not in (16, 24, 32):
+    if len(key) not in KEY_SIZES:
         raise CheckpointError(f"${name} decodes to {len(key)} bytes; AES needs 16, 24 or 32")
     return key
-
-
-def encrypt(data: bytes, *, key: bytes) -> bytes:
-    """Encrypt with a fresh random nonce; output is ``MAGIC | nonce | ciphertext+tag``."""
-    nonce = os.urandom(NONCE_BYTES)
-    return MAGIC + nonce + AESGCM(key).encrypt(nonce, data, MAGIC)
-
-
-def decrypt(blob: bytes, *, key: bytes, name: str = "data") -> bytes:
-    """Decrypt ``encrypt`` output.
-
-    Raises
-    ------
-    CheckpointError
-        When ``blob`` is not encrypted, was tampered with, or ``key`` is wrong.
-    """
-    if not blob.startswith(MAGIC):
-        raise CheckpointError(f"{name} is not an encrypted fedbus file")
-    nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
-    try:
-        return AESGCM(key).decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], MAGIC)
-    except InvalidTag:
-        raise CheckpointError(
-            f"{name} failed authentication: wrong key, or the file was tampered with"
-        ) from None
