@@ -18,7 +18,8 @@ from fedbus.events import (
     UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_aggregator.testing import T0, CountingStore, ManualClock
+
+from .fakes import T0, CountingStore, ManualClock
 
 
 @pytest.fixture

@@ -19,13 +19,14 @@ from fedbus.events import (
     StrategySpec,
 )
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_aggregator import Deps, InMemoryRoundStore, RoundStatus, bind, close_due_rounds
-from fedbus_aggregator.testing import FakeModels, ManualClock
-from fedbus_aggregator.testing import constant_delta as delta
+from fedbus_aggregator import HANDLERS, Deps, RoundStatus, close_due_rounds
+
+from .fakes import FakeModels, FakeRoundStore, ManualClock
+from .fakes import constant_delta as delta
 
 
 def make_deps(artifacts: InMemoryArtifactStore, clock: ManualClock) -> Deps:
-    return Deps(store=InMemoryRoundStore(), artifacts=artifacts, models=FakeModels(), clock=clock)
+    return Deps(store=FakeRoundStore(), artifacts=artifacts, models=FakeModels(), clock=clock)
 
 
 def central(start: RoundStarted, *, z: float, clip: float = 1.0, **options: float) -> RoundStarted:
@@ -37,7 +38,7 @@ def central(start: RoundStarted, *, z: float, clip: float = 1.0, **options: floa
 
 async def run(bus: InMemoryBus, deps: Deps, *events: Any) -> None:
     await bus.publish_many(events)
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
 
 def completed(bus: InMemoryBus) -> list[RoundCompleted]:

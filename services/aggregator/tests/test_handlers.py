@@ -20,9 +20,10 @@ from fedbus.events import (
     StrategySpec,
 )
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_aggregator import Deps, InMemoryRoundStore, RoundStatus, bind, close_due_rounds
-from fedbus_aggregator.testing import CountingStore, FakeModels, ManualClock
-from fedbus_aggregator.testing import constant_delta as delta
+from fedbus_aggregator import HANDLERS, Deps, RoundStatus, close_due_rounds
+
+from .fakes import CountingStore, FakeModels, FakeRoundStore, ManualClock
+from .fakes import constant_delta as delta
 
 
 @pytest.fixture
@@ -31,13 +32,13 @@ def models() -> FakeModels:
 
 
 @pytest.fixture
-def store() -> InMemoryRoundStore:
-    return InMemoryRoundStore()
+def store() -> FakeRoundStore:
+    return FakeRoundStore()
 
 
 @pytest.fixture
 def deps(
-    store: InMemoryRoundStore,
+    store: FakeRoundStore,
     artifacts: InMemoryArtifactStore,
     models: FakeModels,
     clock: ManualClock,
@@ -47,7 +48,7 @@ def deps(
 
 async def run(bus: InMemoryBus, deps: Deps, *events: Any) -> None:
     await bus.publish_many(events)
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
 
 def completed(bus: InMemoryBus) -> list[RoundCompleted]:
@@ -136,7 +137,7 @@ async def test_hash_mismatch_and_missing_object_are_rejected(
 
 async def test_update_from_an_unselected_client_is_rejected_and_not_counted(
     deps: Deps,
-    store: InMemoryRoundStore,
+    store: FakeRoundStore,
     started: Callable[..., RoundStarted],
     submit: Callable[..., Any],
 ) -> None:
@@ -197,7 +198,7 @@ async def test_deadline_aggregates_with_the_straggler_dropped_then_publishes_onc
 async def test_deadline_with_too_few_updates_expires_the_round(
     deps: Deps,
     clock: ManualClock,
-    store: InMemoryRoundStore,
+    store: FakeRoundStore,
     started: Callable[..., RoundStarted],
     submit: Callable[..., Any],
 ) -> None:
@@ -279,7 +280,7 @@ async def test_round_one_needs_a_known_dataset_shape(
 
 
 async def test_server_momentum_continues_across_rounds_and_a_restart(
-    store: InMemoryRoundStore,
+    store: FakeRoundStore,
     artifacts: InMemoryArtifactStore,
     models: FakeModels,
     started: Callable[..., RoundStarted],
@@ -403,7 +404,7 @@ class BrokenModels(FakeModels):
 
 
 async def test_a_model_source_failing_at_round_start_leaves_the_round_open(
-    store: InMemoryRoundStore,
+    store: FakeRoundStore,
     artifacts: InMemoryArtifactStore,
     clock: ManualClock,
     started: Callable[..., RoundStarted],

@@ -13,7 +13,9 @@ from fedbus.events import ModelRef, RoundCompleted, RoundStarted
 from fedbus.settings import load_settings
 from fedbus_aggregator.adapters.postgres import PostgresRoundStore
 from fedbus_aggregator.rounds import RejectCode, RoundState, RoundStatus, UpdateRecord, UpdateStatus
-from fedbus_aggregator.store import InMemoryRoundStore, RoundStore
+from fedbus_aggregator.store import RoundStore
+
+from .fakes import FakeRoundStore
 
 REF = ModelRef(object_key="jobs/j/round-1/global/x", size_bytes=3, sha256="a" * 64)
 
@@ -23,7 +25,7 @@ REF = ModelRef(object_key="jobs/j/round-1/global/x", size_bytes=3, sha256="a" * 
 )
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RoundStore]:
     if request.param == "memory":
-        yield InMemoryRoundStore()
+        yield FakeRoundStore()
         return
     pool = await asyncpg.create_pool(
         load_settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2

@@ -23,9 +23,10 @@ from fedbus.events import (
     UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_aggregator import Deps, InMemoryRoundStore, UpdateCache, bind, close_due_rounds
-from fedbus_aggregator.testing import CountingStore, FakeModels, ManualClock
-from fedbus_aggregator.testing import constant_delta as delta
+from fedbus_aggregator import HANDLERS, Deps, UpdateCache, close_due_rounds
+
+from .fakes import CountingStore, FakeModels, FakeRoundStore, ManualClock
+from .fakes import constant_delta as delta
 
 
 def _ref(key: str) -> ModelRef:
@@ -88,7 +89,7 @@ def artifacts() -> CountingStore:
 
 def _deps(artifacts: InMemoryArtifactStore, clock: ManualClock, **extra: Any) -> Deps:
     return Deps(
-        store=InMemoryRoundStore(), artifacts=artifacts, models=FakeModels(), clock=clock, **extra
+        store=FakeRoundStore(), artifacts=artifacts, models=FakeModels(), clock=clock, **extra
     )
 
 
@@ -109,7 +110,7 @@ async def test_each_update_is_read_once_when_kept_twice_when_not(
     ]
 
     await bus.publish_many([started(), *updates])
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
     [done] = [e for e in bus.events("round.completed") if isinstance(e, RoundCompleted)]
     reads = {k.split("/")[4]: n for k, n in artifacts.reads.items() if "/updates/" in k}
@@ -133,7 +134,7 @@ async def test_a_robust_strategy_combines_the_kept_updates_too(
     updates = [await submit(c, delta(v)) for c, v in (("a", 1.0), ("b", 2.0), ("c", 9.0))]
 
     await bus.publish_many([started(strategy=median), *updates])
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
     [done] = [e for e in bus.events("round.completed") if isinstance(e, RoundCompleted)]
     reads = [n for k, n in artifacts.reads.items() if "/updates/" in k]
@@ -154,12 +155,12 @@ async def test_an_update_not_kept_is_verified_again_when_combined(
     bus = InMemoryBus()
     a = await submit("a", delta(1.0))
     await bus.publish_many([started(clients=("a", "b"), min_clients=2), a])
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
     key = a.update.object_key
     artifacts.objects[key] = artifacts.objects[key][:-1] + b"\x00"  # changed after judging
 
     await bus.publish(await submit("b", delta(1.0)))
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
     assert bus.events("round.completed") == []
     failed = [e for e in bus.events("progress") if isinstance(e, Progress)][-1]
@@ -176,7 +177,7 @@ async def test_an_expired_round_lets_its_kept_updates_go(
     deps = _deps(artifacts, clock)
     bus = InMemoryBus()
     await bus.publish_many([started(deadline_s=30, min_clients=2), await submit("a", delta(1.0))])
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
     assert deps.updates.nbytes > 0
 
     clock.advance(31)
@@ -215,7 +216,7 @@ async def test_evaluation_runs_while_the_new_global_model_uploads(
     evaluating = threading.Event()
     store = GatedStore(evaluating)
     deps = Deps(
-        store=InMemoryRoundStore(),
+        store=FakeRoundStore(),
         artifacts=store,
         models=SignallingModels(evaluating),
         clock=clock,
@@ -226,7 +227,7 @@ async def test_evaluation_runs_while_the_new_global_model_uploads(
     )
     bus = InMemoryBus()
     await bus.publish_many([started(clients=("a",), min_clients=1), update])
-    await bus.drain(bind(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
     assert store.overlapped is True
     [done] = [e for e in bus.events("round.completed") if isinstance(e, RoundCompleted)]

@@ -1,10 +1,18 @@
 """fedbus aggregator: combines a round's client updates into the next global model.
 
 Consumes ``round.started`` and ``update.submitted``, emits ``round.completed`` (and
-``progress``). Round state lives in PostgreSQL, weights in MinIO.
+``progress``). Round state lives in PostgreSQL, weights in MinIO. The rooms are those of
+every service (``docs/architecture.md``): :mod:`~fedbus_aggregator.main` (wiring),
+:mod:`~fedbus_aggregator.handlers` (the handlers and ``HANDLERS``),
+:mod:`~fedbus_aggregator.deps` (``Deps``), :mod:`~fedbus_aggregator.store` (the
+``RoundStore`` port), :mod:`~fedbus_aggregator.adapters` (PostgreSQL, the executor), and
+the pure round logic in :mod:`~fedbus_aggregator.rounds`.
 """
 
-from fedbus_aggregator.handlers import HANDLERS, bind, close_due_rounds
+from fedbus_aggregator.caches import GlobalCache, RoundLocks, UpdateCache
+from fedbus_aggregator.deps import Deps
+from fedbus_aggregator.handlers import HANDLERS, close_due_rounds
+from fedbus_aggregator.models import ModelSource
 from fedbus_aggregator.rounds import (
     Admission,
     Decision,
@@ -14,9 +22,8 @@ from fedbus_aggregator.rounds import (
     UpdateRecord,
     UpdateStatus,
 )
-from fedbus_aggregator.runtime import Deps, UpdateCache
 from fedbus_aggregator.settings import AggregatorSettings
-from fedbus_aggregator.store import InMemoryRoundStore, RoundStore
+from fedbus_aggregator.store import RoundStore
 from fedbus_aggregator.strategies import build_strategy
 
 __all__ = [
@@ -25,15 +32,16 @@ __all__ = [
     "AggregatorSettings",
     "Decision",
     "Deps",
-    "InMemoryRoundStore",
+    "GlobalCache",
+    "ModelSource",
     "RejectCode",
+    "RoundLocks",
     "RoundState",
     "RoundStatus",
     "RoundStore",
     "UpdateCache",
     "UpdateRecord",
     "UpdateStatus",
-    "bind",
     "build_strategy",
     "close_due_rounds",
 ]

@@ -44,6 +44,7 @@ from fedbus_aggregator.central_dp import (
     is_central_dp,
     wrap_for_central_dp,
 )
+from fedbus_aggregator.deps import Deps
 from fedbus_aggregator.models import finite_metrics
 from fedbus_aggregator.rounds import (
     Decision,
@@ -53,7 +54,6 @@ from fedbus_aggregator.rounds import (
     UpdateRecord,
     weighted_train_metrics,
 )
-from fedbus_aggregator.runtime import Deps
 from fedbus_aggregator.strategies import build_strategy
 
 __all__ = ["expire", "global_model", "judge", "object_prefix", "settle"]

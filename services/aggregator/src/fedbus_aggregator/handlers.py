@@ -1,21 +1,20 @@
 """Event handlers: ``round.started`` and ``update.submitted`` in, ``round.completed`` out.
 
-Each handler takes one typed event and the :class:`~fedbus_aggregator.runtime.Deps`, and
+Each handler takes one typed event and the :class:`~fedbus_aggregator.deps.Deps`, and
 returns the events to publish; the consumer runner publishes them before it commits the
 input. The deadline task (:func:`close_due_rounds`) publishes its own.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
 
-from fedbus.bus import Handler, Publisher
+from fedbus.bus import Publisher, Routes, route
 from fedbus.errors import FedbusError, NonRetryableError
 from fedbus.events import Event, RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.telemetry import log_context
 from fedbus_aggregator.aggregate import expire, global_model, judge, settle
+from fedbus_aggregator.deps import Deps
 from fedbus_aggregator.rounds import (
     Admission,
     RejectCode,
@@ -24,9 +23,8 @@ from fedbus_aggregator.rounds import (
     UpdateRecord,
     UpdateStatus,
 )
-from fedbus_aggregator.runtime import Deps
 
-__all__ = ["HANDLERS", "bind", "close_due_rounds", "on_round_started", "on_update_submitted"]
+__all__ = ["HANDLERS", "close_due_rounds", "on_round_started", "on_update_submitted"]
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +179,8 @@ def _after_close(state: RoundState, event: UpdateSubmitted) -> list[Event]:
     return []
 
 
-HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
-    RoundStarted: on_round_started,
-    UpdateSubmitted: on_update_submitted,
-}
-"""The routing table (unbound: :func:`bind` gives the runner handlers with their deps)."""
-
-
-def bind(deps: Deps) -> dict[type[Event], Handler]:
-    """The routing table with ``deps`` bound, for ``ConsumerRunner(handlers=...)``."""
-    return {
-        RoundStarted: functools.partial(on_round_started, deps=deps),
-        UpdateSubmitted: functools.partial(on_update_submitted, deps=deps),
-    }
+HANDLERS = Routes[Deps](
+    route(RoundStarted, on_round_started),
+    route(UpdateSubmitted, on_update_submitted),
+)
+"""The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

@@ -9,27 +9,19 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
-from fedbus.bus import (
-    ConsumerRunner,
-    EventProducer,
-    PostgresIdempotencyStore,
-    Publisher,
-    ensure_topics,
-)
+from fedbus.bus import Publisher
 from fedbus.errors import FedbusError
-from fedbus.service import Service
+from fedbus.service import ServiceRuntime
 from fedbus.settings import load_settings
 from fedbus.storage import S3ArtifactStore
 from fedbus.telemetry import configure_logging
 from fedbus_aggregator.adapters.executor import ExecutorModels
 from fedbus_aggregator.adapters.postgres import PostgresRoundStore
-from fedbus_aggregator.handlers import bind, close_due_rounds
-from fedbus_aggregator.runtime import Deps, UpdateCache
+from fedbus_aggregator.caches import UpdateCache
+from fedbus_aggregator.deps import Deps
+from fedbus_aggregator.handlers import HANDLERS, close_due_rounds
 from fedbus_aggregator.settings import AggregatorSettings
 
 __all__ = ["parse_args", "run", "serve"]
@@ -65,28 +57,16 @@ def run(argv: Sequence[str] | None = None) -> None:
     asyncio.run(serve(settings, {**settings.eval_data, **eval_data}))
 
 
-@dataclass
-class _Health:
-    consumer: bool = False
-    postgres: bool = False
-    minio: bool = False
-
-
 async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> None:
     """Build the adapters and run the consumer and the deadline task until stopped."""
     models = ExecutorModels(eval_data, device=settings.eval_device)
     log.info("evaluating on datasets %s", models.datasets)
-    await ensure_topics(settings)
-    pool = await asyncpg.create_pool(
-        settings.postgres_dsn.get_secret_value(), min_size=1, max_size=4
-    )
-    producer = EventProducer(settings, client_id="aggregator")
-    health = _Health()
-    try:
-        store = await PostgresRoundStore.create(pool)
+    async with ServiceRuntime.open("aggregator", settings) as rt:
+        store = await PostgresRoundStore.create(rt.pool)
+        rt.watch("postgres", store.ping)
         artifacts = S3ArtifactStore.from_settings(settings)
         await artifacts.ensure_bucket()
-        health.postgres = health.minio = True
+        rt.watch("minio", lambda: _bucket_reachable(artifacts))
         deps = Deps(
             store,
             artifacts,
@@ -94,46 +74,21 @@ async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> Non
             max_update_norm=settings.max_update_norm,
             updates=UpdateCache(settings.update_cache_mb * 2**20),
         )
-        await producer.start()
-        runner = ConsumerRunner(
-            settings,
-            group_id=settings.consumer_group,
-            handlers=bind(deps),
-            producer=producer,
-            idempotency=await PostgresIdempotencyStore.create(pool),
-        )
-        await runner.start()
-        health.consumer = True
-        service = Service("aggregator", settings)
-        service.add_readiness("consumer", lambda: health.consumer)
-        service.add_readiness("postgres", lambda: health.postgres)
-        service.add_readiness("minio", lambda: health.minio)
-        try:
-            await service.run(
-                runner.run(),
-                _deadlines(deps, producer, settings.deadline_poll_seconds),
-                _watch(health, store, artifacts),
-            )
-        finally:
-            health.consumer = False
-            await runner.stop()
-    finally:
-        await producer.stop()
-        await pool.close()
+        deadlines = _deadlines(deps, rt.producer, settings.deadline_poll_seconds)
+        await rt.run(HANDLERS, deps, group_id=settings.consumer_group, tasks=[deadlines])
 
 
 async def _deadlines(deps: Deps, publisher: Publisher, every_s: float) -> None:
+    """Close rounds past their deadline (and publish what was not), every ``every_s``."""
     while True:
         await close_due_rounds(deps=deps, publisher=publisher)
         await asyncio.sleep(every_s)
 
 
-async def _watch(health: _Health, store: PostgresRoundStore, artifacts: S3ArtifactStore) -> None:
-    while True:
-        await asyncio.sleep(5)
-        health.postgres = await store.ping()
-        try:
-            await artifacts.ensure_bucket()
-            health.minio = True
-        except FedbusError:
-            health.minio = False
+async def _bucket_reachable(artifacts: S3ArtifactStore) -> bool:
+    """MinIO's readiness probe: the bucket exists (or can be made) right now."""
+    try:
+        await artifacts.ensure_bucket()
+    except FedbusError:
+        return False
+    return True

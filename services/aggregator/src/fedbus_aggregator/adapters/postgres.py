@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 
 from fedbus.events import ModelRef, RoundCompleted, RoundStarted, decode, encode
+from fedbus.postgres import PostgresStore
 from fedbus_aggregator.rounds import (
     RejectCode,
     RoundState,
@@ -20,11 +21,10 @@ from fedbus_aggregator.rounds import (
     UpdateRecord,
     UpdateStatus,
 )
-from fedbus_aggregator.store import RoundStore
 
-__all__ = ["DDL", "PostgresRoundStore"]
+__all__ = ["PostgresRoundStore"]
 
-DDL = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS aggregator_rounds (
     job_id text NOT NULL,
     round integer NOT NULL,
@@ -87,31 +87,16 @@ WHERE job_id = $1 AND round = $2 AND version = $3 AND status = 'open'
 """
 
 
-class PostgresRoundStore(RoundStore):
+class PostgresRoundStore(PostgresStore):
     """The :class:`~fedbus_aggregator.store.RoundStore` on PostgreSQL.
 
-    Parameters
-    ----------
-    pool
-        An asyncpg pool; :meth:`create` also creates the tables.
+    Build it with ``await PostgresRoundStore.create(pool)`` (tables created if missing).
+    Queries go straight to the pool: a lost connection is not a
+    :class:`~fedbus.errors.RetryableError` here but ends the process, whose restart
+    picks the round up again from the store and the uncommitted events.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def create(cls, pool: asyncpg.Pool) -> PostgresRoundStore:
-        """Create the tables if needed and return the store."""
-        async with pool.acquire() as conn:
-            await conn.execute(DDL)
-        return cls(pool)
-
-    async def ping(self) -> bool:
-        """True when PostgreSQL answers a trivial query."""
-        try:
-            return bool(await self._pool.fetchval("SELECT 1", timeout=2))
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
+    DDL: ClassVar[str] = _TABLES
 
     async def get(self, job_id: str, round_: int) -> RoundState | None:
         """See :class:`~fedbus_aggregator.store.RoundStore`."""

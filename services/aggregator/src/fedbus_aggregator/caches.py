@@ -1,23 +1,22 @@
-"""What the handlers need, in one object: stores, model source, clock, per-round locks, caches."""
+"""Per-process state the handlers share: per-round locks, recent global models, judged updates.
+
+None of it is durable: after a restart the store and the artifacts rebuild what is needed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from fedbus.aggregation import Model
-from fedbus.events import ModelRef, utc_now
-from fedbus.storage import ArtifactStore
-from fedbus_aggregator.models import ModelSource
-from fedbus_aggregator.store import RoundStore
+from fedbus.events import ModelRef
 
-__all__ = ["Deps", "GlobalCache", "RoundLocks", "UpdateCache"]
+__all__ = ["GlobalCache", "RoundKey", "RoundLocks", "UpdateCache"]
 
 RoundKey = tuple[str, int]
+"""(job id, round)."""
 
 
 class RoundLocks:
@@ -129,36 +128,3 @@ class UpdateCache:
     def discard(self, ref: ModelRef) -> None:
         """Forget ``ref``'s tensors if kept."""
         self.take(ref)
-
-
-@dataclass
-class Deps:
-    """The aggregator's dependencies; tests pass fakes (in-memory stores, a fake model source).
-
-    Attributes
-    ----------
-    store
-        Round bookkeeping (PostgreSQL in production).
-    artifacts
-        Updates, global models and server optimizer state (MinIO in production).
-    models
-        Builds round 1's weights and evaluates new global models.
-    source
-        The ``source`` of emitted events.
-    max_update_norm
-        Optional bound on an update's L2 norm; larger ones are rejected.
-    clock
-        Current UTC time (tests move it past deadlines).
-    updates
-        Accepted updates kept from judging to combining (:class:`UpdateCache`).
-    """
-
-    store: RoundStore
-    artifacts: ArtifactStore
-    models: ModelSource
-    source: str = "aggregator"
-    max_update_norm: float | None = None
-    clock: Callable[[], datetime] = utc_now
-    locks: RoundLocks = field(default_factory=RoundLocks)
-    globals: GlobalCache = field(default_factory=GlobalCache)
-    updates: UpdateCache = field(default_factory=UpdateCache)
