@@ -18,35 +18,36 @@ from fedbus.events import (
     RoundStarted,
     TrainerHeartbeat,
 )
-from fedbus_orchestration.adapters import InMemoryJobStore
+from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.handlers import (
-    Context,
-    bind,
+    HANDLERS,
     on_job_requested,
     on_round_completed,
 )
 from fedbus_orchestration.jobs import JobState, Policy
 from fedbus_orchestration.watcher import check_deadlines
 
-
-@pytest.fixture
-def store() -> InMemoryJobStore:
-    return InMemoryJobStore()
+from .fakes import FakeJobStore
 
 
 @pytest.fixture
-def ctx(store: InMemoryJobStore, clock: Any) -> Context:
-    return Context(
+def store() -> FakeJobStore:
+    return FakeJobStore()
+
+
+@pytest.fixture
+def deps(store: FakeJobStore, clock: Any) -> Deps:
+    return Deps(
         store=store, policy=Policy(max_round_retries=1, round_grace_seconds=1),
         known_models=frozenset({"cnn", "mlp"}), clock=clock,
     )  # fmt: skip
 
 
 @pytest.fixture
-async def bus(ctx: Context, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
+async def bus(deps: Deps, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
     bus = InMemoryBus()
     await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
     return bus
 
 
@@ -59,12 +60,12 @@ def rounds(bus: InMemoryBus, job_id: str) -> list[tuple[int, list[str]]]:
 
 
 async def test_a_job_runs_round_by_round_to_completion(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:  # fmt: skip
     request = make_request(rounds=2)
     await bus.publish(request)
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     assert [e.job_id for e in bus.events("job.accepted")] == [request.job_id]
     assert [(r, len(sel)) for r, sel in rounds(bus, request.job_id)] == [(1, 2)]
@@ -72,7 +73,7 @@ async def test_a_job_runs_round_by_round_to_completion(
 
     for rnd in (1, 2):
         await bus.publish(make_completed(request.job_id, rnd))
-        await bus.drain(bind(ctx))
+        await bus.drain(HANDLERS.bind(deps))
 
     assert [r for r, _ in rounds(bus, request.job_id)] == [1, 2]
     (completed,) = bus.events("job.completed")
@@ -83,10 +84,10 @@ async def test_a_job_runs_round_by_round_to_completion(
 
 
 async def test_a_bad_request_is_rejected_with_every_reason(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested],
 ) -> None:  # fmt: skip
     await bus.publish(make_request(model="nope", dataset="nobody-has-it"))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     (rejected,) = bus.events("job.rejected")
     assert isinstance(rejected, JobRejected)
@@ -96,41 +97,41 @@ async def test_a_bad_request_is_rejected_with_every_reason(
 
 
 async def test_a_repeated_idempotency_key_starts_no_second_job(
-    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
+    bus: InMemoryBus, deps: Deps, store: FakeJobStore,
     make_request: Callable[..., JobRequested],
 ) -> None:  # fmt: skip
     await bus.publish(make_request(key="nightly"))
     await bus.publish(make_request(key="nightly"))
     await bus.publish(make_request(key="nightly", tenant="other"))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     assert len(bus.events("job.accepted")) == 2  # one per tenant
     assert len(store.jobs) == 2
 
 
 async def test_a_redelivered_request_re_emits_the_same_events(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested],
 ) -> None:  # fmt: skip
     request = make_request()
 
-    first = await on_job_requested(request, ctx=ctx)
-    again = await on_job_requested(request, ctx=ctx)  # crash before the offset commit
+    first = await on_job_requested(request, deps=deps)
+    again = await on_job_requested(request, deps=deps)  # crash before the offset commit
 
     assert [e.event_id for e in again] == [e.event_id for e in first]
     assert len(first) == 3
 
 
 async def test_a_redelivered_round_result_does_not_start_a_round_twice(
-    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore,
+    bus: InMemoryBus, deps: Deps, store: FakeJobStore,
     make_request: Callable[..., JobRequested], make_completed: Callable[..., RoundCompleted],
 ) -> None:  # fmt: skip
     request = make_request(rounds=3)
-    await on_job_requested(request, ctx=ctx)
+    await on_job_requested(request, deps=deps)
     done = make_completed(request.job_id, 1)
-    first = await on_round_completed(done, ctx=ctx)
+    first = await on_round_completed(done, deps=deps)
 
-    same_event = await on_round_completed(done, ctx=ctx)
-    same_round = await on_round_completed(make_completed(request.job_id, 1), ctx=ctx)
+    same_event = await on_round_completed(done, deps=deps)
+    same_round = await on_round_completed(make_completed(request.job_id, 1), deps=deps)
 
     assert [e.event_id for e in same_event] == [e.event_id for e in first]
     assert same_round == []
@@ -139,21 +140,21 @@ async def test_a_redelivered_round_result_does_not_start_a_round_twice(
 
 
 async def test_the_watcher_retries_an_overdue_round_then_fails_the_job(
-    bus: InMemoryBus, ctx: Context, store: InMemoryJobStore, clock: Any,
+    bus: InMemoryBus, deps: Deps, store: FakeJobStore, clock: Any,
     make_request: Callable[..., JobRequested], make_heartbeat: Callable[..., TrainerHeartbeat],
 ) -> None:  # fmt: skip
     request = make_request(round_deadline_seconds=10)
     await bus.publish(request)
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     clock.advance(10.5)  # past the deadline, within the grace second
-    assert await check_deadlines(ctx) == 0
+    assert await check_deadlines(deps) == 0
     clock.advance(1)
     await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
-    await bus.drain(bind(ctx))
-    assert await check_deadlines(ctx) == 1
+    await bus.drain(HANDLERS.bind(deps))
+    assert await check_deadlines(deps) == 1
     clock.advance(11.5)
-    assert await check_deadlines(ctx) == 1
+    assert await check_deadlines(deps) == 1
     await store.publish_pending(bus.publish_many)
 
     assert [r for r, _ in rounds(bus, request.job_id)] == [1, 1]
@@ -161,11 +162,11 @@ async def test_the_watcher_retries_an_overdue_round_then_fails_the_job(
     assert isinstance(failed, JobFailed)
     assert failed.code == "too_few_clients"
     assert store.jobs[request.job_id].state is JobState.FAILED
-    assert await check_deadlines(ctx) == 0
+    assert await check_deadlines(deps) == 0
 
 
 async def test_cancel_ends_the_job_and_later_results_are_ignored(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:  # fmt: skip
     request = make_request()
@@ -173,7 +174,7 @@ async def test_cancel_ends_the_job_and_later_results_are_ignored(
     await bus.publish(JobCancelRequested.create(source="gateway", job_id=request.job_id,
                                                 tenant="acme", requested_by="bob"))  # fmt: skip
     await bus.publish(make_completed(request.job_id, 1))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     (completed,) = bus.events("job.completed")
     assert isinstance(completed, JobCompleted)
@@ -182,13 +183,13 @@ async def test_cancel_ends_the_job_and_later_results_are_ignored(
 
 
 async def test_events_of_unknown_jobs_are_ignored(
-    bus: InMemoryBus, ctx: Context, make_completed: Callable[..., RoundCompleted],
+    bus: InMemoryBus, deps: Deps, make_completed: Callable[..., RoundCompleted],
 ) -> None:  # fmt: skip
-    assert await on_round_completed(make_completed("job-nobody-knows", 1), ctx=ctx) == []
+    assert await on_round_completed(make_completed("job-nobody-knows", 1), deps=deps) == []
 
 
 async def test_stale_trainers_are_not_selected(
-    bus: InMemoryBus, ctx: Context, clock: Any, make_request: Callable[..., JobRequested],
+    bus: InMemoryBus, deps: Deps, clock: Any, make_request: Callable[..., JobRequested],
     make_heartbeat: Callable[..., TrainerHeartbeat],
 ) -> None:  # fmt: skip
     clock.advance(7)  # t1..t3 said they beat every 2 s: gone after 6 s
@@ -196,6 +197,6 @@ async def test_stale_trainers_are_not_selected(
     await bus.publish(make_heartbeat("fresh-2"))
     request = make_request()
     await bus.publish(request)
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
     assert rounds(bus, request.job_id) == [(1, ["fresh-1", "fresh-2"])]

@@ -34,8 +34,8 @@ from fedbus.events import (
     TrainingConfig,
 )
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
-from fedbus_orchestration.adapters import InMemoryJobStore
-from fedbus_orchestration.handlers import Context, bind
+from fedbus_orchestration.deps import Deps
+from fedbus_orchestration.handlers import HANDLERS
 from fedbus_orchestration.jobs import Policy
 from fedbus_orchestration.lifetime import (
     ClientSpend,
@@ -44,6 +44,8 @@ from fedbus_orchestration.lifetime import (
     pending_rounds,
     round_steps,
 )
+
+from .fakes import FakeJobStore
 
 DELTA = 1e-5
 Z = 2.0
@@ -55,17 +57,17 @@ def central(rounds: int) -> float:
     return compute_epsilon_composed(history=[RELEASE] * rounds, delta=DELTA)
 
 
-def ctx_with(store: InMemoryJobStore, clock: Any, cap: float) -> Context:
-    return Context(
+def deps_with(store: FakeJobStore, clock: Any, cap: float) -> Deps:
+    return Deps(
         store=store, policy=Policy(), known_models=frozenset({"cnn"}), clock=clock,
         lifetime_cap=cap,
     )  # fmt: skip
 
 
-async def fleet(ctx: Context, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
+async def fleet(deps: Deps, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
     bus = InMemoryBus()
     await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
     return bus
 
 
@@ -100,23 +102,23 @@ def of(bus: InMemoryBus, topic: str, job_id: str) -> list[Event]:
     return [e for e in bus.events(topic) if e.job_id == job_id]
 
 
-async def run(bus: InMemoryBus, ctx: Context, *events: Event) -> None:
+async def run(bus: InMemoryBus, deps: Deps, *events: Event) -> None:
     await bus.publish_many(events)
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
 
 async def test_a_client_at_its_lifetime_cap_is_left_out_of_the_selection(
-    store: InMemoryJobStore,
+    store: FakeJobStore,
     clock: Any,
     make_heartbeat: Callable[..., TrainerHeartbeat],
     make_request: Callable[..., JobRequested],
 ) -> None:
-    ctx = ctx_with(store, clock, cap=central(3) * 1.001)
-    bus = await fleet(ctx, make_heartbeat)
-    await run(bus, ctx, spent("t1", 3))  # a 4th release would pass the cap
+    deps = deps_with(store, clock, cap=central(3) * 1.001)
+    bus = await fleet(deps, make_heartbeat)
+    await run(bus, deps, spent("t1", 3))  # a 4th release would pass the cap
     request = make_request(rounds=1, clients_per_round=3, **private())  # all, without the cap
 
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
     [started] = [e for e in of(bus, "round.started", request.job_id) if isinstance(e, RoundStarted)]
     assert started.selected_clients == ["t2", "t3"]
@@ -125,16 +127,16 @@ async def test_a_client_at_its_lifetime_cap_is_left_out_of_the_selection(
 
 
 async def test_a_job_whose_clients_reach_their_cap_mid_way_ends_budget_exhausted(
-    store: InMemoryJobStore,
+    store: FakeJobStore,
     clock: Any,
     make_heartbeat: Callable[..., TrainerHeartbeat],
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:
-    ctx = ctx_with(store, clock, cap=central(3) * 1.001)
-    bus = await fleet(ctx, make_heartbeat)
+    deps = deps_with(store, clock, cap=central(3) * 1.001)
+    bus = await fleet(deps, make_heartbeat)
     request = make_request(rounds=3, **private())
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
     [first] = [e for e in of(bus, "round.started", request.job_id) if isinstance(e, RoundStarted)]
     # Meanwhile two clients spent elsewhere; with this job's round 1 (announced too), each is
     # at 3 releases: another round would pass the cap, and one client is left for min 2.
@@ -146,9 +148,9 @@ async def test_a_job_whose_clients_reach_their_cap_mid_way_ends_budget_exhausted
             "mechanisms": [GaussianSpend(noise_multiplier=Z, sample_rate=1.0, steps=3)],
             "rounds": {"old-job": [1, 2], job: [1]},
         })  # fmt: skip
-        await run(bus, ctx, announced)
+        await run(bus, deps, announced)
 
-    await run(bus, ctx, make_completed(job, 1), budget(job, 1, central(1)))
+    await run(bus, deps, make_completed(job, 1), budget(job, 1, central(1)))
 
     [end] = [e for e in of(bus, "job.completed", job) if isinstance(e, JobCompleted)]
     assert (end.status, end.rounds_completed) == (JobStatus.BUDGET_EXHAUSTED, 1)
@@ -162,19 +164,19 @@ async def test_a_job_whose_clients_reach_their_cap_mid_way_ends_budget_exhausted
 
 
 async def test_a_job_too_few_clients_can_afford_is_rejected_at_admission(
-    store: InMemoryJobStore,
+    store: FakeJobStore,
     clock: Any,
     make_heartbeat: Callable[..., TrainerHeartbeat],
     make_request: Callable[..., JobRequested],
 ) -> None:
-    ctx = ctx_with(store, clock, cap=central(4) * 1.001)
-    bus = await fleet(ctx, make_heartbeat)
-    await run(bus, ctx, spent("t1", 2), spent("t2", 1))  # t1 can afford 2 more, t2 3, t3 4
+    deps = deps_with(store, clock, cap=central(4) * 1.001)
+    bus = await fleet(deps, make_heartbeat)
+    await run(bus, deps, spent("t1", 2), spent("t2", 1))  # t1 can afford 2 more, t2 3, t3 4
     fits = make_request(rounds=3, **private())  # t2 and t3 can take every round: 2 = min
     too_long = make_request(rounds=4, **private())  # only t3 can
 
-    await run(bus, ctx, too_long)  # (a running job would reserve its round: this one first)
-    await run(bus, ctx, fits)
+    await run(bus, deps, too_long)  # (a running job would reserve its round: this one first)
+    await run(bus, deps, fits)
 
     assert of(bus, "job.rejected", fits.job_id) == []
     [rejected] = of(bus, "job.rejected", too_long.job_id)
@@ -188,19 +190,19 @@ async def test_a_job_too_few_clients_can_afford_is_rejected_at_admission(
 
 
 async def test_rounds_in_flight_are_reserved_until_the_accountant_lists_them(
-    store: InMemoryJobStore,
+    store: FakeJobStore,
     clock: Any,
     make_heartbeat: Callable[..., TrainerHeartbeat],
     make_request: Callable[..., JobRequested],
 ) -> None:
-    ctx = ctx_with(store, clock, cap=(central(1) + central(2)) / 2)  # one release, not two
-    bus = await fleet(ctx, make_heartbeat)
+    deps = deps_with(store, clock, cap=(central(1) + central(2)) / 2)  # one release, not two
+    bus = await fleet(deps, make_heartbeat)
     first = make_request(rounds=1, **private())
-    await run(bus, ctx, first)
+    await run(bus, deps, first)
     [busy] = [e for e in of(bus, "round.started", first.job_id) if isinstance(e, RoundStarted)]
     second = make_request(rounds=1, **private())
 
-    await run(bus, ctx, second)
+    await run(bus, deps, second)
 
     # The two clients training the first job's round are reserved: only one client is left.
     [rejected] = of(bus, "job.rejected", second.job_id)
@@ -240,11 +242,11 @@ def test_a_local_dp_round_spends_dp_sgd_over_the_clients_records() -> None:
 
 
 @pytest.fixture
-def store() -> InMemoryJobStore:
-    return InMemoryJobStore()
+def store() -> FakeJobStore:
+    return FakeJobStore()
 
 
-async def test_an_older_announcement_never_replaces_a_newer_one(store: InMemoryJobStore) -> None:
+async def test_an_older_announcement_never_replaces_a_newer_one(store: FakeJobStore) -> None:
     newer = ClientSpend("a", "digits", 3, (GaussianSteps(Z, 1.0, 3),), {"j": (1, 2, 3)})
     older = ClientSpend("a", "digits", 2, (GaussianSteps(Z, 1.0, 2),), {"j": (1, 2)})
 

@@ -31,30 +31,32 @@ from fedbus.events import (
     TrainingConfig,
 )
 from fedbus.privacy import compute_epsilon, noise_multiplier_for
-from fedbus_orchestration.adapters import InMemoryJobStore
-from fedbus_orchestration.handlers import Context, bind
+from fedbus_orchestration.deps import Deps
+from fedbus_orchestration.handlers import HANDLERS
 from fedbus_orchestration.jobs import JobState, Policy
 from fedbus_orchestration.watcher import check_deadlines
+
+from .fakes import FakeJobStore
 
 DELTA = 1e-5
 TRAINING = TrainingConfig(local_epochs=2, batch_size=20, learning_rate=0.1)
 
 
 @pytest.fixture
-def store() -> InMemoryJobStore:
-    return InMemoryJobStore()
+def store() -> FakeJobStore:
+    return FakeJobStore()
 
 
 @pytest.fixture
-def ctx(store: InMemoryJobStore, clock: Any) -> Context:
-    return Context(store=store, policy=Policy(), known_models=frozenset({"cnn"}), clock=clock)
+def deps(store: FakeJobStore, clock: Any) -> Deps:
+    return Deps(store=store, policy=Policy(), known_models=frozenset({"cnn"}), clock=clock)
 
 
 @pytest.fixture
-async def bus(ctx: Context, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
+async def bus(deps: Deps, make_heartbeat: Callable[..., TrainerHeartbeat]) -> InMemoryBus:
     bus = InMemoryBus()
     await bus.publish_many(make_heartbeat(cid) for cid in ("t1", "t2", "t3"))
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
     return bus
 
 
@@ -82,19 +84,19 @@ def budget(job_id: str, rnd: int, spent: float, *, exhausted: bool = False) -> B
     )
 
 
-async def run(bus: InMemoryBus, ctx: Context, *events: Event) -> None:
+async def run(bus: InMemoryBus, deps: Deps, *events: Event) -> None:
     await bus.publish_many(events)
-    await bus.drain(bind(ctx))
+    await bus.drain(HANDLERS.bind(deps))
 
 
 async def test_local_dp_noise_is_derived_so_that_every_planned_round_fits_the_budget(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested]
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested]
 ) -> None:
     request = make_request(
         rounds=3, training=TRAINING, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0)
     )
 
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
     (rs,) = started_rounds(bus, request.job_id)
     steps_per_round = 2 * math.ceil(100 / 20)
@@ -112,11 +114,11 @@ async def test_local_dp_noise_is_derived_so_that_every_planned_round_fits_the_bu
 
 
 async def test_central_dp_noise_is_one_release_per_planned_round_at_rate_one(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested]
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested]
 ) -> None:
     request = make_request(rounds=5, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
 
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
     (rs,) = started_rounds(bus, request.job_id)
     expected = noise_multiplier_for(target_epsilon=4.0, delta=DELTA, sample_rate=1.0, steps=5)
@@ -124,26 +126,26 @@ async def test_central_dp_noise_is_one_release_per_planned_round_at_rate_one(
 
 
 async def test_the_specs_own_noise_multiplier_wins(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested]
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested]
 ) -> None:
     request = make_request(
         privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=8.0, noise_multiplier=2.5)
     )
 
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
     assert [r.privacy.noise_multiplier for r in started_rounds(bus, request.job_id)] == [2.5]
 
 
 @pytest.mark.parametrize("mode", [PrivacyMode.LOCAL_DP, PrivacyMode.CENTRAL_DP])
 async def test_an_explicit_noise_whose_first_round_exceeds_the_budget_is_rejected(
-    bus: InMemoryBus, ctx: Context, make_request: Callable[..., JobRequested], mode: PrivacyMode
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested], mode: PrivacyMode
 ) -> None:
     request = make_request(
         training=TRAINING, privacy=dp(mode, target_epsilon=1.0, noise_multiplier=0.3)
     )
 
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
     (rejected,) = of(bus, "job.rejected", request.job_id)
     assert isinstance(rejected, JobRejected)
@@ -155,24 +157,24 @@ async def test_an_explicit_noise_whose_first_round_exceeds_the_budget_is_rejecte
 
 async def test_a_dp_job_starts_the_next_round_only_after_the_budget_of_the_last(
     bus: InMemoryBus,
-    ctx: Context,
-    store: InMemoryJobStore,
+    deps: Deps,
+    store: FakeJobStore,
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:
     request = make_request(rounds=2, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
-    await run(bus, ctx, make_completed(request.job_id, 1))
+    await run(bus, deps, make_completed(request.job_id, 1))
 
     assert [r.round for r in started_rounds(bus, request.job_id)] == [1]
     assert store.jobs[request.job_id].state is JobState.AWAITING_BUDGET
 
-    await run(bus, ctx, budget(request.job_id, 1, 1.5))
+    await run(bus, deps, budget(request.job_id, 1, 1.5))
 
     assert [r.round for r in started_rounds(bus, request.job_id)] == [1, 2]
 
-    await run(bus, ctx, make_completed(request.job_id, 2), budget(request.job_id, 2, 3.1))
+    await run(bus, deps, make_completed(request.job_id, 2), budget(request.job_id, 2, 3.1))
 
     (end,) = of(bus, "job.completed", request.job_id)
     assert isinstance(end, JobCompleted)
@@ -187,20 +189,20 @@ async def test_a_dp_job_starts_the_next_round_only_after_the_budget_of_the_last(
 
 async def test_a_budget_that_overtakes_its_round_completed_is_kept_for_it(
     bus: InMemoryBus,
-    ctx: Context,
-    store: InMemoryJobStore,
+    deps: Deps,
+    store: FakeJobStore,
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:
     request = make_request(rounds=3, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0))
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
 
-    await run(bus, ctx, budget(request.job_id, 1, 1.2))
+    await run(bus, deps, budget(request.job_id, 1, 1.2))
 
     assert [r.round for r in started_rounds(bus, request.job_id)] == [1]
     assert store.jobs[request.job_id].budget is not None  # persisted, not just seen
 
-    await run(bus, ctx, make_completed(request.job_id, 1))
+    await run(bus, deps, make_completed(request.job_id, 1))
 
     assert [r.round for r in started_rounds(bus, request.job_id)] == [1, 2]
 
@@ -208,7 +210,7 @@ async def test_a_budget_that_overtakes_its_round_completed_is_kept_for_it(
 @pytest.mark.parametrize("budget_first", [False, True])
 async def test_an_exhausted_budget_ends_the_job_with_the_last_model_and_its_guarantee(
     bus: InMemoryBus,
-    ctx: Context,
+    deps: Deps,
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
     budget_first: bool,
@@ -216,12 +218,12 @@ async def test_an_exhausted_budget_ends_the_job_with_the_last_model_and_its_guar
     request = make_request(
         rounds=4, privacy=dp(PrivacyMode.LOCAL_DP, target_epsilon=4.0, noise_multiplier=2.0)
     )
-    await run(bus, ctx, request)
-    await run(bus, ctx, make_completed(request.job_id, 1), budget(request.job_id, 1, 1.5))
+    await run(bus, deps, request)
+    await run(bus, deps, make_completed(request.job_id, 1), budget(request.job_id, 1, 1.5))
     second = make_completed(request.job_id, 2)
     exhausted = budget(request.job_id, 2, 2.9, exhausted=True)
 
-    await run(bus, ctx, *((exhausted, second) if budget_first else (second, exhausted)))
+    await run(bus, deps, *((exhausted, second) if budget_first else (second, exhausted)))
 
     assert [r.round for r in started_rounds(bus, request.job_id)] == [1, 2]
     (end,) = of(bus, "job.completed", request.job_id)
@@ -234,15 +236,15 @@ async def test_an_exhausted_budget_ends_the_job_with_the_last_model_and_its_guar
 
 async def test_a_redelivered_budget_changes_nothing(
     bus: InMemoryBus,
-    ctx: Context,
+    deps: Deps,
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:
     request = make_request(rounds=3, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
-    await run(bus, ctx, request)
+    await run(bus, deps, request)
     first = budget(request.job_id, 1, 1.0)
 
-    await run(bus, ctx, make_completed(request.job_id, 1), first, first)
+    await run(bus, deps, make_completed(request.job_id, 1), first, first)
 
     # The redelivery re-emits what the first delivery emitted: the same events, same ids.
     rounds = {(r.round, r.event_id) for r in started_rounds(bus, request.job_id)}
@@ -251,20 +253,20 @@ async def test_a_redelivered_budget_changes_nothing(
 
 async def test_a_dp_job_whose_budget_never_comes_fails_instead_of_waiting_forever(
     bus: InMemoryBus,
-    ctx: Context,
-    store: InMemoryJobStore,
+    deps: Deps,
+    store: FakeJobStore,
     clock: Any,
     make_request: Callable[..., JobRequested],
     make_completed: Callable[..., RoundCompleted],
 ) -> None:
     request = make_request(rounds=2, privacy=dp(PrivacyMode.CENTRAL_DP, target_epsilon=4.0))
-    await run(bus, ctx, request)
-    await run(bus, ctx, make_completed(request.job_id, 1))
+    await run(bus, deps, request)
+    await run(bus, deps, make_completed(request.job_id, 1))
 
     clock.advance(59)
-    assert await check_deadlines(ctx) == 0
-    clock.advance(ctx.policy.round_grace_seconds + 2)
-    assert await check_deadlines(ctx) == 1
+    assert await check_deadlines(deps) == 0
+    clock.advance(deps.policy.round_grace_seconds + 2)
+    assert await check_deadlines(deps) == 1
     await store.publish_pending(bus.publish_many)
 
     (failed,) = of(bus, "job.failed", request.job_id)

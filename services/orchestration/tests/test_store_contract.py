@@ -14,17 +14,19 @@ import pytest
 
 from fedbus.events import Event, JobRequested, RoundCompleted, TrainerStatus
 from fedbus.privacy import GaussianSteps
-from fedbus_orchestration.adapters import InMemoryJobStore, PostgresJobStore
+from fedbus_orchestration.adapters import PostgresJobStore
 from fedbus_orchestration.jobs import JobState, Policy, accept, after_round
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, JobStore
 
+from .fakes import FakeJobStore
+
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
     if request.param == "memory":
-        yield InMemoryJobStore()
+        yield FakeJobStore()
         return
     import asyncpg
 

@@ -1,6 +1,7 @@
 """fedbus orchestration: the job state machine, client selection, round deadlines and retries."""
 
-from fedbus_orchestration.handlers import HANDLERS, Context, bind
+from fedbus_orchestration.deps import Deps, deps_from
+from fedbus_orchestration.handlers import HANDLERS
 from fedbus_orchestration.jobs import Job, JobState, Policy, Transition
 from fedbus_orchestration.selection import TrainerInfo, eligible_trainers, select_clients
 from fedbus_orchestration.settings import OrchestrationSettings
@@ -10,7 +11,7 @@ from fedbus_orchestration.validation import validate_request
 __all__ = [
     "HANDLERS",
     "ConcurrentUpdateError",
-    "Context",
+    "Deps",
     "Job",
     "JobState",
     "JobStore",
@@ -18,7 +19,7 @@ __all__ = [
     "Policy",
     "TrainerInfo",
     "Transition",
-    "bind",
+    "deps_from",
     "eligible_trainers",
     "select_clients",
     "validate_request",

@@ -1,20 +1,19 @@
 """Event handlers: load the job, call the pure state machine, save and emit in one step.
 
-``HANDLERS`` is the routing table; :func:`bind` gives the consumer runner one-argument
-handlers. Every handler first looks for the events its cause already produced (a redelivery
-after a crash) and returns those unchanged.
+``HANDLERS`` is the routing table (``HANDLERS.bind(deps)`` gives the consumer runner
+one-argument handlers). Every handler first looks for the events its cause already produced
+(a redelivery after a crash) and returns those unchanged.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from fedbus.bus import Handler
+from fedbus.bus import Routes, route
 from fedbus.events import (
     BudgetUpdated,
     ClientBudgetUpdated,
@@ -25,12 +24,11 @@ from fedbus.events import (
     PrivacyMode,
     RoundCompleted,
     TrainerHeartbeat,
-    utc_now,
 )
 from fedbus.telemetry import log_context
+from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.jobs import (
     Job,
-    Policy,
     Transition,
     accept,
     after_budget,
@@ -40,14 +38,11 @@ from fedbus_orchestration.jobs import (
 )
 from fedbus_orchestration.lifetime import ClientSpend, InFlight, Lifetimes, pending_rounds
 from fedbus_orchestration.selection import TrainerInfo, eligible_trainers
-from fedbus_orchestration.store import JobStore
 from fedbus_orchestration.validation import validate_request
 
 __all__ = [
     "HANDLERS",
-    "Context",
     "Roster",
-    "bind",
     "on_budget_updated",
     "on_client_budget_updated",
     "on_job_cancel_requested",
@@ -62,20 +57,6 @@ E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True)
-class Context:
-    """What the handlers need: the store, the limits, and a clock."""
-
-    store: JobStore
-    policy: Policy = field(default_factory=Policy)
-    known_models: frozenset[str] = frozenset()
-    known_datasets: frozenset[str] = frozenset()
-    staleness_factor: float = 3.0
-    clock: Callable[[], datetime] = utc_now
-    lifetime_cap: float | None = None
-    """``FEDBUS_CLIENT_LIFETIME_EPSILON``: each client's cap per dataset across jobs."""
-
-
-@dataclass(frozen=True)
 class Roster:
     """The trainers that may train a job now, the records each holds of its dataset, and
     (under a lifetime cap, for a DP job) what each has spent and has in flight."""
@@ -85,57 +66,57 @@ class Roster:
     lifetimes: Lifetimes | None = None
 
 
-async def roster_for(ctx: Context, spec: JobSpec, now: datetime) -> Roster:
+async def roster_for(deps: Deps, spec: JobSpec, now: datetime) -> Roster:
     """Who may train ``spec`` now (sorted ids) and their sample counts (from heartbeats)."""
-    trainers = await ctx.store.trainers(spec.dataset)
+    trainers = await deps.store.trainers(spec.dataset)
     eligible = eligible_trainers(
-        trainers, dataset=spec.dataset, now=now, staleness_factor=ctx.staleness_factor
+        trainers, dataset=spec.dataset, now=now, staleness_factor=deps.staleness_factor
     )
     samples = {t.client_id: t.datasets[spec.dataset] for t in trainers if t.client_id in eligible}
-    if ctx.lifetime_cap is None or spec.privacy.mode is PrivacyMode.NONE:
+    if deps.lifetime_cap is None or spec.privacy.mode is PrivacyMode.NONE:
         return Roster(eligible, samples)
-    spent = await ctx.store.client_spends(spec.dataset)
+    spent = await deps.store.client_spends(spec.dataset)
     every = {t.client_id: t.datasets[spec.dataset] for t in trainers}
     in_flight = [  # running() is every job whose round (or its budget wait) is open
         InFlight(j.job_id, j.round, j.spec, j.selected, j.noise_multiplier)
-        for j in await ctx.store.running()
+        for j in await deps.store.running()
         if j.noise_multiplier is not None
     ]
     pending = pending_rounds(in_flight, spent, every, dataset=spec.dataset)
-    return Roster(eligible, samples, Lifetimes(ctx.lifetime_cap, spent, pending))
+    return Roster(eligible, samples, Lifetimes(deps.lifetime_cap, spent, pending))
 
 
-async def _save(ctx: Context, cause: Event, transition: Transition) -> list[Event]:
+async def _save(deps: Deps, cause: Event, transition: Transition) -> list[Event]:
     if transition.events:
-        await ctx.store.record(
+        await deps.store.record(
             cause_id=cause.event_id, events=transition.events, job=transition.job
         )
     return transition.events
 
 
-async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
+async def on_job_requested(event: JobRequested, *, deps: Deps) -> list[Event]:
     """Validate a request: ``job.rejected``, or ``job.accepted`` and round 1's ``round.started``."""
     with log_context(job_id=event.job_id):
-        replay = await ctx.store.emitted(event.event_id)
+        replay = await deps.store.emitted(event.event_id)
         if replay is not None:
             return replay
-        if await ctx.store.get(event.job_id) is not None:
+        if await deps.store.get(event.job_id) is not None:
             log.warning("job %s exists already; request %s ignored", event.job_id, event.event_id)
             return []
         key = event.idempotency_key
-        if key is not None and await ctx.store.find_by_idempotency_key(event.tenant, key):
+        if key is not None and await deps.store.find_by_idempotency_key(event.tenant, key):
             log.info("idempotency key %r of tenant %s seen before; ignored", key, event.tenant)
             return []
-        now = ctx.clock()
-        roster = await roster_for(ctx, event.spec, now)
+        now = deps.clock()
+        roster = await roster_for(deps, event.spec, now)
         reasons = validate_request(
-            event.spec, job_id=event.job_id, known_models=ctx.known_models,
-            known_datasets=ctx.known_datasets, live_holders=len(roster.eligible),
+            event.spec, job_id=event.job_id, known_models=deps.known_models,
+            known_datasets=deps.known_datasets, live_holders=len(roster.eligible),
             samples=roster.samples, lifetimes=roster.lifetimes,
         )  # fmt: skip
         if reasons:
             events = reject(event, reasons)
-            await ctx.store.record(cause_id=event.event_id, events=events)
+            await deps.store.record(cause_id=event.event_id, events=events)
             log.info("job rejected: %s", ", ".join(r.code for r in reasons))
             return events
         log.info("job accepted for tenant %s", event.tenant)
@@ -143,27 +124,27 @@ async def on_job_requested(event: JobRequested, *, ctx: Context) -> list[Event]:
             event, eligible=roster.eligible, now=now, samples=roster.samples,
             lifetimes=roster.lifetimes,
         )  # fmt: skip
-        return await _save(ctx, event, transition)
+        return await _save(deps, event, transition)
 
 
 async def _on_job_event(
-    event: E, ctx: Context, step: Callable[[Job, E, Roster, datetime], Transition]
+    event: E, deps: Deps, step: Callable[[Job, E, Roster, datetime], Transition]
 ) -> list[Event]:
     with log_context(job_id=event.job_id):
-        replay = await ctx.store.emitted(event.event_id)
+        replay = await deps.store.emitted(event.event_id)
         if replay is not None:
             return replay
-        job = await ctx.store.get(event.job_id)
+        job = await deps.store.get(event.job_id)
         if job is None:
             log.warning("%s for unknown job ignored", event.type)
             return []
-        now = ctx.clock()
-        transition = step(job, event, await roster_for(ctx, job.spec, now), now)
+        now = deps.clock()
+        transition = step(job, event, await roster_for(deps, job.spec, now), now)
         if not transition.events and transition.job == job:
             log.info("%s ignored: job is %s round %d", event.type, job.state, job.round)
             return []
         # A change without events (a budget ahead of its round.completed) is saved too.
-        await ctx.store.record(cause_id=event.event_id, events=transition.events,
+        await deps.store.record(cause_id=event.event_id, events=transition.events,
                                job=transition.job)  # fmt: skip
         events = transition.events
         new = transition.job
@@ -172,24 +153,24 @@ async def _on_job_event(
         return events
 
 
-async def on_round_completed(event: RoundCompleted, *, ctx: Context) -> list[Event]:
+async def on_round_completed(event: RoundCompleted, *, deps: Deps) -> list[Event]:
     """Next round, rollback, ``job.completed`` or ``job.failed``; stale rounds are ignored."""
 
     def step(job: Job, ev: RoundCompleted, roster: Roster, now: datetime) -> Transition:
         return after_round(
-            job, ev, eligible=roster.eligible, now=now, policy=ctx.policy,
+            job, ev, eligible=roster.eligible, now=now, policy=deps.policy,
             samples=roster.samples, lifetimes=roster.lifetimes,
         )  # fmt: skip
 
-    return await _on_job_event(event, ctx, step)
+    return await _on_job_event(event, deps, step)
 
 
-async def on_job_cancel_requested(event: JobCancelRequested, *, ctx: Context) -> list[Event]:
+async def on_job_cancel_requested(event: JobCancelRequested, *, deps: Deps) -> list[Event]:
     """``job.completed(status=cancelled)`` for a job of the same tenant that still runs."""
-    return await _on_job_event(event, ctx, lambda job, ev, _e, _n: cancel(job, ev))
+    return await _on_job_event(event, deps, lambda job, ev, _e, _n: cancel(job, ev))
 
 
-async def on_budget_updated(event: BudgetUpdated, *, ctx: Context) -> list[Event]:
+async def on_budget_updated(event: BudgetUpdated, *, deps: Deps) -> list[Event]:
     """A DP job's next round, ``job.completed`` (``budget_exhausted`` when the accountant says
     the budget is spent), or nothing yet when the budget came before its ``round.completed``."""
 
@@ -199,12 +180,12 @@ async def on_budget_updated(event: BudgetUpdated, *, ctx: Context) -> list[Event
             lifetimes=roster.lifetimes,
         )  # fmt: skip
 
-    return await _on_job_event(event, ctx, step)
+    return await _on_job_event(event, deps, step)
 
 
-async def on_trainer_heartbeat(event: TrainerHeartbeat, *, ctx: Context) -> list[Event]:
+async def on_trainer_heartbeat(event: TrainerHeartbeat, *, deps: Deps) -> list[Event]:
     """Remember a trainer's datasets, status and when it was last seen."""
-    await ctx.store.save_trainer(
+    await deps.store.save_trainer(
         TrainerInfo(
             client_id=event.client_id, datasets={d.name: d.num_samples for d in event.datasets},
             device=event.device, status=event.status, last_seen=event.time,
@@ -214,24 +195,17 @@ async def on_trainer_heartbeat(event: TrainerHeartbeat, *, ctx: Context) -> list
     return []
 
 
-async def on_client_budget_updated(event: ClientBudgetUpdated, *, ctx: Context) -> list[Event]:
+async def on_client_budget_updated(event: ClientBudgetUpdated, *, deps: Deps) -> list[Event]:
     """Remember a client's lifetime spend on a dataset (the announcement with most entries)."""
-    await ctx.store.save_client_spend(ClientSpend.of(event))
+    await deps.store.save_client_spend(ClientSpend.of(event))
     return []
 
 
-HANDLERS: Mapping[type[Event], Callable[..., Awaitable[list[Event]]]] = {
-    JobRequested: on_job_requested,
-    JobCancelRequested: on_job_cancel_requested,
-    RoundCompleted: on_round_completed,
-    BudgetUpdated: on_budget_updated,
-    TrainerHeartbeat: on_trainer_heartbeat,
-    ClientBudgetUpdated: on_client_budget_updated,
-}
-
-
-def bind(
-    ctx: Context, handlers: Mapping[type[Event], Any] = HANDLERS
-) -> dict[type[Event], Handler]:
-    """The routing table with ``ctx`` bound: what :class:`~fedbus.bus.ConsumerRunner` takes."""
-    return {cls: functools.partial(handler, ctx=ctx) for cls, handler in handlers.items()}
+HANDLERS = Routes[Deps](
+    route(JobRequested, on_job_requested),
+    route(JobCancelRequested, on_job_cancel_requested),
+    route(RoundCompleted, on_round_completed),
+    route(BudgetUpdated, on_budget_updated),
+    route(TrainerHeartbeat, on_trainer_heartbeat),
+    route(ClientBudgetUpdated, on_client_budget_updated),
+)

@@ -1,6 +1,5 @@
-"""Adapters of the orchestration ports: in memory (tests) and PostgreSQL."""
+"""Adapters of the orchestration ports: PostgreSQL."""
 
-from fedbus_orchestration.adapters.memory import InMemoryJobStore
 from fedbus_orchestration.adapters.postgres import PostgresJobStore
 
-__all__ = ["InMemoryJobStore", "PostgresJobStore"]
+__all__ = ["PostgresJobStore"]

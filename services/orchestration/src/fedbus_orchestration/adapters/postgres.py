@@ -1,6 +1,7 @@
 """The PostgreSQL :class:`~fedbus_orchestration.store.JobStore` (asyncpg).
 
-Tables (created at start with ``CREATE TABLE IF NOT EXISTS``):
+Tables (created at start with ``CREATE TABLE IF NOT EXISTS``, see
+:class:`fedbus.postgres.PostgresStore`):
 
 - ``orchestration_jobs``: one row per accepted job; ``version`` makes every update
   conditional on what the writer read.
@@ -20,16 +21,16 @@ from typing import Any
 import asyncpg
 
 from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
-from fedbus.postgres import transient_errors
+from fedbus.postgres import PostgresStore, transient_errors
 from fedbus.privacy import GaussianSteps
 from fedbus_orchestration.jobs import Budget, Job, JobState
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
 
-__all__ = ["DDL", "PostgresJobStore"]
+__all__ = ["PostgresJobStore"]
 
-DDL = """
+_DDL = """
 CREATE TABLE IF NOT EXISTS orchestration_jobs (
     job_id text PRIMARY KEY,
     tenant text NOT NULL,
@@ -193,30 +194,10 @@ def _events(raw: str) -> list[Event]:
     return [decode(text.encode("utf-8")) for text in json.loads(raw)]
 
 
-class PostgresJobStore:
+class PostgresJobStore(PostgresStore):
     """Jobs, trainers and emitted events in PostgreSQL; every change is one transaction."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def create(cls, pool: asyncpg.Pool) -> PostgresJobStore:
-        """Create the tables if needed and return the store."""
-        async with pool.acquire() as conn:
-            # Two processes starting at once may both try to create the tables.
-            await conn.execute("SELECT pg_advisory_lock(hashtext('orchestration_ddl'))")
-            try:
-                await conn.execute(DDL)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext('orchestration_ddl'))")
-        return cls(pool)
-
-    async def ping(self) -> bool:
-        """True when the database answers."""
-        try:
-            return bool(await self._pool.fetchval("SELECT 1", timeout=2))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
+    DDL = _DDL
 
     async def get(self, job_id: str) -> Job | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
@@ -253,7 +234,7 @@ class PostgresJobStore:
         published: bool = True,
     ) -> None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
-        async with transient_errors(), self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             if job is not None:
                 await self._write_job(conn, job)
             try:
@@ -296,7 +277,7 @@ class PostgresJobStore:
         marked in the same transaction; a crash in between publishes them again, same ids.
         """
         count = 0
-        async with transient_errors(), self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT seq, events FROM orchestration_outbox WHERE NOT published "
                 "ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED"

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~fedbus_orchestration.store.JobStore` for unit tests."""
+"""In-memory fakes of orchestration's ports, for the unit tests (never shipped)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newer_spend, newest
 
-__all__ = ["InMemoryJobStore"]
+__all__ = ["FakeJobStore"]
 
 
-class InMemoryJobStore:
-    """Same behaviour as the PostgreSQL store, in dictionaries (events kept encoded)."""
+class FakeJobStore:
+    """A :class:`~fedbus_orchestration.store.JobStore` in dictionaries (events kept encoded).
+
+    It passes the same contract test as the PostgreSQL store (``test_store_contract.py``).
+    """
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
