@@ -3,8 +3,12 @@
 Goal: <= 50 ms per aggregation. FedAvg must read every byte of every update once,
 so its speed is bounded by memory bandwidth; the script measures, in the same run,
 a numpy memory-copy baseline over the same updates (reading each into one reused
-buffer, the same access pattern) and reports both in GB/s. The accumulator adds each
-update with BLAS ``axpy`` (scipy's, which uses every core); numpy's copy and sum use one.
+buffer, the same access pattern) and reports both in GB/s.
+
+The accumulator sums in int64 fixed point so that any arrival order gives the same bytes
+(``fedbus.aggregation.fixed_point``): per element it reads the float32 value and reads and
+writes an int64 sum, on one core. The float32 BLAS ``axpy`` accumulator it replaced
+(order-dependent, scipy's multithreaded saxpy) runs beside it for comparison.
 
 Run from the repository root:
 
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from scipy.linalg.blas import saxpy  # type: ignore[import-untyped]
 
 from fedbus.aggregation import ClientUpdate, FedAvg, FedAvgAccumulator
 
@@ -67,6 +72,17 @@ def fedavg_stream(updates: list[ClientUpdate]) -> None:
     accumulator.result()
 
 
+def float_axpy_stream(updates: list[ClientUpdate]) -> None:
+    """The previous accumulator: ``sum += n * delta`` in float32 with BLAS, arrival order."""
+    sums = {n: np.zeros(s, dtype=np.float32) for n, s in LAYOUT.items()}
+    for update in updates:
+        for name, array in update.delta.items():
+            saxpy(array.reshape(-1), sums[name].reshape(-1), a=float(update.num_samples))
+    total = sum(u.num_samples for u in updates)
+    for array in sums.values():
+        array *= np.float32(1.0 / total)
+
+
 def copy_baseline(updates: list[ClientUpdate]) -> None:
     buffers = {n: np.empty(s, dtype=np.float32) for n, s in LAYOUT.items()}
     for update in updates:
@@ -109,6 +125,11 @@ def main() -> None:
     report(
         "numpy unweighted sum (acc += x)",
         timed(lambda: unweighted_sum(updates), args.repeats),
+        nbytes,
+    )
+    report(
+        "float32 BLAS axpy (previous, ordered)",
+        timed(lambda: float_axpy_stream(updates), args.repeats),
         nbytes,
     )
     report(

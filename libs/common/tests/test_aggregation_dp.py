@@ -21,6 +21,7 @@ from fedbus.aggregation import (
     adapt_clipping_norm,
     clip_update,
     l2_norm,
+    secure_standard_normal,
     update_noise_multiplier,
 )
 
@@ -197,3 +198,53 @@ def test_adaptive_state_round_trip() -> None:
     restored.load_state(first.state())
 
     assert restored.clipping_norm == first.clipping_norm
+
+
+def test_without_a_generator_the_noise_is_fresh_on_every_round() -> None:
+    size, z, expected = 200_000, 2.0, 4
+    zero = {"w": np.zeros(size, np.float32)}
+    round_ = [ClientUpdate(f"c{i}", zero, 1) for i in range(expected)]
+
+    def secure() -> DPFedAvgFixedClipping:  # as the aggregator builds it: no rng
+        return DPFedAvgFixedClipping(
+            FedAvg(), noise_multiplier=z, clipping_norm=3.0, expected_clients=expected
+        )
+
+    first = secure().aggregate(global_model=zero, updates=round_)
+    again = secure().aggregate(global_model=zero, updates=round_)
+
+    assert not np.array_equal(first["w"], again["w"])
+    for noisy in (first, again):
+        assert first["w"].dtype == np.float32
+        assert np.std(noisy["w"]) == pytest.approx(z * 3.0 / expected, rel=0.01)
+        assert abs(np.mean(noisy["w"])) < 5 * z * 3.0 / expected / math.sqrt(size)
+
+
+def test_secure_draws_are_standard_normal() -> None:
+    draws = secure_standard_normal((400_001,))
+
+    assert draws.shape == (400_001,)
+    assert abs(draws.mean()) < 0.01  # 6 standard errors
+    assert draws.std() == pytest.approx(1.0, rel=0.01)
+    assert np.mean(np.abs(draws) < 1.0) == pytest.approx(0.6827, abs=0.005)
+    assert not np.array_equal(secure_standard_normal((8,)), secure_standard_normal((8,)))
+
+
+@FAST
+@given(
+    scales=st.lists(st.floats(-3, 3, width=32), min_size=3, max_size=3),
+    order=st.permutations([0, 1, 2]),
+)
+def test_the_clipped_sum_is_the_same_bytes_in_any_order(
+    scales: list[float], order: list[int]
+) -> None:
+    round_ = updates(*scales)
+
+    forward = dp(noise=1.0, seed=5).aggregate(global_model=GLOBAL, updates=round_)
+    permuted = dp(noise=1.0, seed=5).aggregate(
+        global_model=GLOBAL, updates=[round_[i] for i in order]
+    )
+
+    assert {k: v.tobytes() for k, v in forward.items()} == {
+        k: v.tobytes() for k, v in permuted.items()
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,7 +135,7 @@ def test_fedavg_is_invariant_to_client_order(
     forward = FedAvg().combine(updates)
     permuted = FedAvg().combine([updates[i] for i in shuffled])
 
-    np.testing.assert_allclose(forward["w"], permuted["w"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(forward["w"], permuted["w"])  # exact, not merely close
 
 
 @FAST
@@ -173,3 +174,67 @@ def test_an_update_of_another_kind_of_number_is_refused() -> None:
 
     with pytest.raises(IncompatibleUpdateError, match="complex"):
         accumulator.add(ClientUpdate("b", {"w": np.ones(3, np.complex64)}, num_samples=1))
+
+
+# Deltas as training produces them: float32 spanning many magnitudes, where a float sum
+# depends on the order of its terms.
+spread = st.floats(min_value=-50, max_value=50, width=32).map(
+    lambda x: np.float32(x * 10.0 ** (int(abs(x) * 1000) % 9 - 6))
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    deltas=st.lists(hnp.arrays(np.float32, (5, 7), elements=spread), min_size=2, max_size=9),
+    counts=st.lists(st.integers(1, 60_000), min_size=9, max_size=9),
+    order=st.randoms(use_true_random=False),
+)
+def test_any_arrival_order_gives_the_same_bytes(
+    deltas: list[np.ndarray], counts: list[int], order: Any
+) -> None:
+    updates = [ClientUpdate(f"c{i}", {"w": d, "b": d[0]}, counts[i]) for i, d in enumerate(deltas)]
+    arrived = list(updates)
+    order.shuffle(arrived)
+
+    def streamed(sequence: list[ClientUpdate]) -> dict[str, bytes]:
+        accumulator = FedAvgAccumulator()
+        for update in sequence:
+            accumulator.add(update)
+        return {name: array.tobytes() for name, array in accumulator.result().items()}
+
+    assert streamed(arrived) == streamed(updates)
+    reference = sum(n * d.astype(np.float64) for d, n in zip(deltas, counts, strict=False))
+    mean = reference / sum(counts[: len(deltas)])
+    np.testing.assert_allclose(FedAvg().combine(arrived)["w"], mean, rtol=1e-6, atol=2e-10)
+
+
+def test_a_plain_float_sum_would_depend_on_the_order() -> None:
+    # Why the fixed-point sum: the same three terms added in two orders as float32.
+    a, b, c = np.float32(1e5), np.float32(-1e5), np.float32(1e-3)
+
+    assert (a + b) + c != a + (c + b)
+    updates = [
+        ClientUpdate(k, {"w": np.array([v])}, 1) for k, v in zip("abc", (a, b, c), strict=True)
+    ]
+    forward = FedAvg().combine(updates)["w"]
+    backward = FedAvg().combine(updates[::-1])["w"]
+    assert forward.tobytes() == backward.tobytes()
+    np.testing.assert_allclose(forward, 1e-3 / 3, rtol=1e-6)
+
+
+def test_an_update_too_large_or_not_finite_is_refused_and_leaves_the_sum_as_it_was() -> None:
+    small = {"w": np.full(200_000, 0.5, np.float32), "b": np.ones(2, np.float32)}
+    huge = {"w": np.full(200_000, 0.5, np.float32), "b": np.array([1.0, 3e9], np.float32)}
+    broken = {"w": np.full(200_000, 0.5, np.float32), "b": np.array([np.nan, 0.0], np.float32)}
+    accumulator = FedAvgAccumulator()
+    accumulator.add(ClientUpdate("a", small, 2))
+
+    with pytest.raises(IncompatibleUpdateError, match="too large"):
+        accumulator.add(ClientUpdate("b", huge, 1))
+    with pytest.raises(IncompatibleUpdateError, match="not finite"):
+        accumulator.add(ClientUpdate("c", broken, 1))
+    accumulator.add(ClientUpdate("d", small, 2))
+
+    assert accumulator.client_ids == {"a", "d"}
+    assert accumulator.result()["w"].tolist()[:2] == [0.5, 0.5]
+    assert accumulator.result()["b"].tolist() == [1.0, 1.0]

@@ -113,3 +113,23 @@ def test_krum_requires_enough_clients() -> None:
 
     with pytest.raises(IncompatibleUpdateError):
         Krum(num_byzantine=1).combine(updates_from(rows))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), order=st.permutations(range(7)))
+def test_robust_strategies_give_the_same_bytes_in_any_arrival_order(
+    seed: int, order: list[int]
+) -> None:
+    rows = np.random.default_rng(seed).standard_normal((7, 40)).astype(np.float32)
+    round_ = updates_from(rows)
+    arrived = [round_[i] for i in order]
+
+    for make in (
+        lambda: MultiKrum(num_byzantine=2, num_selected=3),
+        lambda: TrimmedMean(trim_fraction=0.2),
+        CoordinateMedian,
+    ):
+        forward, permuted = make().combine(round_), make().combine(arrived)
+        assert {k: v.tobytes() for k, v in forward.items()} == {
+            k: v.tobytes() for k, v in permuted.items()
+        }

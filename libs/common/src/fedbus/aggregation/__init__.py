@@ -23,9 +23,11 @@ from fedbus.aggregation.fedadam import FedAdam
 from fedbus.aggregation.fedavg import FedAvg, FedAvgAccumulator
 from fedbus.aggregation.fedavgm import FedAvgM
 from fedbus.aggregation.fedyogi import FedYogi
+from fedbus.aggregation.fixed_point import FixedPointSum
 from fedbus.aggregation.helpers import apply_delta, l2_norm
 from fedbus.aggregation.krum import Krum, MultiKrum, krum_scores
 from fedbus.aggregation.median import CoordinateMedian
+from fedbus.aggregation.noise import secure_standard_normal
 from fedbus.aggregation.strategy import Strategy
 from fedbus.aggregation.trimmed_mean import TrimmedMean
 from fedbus.aggregation.updates import ClientUpdate, FloatArray, Model, NamedArrays
@@ -44,6 +46,7 @@ __all__ = [
     "FedAvgAccumulator",
     "FedAvgM",
     "FedYogi",
+    "FixedPointSum",
     "FloatArray",
     "IncompatibleUpdateError",
     "Krum",
@@ -61,6 +64,7 @@ __all__ = [
     "krum_scores",
     "l2_norm",
     "noisy_clipped_mean",
+    "secure_standard_normal",
     "update_noise_multiplier",
     "validate_update",
 ]

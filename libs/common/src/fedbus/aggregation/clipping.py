@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fedbus.aggregation.errors import IncompatibleUpdateError
+from fedbus.aggregation.fixed_point import FixedPointSum
 from fedbus.aggregation.helpers import l2_norm
-from fedbus.aggregation.updates import ClientUpdate, FloatArray, Model, NamedArrays
+from fedbus.aggregation.noise import gaussian
+from fedbus.aggregation.updates import ClientUpdate, Model, NamedArrays
 
 __all__ = ["NoisyMean", "clip_update", "noisy_clipped_mean"]
 
@@ -55,33 +58,29 @@ def noisy_clipped_mean(
     clipping_norm: float,
     noise_std: float,
     denominator: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
 ) -> NoisyMean:
     """``(sum of clipped deltas + N(0, noise_std^2 I)) / denominator``.
 
     The denominator is fixed in advance (the expected number of clients), never
     the number that showed up: dividing by a data-dependent count would change the
-    sensitivity the noise was calibrated for.
+    sensitivity the noise was calibrated for. The clipped deltas are summed in fixed
+    point (:class:`~fedbus.aggregation.fixed_point.FixedPointSum`), so the sum is the
+    same bytes in any order; the noise comes from the OS's CSPRNG unless a test
+    passes a seeded ``rng`` (:func:`~fedbus.aggregation.noise.gaussian`).
     """
-    total: Model = {}
+    total = FixedPointSum()
+    dtypes: dict[str, np.dtype[Any]] = {}
     norms = []
     for update in updates:
         clipped, norm = clip_update(update.delta, clipping_norm=clipping_norm)
         norms.append(norm)
-        for name, array in clipped.items():
-            if name in total:
-                total[name] += array
-            else:
-                total[name] = array.astype(np.result_type(array.dtype, np.float32))
+        total.add(clipped, weight=1, who=f"client {update.client_id}")
+        dtypes = dtypes or {n: np.result_type(a.dtype, np.float32) for n, a in clipped.items()}
+    sums = total.mean(divisor=1, dtypes=dtypes)
     delta = {
-        name: ((array + _gaussian(array, noise_std, rng)) / denominator).astype(array.dtype)
-        for name, array in total.items()
-    }
+        name: ((array + gaussian(array.shape, std=noise_std, dtype=array.dtype, rng=rng))
+               / denominator).astype(array.dtype)
+        for name, array in sums.items()
+    }  # fmt: skip
     return NoisyMean(delta=delta, norms=tuple(norms))
-
-
-def _gaussian(like: FloatArray, std: float, rng: np.random.Generator) -> FloatArray:
-    if std == 0:
-        return np.zeros_like(like)
-    dtype = np.float32 if like.dtype == np.float32 else np.float64
-    return std * rng.standard_normal(like.shape, dtype=dtype)

@@ -22,12 +22,14 @@ import numpy as np
 
 from fedbus.aggregation.dp_fixed import DPFedAvgFixedClipping
 from fedbus.aggregation.errors import IncompatibleUpdateError
+from fedbus.aggregation.noise import gaussian
 from fedbus.aggregation.strategy import Strategy
 from fedbus.aggregation.updates import ClientUpdate, Model, NamedArrays
 
 __all__ = ["DPFedAvgAdaptiveClipping", "adapt_clipping_norm", "update_noise_multiplier"]
 
 _STATE_KEY = "dp/clipping_norm"
+_FLOAT64 = np.dtype(np.float64)
 
 
 def update_noise_multiplier(*, noise_multiplier: float, clipped_count_stddev: float) -> float:
@@ -83,7 +85,7 @@ class DPFedAvgAdaptiveClipping(DPFedAvgFixedClipping):
         noise_multiplier: float,
         initial_clipping_norm: float,
         expected_clients: int,
-        rng: np.random.Generator,
+        rng: np.random.Generator | None = None,
         target_unclipped_quantile: float = 0.5,
         clip_learning_rate: float = 0.2,
         clipped_count_stddev: float | None = None,
@@ -110,9 +112,7 @@ class DPFedAvgAdaptiveClipping(DPFedAvgFixedClipping):
         """Noisy mean with the current C, then move C for the next round."""
         result = self._noisy_mean(updates)
         unclipped = sum(1 for norm in result.norms if norm <= self.clipping_norm)
-        noise = (
-            self.rng.normal(0.0, self.clipped_count_stddev) if self.clipped_count_stddev else 0.0
-        )
+        noise = float(gaussian((), std=self.clipped_count_stddev, dtype=_FLOAT64, rng=self.rng))
         self.clipping_norm = adapt_clipping_norm(
             clipping_norm=self.clipping_norm,
             noisy_unclipped_fraction=(unclipped + noise) / self.expected_clients,

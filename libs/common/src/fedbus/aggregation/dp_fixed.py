@@ -45,7 +45,9 @@ class DPFedAvgFixedClipping(Strategy):
     expected_clients
         The number of clients the noise was calibrated and the round accounted for.
     rng
-        Source of the noise; inject a seeded generator for reproducible results.
+        None (the default, and what production uses): the noise comes from the OS's
+        CSPRNG, fresh each round, so knowing the job's seed does not give it away.
+        Tests may inject a seeded generator to repeat a round.
     """
 
     def __init__(
@@ -55,7 +57,7 @@ class DPFedAvgFixedClipping(Strategy):
         noise_multiplier: float,
         clipping_norm: float,
         expected_clients: int,
-        rng: np.random.Generator,
+        rng: np.random.Generator | None = None,
     ) -> None:
         if noise_multiplier < 0 or not clipping_norm > 0 or expected_clients < 1:
             raise IncompatibleUpdateError(

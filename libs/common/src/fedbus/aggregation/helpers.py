@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fedbus.aggregation.errors import EmptyRoundError, IncompatibleUpdateError
 from fedbus.aggregation.updates import ClientUpdate, FloatArray, Model, NamedArrays
@@ -35,7 +36,9 @@ def l2_norm(arrays: NamedArrays) -> float:
     return math.sqrt(total)
 
 
-def check_same_layout(reference: NamedArrays, arrays: NamedArrays, *, who: str) -> None:
+def check_same_layout(
+    reference: Mapping[str, npt.NDArray[Any]], arrays: Mapping[str, npt.NDArray[Any]], *, who: str
+) -> None:
     """Raise :class:`IncompatibleUpdateError` unless names and shapes match."""
     if set(reference) != set(arrays):
         missing = sorted(set(reference) - set(arrays))

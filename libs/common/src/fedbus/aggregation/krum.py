@@ -62,6 +62,9 @@ class Krum(Strategy):
         """Mean of the ``num_selected`` updates with the lowest Krum scores."""
         if self.num_selected > len(updates):
             raise IncompatibleUpdateError("num_selected exceeds the number of updates")
+        # One row order whatever the arrival order: the scores' sums and the mean are
+        # then the same bytes, and ties fall to the same client.
+        updates = sorted(updates, key=lambda update: update.client_id)
         matrix, layout = stack_deltas(updates)
         scores = krum_scores(matrix, num_byzantine=self.num_byzantine)
         chosen = np.argsort(scores, kind="stable")[: self.num_selected]
