@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = sorted(p for p in (REPO / "services").iterdir() if (p / "pyproject.toml").exists())
 TORCH_FREE = [
     "fedbus-common",
+    "fedbus-cli",  # without its [train] extra: the gateway client and the privacy audit
     "fedbus-gateway",
     "fedbus-orchestration",
     "fedbus-model-registry",
@@ -46,7 +47,10 @@ def test_a_service_imports_no_other_service(service: Path) -> None:
     assert imported.isdisjoint(others), f"{service.name} imports {imported & others}"
 
 
-def _locked_closure(lock: dict[str, object], root: str) -> set[str]:
+def _locked_closure(
+    lock: dict[str, object], root: str, *, extras: tuple[str, ...] = ()
+) -> set[str]:
+    """What installing ``root`` (with ``extras``) installs, per uv.lock; no other extras."""
     packages = {p["name"]: p for p in lock["package"]}  # type: ignore[index,union-attr]
     seen, todo = set(), [root]
     while todo:
@@ -55,6 +59,9 @@ def _locked_closure(lock: dict[str, object], root: str) -> set[str]:
             continue
         seen.add(name)
         todo.extend(dep["name"] for dep in packages[name].get("dependencies", []))
+        if name == root:
+            optional = packages[name].get("optional-dependencies", {})
+            todo.extend(dep["name"] for extra in extras for dep in optional[extra])
     return seen
 
 
@@ -66,6 +73,14 @@ def test_light_packages_do_not_depend_on_torch(package: str) -> None:
 
     assert package in closure
     assert "torch" not in closure, f"{package} pulls in torch through uv.lock"
+
+
+def test_the_cli_train_extra_brings_the_executor() -> None:
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+
+    closure = _locked_closure(lock, "fedbus-cli", extras=("train",))
+
+    assert {"fedbus-executor", "torch"} <= closure
 
 
 def test_importing_the_shared_library_does_not_import_torch() -> None:
