@@ -1,4 +1,4 @@
-"""Central DP in the aggregator (docs/privacy.md, step 3): DP-FedAvg, fail closed, reproducible."""
+"""Central DP in the aggregator (docs/privacy.md, step 3): DP-FedAvg, fail closed, fresh noise."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fedbus.events import (
     RoundStarted,
     StrategySpec,
 )
-from fedbus.storage import InMemoryArtifactStore
+from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes
 from fedbus_aggregator import HANDLERS, Deps, RoundStatus, close_due_rounds
 
 from .fakes import FakeModels, FakeRoundStore, ManualClock
@@ -70,23 +70,29 @@ async def test_without_noise_the_round_is_the_mean_of_clipped_deltas_over_the_se
     np.testing.assert_allclose(new["b"], 1 / 3, rtol=1e-5)
 
 
-async def test_noise_is_seeded_by_the_round_so_a_rerun_gives_the_same_model(
+async def test_noise_is_fresh_on_every_run_while_the_rest_of_the_round_is_the_same_bytes(
     artifacts: InMemoryArtifactStore, clock: ManualClock,
     started: Callable[..., RoundStarted], submit: Callable[..., Any],
 ) -> None:  # fmt: skip
-    start = central(started(), z=1.2, clip=0.5)
+    # Same job, seed, round and updates: the noise must not follow from what the job's
+    # submitter knows (the seed), or they could subtract it.
     updates = [await submit(c, delta(0.1)) for c in ("a", "b", "c")]
-    models = []
-    for _ in range(2):
-        bus = InMemoryBus()
-        await run(bus, make_deps(artifacts, clock), start, *updates)
-        [done] = completed(bus)
-        models.append(await artifacts.get_tensors(done.global_model))
 
-    assert done.dp == DpUsage(noise_multiplier=1.2, sample_rate=1.0, steps=1, clipping_norm=0.5)
-    np.testing.assert_array_equal(models[0]["w"], models[1]["w"])
-    clipped_mean = 0.1  # norm 0.3 < 0.5: unclipped
-    assert not np.allclose(models[0]["b"], clipped_mean)  # noise was added
+    async def model_of(z: float) -> dict[str, np.ndarray]:
+        bus = InMemoryBus()
+        await run(bus, make_deps(artifacts, clock), central(started(), z=z, clip=0.5), *updates)
+        [done] = completed(bus)
+        assert done.dp == DpUsage(noise_multiplier=z, sample_rate=1.0, steps=1, clipping_norm=0.5)
+        return await artifacts.get_tensors(done.global_model)
+
+    noisy = [await model_of(1.2), await model_of(1.2)]
+    plain = [await model_of(0.0), await model_of(0.0)]
+
+    assert not np.array_equal(noisy[0]["w"], noisy[1]["w"])
+    assert not np.array_equal(noisy[0]["b"], noisy[1]["b"])
+    assert tensors_to_bytes(plain[0]) == tensors_to_bytes(plain[1])
+    np.testing.assert_allclose(plain[0]["b"], 0.1, rtol=1e-6)  # norm 0.3 < 0.5: unclipped
+    assert not np.allclose(noisy[0]["b"], 0.1)  # noise was added
 
 
 async def test_a_missing_client_at_the_deadline_aborts_the_round_without_a_model(

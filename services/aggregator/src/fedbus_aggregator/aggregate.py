@@ -161,12 +161,43 @@ async def expire(state: RoundState, deps: Deps, why: str) -> list[Event]:
 
 async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[Event]:
     accepted = state.accepted()
-    started = state.started
     progress: list[Event] = [
         _progress(state, deps, Phase.AGGREGATING, f"aggregating {len(accepted)} updates")
     ]
     reference = await global_model(state, deps)
-    strategy = build_strategy(started.strategy, num_updates=len(accepted))
+    strategy = await _round_strategy(state, deps, num_updates=len(accepted))
+    # Adaptive clipping moves C while combining: the round used the C it started with.
+    clip = strategy.clipping_norm if isinstance(strategy, DPFedAvgFixedClipping) else None
+    new_model = await _combine(strategy, reference, accepted, deps)
+    progress.append(_progress(state, deps, Phase.EVALUATING, "evaluating the new global model"))
+    global_ref, server_ref, scores = await _store_and_evaluate(new_model, strategy, state, deps)
+    completed = RoundCompleted.create(
+        source=deps.source,
+        job_id=state.job_id,
+        traceparent=child_traceparent(state.started.traceparent),
+        round=state.round,
+        global_model=global_ref,
+        participants=[u.client_id for u in accepted],
+        dropped=state.dropped(),
+        total_samples=sum(u.num_samples for u in accepted),
+        metrics=finite_metrics({**weighted_train_metrics(accepted), **scores}),
+        dp=dp_usage(state.started, clipping_norm=clip) if clip is not None else None,
+    )
+    closed = await deps.store.close(
+        state, status=RoundStatus.AGGREGATED, result=completed, server_state=server_ref,
+        published=published,
+    )  # fmt: skip
+    if not closed:  # someone else closed it first: emit what was stored, if anything
+        stored = await deps.store.get(state.job_id, state.round)
+        return [stored.result] if stored is not None and stored.result is not None else []
+    log.info("round %s of %s aggregated from %d updates", state.round, state.job_id, len(accepted))
+    return [*progress, completed]
+
+
+async def _round_strategy(state: RoundState, deps: Deps, *, num_updates: int) -> Strategy:
+    """The job's strategy for this round: DP-wrapped if asked, with the previous round's state."""
+    started = state.started
+    strategy = build_strategy(started.strategy, num_updates=num_updates)
     if is_central_dp(started):  # settle() checked that every selected client is accepted
         strategy = wrap_for_central_dp(strategy, started)
     previous = await deps.store.previous_server_state(state.job_id, state.round)
@@ -175,10 +206,14 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
             strategy.load_state(await deps.artifacts.get_tensors(previous))
         except NonRetryableError as exc:  # a different strategy's state: start afresh
             log.warning("server state %s not loaded: %s", previous.object_key, exc)
-    # Adaptive clipping moves C while combining: the round used the C it started with.
-    clip = strategy.clipping_norm if isinstance(strategy, DPFedAvgFixedClipping) else None
-    new_model = await _combine(strategy, reference, accepted, deps)
-    progress.append(_progress(state, deps, Phase.EVALUATING, "evaluating the new global model"))
+    return strategy
+
+
+async def _store_and_evaluate(
+    new_model: Model, strategy: Strategy, state: RoundState, deps: Deps
+) -> tuple[ModelRef, ModelRef | None, dict[str, float]]:
+    """Upload the new model and the strategy's state while the model is evaluated."""
+    started = state.started
     # The evaluation (CPU, in a worker thread) runs while the new model and state upload.
     evaluation = asyncio.ensure_future(
         asyncio.to_thread(
@@ -197,37 +232,14 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
     except BaseException:
         evaluation.cancel()  # its thread finishes on its own; the scores are not needed
         raise
-    scores = await evaluation
-    completed = RoundCompleted.create(
-        source=deps.source,
-        job_id=state.job_id,
-        traceparent=child_traceparent(started.traceparent),
-        round=state.round,
-        global_model=global_ref,
-        participants=[u.client_id for u in accepted],
-        dropped=state.dropped(),
-        total_samples=sum(u.num_samples for u in accepted),
-        metrics=finite_metrics({**weighted_train_metrics(accepted), **scores}),
-        dp=dp_usage(started, clipping_norm=clip) if clip is not None else None,
-    )
-    closed = await deps.store.close(
-        state,
-        status=RoundStatus.AGGREGATED,
-        result=completed,
-        server_state=server_ref,
-        published=published,
-    )
-    if not closed:  # someone else closed it first: emit what was stored, if anything
-        stored = await deps.store.get(state.job_id, state.round)
-        return [stored.result] if stored is not None and stored.result is not None else []
-    log.info("round %s of %s aggregated from %d updates", state.round, state.job_id, len(accepted))
-    return [*progress, completed]
+    return global_ref, server_ref, await evaluation
 
 
 async def _combine(
     strategy: Strategy, reference: Model, accepted: Sequence[UpdateRecord], deps: Deps
 ) -> Model:
     if isinstance(strategy, FedAvg):
+        # Fixed-point sum: the same bytes in any order, each update released once added.
         accumulator = strategy.accumulator()
         for record in accepted:
             delta = await _update_tensors(record, deps)
@@ -235,8 +247,8 @@ async def _combine(
             await asyncio.to_thread(accumulator.add, update)
             del delta, update  # released before the next download
         return strategy.apply(global_model=reference, delta=accumulator.result())
-    # Tensors in name order: safetensors does not keep one, and the DP noise is drawn tensor
-    # by tensor from the round's seeded generator, so a re-run must meet them in the same order.
+    # One tensor order for every update, however its file listed them: robust strategies
+    # flatten the updates, and sums over the flat rows follow that order.
     updates = [
         ClientUpdate(r.client_id, _by_name(await _update_tensors(r, deps)), r.num_samples)
         for r in accepted

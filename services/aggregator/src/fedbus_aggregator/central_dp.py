@@ -5,12 +5,12 @@ docs/privacy.md, step 3: the job's strategy is wrapped with
 ``strategy.options.adaptive_clipping = 1``), noise ``noise_multiplier * clipping_norm`` on the
 sum of the clipped deltas, divided by the number of *selected* clients. A round aggregates
 only when every selected client's update was accepted; otherwise it is aborted, never
-rescaled. The noise comes from a generator seeded by the round, so a re-run is reproducible.
+rescaled. The noise comes from the operating system's CSPRNG, fresh every round
+(:mod:`fedbus.aggregation.noise`): it is never seeded from the job's seed, which the
+submitter and every reader of ``round.started`` know and could subtract the noise with.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from fedbus.aggregation import DPFedAvgAdaptiveClipping, DPFedAvgFixedClipping
 from fedbus.aggregation import Strategy as AggregationStrategy
@@ -22,7 +22,6 @@ __all__ = [
     "central_dp_shortfall",
     "dp_usage",
     "is_central_dp",
-    "noise_rng",
     "wrap_for_central_dp",
 ]
 
@@ -63,18 +62,13 @@ def central_dp_shortfall(state: RoundState) -> str | None:
     return None
 
 
-def noise_rng(started: RoundStarted) -> np.random.Generator:
-    """The round's noise source: seeded by the job's seed, the job and the round number."""
-    job = int.from_bytes(started.job_id.encode()[:16].ljust(16, b"\0"), "big")
-    return np.random.default_rng(np.random.SeedSequence([started.seed, job, started.round]))
-
-
 def wrap_for_central_dp(
     strategy: AggregationStrategy, started: RoundStarted
 ) -> DPFedAvgFixedClipping:
     """The job's strategy inside the DP-FedAvg wrapper the round asks for.
 
     The caller has checked :func:`central_dp_shortfall` (noise and clipping norm are set).
+    The wrappers draw their noise from the OS's CSPRNG (no ``rng`` passed).
     """
     privacy = started.privacy
     z, clip = privacy.noise_multiplier or 0.0, privacy.clipping_norm or 0.0
@@ -86,13 +80,12 @@ def wrap_for_central_dp(
         stddev = options.get("clipped_count_stddev", max(expected / 20, z))
         return DPFedAvgAdaptiveClipping(
             strategy, noise_multiplier=z, initial_clipping_norm=clip, expected_clients=expected,
-            rng=noise_rng(started), clipped_count_stddev=stddev,
+            clipped_count_stddev=stddev,
             target_unclipped_quantile=options.get("target_unclipped_quantile", 0.5),
             clip_learning_rate=options.get("clip_learning_rate", 0.2),
         )  # fmt: skip
     return DPFedAvgFixedClipping(
-        strategy, noise_multiplier=z, clipping_norm=clip, expected_clients=expected,
-        rng=noise_rng(started),
+        strategy, noise_multiplier=z, clipping_norm=clip, expected_clients=expected
     )  # fmt: skip
 
 
