@@ -1,10 +1,10 @@
-"""Factories shared by the orchestration unit tests (fixtures: importlib mode has no imports)."""
+"""Fixtures shared by the orchestration unit tests: a fake store, a clock, event factories."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,25 +20,17 @@ from fedbus.events import (
     TrainerStatus,
 )
 
-START = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from .fakes import FakeClock, FakeJobStore
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2025, 3, 14, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def store() -> FakeJobStore:
+    return FakeJobStore()
 
 
 def _spec(**overrides: Any) -> JobSpec:

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from fedbus.events import Event, decode, encode
-from fedbus_orchestration.jobs import Job, JobState
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.state import Job, JobState
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newer_spend, newest
 
-__all__ = ["FakeJobStore"]
+__all__ = ["FakeClock", "FakeJobStore"]
+
+
+class FakeClock:
+    """A clock the test moves by hand (``Deps.clock``)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self.now += timedelta(seconds=seconds)
 
 
 class FakeJobStore:

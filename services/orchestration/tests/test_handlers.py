@@ -24,15 +24,10 @@ from fedbus_orchestration.handlers import (
     on_job_requested,
     on_round_completed,
 )
-from fedbus_orchestration.jobs import JobState, Policy
+from fedbus_orchestration.state import JobState, Policy
 from fedbus_orchestration.watcher import check_deadlines
 
 from .fakes import FakeJobStore
-
-
-@pytest.fixture
-def store() -> FakeJobStore:
-    return FakeJobStore()
 
 
 @pytest.fixture

@@ -22,16 +22,9 @@ from fedbus.events import (
     RoundCompleted,
     RoundStarted,
 )
-from fedbus_orchestration.jobs import (
-    Job,
-    JobState,
-    Policy,
-    accept,
-    after_budget,
-    after_deadline,
-    after_round,
-    cancel,
-)
+from fedbus_orchestration.endings import cancel
+from fedbus_orchestration.jobs import accept, after_budget, after_deadline, after_round
+from fedbus_orchestration.state import Job, JobState, Policy
 
 ELIGIBLE = ["a", "b", "c"]
 POLICY = Policy(max_round_retries=2, max_rollbacks=2, round_grace_seconds=5)

@@ -36,7 +36,6 @@ from fedbus.events import (
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
 from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.handlers import HANDLERS
-from fedbus_orchestration.jobs import Policy
 from fedbus_orchestration.lifetime import (
     ClientSpend,
     InFlight,
@@ -44,6 +43,7 @@ from fedbus_orchestration.lifetime import (
     pending_rounds,
     round_steps,
 )
+from fedbus_orchestration.state import Policy
 
 from .fakes import FakeJobStore
 
@@ -239,11 +239,6 @@ def test_a_local_dp_round_spends_dp_sgd_over_the_clients_records() -> None:
 
     assert round_steps(spec, "a", 1.1, {"a": 100}) == GaussianSteps(1.1, 0.2, 10)
     assert round_steps(spec, "b", 1.1, {}) == GaussianSteps(1.1, 1.0, 2)  # records unknown
-
-
-@pytest.fixture
-def store() -> FakeJobStore:
-    return FakeJobStore()
 
 
 async def test_an_older_announcement_never_replaces_a_newer_one(store: FakeJobStore) -> None:

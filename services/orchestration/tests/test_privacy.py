@@ -33,18 +33,13 @@ from fedbus.events import (
 from fedbus.privacy import compute_epsilon, noise_multiplier_for
 from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.handlers import HANDLERS
-from fedbus_orchestration.jobs import JobState, Policy
+from fedbus_orchestration.state import JobState, Policy
 from fedbus_orchestration.watcher import check_deadlines
 
 from .fakes import FakeJobStore
 
 DELTA = 1e-5
 TRAINING = TrainingConfig(local_epochs=2, batch_size=20, learning_rate=0.1)
-
-
-@pytest.fixture
-def store() -> FakeJobStore:
-    return FakeJobStore()
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import pytest
 from fedbus.events import Event, JobRequested, RoundCompleted, TrainerStatus
 from fedbus.privacy import GaussianSteps
 from fedbus_orchestration.adapters import PostgresJobStore
-from fedbus_orchestration.jobs import JobState, Policy, accept, after_round
+from fedbus_orchestration.jobs import accept, after_round
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.state import JobState, Policy
 from fedbus_orchestration.store import ConcurrentUpdateError, JobStore
 
 from .fakes import FakeJobStore
@@ -144,7 +145,7 @@ async def test_a_trainer_keeps_its_newest_heartbeat(
 async def test_a_dp_job_waiting_for_its_budget_reads_back_equal(
     store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
 ) -> None:  # fmt: skip
-    from fedbus_orchestration.jobs import Budget
+    from fedbus_orchestration.state import Budget
 
     request = make_request(job_id=unique("job"))
     t = accept(request, eligible=["a", "b"], now=clock())

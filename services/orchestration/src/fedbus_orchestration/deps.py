@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fedbus.events import utc_now
-from fedbus_orchestration.jobs import Policy
 from fedbus_orchestration.settings import OrchestrationSettings
+from fedbus_orchestration.state import Policy
 from fedbus_orchestration.store import JobStore
 
 __all__ = ["Deps", "deps_from"]

@@ -27,17 +27,11 @@ from fedbus.events import (
 )
 from fedbus.telemetry import log_context
 from fedbus_orchestration.deps import Deps
-from fedbus_orchestration.jobs import (
-    Job,
-    Transition,
-    accept,
-    after_budget,
-    after_round,
-    cancel,
-    reject,
-)
+from fedbus_orchestration.endings import cancel, reject
+from fedbus_orchestration.jobs import accept, after_budget, after_round
 from fedbus_orchestration.lifetime import ClientSpend, InFlight, Lifetimes, pending_rounds
 from fedbus_orchestration.selection import TrainerInfo, eligible_trainers
+from fedbus_orchestration.state import Job, Transition
 from fedbus_orchestration.validation import validate_request
 
 __all__ = [

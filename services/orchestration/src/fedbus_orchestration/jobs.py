@@ -3,8 +3,10 @@
 ``accepted -> running(round r, attempt a) [-> awaiting_budget(r)] -> completed | failed |
 cancelled``. A DP job waits after each round for the privacy accountant's ``budget.updated``
 of that round before it starts the next (or ends: docs/privacy.md, step 1). Nothing here
-does I/O: the handlers load a :class:`Job`, call a transition with the clock and the eligible
-trainers, and persist the result with its events in one transaction.
+does I/O: the handlers load a :class:`~fedbus_orchestration.state.Job`, call a transition
+with the clock and the eligible trainers, and persist the result with its events in one
+transaction. How a job ends is in :mod:`~fedbus_orchestration.endings`; who a round selects
+under the lifetime cap in :mod:`~fedbus_orchestration.lifetime`.
 
 Rounds are numbered 1, 2, ... and never reused except by a deadline retry (same round, next
 attempt). A diverged round is discarded: the next round number starts again from the last good
@@ -14,192 +16,27 @@ global model, and the job still needs ``spec.rounds`` good rounds, so at most
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, TypeVar
 
 from fedbus.events import (
     BudgetUpdated,
-    Event,
     JobAccepted,
-    JobCancelRequested,
-    JobCompleted,
-    JobFailed,
     JobMode,
-    JobRejected,
     JobRequested,
     JobSpec,
-    JobStatus,
-    ModelRef,
     Phase,
-    PrivacyGuarantee,
-    PrivacyMode,
-    Progress,
-    RejectionReason,
     RoundCompleted,
     RoundStarted,
-    child_traceparent,
 )
 from fedbus.privacy import UnreachableTargetError
-from fedbus_orchestration.lifetime import Lifetimes, round_steps
-from fedbus_orchestration.noise import round_noise_multiplier
-from fedbus_orchestration.selection import select_clients
+from fedbus_orchestration.endings import complete, emit, exhausted, fail, progress
+from fedbus_orchestration.lifetime import CappedSelection, Lifetimes, select_within_caps
+from fedbus_orchestration.state import Budget, Job, JobState, Policy, Transition, effective_spec
 
-__all__ = [
-    "SOURCE",
-    "Budget",
-    "Job",
-    "JobState",
-    "Policy",
-    "Transition",
-    "accept",
-    "after_budget",
-    "after_deadline",
-    "after_round",
-    "cancel",
-    "divergence",
-    "effective_spec",
-    "overdue",
-    "reject",
-]
-
-SOURCE = "orchestration"
-ACCOUNTANT = "rdp"
-"""How the privacy-accountant computes epsilon (``fedbus.privacy``: RDP, dp-accounting)."""
-E = TypeVar("E", bound=Event)
-
-
-class JobState(StrEnum):
-    """Where a job is; the last three are final."""
-
-    ACCEPTED = "accepted"
-    RUNNING = "running"
-    AWAITING_BUDGET = "awaiting_budget"
-    """A DP job's round completed; the next starts once the accountant has counted it."""
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        """True for completed, failed and cancelled."""
-        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The limits of retries and rollbacks."""
-
-    max_round_retries: int = 2
-    max_rollbacks: int = 2
-    divergence_factor: float = 10.0
-    round_grace_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The latest ``budget.updated`` of a job: what its guarantee is after ``round``."""
-
-    round: int
-    epsilon_spent: float
-    delta: float
-    exhausted: bool
-
-    @classmethod
-    def of(cls, event: BudgetUpdated) -> Budget:
-        """The budget an event reports (``round`` 0 for the initial one)."""
-        return cls(
-            round=event.round or 0, epsilon_spent=event.total.epsilon_spent,
-            delta=event.total.delta, exhausted=event.exhausted,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as orchestration stores it. ``version`` guards concurrent updates."""
-
-    job_id: str
-    tenant: str
-    spec: JobSpec
-    request_event_id: str
-    traceparent: str
-    idempotency_key: str | None = None
-    state: JobState = JobState.ACCEPTED
-    round: int = 0
-    attempt: int = 0
-    deadline: datetime | None = None
-    selected: tuple[str, ...] = ()
-    global_model: ModelRef | None = None
-    previous_model: ModelRef | None = None
-    rollbacks: int = 0
-    rounds_completed: int = 0
-    last_loss: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    noise_multiplier: float | None = None
-    budget: Budget | None = None
-    version: int = 0
-
-    @property
-    def seed(self) -> int:
-        """The job's seed (the effective spec always has one)."""
-        return self.spec.seed if self.spec.seed is not None else seed_for(self.job_id)
-
-    @property
-    def private(self) -> bool:
-        """True for a DP job (local or central)."""
-        return self.spec.privacy.mode is not PrivacyMode.NONE
-
-    def guarantee(self) -> PrivacyGuarantee | None:
-        """The guarantee of the latest budget, if the accountant sent one.
-
-        (epsilon, delta) as the accountant computed them (RDP over rounds ``1..budget.round``),
-        with the noise multiplier of the last round run and the configured clipping norm.
-        """
-        if self.budget is None:
-            return None
-        b = self.budget
-        return PrivacyGuarantee(
-            mode=self.spec.privacy.mode, epsilon=b.epsilon_spent, delta=b.delta,
-            accountant=ACCOUNTANT, noise_multiplier=self.noise_multiplier,
-            clipping_norm=self.spec.privacy.clipping_norm, rounds=b.round,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A job's new state and the events that announce it (empty: nothing happened)."""
-
-    job: Job
-    events: list[Event]
-
-
-def seed_for(job_id: str) -> int:
-    """A reproducible seed for a job that did not choose one."""
-    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1
-
-
-def effective_spec(spec: JobSpec, job_id: str) -> JobSpec:
-    """The spec as it will run: the seed filled in when the request left it null."""
-    if spec.seed is not None:
-        return spec
-    return spec.model_copy(update={"seed": seed_for(job_id)})
-
-
-def _emit(job: Job, cls: type[E], cause_traceparent: str, **payload: Any) -> E:
-    return cls.create(
-        source=SOURCE,
-        job_id=job.job_id,
-        traceparent=child_traceparent(cause_traceparent),
-        **payload,
-    )
-
-
-def _progress(job: Job, tp: str, phase: Phase, message: str, rnd: int | None = None) -> Progress:
-    return _emit(job, Progress, tp, round=rnd, phase=phase, message=message)
+__all__ = ["accept", "after_budget", "after_deadline", "after_round", "divergence", "overdue"]
 
 
 def accept(
@@ -229,26 +66,15 @@ def accept(
     )  # fmt: skip
     # The effective spec reports the noise round 1 uses (derived when the request had none).
     privacy = job.spec.privacy.model_copy(update={"noise_multiplier": started.job.noise_multiplier})
-    accepted = _emit(
+    accepted = emit(
         job, JobAccepted, request.traceparent, tenant=job.tenant,
         request_event_id=request.event_id, spec=job.spec.model_copy(update={"privacy": privacy}),
     )  # fmt: skip
     return Transition(started.job, [accepted, *started.events])
 
 
-def reject(request: JobRequested, reasons: Sequence[RejectionReason]) -> list[Event]:
-    """The events that refuse a request: ``job.rejected`` with every reason, and progress."""
-    tp = request.traceparent
-    rejected = JobRejected.create(
-        source=SOURCE, job_id=request.job_id, traceparent=child_traceparent(tp),
-        tenant=request.tenant, request_event_id=request.event_id, reasons=list(reasons),
-    )  # fmt: skip
-    message = "job rejected: " + "; ".join(f"{r.code} ({r.field}): {r.message}" for r in reasons)
-    progress = Progress.create(
-        source=SOURCE, job_id=request.job_id, traceparent=child_traceparent(tp),
-        phase=Phase.FAILED, message=message,
-    )  # fmt: skip
-    return [rejected, progress]
+def _min_clients(spec: JobSpec) -> int:
+    return 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
 
 
 def _start_round(
@@ -264,68 +90,50 @@ def _start_round(
     lifetimes: Lifetimes | None = None,
 ) -> Transition:
     spec = job.spec
-    samples = samples or {}
-    min_clients = 1 if spec.mode is JobMode.CENTRALIZED else spec.min_clients
-    # Select, then leave out every selected client the round would take past its lifetime
-    # cap and select again from the rest: the noise depends on who is selected, so the
-    # check runs on the final selection. The pool shrinks each time, so this ends.
-    pool = list(eligible)
-    capped: list[str] = []
-    while True:
-        selected = select_clients(spec, pool, seed=job.seed, round=rnd, attempt=attempt)
-        try:
-            noise = round_noise_multiplier(spec, selected=selected, samples=samples)
-        except UnreachableTargetError as exc:
-            return _fail(job, tp, "budget_too_small", f"round {rnd}: {exc}")
-        over = _over_lifetime_cap(spec, selected, noise, samples, lifetimes)
-        if not over:
-            break
-        capped += over
-        pool = [c for c in pool if c not in over]
-    if capped and len(pool) < min_clients:
-        cap = lifetimes.cap if lifetimes is not None else 0.0
-        reason = (
-            f"round {rnd} cannot start: {len(capped)} client(s) would pass the lifetime "
-            f"privacy cap {cap:g} ({', '.join(sorted(capped))}); {len(pool)} left, "
-            f"min_clients {min_clients}"
-        )
-        return _exhausted(job, tp, reason)
-    if capped:
-        why += f"left out {len(capped)} client(s) at their lifetime privacy cap; "
+    try:
+        pick = select_within_caps(
+            spec, eligible, seed=job.seed, round=rnd, attempt=attempt, samples=samples or {},
+            lifetimes=lifetimes,
+        )  # fmt: skip
+    except UnreachableTargetError as exc:
+        return fail(job, tp, "budget_too_small", f"round {rnd}: {exc}")
+    if pick.capped and pick.remaining < _min_clients(spec):
+        return exhausted(job, tp, _capped_out(pick, rnd, lifetimes, _min_clients(spec)))
+    if pick.capped:
+        why += f"left out {len(pick.capped)} client(s) at their lifetime privacy cap; "
     deadline = now + timedelta(seconds=spec.round_deadline_seconds)
     running = replace(
         job, state=JobState.RUNNING, round=rnd, attempt=attempt, deadline=deadline,
-        selected=tuple(selected), noise_multiplier=noise,
+        selected=tuple(pick.selected), noise_multiplier=pick.noise_multiplier,
     )  # fmt: skip
     message = (
-        f"{why}round {rnd} attempt {attempt}: selected {len(selected)} of {len(eligible)} "
-        f"eligible trainer(s) (min {min_clients}), deadline {deadline.isoformat()}"
+        f"{why}round {rnd} attempt {attempt}: selected {len(pick.selected)} of {len(eligible)} "
+        f"eligible trainer(s) (min {_min_clients(spec)}), deadline {deadline.isoformat()}"
     )
-    started = _emit(
-        job, RoundStarted, tp, round=rnd, selected_clients=selected, min_clients=min_clients,
-        deadline=deadline, global_model=job.global_model, model=spec.model,
-        dataset=spec.dataset, training=spec.training, strategy=spec.strategy,
-        privacy=spec.privacy.model_copy(update={"noise_multiplier": noise}), seed=job.seed,
+    announce = progress(job, tp, Phase.SCHEDULING, message, rnd)
+    return Transition(running, [announce, _round_started(running, tp)])
+
+
+def _round_started(running: Job, tp: str) -> RoundStarted:
+    """``round.started`` of the round ``running`` has just opened."""
+    spec = running.spec
+    privacy = spec.privacy.model_copy(update={"noise_multiplier": running.noise_multiplier})
+    return emit(
+        running, RoundStarted, tp, round=running.round, selected_clients=list(running.selected),
+        min_clients=_min_clients(spec), deadline=running.deadline,
+        global_model=running.global_model, model=spec.model, dataset=spec.dataset,
+        training=spec.training, strategy=spec.strategy, privacy=privacy, seed=running.seed,
     )  # fmt: skip
-    return Transition(running, [_progress(job, tp, Phase.SCHEDULING, message, rnd), started])
 
 
-def _over_lifetime_cap(
-    spec: JobSpec,
-    selected: Sequence[str],
-    noise: float | None,
-    samples: Mapping[str, int],
-    lifetimes: Lifetimes | None,
-) -> list[str]:
-    """The selected clients one more round of ``spec`` would take past their lifetime cap."""
-    delta = spec.privacy.delta
-    if lifetimes is None or noise is None or delta is None:
-        return []
-    return [
-        c
-        for c in selected
-        if not lifetimes.allows(c, [round_steps(spec, c, noise, samples)], delta)
-    ]
+def _capped_out(pick: CappedSelection, rnd: int, lifetimes: Lifetimes | None, least: int) -> str:
+    """Why round ``rnd`` cannot start: too few clients are left under the lifetime cap."""
+    cap = lifetimes.cap if lifetimes is not None else 0.0
+    return (
+        f"round {rnd} cannot start: {len(pick.capped)} client(s) would pass the lifetime "
+        f"privacy cap {cap:g} ({', '.join(pick.capped)}); {pick.remaining} left, "
+        f"min_clients {least}"
+    )
 
 
 def divergence(job: Job, event: RoundCompleted, *, factor: float) -> str | None:
@@ -362,7 +170,7 @@ def after_round(
     if why is not None:
         if job.rollbacks >= policy.max_rollbacks:
             message = f"round {event.round} diverged ({why}) after {job.rollbacks} rollback(s)"
-            return _fail(job, tp, "diverged", message)
+            return fail(job, tp, "diverged", message)
         rolled = replace(job, rollbacks=job.rollbacks + 1)
         note = f"round {event.round} diverged ({why}); rolled back to the previous global model; "
         return _proceed(
@@ -392,34 +200,15 @@ def _proceed(
             wait = timedelta(seconds=job.spec.round_deadline_seconds)
             waiting = replace(job, state=JobState.AWAITING_BUDGET, deadline=now + wait)
             message = f"{note}waiting for the privacy accountant's budget of round {job.round}"
-            return Transition(waiting, [_progress(job, tp, Phase.SCHEDULING, message, job.round)])
+            return Transition(waiting, [progress(job, tp, Phase.SCHEDULING, message, job.round)])
         if budget.exhausted and job.rounds_completed < job.spec.rounds:
-            return _exhausted(job, tp)
+            return exhausted(job, tp)
     if job.rounds_completed >= job.spec.rounds:
-        return _complete(job, tp)
+        return complete(job, tp)
     return _start_round(
         job, job.round + 1, 1, eligible=eligible, now=now, tp=tp, why=note, samples=samples,
         lifetimes=lifetimes,
     )  # fmt: skip
-
-
-def _complete(job: Job, tp: str) -> Transition:
-    final = replace(job, state=JobState.COMPLETED, deadline=None)
-    message = f"job completed after {job.rounds_completed} round(s)"
-    completed = _emit(
-        job, JobCompleted, tp, status=JobStatus.COMPLETED, rounds_completed=job.rounds_completed,
-        final_model=job.global_model, metrics=job.metrics, guarantee=job.guarantee(),
-    )  # fmt: skip
-    return Transition(final, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])
-
-
-def _fail(job: Job, tp: str, code: str, message: str) -> Transition:
-    failed = replace(job, state=JobState.FAILED, deadline=None)
-    event = _emit(
-        job, JobFailed, tp, code=code, message=message, round=job.round,
-        rounds_completed=job.rounds_completed,
-    )  # fmt: skip
-    return Transition(failed, [_progress(job, tp, Phase.FAILED, message, job.round), event])
 
 
 def overdue(job: Job, now: datetime, *, grace_seconds: float) -> bool:
@@ -448,7 +237,7 @@ def after_deadline(
             f"{job.spec.round_deadline_seconds} s after the round; stopping instead of "
             "spending epsilon nobody accounted for"
         )
-        return _fail(job, tp, "budget_timeout", message)
+        return fail(job, tp, "budget_timeout", message)
     attempts = job.attempt
     if attempts > policy.max_round_retries:
         message = (
@@ -456,27 +245,12 @@ def after_deadline(
             f"{len(job.selected)} selected clients reported by the deadline, "
             f"{attempts} attempt(s)"
         )
-        return _fail(job, tp, "too_few_clients", message)
+        return fail(job, tp, "too_few_clients", message)
     note = f"round {job.round} attempt {attempts} missed its deadline; "
     return _start_round(
         job, job.round, attempts + 1, eligible=eligible, now=now, tp=tp, why=note,
         samples=samples, lifetimes=lifetimes,
     )  # fmt: skip
-
-
-def cancel(job: Job, event: JobCancelRequested) -> Transition:
-    """End a running job with status ``cancelled``; a finished job or another tenant's is kept."""
-    if job.state.final or event.tenant != job.tenant:
-        return Transition(job, [])
-    tp = event.traceparent
-    ended = replace(job, state=JobState.CANCELLED, deadline=None)
-    reason = f": {event.reason}" if event.reason else ""
-    message = f"job cancelled by {event.requested_by}{reason}"
-    completed = _emit(
-        job, JobCompleted, tp, status=JobStatus.CANCELLED, rounds_completed=job.rounds_completed,
-        final_model=job.global_model, metrics=job.metrics, guarantee=job.guarantee(),
-    )  # fmt: skip
-    return Transition(ended, [_progress(job, tp, Phase.CANCELLED, message, job.round), completed])
 
 
 def after_budget(
@@ -511,19 +285,5 @@ def after_budget(
     if event.round == job.round:
         return Transition(updated, [])
     if event.exhausted:
-        return _exhausted(updated, tp)
+        return exhausted(updated, tp)
     return Transition(job, [])
-
-
-def _exhausted(job: Job, tp: str, reason: str = "") -> Transition:
-    """``job.completed(status=budget_exhausted)`` with the last global model and guarantee."""
-    ended = replace(job, state=JobState.COMPLETED, deadline=None)
-    message = f"privacy budget exhausted after {job.rounds_completed} round(s)"
-    if reason:
-        message += f": {reason}"
-    completed = _emit(
-        job, JobCompleted, tp, status=JobStatus.BUDGET_EXHAUSTED,
-        rounds_completed=job.rounds_completed, final_model=job.global_model,
-        metrics=job.metrics, guarantee=job.guarantee(),
-    )  # fmt: skip
-    return Transition(ended, [_progress(job, tp, Phase.COMPLETED, message, job.round), completed])

@@ -14,7 +14,8 @@ the (job, round) pairs they came from); orchestration adds what is in flight and
 - *planned*: the round (selection) or every planned round (admission) of the job at hand.
 
 All three compose by RDP at the job's delta (:func:`fedbus.privacy.compute_epsilon_composed`).
-A client is selected only if the projection stays within the cap.
+A client is selected only if the projection stays within the cap
+(:func:`select_within_caps`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ from dataclasses import dataclass, field
 
 from fedbus.events import ClientBudgetUpdated, JobSpec, PrivacyMode
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
-from fedbus_orchestration.noise import local_dp_steps
+from fedbus_orchestration.noise import local_dp_steps, round_noise_multiplier
+from fedbus_orchestration.selection import select_clients
 
-__all__ = ["ClientSpend", "InFlight", "Lifetimes", "pending_rounds", "round_steps"]
+__all__ = [
+    "CappedSelection",
+    "ClientSpend",
+    "InFlight",
+    "Lifetimes",
+    "over_lifetime_cap",
+    "pending_rounds",
+    "round_steps",
+    "select_within_caps",
+]
 
 
 @dataclass(frozen=True)
@@ -130,3 +141,67 @@ class Lifetimes:
     def allows(self, client: str, planned: Sequence[GaussianSteps], delta: float) -> bool:
         """True when ``planned`` keeps the client within the cap."""
         return self.projected(client, planned, delta) <= self.cap
+
+
+def over_lifetime_cap(
+    spec: JobSpec,
+    selected: Sequence[str],
+    noise: float | None,
+    samples: Mapping[str, int],
+    lifetimes: Lifetimes | None,
+) -> list[str]:
+    """The selected clients one more round of ``spec`` would take past their lifetime cap."""
+    delta = spec.privacy.delta
+    if lifetimes is None or noise is None or delta is None:
+        return []
+    return [
+        c
+        for c in selected
+        if not lifetimes.allows(c, [round_steps(spec, c, noise, samples)], delta)
+    ]
+
+
+@dataclass(frozen=True)
+class CappedSelection:
+    """A round's clients after leaving out those at their lifetime cap."""
+
+    selected: list[str]
+    noise_multiplier: float | None
+    capped: list[str]
+    """The clients left out (sorted): one more round would take them past the cap."""
+    remaining: int
+    """How many eligible clients were left to select from once the capped ones were out."""
+
+
+def select_within_caps(
+    spec: JobSpec,
+    eligible: Sequence[str],
+    *,
+    seed: int,
+    round: int,
+    attempt: int,
+    samples: Mapping[str, int],
+    lifetimes: Lifetimes | None,
+) -> CappedSelection:
+    """Select a round's clients (:func:`select_clients`) so that none passes its lifetime cap.
+
+    Select, then leave out every selected client the round would take past its cap and select
+    again from the rest: the noise depends on who is selected, so the check runs on the final
+    selection. The pool shrinks each time, so this ends. Reproducible for
+    ``(seed, round, attempt)`` whatever the order of ``eligible``.
+
+    Raises
+    ------
+    fedbus.privacy.UnreachableTargetError
+        When no noise multiplier fits a selection's planned rounds into the budget.
+    """
+    pool = sorted(eligible)
+    capped: list[str] = []
+    while True:
+        selected = select_clients(spec, pool, seed=seed, round=round, attempt=attempt)
+        noise = round_noise_multiplier(spec, selected=selected, samples=samples)
+        over = over_lifetime_cap(spec, selected, noise, samples, lifetimes)
+        if not over:
+            return CappedSelection(selected, noise, sorted(capped), len(pool))
+        capped += over
+        pool = [c for c in pool if c not in over]

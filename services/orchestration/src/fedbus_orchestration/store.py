@@ -13,9 +13,9 @@ from typing import Protocol
 
 from fedbus.errors import RetryableError
 from fedbus.events import Event
-from fedbus_orchestration.jobs import Job
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.state import Job
 
 __all__ = ["ConcurrentUpdateError", "JobStore", "PublishFn", "newer_spend", "newest"]
 

@@ -13,19 +13,26 @@ Tables (created at start with ``CREATE TABLE IF NOT EXISTS``, see
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
-from fedbus.events import Event, JobSpec, ModelRef, TrainerStatus, decode, encode
+from fedbus.events import Event
 from fedbus.postgres import PostgresStore, transient_errors
-from fedbus.privacy import GaussianSteps
-from fedbus_orchestration.jobs import Budget, Job, JobState
+from fedbus_orchestration.adapters.rows import (
+    JOB_COLUMNS,
+    events_from_json,
+    events_json,
+    job_args,
+    job_from_row,
+    spend_from_row,
+    trainer_from_row,
+    update_args,
+)
 from fedbus_orchestration.lifetime import ClientSpend
 from fedbus_orchestration.selection import TrainerInfo
+from fedbus_orchestration.state import Job
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn
 
 __all__ = ["PostgresJobStore"]
@@ -87,13 +94,8 @@ CREATE TABLE IF NOT EXISTS orchestration_client_spend (
 );
 """
 
-_COLUMNS = (
-    "job_id, tenant, spec, state, round, attempt, deadline, selected, global_model, "
-    "previous_model, rollbacks, rounds_completed, last_loss, metrics, idempotency_key, "
-    "request_event_id, traceparent, noise_multiplier, budget, version"
-)
 _INSERT = f"""
-INSERT INTO orchestration_jobs ({_COLUMNS})
+INSERT INTO orchestration_jobs ({JOB_COLUMNS})
 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13,
         $14::jsonb, $15, $16, $17, $18, $19::jsonb, $20 + 1)
 """  # noqa: S608 (column names are constants)
@@ -122,78 +124,6 @@ WHERE s.entries < EXCLUDED.entries
 """
 
 
-def _ref(raw: str | None) -> ModelRef | None:
-    return None if raw is None else ModelRef.model_validate_json(raw)
-
-
-def _dump_ref(ref: ModelRef | None) -> str | None:
-    return None if ref is None else ref.model_dump_json()
-
-
-def _dump_budget(budget: Budget | None) -> str | None:
-    return None if budget is None else json.dumps(dataclasses.asdict(budget))
-
-
-def _budget(raw: str | None) -> Budget | None:
-    return None if raw is None else Budget(**json.loads(raw))
-
-
-def _job_args(job: Job) -> list[Any]:
-    return [
-        job.job_id, job.tenant, job.spec.model_dump_json(), job.state.value, job.round,
-        job.attempt, job.deadline, json.dumps(list(job.selected)), _dump_ref(job.global_model),
-        _dump_ref(job.previous_model), job.rollbacks, job.rounds_completed, job.last_loss,
-        json.dumps(job.metrics), job.idempotency_key, job.request_event_id, job.traceparent,
-        job.noise_multiplier, _dump_budget(job.budget), job.version,
-    ]  # fmt: skip
-
-
-def _update_args(job: Job) -> list[Any]:
-    args = _job_args(job)
-    # job_id, version, the mutable columns state .. metrics (positions 3 to 13), then
-    # noise_multiplier and budget.
-    return [job.job_id, job.version, *args[3:14], *args[17:19]]
-
-
-def _job(row: asyncpg.Record) -> Job:
-    return Job(
-        job_id=row["job_id"], tenant=row["tenant"],
-        spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
-        round=row["round"], attempt=row["attempt"], deadline=row["deadline"],
-        selected=tuple(json.loads(row["selected"])), global_model=_ref(row["global_model"]),
-        previous_model=_ref(row["previous_model"]), rollbacks=row["rollbacks"],
-        rounds_completed=row["rounds_completed"], last_loss=row["last_loss"],
-        metrics=json.loads(row["metrics"]), idempotency_key=row["idempotency_key"],
-        request_event_id=row["request_event_id"], traceparent=row["traceparent"],
-        noise_multiplier=row["noise_multiplier"], budget=_budget(row["budget"]),
-        version=row["version"],
-    )  # fmt: skip
-
-
-def _trainer(row: asyncpg.Record) -> TrainerInfo:
-    return TrainerInfo(
-        client_id=row["client_id"], datasets=json.loads(row["datasets"]), device=row["device"],
-        status=TrainerStatus(row["status"]), last_seen=row["last_seen"],
-        interval_seconds=row["interval_seconds"], active_jobs=tuple(json.loads(row["active_jobs"])),
-    )  # fmt: skip
-
-
-def _spend(row: asyncpg.Record) -> ClientSpend:
-    return ClientSpend(
-        client_id=row["client_id"], dataset=row["dataset"], entries=row["entries"],
-        mechanisms=tuple(GaussianSteps(*m) for m in json.loads(row["mechanisms"])),
-        rounds={job: tuple(r) for job, r in json.loads(row["rounds"]).items()},
-    )  # fmt: skip
-
-
-def _events_json(events: Sequence[Event]) -> str:
-    return json.dumps([encode(e).decode("utf-8") for e in events])
-
-
-def _events(raw: str) -> list[Event]:
-    return [decode(text.encode("utf-8")) for text in json.loads(raw)]
-
-
 class PostgresJobStore(PostgresStore):
     """Jobs, trainers and emitted events in PostgreSQL; every change is one transaction."""
 
@@ -205,7 +135,7 @@ class PostgresJobStore(PostgresStore):
             row = await self._pool.fetchrow(
                 "SELECT * FROM orchestration_jobs WHERE job_id = $1", job_id
             )
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
@@ -215,7 +145,7 @@ class PostgresJobStore(PostgresStore):
                 tenant,
                 key,
             )
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def emitted(self, cause_id: str) -> list[Event] | None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
@@ -223,7 +153,7 @@ class PostgresJobStore(PostgresStore):
             raw = await self._pool.fetchval(
                 "SELECT events FROM orchestration_outbox WHERE cause_id = $1", cause_id
             )
-        return None if raw is None else _events(raw)
+        return None if raw is None else events_from_json(raw)
 
     async def record(
         self,
@@ -243,7 +173,7 @@ class PostgresJobStore(PostgresStore):
                     "VALUES ($1, $2, $3::jsonb, $4)",
                     cause_id,
                     job.job_id if job is not None else (events[0].job_id if events else None),
-                    _events_json(events),
+                    events_json(events),
                     published,
                 )
             except asyncpg.UniqueViolationError as exc:
@@ -253,11 +183,11 @@ class PostgresJobStore(PostgresStore):
     async def _write_job(conn: asyncpg.Connection, job: Job) -> None:
         if job.version == 0:
             try:
-                await conn.execute(_INSERT, *_job_args(job))
+                await conn.execute(_INSERT, *job_args(job))
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrentUpdateError(f"job {job.job_id} exists already") from exc
             return
-        status = await conn.execute(_UPDATE, *_update_args(job))
+        status = await conn.execute(_UPDATE, *update_args(job))
         if status != "UPDATE 1":
             raise ConcurrentUpdateError(f"job {job.job_id} changed since it was read")
 
@@ -268,7 +198,7 @@ class PostgresJobStore(PostgresStore):
                 "SELECT * FROM orchestration_jobs WHERE state IN ('running', 'awaiting_budget') "
                 "ORDER BY deadline"
             )
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def publish_pending(self, publish: PublishFn) -> int:
         """See :class:`~fedbus_orchestration.store.JobStore`.
@@ -283,7 +213,7 @@ class PostgresJobStore(PostgresStore):
                 "ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED"
             )
             for row in rows:
-                events = _events(row["events"])
+                events = events_from_json(row["events"])
                 await publish(events)
                 count += len(events)
             if rows:
@@ -308,7 +238,7 @@ class PostgresJobStore(PostgresStore):
             rows = await self._pool.fetch(
                 "SELECT * FROM orchestration_trainers WHERE datasets ? $1", dataset
             )
-        return [_trainer(row) for row in rows]
+        return [trainer_from_row(row) for row in rows]
 
     async def save_client_spend(self, spend: ClientSpend) -> None:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
@@ -327,4 +257,4 @@ class PostgresJobStore(PostgresStore):
                 "SELECT * FROM orchestration_client_spend WHERE dataset = $1 ORDER BY client_id",
                 dataset,
             )
-        return {row["client_id"]: _spend(row) for row in rows}
+        return {row["client_id"]: spend_from_row(row) for row in rows}
