@@ -195,3 +195,22 @@ async def test_stale_trainers_are_not_selected(
     await bus.drain(HANDLERS.bind(deps))
 
     assert rounds(bus, request.job_id) == [(1, ["fresh-1", "fresh-2"])]
+
+
+async def test_the_order_heartbeats_arrive_in_does_not_change_who_is_selected(
+    clock: Any, make_request: Callable[..., JobRequested],
+    make_heartbeat: Callable[..., TrainerHeartbeat],
+) -> None:  # fmt: skip
+    trainers = [f"t{i:02d}" for i in range(12)]
+    request = make_request(job_id="job-order", clients_per_round=3, seed=11)
+    chosen = []
+    for arrival in (trainers, trainers[::-1], trainers[5:] + trainers[:5]):
+        deps = Deps(store=FakeJobStore(), known_models=frozenset({"cnn"}), clock=clock)
+        bus = InMemoryBus()
+        await bus.publish_many(make_heartbeat(cid) for cid in arrival)
+        await bus.publish(request)
+        await bus.drain(HANDLERS.bind(deps))
+        chosen.append(rounds(bus, request.job_id))
+
+    assert chosen[0] == chosen[1] == chosen[2]
+    assert [len(sel) for _, sel in chosen[0]] == [3]

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fedbus.events import JobMode, JobSpec, TrainerStatus
+from fedbus.events import JobMode, JobSpec, PrivacyMode, PrivacySpec, TrainerStatus
+from fedbus.privacy import GaussianSteps
+from fedbus_orchestration.lifetime import ClientSpend, Lifetimes, select_within_caps
 from fedbus_orchestration.selection import (
     TrainerInfo,
     eligible_trainers,
@@ -94,3 +96,26 @@ def test_selection_matches_the_documented_recipe(make_spec: Callable[..., JobSpe
     got = select_clients(spec, ids, seed=9, round=4, attempt=2)
 
     assert got == sorted(random.Random("9:4:2").sample(["a", "b", "c", "d"], 2))
+
+
+def test_selection_under_a_lifetime_cap_does_not_depend_on_the_order_of_the_pool(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    privacy = PrivacySpec(
+        mode=PrivacyMode.CENTRAL_DP, target_epsilon=100.0, delta=1e-5, noise_multiplier=2.0,
+        clipping_norm=1.0,
+    )  # fmt: skip
+    spec = make_spec(clients_per_round=3, min_clients=1, privacy=privacy)
+    ids = [f"c{i:02d}" for i in range(10)]
+    spent_out = ClientSpend("c03", "digits", 1, (GaussianSteps(0.3, 1.0, 1),))
+    lifetimes = Lifetimes(cap=10.0, spent={c: spent_out for c in ("c03", "c07")})
+
+    picks = [
+        select_within_caps(spec, pool, seed=5, round=2, attempt=1, samples={}, lifetimes=lifetimes)
+        for pool in (ids, ids[::-1], ids[4:] + ids[:4])
+    ]
+
+    assert picks[0] == picks[1] == picks[2]
+    assert len(picks[0].selected) == 3
+    assert not {"c03", "c07"} & set(picks[0].selected)
+    assert picks[0].capped  # the cap left someone out, so the re-selection ran
