@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from fedbus.bus import ConsumerRunner, InMemoryBus, InMemoryIdempotencyStore, RetryPolicy
+from fedbus.bus import (
+    ConsumerRunner,
+    InMemoryBus,
+    InMemoryIdempotencyStore,
+    RetryPolicy,
+    Routes,
+    route,
+)
 from fedbus.errors import NonRetryableError, RetryableError
 from fedbus.events import DeadLetter, Event, JobFailed, Phase, Progress, decode, encode
 from fedbus.settings import FedbusSettings
@@ -136,6 +143,34 @@ async def test_non_retryable_errors_dead_letter_at_once() -> None:
     assert pub.dead_letters()[0].error_message == "impossible request"
 
 
+async def test_a_dead_lettered_event_sent_again_is_skipped_as_a_duplicate() -> None:
+    pub, calls = FakePublisher(), []
+
+    async def refuses(event: Progress) -> None:
+        calls.append(1)
+        raise NonRetryableError("impossible request")
+
+    r, raw = runner(refuses, pub), encode(progress())
+
+    first = await r.handle_record(record(raw))
+    again = await r.handle_record(record(raw, offset=8))
+
+    assert (first, again) == ("dead_lettered", "duplicate")
+    assert len(calls) == 1
+    assert len(pub.dead_letters()) == 1
+
+
+async def test_undecodable_bytes_sent_again_are_dead_lettered_again() -> None:
+    # Without a decoded event there is no event id to trust, so nothing is remembered.
+    pub = FakePublisher()
+    r = runner(lambda event: None, pub)
+
+    outcomes = [await r.handle_record(record(b"{nope", offset=o)) for o in (7, 8)]
+
+    assert outcomes == ["dead_lettered", "dead_lettered"]
+    assert [d.original_offset for d in pub.dead_letters()] == [7, 8]
+
+
 async def test_unexpected_errors_crash_without_dead_lettering() -> None:
     pub = FakePublisher()
 
@@ -176,12 +211,12 @@ async def test_in_memory_bus_routes_events_through_handlers_until_quiet() -> Non
     bus = InMemoryBus()
     seen: list[int | None] = []
 
-    async def on_progress(event: Progress) -> list[Event]:
+    async def on_progress(event: Progress, *, deps: None) -> list[Event]:
         seen.append(event.step)
         return [progress(event.step + 1)] if event.step is not None and event.step < 3 else []
 
     await bus.publish(progress(1))
-    delivered = await bus.drain({Progress: on_progress})
+    delivered = await bus.drain(Routes[None](route(Progress, on_progress)).bind(None))
 
     assert delivered == 3
     assert seen == [1, 2, 3]
@@ -243,7 +278,7 @@ async def test_commit_overlaps_the_next_batch_one_at_a_time_and_stop_commits_the
             all_handled.set()
 
     r = runner(handler, FakePublisher())
-    r._consumer = fake  # type: ignore[assignment]
+    r._consumer = fake
     task = asyncio.create_task(r.run())
     async with asyncio.timeout(5):  # the first commit is still waiting: handling goes on
         await all_handled.wait()
@@ -265,7 +300,7 @@ async def _handled_with_commit_in_flight(fake: SlowCommitConsumer) -> tuple[Cons
         seen.set()
 
     r = runner(handler, FakePublisher())
-    r._consumer = fake  # type: ignore[assignment]
+    r._consumer = fake
     task = asyncio.create_task(r.run())
     async with asyncio.timeout(5):
         await seen.wait()
@@ -277,8 +312,11 @@ async def test_a_revocation_waits_for_the_commit_in_flight() -> None:
     fake = SlowCommitConsumer([[record(encode(progress(1)), offset=0)]])
     r, task = await _handled_with_commit_in_flight(fake)
     revoke = asyncio.create_task(r.commit_revoked({fake.tp}))
-    await asyncio.sleep(0.05)
-    assert not revoke.done()  # the rebalance waits: the offsets land before the move
+    for _ in range(100):  # let every task run as far as it can while the commit is unanswered
+        await asyncio.sleep(0)
+    assert r._committing is None  # the revocation took over the commit in flight...
+    assert not revoke.done()  # ...and waits for it: the offsets land before the move
+    assert (fake.in_flight, fake.committed) == (1, [])
     fake.release.set()
     await revoke
     assert fake.committed == [1]

@@ -4,21 +4,25 @@ Delivery rules, in the order the runner applies them to each record:
 
 1. A record larger than ``max_event_bytes``, one that cannot be decoded or validated, or one
    whose event ``type`` does not belong on its topic goes to ``<topic>.dlq`` with the reason.
-2. An event id the consumer group already handled is skipped (redelivery after a crash).
+2. An event id the consumer group already handled or dead-lettered is skipped (redelivery
+   after a crash).
 3. The handler runs; :class:`~fedbus.errors.RetryableError` is retried with bounded
    exponential backoff, :class:`~fedbus.errors.NonRetryableError` (or retries spent) sends the
    record to the dead-letter topic; any other exception crashes the process, uncommitted.
 4. The events the handler returned are published and acknowledged, the event id is recorded,
    and only then is the offset committed.
+
+Rules 2 to 4 are :class:`~fedbus.bus.delivery.DeliveryRules`, which the in-memory bus
+applies too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -27,20 +31,17 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Histogram
 
 from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_event
+from fedbus.bus.delivery import DeliveryRules, Failure, Handler, Outcome, RetryPolicy
 from fedbus.bus.idempotency import IdempotencyStore
 from fedbus.bus.producer import Publisher
 from fedbus.bus.topics import dlq_topic
 from fedbus.bus.tracing import consume_span, tracing_enabled
-from fedbus.errors import NonRetryableError, RetryableError
 from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
 from fedbus.settings import FedbusSettings
 
 __all__ = ["ConsumerRunner", "Handler", "RawPublisher", "RetryPolicy", "consumer_options"]
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Event], Awaitable[Sequence[Event] | None]]
-"""A bound handler, as :meth:`fedbus.bus.Routes.bind` makes it: one event in, events out."""
 
 HANDLED = Counter(
     "fedbus_events_consumed_total", "Events consumed, by outcome", ["topic", "outcome"]
@@ -55,23 +56,6 @@ class RawPublisher(Publisher, Protocol):
         self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         """Publish ``value`` as it is."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff for :class:`~fedbus.errors.RetryableError`."""
-
-    attempts: int = 5
-    initial_backoff_s: float = 0.1
-    max_backoff_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"a retry policy needs at least 1 attempt, got {self.attempts}")
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
 
 
 def consumer_options(settings: FedbusSettings, *, group_id: str) -> dict[str, Any]:
@@ -95,12 +79,6 @@ def consumer_options(settings: FedbusSettings, *, group_id: str) -> dict[str, An
         # long a partition waits behind a fetch in flight that left it out (see the setting).
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException
-    attempts: int
 
 
 class ConsumerRunner:
@@ -139,8 +117,13 @@ class ConsumerRunner:
         self._topics = list(topics or sorted({_event_type(cls) for cls in handlers}))
         self._group = group_id
         self._producer = producer
-        self._idempotency = idempotency
-        self._retry = retry or RetryPolicy()
+        self._rules = DeliveryRules(
+            group=group_id,
+            publisher=producer,
+            idempotency=idempotency,
+            retry=retry or RetryPolicy(),
+            timed=self._observe_seconds,
+        )
         self._max_bytes = max_event_bytes
         self._commit_interval_s = commit_interval_s
         self._consumer = AIOKafkaConsumer(**consumer_options(settings, group_id=group_id))
@@ -253,72 +236,46 @@ class ConsumerRunner:
             # idempotency store makes the redelivery harmless.
             log.warning("offsets not committed after a rebalance: %s", exc)
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> str:
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
         """Apply the delivery rules to one record; returns the outcome label."""
         event_or_error = self._decode(record)
-        if isinstance(event_or_error, _Failure):
+        if isinstance(event_or_error, Failure):
+            # No event id to remember: an undecodable record has none we could trust, so the
+            # same bad bytes sent again are dead-lettered again.
             await self._dead_letter(record, event_or_error)
             return self._count(record.topic, "dead_lettered")
         event = event_or_error
         handler = self._handlers.get(type(event))
         if handler is None:
             return self._count(record.topic, "ignored")
-        if await self._idempotency.seen(self._group, event.event_id):
-            log.info("skipping redelivered event %s on %s", event.event_id, record.topic)
-            return self._count(record.topic, "duplicate")
-        started = time.perf_counter()
-        if self._tracing:
-            with consume_span(record.topic, record.headers):
-                failure = await self._handle_with_retries(handler, event)
-        else:  # without a tracer provider the span is a no-op: skip its set-up per event
-            failure = await self._handle_with_retries(handler, event)
-        self._timer(record.topic).observe(time.perf_counter() - started)
-        if failure is not None:
-            await self._dead_letter(record, failure)
-            return self._count(record.topic, "dead_lettered")
-        await self._idempotency.remember(self._group, event.event_id)
-        return self._count(record.topic, "handled")
 
-    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Event | _Failure:
+        # Without a tracer provider the span is a no-op: skip its set-up per event.
+        span = consume_span(record.topic, record.headers) if self._tracing else None
+        outcome = await self._rules.deliver(
+            event,
+            handler,
+            dead_letter=functools.partial(self._dead_letter, record),
+            topic=record.topic,
+            span=span,
+        )
+        return self._count(record.topic, outcome)
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Event | Failure:
         raw = record.value or b""
         if len(raw) > self._max_bytes:
             problem = f"{len(raw)} bytes exceed the limit of {self._max_bytes}"
-            return _Failure(EventDecodeError(DecodeFailure.OVERSIZED, [problem]), 0)
+            return Failure(EventDecodeError(DecodeFailure.OVERSIZED, [problem]), 0)
         try:
             event = decode_event(raw)
         except EventDecodeError as exc:
-            return _Failure(exc, 0)
+            return Failure(exc, 0)
         if event.type != record.topic:
             problem = f"type: {event.type!r} events do not belong on topic {record.topic!r}"
             err = EventDecodeError(DecodeFailure.SCHEMA_VIOLATION, [problem], event_type=event.type)
-            return _Failure(err, 0)
+            return Failure(err, 0)
         return event
 
-    async def _handle_with_retries(self, handler: Handler, event: Event) -> _Failure | None:
-        for attempt in range(1, self._retry.attempts + 1):
-            try:
-                outputs = await handler(event)
-                if outputs:
-                    await self._producer.publish_many(outputs)
-                return None
-            except NonRetryableError as exc:
-                log.warning("event %s rejected: %s", event.event_id, exc)
-                return _Failure(exc, attempt)
-            except RetryableError as exc:
-                if attempt == self._retry.attempts:
-                    return _Failure(exc, attempt)
-                delay = self._retry.backoff(attempt)
-                log.warning(
-                    "event %s attempt %d failed (%s); retry in %.2fs",
-                    event.event_id,
-                    attempt,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        return None
-
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], failure: _Failure) -> None:
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], failure: Failure) -> None:
         letter = dead_letter_for(
             topic=record.topic,
             partition=record.partition,
@@ -341,7 +298,7 @@ class ConsumerRunner:
             dlq_topic(record.topic), letter, key=record.key, headers=list(record.headers or ())
         )
 
-    def _count(self, topic: str, outcome: str) -> str:
+    def _count(self, topic: str, outcome: Outcome) -> Outcome:
         key = (topic, outcome)
         self._tally[key] = self._tally.get(key, 0) + 1
         return outcome
@@ -359,11 +316,11 @@ class ConsumerRunner:
             counter.inc(count)
         self._tally.clear()
 
-    def _timer(self, topic: str) -> Any:
+    def _observe_seconds(self, topic: str, seconds: float) -> None:
         timer = self._timers.get(topic)
         if timer is None:
             timer = self._timers[topic] = HANDLE_SECONDS.labels(topic)
-        return timer
+        timer.observe(seconds)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
