@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from fedbus.events import JobMode, JobSpec, PrivacyMode, PrivacySpec, TrainingConfig
-from fedbus_orchestration.settings import DEFAULT_KNOWN_MODELS, OrchestrationSettings
+from fedbus.events import (
+    JobMode,
+    JobRequested,
+    JobSpec,
+    PrivacyMode,
+    PrivacySpec,
+    TrainingConfig,
+    decode,
+)
+from fedbus.events.schemas import schema_dir
+from fedbus_orchestration.settings import OrchestrationSettings
 from fedbus_orchestration.validation import validate_request
 
 MODELS = {"cnn", "mlp"}
@@ -111,9 +120,19 @@ def test_known_models_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert settings.consumer_group == "orchestration"
 
 
-@pytest.mark.slow
-def test_default_known_models_cover_every_executor_model() -> None:
-    # Orchestration must stay free of torch; this test (not the service) may import it.
-    executor = pytest.importorskip("fedbus_executor")
+def test_the_documented_job_request_is_valid_with_the_default_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/events.md shows this body as the job an outside system publishes.
+    monkeypatch.delenv("FEDBUS_KNOWN_MODELS", raising=False)
+    example = (schema_dir() / "examples" / "job.requested.json").read_bytes()
+    request = decode(example)
+    assert isinstance(request, JobRequested)
+    settings = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
 
-    assert set(executor.available_models()) <= set(DEFAULT_KNOWN_MODELS)
+    reasons = validate_request(
+        request.spec, job_id=request.job_id, known_models=settings.known_models,
+        known_datasets=(), live_holders=request.spec.clients_per_round or 1,
+    )  # fmt: skip
+
+    assert reasons == []

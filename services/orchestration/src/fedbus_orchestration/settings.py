@@ -12,8 +12,11 @@ from fedbus.settings import FedbusSettings
 
 __all__ = ["DEFAULT_KNOWN_MODELS", "OrchestrationSettings"]
 
-DEFAULT_KNOWN_MODELS = ("cnn", "cnn-batchnorm", "mlp", "minilm-classifier", "minilm-lora")
-"""``fedbus_executor``'s model names, mirrored: orchestration must not import torch."""
+DEFAULT_KNOWN_MODELS = ("cnn", "cnn-batchnorm", "minilm-classifier", "mlp")
+"""The models ``fedbus_executor`` builds, mirrored: orchestration must not import torch.
+
+``tests/unit/test_known_models.py`` checks that this list and the executor's registry agree.
+"""
 
 
 class OrchestrationSettings(FedbusSettings):

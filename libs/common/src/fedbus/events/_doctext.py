@@ -64,7 +64,7 @@ from fedbus.events import JobRequested, JobSpec, decode, encode
 event = JobRequested.create(            # fills event_id, type, schema_version, time,
     source="gateway", job_id="job-1",   # and a new traceparent unless one is given
     tenant="acme",
-    spec=JobSpec(mode="federated", model="mnist_cnn", dataset="mnist", rounds=10),
+    spec=JobSpec(mode="federated", model="cnn", dataset="mnist", rounds=10),
 )
 raw = encode(event)                     # JSON; encode(event, "avro") for Avro binary
 assert decode(raw) == event
