@@ -14,9 +14,8 @@ from fedbus.bus import InMemoryBus
 from fedbus.events import RoundStarted, UpdateSubmitted
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_executor import ProgressCallback, TrainingResult, TrainingTask
-from fedbus_trainer import SubmittedLog, TrainerDeps, bind_handlers, load_local_datasets
+from fedbus_trainer import HANDLERS, Deps, ExecutorTrainer, SubmittedLog, load_local_datasets
 from fedbus_trainer.compute import compute_executor, lower_thread_priority
-from fedbus_trainer.handlers import ExecutorTrainer
 from fedbus_trainer.settings import TrainerSettings
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
@@ -71,7 +70,7 @@ async def test_the_handler_trains_in_the_compute_thread(
 ) -> None:
     bus, recorder = InMemoryBus(), ThreadRecordingTrainer()
     with compute_executor(0) as pool:
-        deps = TrainerDeps(
+        deps = Deps(
             client_id="c1",
             datasets=load_local_datasets({"digits": client_file}),
             store=InMemoryArtifactStore(),
@@ -82,7 +81,7 @@ async def test_the_handler_trains_in_the_compute_thread(
             compute=pool,
         )
         await bus.publish(round_started())
-        await bus.drain(bind_handlers(deps))
+        await bus.drain(HANDLERS.bind(deps))
     assert len(recorder.threads) == 1
     assert recorder.threads[0].startswith("fedbus-train")
     assert len([e for e in bus.events("update.submitted") if isinstance(e, UpdateSubmitted)]) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,13 @@ from fedbus_executor import (
     initial_weights,
 )
 from fedbus_trainer import (
+    HANDLERS,
+    Deps,
+    ExecutorTrainer,
     SubmittedLog,
-    TrainerDeps,
-    bind_handlers,
     load_local_datasets,
     on_round_started,
 )
-from fedbus_trainer.handlers import ExecutorTrainer
 
 Make = Callable[..., RoundStarted]
 
@@ -70,8 +70,8 @@ def trainer() -> CountingTrainer:
 @pytest.fixture
 def deps(
     client_file: Path, bus: InMemoryBus, store: InMemoryArtifactStore, trainer: CountingTrainer
-) -> TrainerDeps:
-    return TrainerDeps(
+) -> Deps:
+    return Deps(
         client_id="c1",
         datasets=load_local_datasets({"digits": client_file}),
         store=store,
@@ -83,18 +83,18 @@ def deps(
     )
 
 
-def _only_update(events: list[object]) -> UpdateSubmitted:
+def _only_update(events: Sequence[object]) -> UpdateSubmitted:
     updates = [e for e in events if isinstance(e, UpdateSubmitted)]
     assert len(updates) == 1
     return updates[0]
 
 
 async def test_round_one_trains_and_submits_a_verifiable_delta(
-    deps: TrainerDeps, bus: InMemoryBus, store: InMemoryArtifactStore, round_started: Make
+    deps: Deps, bus: InMemoryBus, store: InMemoryArtifactStore, round_started: Make
 ) -> None:
     event = round_started()
     await bus.publish(event)
-    await bus.drain(bind_handlers(deps))
+    await bus.drain(HANDLERS.bind(deps))
 
     update = _only_update(bus.events("update.submitted"))
     assert (update.job_id, update.round, update.client_id) == ("job-1", 1, "c1")
@@ -118,11 +118,14 @@ async def test_round_one_trains_and_submits_a_verifiable_delta(
     assert phases[-1] is Phase.COMPLETED
     training = [e for e in bus.events("progress") if isinstance(e, Progress) and e.step]
     assert training[-1].step == training[-1].total
-    assert all(e.client_id == "c1" and e.round == 1 for e in bus.events("progress"))
+    assert all(
+        isinstance(e, Progress) and e.client_id == "c1" and e.round == 1
+        for e in bus.events("progress")
+    )
 
 
 async def test_delta_is_local_minus_the_shared_initial_weights(
-    deps: TrainerDeps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
 ) -> None:
     # Round 1 starts from the weights every process derives from model and seed, so the
     # aggregator can rebuild the trained model as initial + delta.
@@ -136,7 +139,7 @@ async def test_delta_is_local_minus_the_shared_initial_weights(
 
 
 async def test_a_later_round_starts_from_the_global_model(
-    deps: TrainerDeps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
 ) -> None:
     spec = deps.datasets["digits"].spec
     global_weights = initial_weights("mlp", 99, spec)
@@ -151,7 +154,7 @@ async def test_a_later_round_starts_from_the_global_model(
 
 
 async def test_a_round_that_does_not_select_this_client_is_ignored(
-    deps: TrainerDeps, bus: InMemoryBus, round_started: Make, trainer: CountingTrainer
+    deps: Deps, bus: InMemoryBus, round_started: Make, trainer: CountingTrainer
 ) -> None:
     out = await on_round_started(round_started(selected_clients=["c2", "c3"]), deps=deps)
     assert out == []
@@ -160,7 +163,7 @@ async def test_a_round_that_does_not_select_this_client_is_ignored(
 
 
 async def test_a_redelivered_round_is_not_trained_again(
-    deps: TrainerDeps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_started: Make, trainer: CountingTrainer
 ) -> None:
     event = round_started()
     first = _only_update(await on_round_started(event, deps=deps))
@@ -170,7 +173,7 @@ async def test_a_redelivered_round_is_not_trained_again(
 
 
 async def test_a_restarted_trainer_remembers_submitted_rounds(
-    deps: TrainerDeps, tmp_path: Path, round_started: Make, trainer: CountingTrainer
+    deps: Deps, tmp_path: Path, round_started: Make, trainer: CountingTrainer
 ) -> None:
     deps.submitted = SubmittedLog(tmp_path / "submitted.json")
     event = round_started()
@@ -181,7 +184,7 @@ async def test_a_restarted_trainer_remembers_submitted_rounds(
 
 
 async def test_a_retried_round_with_a_new_event_trains_again(
-    deps: TrainerDeps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_started: Make, trainer: CountingTrainer
 ) -> None:
     await on_round_started(round_started(), deps=deps)
     await on_round_started(round_started(), deps=deps)
@@ -189,7 +192,7 @@ async def test_a_retried_round_with_a_new_event_trains_again(
 
 
 async def test_a_dataset_it_does_not_hold_fails_softly(
-    deps: TrainerDeps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_started: Make, trainer: CountingTrainer
 ) -> None:
     out = await on_round_started(round_started(dataset="mnist"), deps=deps)
     assert len(out) == 1
@@ -200,7 +203,7 @@ async def test_a_dataset_it_does_not_hold_fails_softly(
 
 
 async def test_a_tampered_global_model_fails_softly(
-    deps: TrainerDeps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
 ) -> None:
     ref = await store.put_tensors(
         initial_weights("mlp", 1, deps.datasets["digits"].spec), prefix="g"
@@ -215,7 +218,7 @@ async def test_a_tampered_global_model_fails_softly(
 
 
 async def test_central_dp_clips_the_uploaded_update(
-    deps: TrainerDeps, store: InMemoryArtifactStore, round_started: Make
+    deps: Deps, store: InMemoryArtifactStore, round_started: Make
 ) -> None:
     privacy = PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.01)
     out = await on_round_started(round_started(privacy=privacy), deps=deps)
@@ -229,7 +232,7 @@ async def test_central_dp_clips_the_uploaded_update(
 
 @pytest.mark.slow
 async def test_local_dp_runs_dp_sgd_and_reports_its_parameters(
-    deps: TrainerDeps, round_started: Make
+    deps: Deps, round_started: Make
 ) -> None:
     privacy = PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.0, clipping_norm=1.0)
     training = TrainingConfig(local_epochs=1, batch_size=64, learning_rate=0.1)

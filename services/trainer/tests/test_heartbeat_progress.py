@@ -46,6 +46,17 @@ def test_heartbeat_says_who_what_and_whether_busy() -> None:
 
 async def test_heartbeat_loop_beats_at_once_and_then_every_interval() -> None:
     bus = InMemoryBus()
+    naps: list[float] = []
+    beats_before_nap: list[int] = []
+    third_nap = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the loop's wait, without the wall clock
+        naps.append(seconds)
+        beats_before_nap.append(len(bus.events("trainer.heartbeat")))
+        if len(naps) == 3:
+            third_nap.set()
+            await asyncio.Event().wait()  # parked here until cancelled
+
     task = asyncio.create_task(
         heartbeat_loop(
             bus,
@@ -53,14 +64,17 @@ async def test_heartbeat_loop_beats_at_once_and_then_every_interval() -> None:
             device="cpu",
             datasets=DATASETS,
             activity=Activity(),
-            interval_seconds=1,
+            interval_seconds=2,
+            sleep=sleep,
         )
     )
-    await asyncio.sleep(0.1)
-    assert len(bus.events("trainer.heartbeat")) == 1
-    await asyncio.sleep(1.0)
-    task.cancel()
-    assert len(bus.events("trainer.heartbeat")) == 2
+    try:
+        await asyncio.wait_for(third_nap.wait(), timeout=10)
+    finally:
+        task.cancel()
+
+    assert beats_before_nap == [1, 2, 3]  # one beat before any wait, then one per interval
+    assert naps == [2, 2, 2]
 
 
 def _train_report(step: int, total: int = 10, epoch: int = 1) -> ProgressEvent:

@@ -15,12 +15,12 @@ import pytest
 from fedbus.bus import InMemoryBus
 from fedbus.events import Event, Phase, Progress, RoundStarted
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_executor import DatasetSpec, initial_weights
+from fedbus_executor import DatasetSpec, initial_weights, load_dataset
 from fedbus_executor import cache as cache_module
 from fedbus_trainer import (
+    Deps,
     ExecutorTrainer,
     SubmittedLog,
-    TrainerDeps,
     load_local_datasets,
     on_round_started,
     release_free_memory,
@@ -30,8 +30,8 @@ from fedbus_trainer import handlers as handlers_module
 RoundFactory = Callable[..., RoundStarted]
 
 
-def _deps(client_file: Path) -> TrainerDeps:
-    return TrainerDeps(
+def _deps(client_file: Path) -> Deps:
+    return Deps(
         client_id="c1",
         datasets=load_local_datasets({"digits": client_file}),
         store=InMemoryArtifactStore(),
@@ -46,7 +46,7 @@ async def test_the_partition_is_read_once_across_rounds(
     client_file: Path, round_started: RoundFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[str] = []
-    real = cache_module.load_dataset
+    real = load_dataset  # what the cache calls, until patched below
 
     def counting(path: str | Path, spec: DatasetSpec) -> object:
         reads.append(str(path))
@@ -86,11 +86,11 @@ from pathlib import Path
 import fedbus_trainer.main
 from fedbus.bus import InMemoryBus
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_trainer import SubmittedLog, TrainerDeps, load_local_datasets, on_round_started
+from fedbus_trainer import SubmittedLog, Deps, load_local_datasets, on_round_started
 from fedbus.events import PrivacySpec, RoundStarted, StrategySpec, TrainingConfig
 optional = {optional!r}
 seen = {{"import": [m for m in optional if m in sys.modules]}}
-deps = TrainerDeps(
+deps = Deps(
     client_id="c1",
     datasets=load_local_datasets({{"digits": Path({data!r})}}),
     store=InMemoryArtifactStore(),

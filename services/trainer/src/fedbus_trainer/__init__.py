@@ -1,16 +1,16 @@
 """fedbus_trainer: trains the rounds that select it on local data, sends deltas by reference.
 
 Run it with ``fedbus-trainer --client-id C --data NAME=PATH`` (see :mod:`fedbus_trainer.main`).
+The rooms are those of every service (``docs/architecture.md``):
+:mod:`~fedbus_trainer.main` (wiring), :mod:`~fedbus_trainer.handlers` (the handler and
+``HANDLERS``), :mod:`~fedbus_trainer.deps` (``Deps``), :mod:`~fedbus_trainer.adapters`
+(the training executor), and the pure round logic in :mod:`~fedbus_trainer.tasks`.
 """
 
+from fedbus_trainer.adapters.executor import ExecutorTrainer
 from fedbus_trainer.datasets import LocalDataset, load_local_datasets, parse_data_args
-from fedbus_trainer.handlers import (
-    HANDLERS,
-    ExecutorTrainer,
-    TrainerDeps,
-    bind_handlers,
-    on_round_started,
-)
+from fedbus_trainer.deps import Deps, TrainFn
+from fedbus_trainer.handlers import HANDLERS, on_round_started
 from fedbus_trainer.heartbeat import Activity, heartbeat_event, heartbeat_loop
 from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.settings import TrainerSettings
@@ -20,12 +20,12 @@ from fedbus_trainer.tasks import client_seed, training_task
 __all__ = [
     "HANDLERS",
     "Activity",
+    "Deps",
     "ExecutorTrainer",
     "LocalDataset",
     "SubmittedLog",
-    "TrainerDeps",
+    "TrainFn",
     "TrainerSettings",
-    "bind_handlers",
     "client_seed",
     "heartbeat_event",
     "heartbeat_loop",

@@ -1,4 +1,4 @@
-"""Event handlers of the trainer and its routing table.
+"""Event handlers of the trainer and its routing table ``HANDLERS``.
 
 One event is handled: ``round.started``. A round that selects this client is trained
 from the global model (or, in round 1, from the initial weights every process derives
@@ -9,31 +9,18 @@ from the model name and seed); the delta is uploaded and announced with
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
-from fedbus.bus import Handler, Publisher
+from fedbus.bus import Routes, route
 from fedbus.errors import NonRetryableError
 from fedbus.events import Event, Phase, RoundStarted, UpdateSubmitted, child_traceparent
-from fedbus.storage import ArtifactStore, tensors_to_bytes
+from fedbus.storage import tensors_to_bytes
 from fedbus.telemetry import log_context
-from fedbus_executor import (
-    DatasetCache,
-    ExecutorError,
-    ProgressCallback,
-    TrainingExecutor,
-    TrainingResult,
-    TrainingTask,
-    initial_weights,
-)
+from fedbus_executor import ExecutorError, TrainingResult, TrainingTask, initial_weights
 from fedbus_trainer.datasets import LocalDataset
-from fedbus_trainer.heartbeat import Activity
+from fedbus_trainer.deps import Deps
 from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.progress import ProgressRelay, progress_event
-from fedbus_trainer.state import SubmittedLog
 from fedbus_trainer.tasks import (
     central_dp_norm,
     central_dp_usage,
@@ -46,55 +33,12 @@ from fedbus_trainer.tasks import (
     update_prefix,
 )
 
-__all__ = [
-    "HANDLERS",
-    "ExecutorTrainer",
-    "TrainFn",
-    "TrainerDeps",
-    "bind_handlers",
-    "on_round_started",
-]
+__all__ = ["HANDLERS", "on_round_started"]
 
 log = logging.getLogger(__name__)
 
-TrainFn = Callable[[TrainingTask, ProgressCallback], TrainingResult]
 
-
-class ExecutorTrainer:
-    """The trainer's :data:`TrainFn`: one executor for the life of the process.
-
-    Its :class:`~fedbus_executor.DatasetCache` keeps the client's validated partition
-    between rounds; the file is read again only when it changes (path, inode, size or
-    modification time).
-    """
-
-    def __init__(self, datasets: DatasetCache | None = None) -> None:
-        self.datasets = datasets if datasets is not None else DatasetCache()
-        self._executor = TrainingExecutor(datasets=self.datasets)
-
-    def __call__(self, task: TrainingTask, progress: ProgressCallback) -> TrainingResult:
-        """Train ``task`` (blocking; runs in a worker thread)."""
-        return self._executor.train(task, progress=progress)
-
-
-@dataclass
-class TrainerDeps:
-    """What the handler needs: who it is, its data, the store, a live publisher."""
-
-    client_id: str
-    datasets: Mapping[str, LocalDataset]
-    store: ArtifactStore
-    publisher: Publisher
-    submitted: SubmittedLog
-    activity: Activity = field(default_factory=Activity)
-    device: str = "auto"
-    train: TrainFn = field(default_factory=ExecutorTrainer)
-    progress_interval_s: float = 0.5
-    compute: Executor | None = None
-    """Where training runs (the trainer's lowered-priority thread); None: asyncio's default."""
-
-
-async def on_round_started(event: RoundStarted, *, deps: TrainerDeps) -> list[Event]:
+async def on_round_started(event: RoundStarted, *, deps: Deps) -> list[Event]:
     """Train a round that selects this client; ignore the others.
 
     Returns ``update.submitted`` (and a closing ``progress``), the stored
@@ -115,7 +59,7 @@ async def on_round_started(event: RoundStarted, *, deps: TrainerDeps) -> list[Ev
             deps.activity.end(event.job_id)
 
 
-async def _train_round(event: RoundStarted, deps: TrainerDeps) -> list[Event]:
+async def _train_round(event: RoundStarted, deps: Deps) -> list[Event]:
     dataset = deps.datasets.get(event.dataset)
     if dataset is None:
         held = ", ".join(sorted(deps.datasets)) or "none"
@@ -147,7 +91,7 @@ async def _train_round(event: RoundStarted, deps: TrainerDeps) -> list[Event]:
     return [update, done]
 
 
-async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: TrainerDeps) -> bytes:
+async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: Deps) -> bytes:
     """Safetensors bytes of the model to start from (hash-verified download, or round 1)."""
     if event.global_model is None:
         message = f"building initial {event.model} weights from seed {event.seed}"
@@ -161,14 +105,14 @@ async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: Train
     return weights
 
 
-async def _fetch_weights(event: RoundStarted, dataset: LocalDataset, deps: TrainerDeps) -> bytes:
+async def _fetch_weights(event: RoundStarted, dataset: LocalDataset, deps: Deps) -> bytes:
     if event.global_model is not None:
         return await deps.store.get_bytes(event.global_model)
     weights = await asyncio.to_thread(initial_weights, event.model, event.seed, dataset.spec)
     return tensors_to_bytes(weights)
 
 
-async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> TrainingResult:
+async def _train(task: TrainingTask, event: RoundStarted, deps: Deps) -> TrainingResult:
     """Run the executor in the compute thread; its progress is published from this loop."""
     relay = ProgressRelay(
         event,
@@ -193,7 +137,7 @@ async def _train(task: TrainingTask, event: RoundStarted, deps: TrainerDeps) -> 
 
 
 async def _upload(
-    event: RoundStarted, deps: TrainerDeps, result: TrainingResult, clip_norm: float | None
+    event: RoundStarted, deps: Deps, result: TrainingResult, clip_norm: float | None
 ) -> UpdateSubmitted:
     delta = delta_arrays(result.delta)
     dp = local_dp_usage(result.privacy) if result.privacy is not None else None
@@ -225,14 +169,9 @@ async def _upload(
     )
 
 
-def _failed(event: RoundStarted, deps: TrainerDeps, message: str) -> Event:
+def _failed(event: RoundStarted, deps: Deps, message: str) -> Event:
     return progress_event(event, client_id=deps.client_id, phase=Phase.FAILED, message=message)
 
 
-HANDLERS = {RoundStarted: on_round_started}
-"""The routing table: event class -> handler (bind its ``deps`` with :func:`bind_handlers`)."""
-
-
-def bind_handlers(deps: TrainerDeps) -> dict[type[Event], Handler]:
-    """The routing table with ``deps`` bound, as the consumer runner takes it."""
-    return {cls: functools.partial(handler, deps=deps) for cls, handler in HANDLERS.items()}
+HANDLERS = Routes[Deps](route(RoundStarted, on_round_started))
+"""The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

@@ -1,4 +1,4 @@
-"""Wiring of the trainer: command line, settings, adapters, handlers, heartbeats, run.
+"""Wiring only: command line, settings, adapters, handlers, heartbeats, run.
 
 ``python -m fedbus_trainer --client-id hospital-a \\
 --data mnist=/data/mnist/clients/client-000.parquet``
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
-from fedbus.bus import ConsumerRunner, EventProducer, InMemoryIdempotencyStore, ensure_topics
-from fedbus.service import Service
+from fedbus.bus import InMemoryIdempotencyStore
+from fedbus.service import ServiceRuntime
 from fedbus.settings import load_settings
 from fedbus.storage import S3ArtifactStore
 from fedbus.telemetry import configure_logging
@@ -25,8 +27,9 @@ from fedbus_trainer.datasets import (
     load_local_datasets,
     parse_data_args,
 )
-from fedbus_trainer.handlers import TrainerDeps, bind_handlers
-from fedbus_trainer.heartbeat import Activity, heartbeat_loop
+from fedbus_trainer.deps import Deps
+from fedbus_trainer.handlers import HANDLERS
+from fedbus_trainer.heartbeat import heartbeat_loop
 from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.settings import TrainerSettings
 from fedbus_trainer.state import SubmittedLog
@@ -89,37 +92,24 @@ def _device_name(requested: str) -> str:
 
 async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], device: str) -> None:
     """Run the trainer until SIGTERM: consume ``round.started``, train, send heartbeats."""
-    await ensure_topics(settings)
-    store = S3ArtifactStore.from_settings(settings)
-    await store.ensure_bucket()
-    producer = EventProducer(settings, client_id=f"trainer-{settings.client_id}")
-    await producer.start()
-    activity = Activity()
-    deps = TrainerDeps(
-        client_id=settings.client_id,
-        datasets=datasets,
-        store=store,
-        publisher=producer,
-        submitted=SubmittedLog(settings.client_state_dir() / "submitted.json"),
-        activity=activity,
-        device=device,
-        progress_interval_s=settings.progress_interval_s,
-        compute=compute_executor(settings.compute_nice),
-    )
-    runner = ConsumerRunner(
-        settings,
-        group_id=settings.group_id(),
-        handlers=bind_handlers(deps),
-        producer=producer,
-        idempotency=InMemoryIdempotencyStore(),
-    )
-    service = Service("trainer", settings)
-    consuming = False
-    service.add_readiness("consumer", lambda: consuming)
-    service.add_readiness("datasets", lambda: bool(datasets))
-    try:
-        await runner.start()
-        consuming = True
+    client = f"trainer-{settings.client_id}"
+    # No PostgreSQL: a trainer keeps what it submitted in its state directory.
+    async with ServiceRuntime.open("trainer", settings, client_id=client, pool_size=None) as rt:
+        store = S3ArtifactStore.from_settings(settings)
+        await store.ensure_bucket()
+        compute = compute_executor(settings.compute_nice)
+        rt.on_close(functools.partial(_shut_down, compute))
+        deps = Deps(
+            client_id=settings.client_id,
+            datasets=datasets,
+            store=store,
+            publisher=rt.producer,
+            submitted=SubmittedLog(settings.client_state_dir() / "submitted.json"),
+            device=device,
+            progress_interval_s=settings.progress_interval_s,
+            compute=compute,
+        )
+        rt.add_readiness("datasets", lambda: bool(datasets))
         log.info(
             "trainer %s on %s, group %s, datasets %s",
             settings.client_id,
@@ -128,20 +118,21 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
             {name: d.num_samples for name, d in datasets.items()},
         )
         beats = heartbeat_loop(
-            producer,
+            rt.producer,
             client_id=settings.client_id,
             device=device,
             datasets=[d.info() for d in datasets.values()],
-            activity=activity,
+            activity=deps.activity,
             interval_seconds=settings.heartbeat_seconds,
         )
-        await service.run(runner.run(), beats)
-    finally:
-        consuming = False
-        await runner.stop()
-        await producer.stop()
-        if deps.compute is not None:
-            deps.compute.shutdown(wait=False)
+        group = settings.group_id()
+        idempotency = InMemoryIdempotencyStore()  # no PostgreSQL: `submitted` answers redeliveries
+        await rt.run(HANDLERS, deps, group_id=group, tasks=[beats], idempotency=idempotency)
+
+
+async def _shut_down(compute: Executor) -> None:
+    """Let the compute thread go without waiting: a round still training is abandoned."""
+    compute.shutdown(wait=False)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
