@@ -31,11 +31,11 @@ from fedbus.events import (
     TrainerStatus,
 )
 from fedbus.settings import FedbusSettings
+from fedbus_orchestration import HANDLERS
 
 from .harness import EventWatcher, ServiceProcess, fresh_group, unique
 
-CONSUMED = ["job.requested", "job.cancel.requested", "round.completed", "budget.updated",
-            "trainer.heartbeat"]  # fmt: skip
+CONSUMED = HANDLERS.topics
 WATCHED = ["job.accepted", "job.rejected", "round.started", "job.completed", "job.failed"]
 
 
@@ -217,7 +217,7 @@ async def test_an_overdue_round_is_retried_then_the_job_fails(
     assert (failed.code, failed.round, failed.rounds_completed) == ("too_few_clients", 1, 0)
     assert failed.message.startswith("round 1: ")
     starts = {e.event_id: e for e in watch.seen if _is(RoundStarted, request.job_id)(e)}
-    assert [e.round for e in starts.values()] == [1, 1]  # the first attempt and one retry
+    assert [e.round for e in starts.values() if isinstance(e, RoundStarted)] == [1, 1]  # a retry
     first, retry = starts.values()
     assert isinstance(first, RoundStarted)
     assert isinstance(retry, RoundStarted)

@@ -10,13 +10,17 @@ selection and rejects a job nobody can afford.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import asyncpg
 import pytest
 
 from fedbus.events import (
     ClientBudgetUpdated,
+    Event,
     JobCompleted,
     JobRejected,
     JobStatus,
@@ -64,6 +68,34 @@ def one_release(cluster: PrivateCluster, **overrides: Any) -> dict[str, Any]:
     return _spec(cluster, privacy=privacy, **{**fields, **overrides})
 
 
+def _announcement_of(client: str) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, ClientBudgetUpdated) and e.client_id == client
+
+
+async def _until_orchestration_knows(
+    cluster: PrivateCluster, spends: Mapping[str, str], *, limit_s: float = 60
+) -> None:
+    """Wait until orchestration has stored, for each client, a lifetime spend that counts the
+    client's rounds of the given job (what its selection and admission read)."""
+    conn = await asyncpg.connect(cluster.settings.postgres_dsn.get_secret_value())
+    try:
+        deadline = time.monotonic() + limit_s
+        while True:
+            rows = await conn.fetch(
+                "SELECT client_id, rounds FROM orchestration_client_spend WHERE dataset = $1",
+                cluster.dataset,
+            )
+            known = {row["client_id"]: json.loads(row["rounds"]) for row in rows}
+            missing = {c: j for c, j in spends.items() if j not in known.get(c, {})}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"orchestration has not stored the spends {missing}")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
 async def test_spent_clients_are_left_out_and_a_job_nobody_can_afford_is_rejected(
     cluster: PrivateCluster,
 ) -> None:
@@ -78,13 +110,12 @@ async def test_spent_clients_are_left_out_and_a_job_nobody_can_afford_is_rejecte
         spent = set(done.participants)
         assert len(spent) == 2
         for client in spent:  # the accountant announces each participant's lifetime spend
-            announced = await watch.wait_for(
-                lambda e, c=client: isinstance(e, ClientBudgetUpdated) and e.client_id == c
-            )
+            announced = await watch.wait_for(_announcement_of(client))
             assert isinstance(announced, ClientBudgetUpdated)
             assert announced.epsilon_spent == pytest.approx(central_epsilon(z=Z, rounds=1))
-            assert (announced.cap, announced.rounds) == (pytest.approx(CAP), {first: [1]})
-        await asyncio.sleep(2)  # orchestration reads them from its own partitions
+            assert announced.cap == pytest.approx(CAP)
+            assert announced.rounds == {first: [1]}
+        await _until_orchestration_knows(cluster, {client: first for client in spent})
 
         # Every client may be selected, but two have spent their lifetime budget.
         second = await _submit(cluster, one_release(cluster, clients_per_round=3))
@@ -92,7 +123,7 @@ async def test_spent_clients_are_left_out_and_a_job_nobody_can_afford_is_rejecte
         assert isinstance(end, JobCompleted), cluster.logs()
         [started] = [e for e in watch.seen if isinstance(e, RoundStarted) and e.job_id == second]
         assert started.selected_clients == sorted(clients - spent)
-        await asyncio.sleep(2)
+        await _until_orchestration_knows(cluster, {client: second for client in clients - spent})
 
         third = await _submit(cluster, one_release(cluster))
         end = await _until_end(watch, third, limit_s=120)

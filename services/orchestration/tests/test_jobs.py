@@ -175,13 +175,15 @@ def test_deadline_retries_the_round_then_fails_with_too_few_clients(
                           policy=POLICY).events == []  # within the grace period  # fmt: skip
 
     for attempt in (2, 3):
-        now = job.deadline + timedelta(seconds=5.001)  # type: ignore[operator]
+        assert job.deadline is not None
+        now = job.deadline + timedelta(seconds=5.001)
         t = after_deadline(job, eligible=ELIGIBLE, now=now, policy=POLICY)
         rs = started(t.events)
         assert (rs.round, t.job.attempt) == (1, attempt)
         assert rs.deadline == now + timedelta(seconds=60)
         job = t.job
-    t = after_deadline(job, eligible=ELIGIBLE, now=job.deadline + timedelta(seconds=6),  # type: ignore[operator]
+    assert job.deadline is not None
+    t = after_deadline(job, eligible=ELIGIBLE, now=job.deadline + timedelta(seconds=6),
                        policy=POLICY)  # fmt: skip
 
     assert types(t.events) == ["progress", "job.failed"]

@@ -21,6 +21,7 @@ from fedbus.events import (
     Event,
     GaussianSpend,
     JobCompleted,
+    JobMode,
     JobRejected,
     JobRequested,
     JobSpec,
@@ -214,7 +215,7 @@ async def test_rounds_in_flight_are_reserved_until_the_accountant_lists_them(
 
 def test_an_accounted_round_is_not_reserved_twice() -> None:
     spec = JobSpec(
-        mode="federated", model="cnn", dataset="digits", rounds=2, min_clients=1,
+        mode=JobMode.FEDERATED, model="cnn", dataset="digits", rounds=2, min_clients=1,
         privacy=private()["privacy"],
     )  # fmt: skip
     listed = ClientSpend("a", "digits", 1, (RELEASE,), {"job-1": (1,)})
@@ -231,7 +232,7 @@ def test_an_accounted_round_is_not_reserved_twice() -> None:
 
 def test_a_local_dp_round_spends_dp_sgd_over_the_clients_records() -> None:
     spec = JobSpec(
-        mode="federated", model="cnn", dataset="digits", rounds=2, min_clients=1,
+        mode=JobMode.FEDERATED, model="cnn", dataset="digits", rounds=2, min_clients=1,
         training=TrainingConfig(local_epochs=2, batch_size=20, learning_rate=0.1),
         privacy=PrivacySpec(mode=PrivacyMode.LOCAL_DP, target_epsilon=4.0, delta=DELTA,
                             clipping_norm=1.0),

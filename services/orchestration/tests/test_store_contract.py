@@ -31,9 +31,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
         return
     import asyncpg
 
-    from fedbus.settings import load_settings
+    from fedbus.settings import FedbusSettings, load_settings
 
-    settings = load_settings()
+    settings = load_settings(FedbusSettings)
     pool = await asyncpg.create_pool(settings.postgres_dsn.get_secret_value(), min_size=1,
                                      max_size=2)  # fmt: skip
     try:
