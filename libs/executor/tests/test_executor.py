@@ -47,6 +47,21 @@ def test_same_seed_same_weights_other_seed_differs(digits_root: Path) -> None:
     assert a.weights_bytes() != c.weights_bytes()
 
 
+def test_dp_noise_does_not_follow_from_the_seed(digits_root: Path) -> None:
+    # Same task and seed twice: the noise (and Poisson sampling) must differ, or anyone who
+    # knows the job's seed could re-draw and subtract it. Without DP the bytes are equal.
+    ex = TrainingExecutor()
+    dp = _task(digits_root, dp=DPSettings(noise_multiplier=1.0))
+    first, again = ex.train(dp), ex.train(dp)
+    plain = [ex.train(_task(digits_root)), ex.train(_task(digits_root))]
+
+    assert first.weights_bytes() != again.weights_bytes()
+    assert plain[0].weights_bytes() == plain[1].weights_bytes()
+    assert first.privacy == again.privacy  # the same accounting either way
+    seeded = TrainingExecutor(dp_generator=lambda: torch.Generator().manual_seed(1))
+    assert seeded.train(dp).weights_bytes() == seeded.train(dp).weights_bytes()  # tests only
+
+
 def test_result_has_delta_metrics_and_learns(digits_root: Path) -> None:
     ex = TrainingExecutor()
     events: list[ProgressEvent] = []

@@ -137,16 +137,22 @@ def test_local_dp_usage_reports_what_dp_sgd_used() -> None:
     )
 
 
-def test_client_seed_is_stable_and_differs_per_client_round_and_job(round_started: Make) -> None:
-    base = {"round_seed": 42, "job_id": "j", "round_number": 1, "client_id": "a"}
+def test_client_seed_is_stable_and_differs_per_client_round_and_seed(round_started: Make) -> None:
+    base = {"round_seed": 42, "round_number": 1, "client_id": "a"}
     seed = client_seed(**base)  # type: ignore[arg-type]
     assert seed == client_seed(**base)  # type: ignore[arg-type]
     assert 0 <= seed < 2**63
-    for change in ({"client_id": "b"}, {"round_number": 2}, {"job_id": "k"}, {"round_seed": 43}):
+    for change in ({"client_id": "b"}, {"round_number": 2}, {"round_seed": 43}):
         assert client_seed(**{**base, **change}) != seed  # type: ignore[arg-type]
-    assert _task(round_started).seed == client_seed(
-        **{**base, "job_id": "job-1", "client_id": "c1"}
-    )  # type: ignore[arg-type]
+    assert _task(round_started).seed == client_seed(**{**base, "client_id": "c1"})  # type: ignore[arg-type]
+
+
+def test_a_job_submitted_again_with_its_seed_trains_each_client_the_same_way(
+    round_started: Make,
+) -> None:
+    # A rerun is a new job (new id) with the same spec: same data order, same model bytes.
+    assert _task(round_started, job_id="job-2").seed == _task(round_started).seed
+    assert _task(round_started, seed=43).seed != _task(round_started).seed
 
 
 def test_selection_and_object_prefix(round_started: Make) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,13 +67,29 @@ class TrainingExecutor:
     datasets
         Where validated datasets are kept between runs (a long-lived trainer or aggregator
         passes one); without it every run reads and validates its Parquet file again.
+    dp_generator
+        For tests only: where a DP run's noise and sampling generator comes from. Left
+        out, it is :func:`~fedbus_executor.privacy.secure_generator`, fresh and secret on
+        every run.
+
+    Notes
+    -----
+    Without DP a run is repeatable bit for bit on the same CPU: the data order, the
+    initial weights and dropout follow from ``task.seed``. PyTorch's CPU kernels split
+    their sums by thread, so the number of intra-op threads (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``) must be the same too.
     """
 
     def __init__(
-        self, *, probe: DeviceProbe | None = None, datasets: DatasetCache | None = None
+        self,
+        *,
+        probe: DeviceProbe | None = None,
+        datasets: DatasetCache | None = None,
+        dp_generator: Callable[[], torch.Generator] | None = None,
     ) -> None:
         self._probe = probe
         self._datasets = datasets
+        self._dp_generator = dp_generator
 
     def train(
         self, task: TrainingTask, *, progress: ProgressCallback = discard_progress
@@ -130,7 +147,7 @@ class TrainingExecutor:
                 {"samples": len(dataset), "device": str(device)},
             )
         )
-        state = _setup(task, dataset, device)
+        state = _setup(task, dataset, device, self._loader_generator(task))
         store = _checkpoint_store(task)
         first_epoch, stats = _resume(store, state, task)
         for epoch in range(first_epoch + 1, task.epochs + 1):
@@ -158,6 +175,16 @@ class TrainingExecutor:
         )
         return result
 
+    def _loader_generator(self, task: TrainingTask) -> torch.Generator:
+        """The seeded data order; for DP, a secret one that also draws the noise."""
+        if task.dp is None:
+            return torch.Generator().manual_seed(task.seed)
+        if self._dp_generator is not None:
+            return self._dp_generator()
+        from fedbus_executor.privacy import secure_generator  # opacus only when used
+
+        return secure_generator()
+
     def _load(self, data: DataRef) -> LoadedDataset:
         spec = data.resolve_spec()
         if self._datasets is None:
@@ -178,7 +205,9 @@ def _build(
     return model, tensors
 
 
-def _setup(task: TrainingTask, data: LoadedDataset, device: torch.device) -> RunState:
+def _setup(
+    task: TrainingTask, data: LoadedDataset, device: torch.device, generator: torch.Generator
+) -> RunState:
     model, tensors = _build(task.model, data, task.lora)
     if task.dp is not None:
         from fedbus_executor.privacy import make_dp_compatible  # opacus only when used
@@ -191,7 +220,6 @@ def _setup(task: TrainingTask, data: LoadedDataset, device: torch.device) -> Run
     start = returned_state(model, trainable_only=task.lora is not None)
     model.to(device)
     optimizer = make_optimizer(task, model)
-    generator = torch.Generator().manual_seed(task.seed)
     loader = make_loader(
         tensors, data, batch_size=task.batch_size, shuffle=True, generator=generator
     )
@@ -222,8 +250,9 @@ def _make_private(state: RunState, task: TrainingTask) -> None:
         criterion=nn.CrossEntropyLoss(),
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
-        poisson_sampling=True,
+        poisson_sampling=True,  # draws from the loader's generator: state.generator
         grad_sample_mode="ghost",
+        noise_generator=state.generator,  # secret, never from the task's seed
     )
     state.module, state.optimizer, state.loader = module, optimizer, loader
     state.engine, state.plan, state.criterion = engine, plan, criterion

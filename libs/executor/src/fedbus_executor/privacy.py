@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
+import torch
 from opacus import PrivacyEngine
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
@@ -13,7 +15,7 @@ from torch import nn
 from fedbus_executor.errors import PrivacyConfigError
 from fedbus_executor.task import DPSettings, PrivacyReport
 
-__all__ = ["DPPlan", "make_dp_compatible", "plan_noise", "privacy_report"]
+__all__ = ["DPPlan", "make_dp_compatible", "plan_noise", "privacy_report", "secure_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,18 @@ class DPPlan:
     noise_multiplier: float
     sample_rate: float
     steps: int
+
+
+def secure_generator() -> torch.Generator:
+    """A CPU generator for DP-SGD's noise and Poisson sampling, seeded from ``secrets``.
+
+    Never from the task's seed: that seed follows from the job's (so that a rerun trains
+    on the same data order), and anyone who knows it could re-draw the noise and subtract
+    it. Opacus's ``secure_mode`` would draw every value from a CSPRNG, but needs
+    torchcsprng, which is not built for current torch releases; here the Mersenne Twister
+    gets 64 bits from the OS's CSPRNG for every run.
+    """
+    return torch.Generator().manual_seed(secrets.randbits(64))
 
 
 def make_dp_compatible(model: nn.Module, *, fix: bool) -> nn.Module:

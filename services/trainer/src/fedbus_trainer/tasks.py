@@ -53,13 +53,15 @@ def is_selected(event: RoundStarted, client_id: str) -> bool:
     return client_id in event.selected_clients
 
 
-def client_seed(*, round_seed: int, job_id: str, round_number: int, client_id: str) -> int:
-    """A 63-bit seed per (job, round, client), the same on every run of that task.
+def client_seed(*, round_seed: int, round_number: int, client_id: str) -> int:
+    """A 63-bit seed per (seed, round, client): data order and dropout of that client's run.
 
-    Derived from the round's seed so that two clients of one round do not share
-    their data order or DP noise.
+    Not derived from the job id: a job submitted again with the same seed gets a new id,
+    and must train on the same data order to give the same model bytes. Two clients of a
+    round still differ. DP noise never comes from it (the executor draws DP-SGD's noise
+    and sampling from the OS's CSPRNG).
     """
-    text = f"{round_seed}:{job_id}:{round_number}:{client_id}".encode()
+    text = f"{round_seed}:{round_number}:{client_id}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
@@ -91,7 +93,6 @@ def training_task(
         learning_rate=event.training.learning_rate,
         seed=client_seed(
             round_seed=event.seed,
-            job_id=event.job_id,
             round_number=event.round,
             client_id=client_id,
         ),
