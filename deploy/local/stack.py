@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -315,6 +316,81 @@ def kafka_up() -> None:
         [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true", *cp, "kafka.Kafka", str(conf)],
     )
     wait_until("kafka", kafka_ready(log, since), pid, log)
+    # A fresh broker creates __consumer_offsets on the first FindCoordinator and answers
+    # COORDINATOR_NOT_AVAILABLE until every partition is loaded; Kafka clients log each retry
+    # (hundreds of lines from `make demo`). Wait here, so no client ever sees it missing.
+    partitions = int(_property(text, "offsets.topic.num.partitions", "50"))
+    wait_until("kafka", group_coordinators_ready(partitions), pid, log)
+
+
+def _property(text: str, key: str, default: str) -> str:
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    return default
+
+
+def _java_hash(text: str) -> int:
+    """``String.hashCode()``, to place a group id on a partition of __consumer_offsets."""
+    h = 0
+    for char in text:
+        h = (31 * h + ord(char)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def probe_groups(partitions: int) -> list[str]:
+    """One group id per __consumer_offsets partition (``abs(hashCode) % partitions``)."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        group = f"fedbus-stack-probe-{n}"
+        h = _java_hash(group)
+        found.setdefault((0 if h == -(1 << 31) else abs(h)) % partitions, group)
+        n += 1
+    return [found[p] for p in sorted(found)]
+
+
+def _kafka_string(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack(">h", len(data)) + data
+
+
+def find_coordinator_error(group: str) -> int:
+    """The error code of a FindCoordinator (v1) for ``group``: 0 when its coordinator is up."""
+    body = _kafka_string(group) + struct.pack(">b", 0)  # key type 0: a consumer group
+    header = struct.pack(">hhi", 10, 1, 1) + _kafka_string("fedbus-stack")
+    request = header + body
+    with socket.create_connection(("127.0.0.1", PORTS["kafka"]), timeout=5) as conn:
+        conn.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _read_exactly(conn, 4))[0]
+        response = _read_exactly(conn, size)
+    # correlation id (4), throttle time (4), then the error code.
+    return int(struct.unpack(">h", response[8:10])[0])
+
+
+def _read_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise OSError("kafka closed the connection")
+        data += chunk
+    return data
+
+
+def group_coordinators_ready(partitions: int) -> Callable[[], bool]:
+    """True once a group on every __consumer_offsets partition finds its coordinator."""
+    waiting = probe_groups(partitions)
+
+    def ready() -> bool:
+        try:
+            waiting[:] = [g for g in waiting if find_coordinator_error(g) != 0]
+        except OSError:
+            return False
+        return not waiting
+
+    return ready
 
 
 # --------------------------------------------------------------------------- MinIO

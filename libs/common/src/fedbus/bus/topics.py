@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from fedbus.events import TopicCatalog, load_topics
 from fedbus.events.topics import DEAD_LETTER_SUFFIX
@@ -14,6 +18,9 @@ from fedbus.settings import FedbusSettings
 __all__ = ["dlq_topic", "ensure_topics", "reset_group_to_end"]
 
 log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+"""How long :func:`ensure_topics` waits for new partitions' leaders and the group coordinator."""
 
 
 def dlq_topic(topic: str) -> str:
@@ -29,7 +36,9 @@ async def ensure_topics(
 ) -> list[str]:
     """Create every catalog topic (dead-letter topics included) that does not exist yet.
 
-    Returns the names created; existing topics are left as they are.
+    Then wait until every new partition has a leader and the broker's group coordinator
+    answers: on a fresh broker a client that comes first would retry (and log each retry)
+    until then. Returns the names created; existing topics are left as they are.
     """
     specs = (catalog or load_topics()).topics
     admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="fedbus-topics")
@@ -44,9 +53,55 @@ async def ensure_topics(
             ]
             await admin.create_topics(new)
             log.info("created topics %s", ", ".join(s.name for s in missing))
+            new_partitions = [
+                TopicPartition(s.name, p) for s in missing for p in range(s.partitions)
+            ]
+            await _wait_for_leaders(settings, new_partitions)
+        await _wait(lambda: _coordinator_found(admin), "the group coordinator")
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _wait(ready: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``ready()`` until true; after :data:`READY_TIMEOUT_S` leave it to the clients."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not await ready():
+        if time.monotonic() > deadline:
+            log.warning("kafka: still waiting for %s after %.0fs; going on", what, READY_TIMEOUT_S)
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _wait_for_leaders(settings: FedbusSettings, partitions: list[TopicPartition]) -> None:
+    """Wait until every new partition's leader answers a ListOffsets request.
+
+    The broker names a new partition's leader in its metadata a moment before that leader
+    serves it; aiokafka retries the request meanwhile and logs each retry at ERROR. Those
+    retries are what this waits through, so they are muted here (and only here).
+    """
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
+    await consumer.start()
+    fetcher_log = logging.getLogger("aiokafka.consumer.fetcher")
+    level = fetcher_log.level
+    fetcher_log.setLevel(logging.CRITICAL)
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await consumer.end_offsets(partitions)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("kafka: new partitions not served yet (%s); going on", exc)
+    finally:
+        fetcher_log.setLevel(level)
+        await consumer.stop()
+
+
+async def _coordinator_found(admin: AIOKafkaAdminClient) -> bool:
+    # The first FindCoordinator on a fresh broker also creates __consumer_offsets.
+    try:
+        await admin.find_coordinator("fedbus-topics")
+    except KafkaError:
+        return False
+    return True
 
 
 async def reset_group_to_end(settings: FedbusSettings, topic: str, group_id: str) -> None:
