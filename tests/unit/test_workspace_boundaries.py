@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,12 +48,10 @@ def test_a_service_imports_no_other_service(service: Path) -> None:
     assert imported.isdisjoint(others), f"{service.name} imports {imported & others}"
 
 
-def _locked_closure(
-    lock: dict[str, object], root: str, *, extras: tuple[str, ...] = ()
-) -> set[str]:
+def _locked_closure(lock: dict[str, Any], root: str, *, extras: tuple[str, ...] = ()) -> set[str]:
     """What installing ``root`` (with ``extras``) installs, per uv.lock; no other extras."""
-    packages = {p["name"]: p for p in lock["package"]}  # type: ignore[index,union-attr]
-    seen, todo = set(), [root]
+    packages = {p["name"]: p for p in lock["package"]}
+    seen, todo = set[str](), [root]
     while todo:
         name = todo.pop()
         if name in seen or name not in packages:

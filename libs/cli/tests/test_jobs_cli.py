@@ -50,7 +50,7 @@ class FakeGateway:
         return httpx.Response(404, json={"detail": f"no job '{path.rsplit('/', 1)[-1]}'"})
 
 
-VIEW = {
+VIEW: dict[str, Any] = {
     "job_id": JOB, "tenant": "acme", "status": "requested", "current_round": None,
     "rounds_completed": 0, "metrics": {}, "participants": [], "reasons": [],
     "spec": {"mode": "federated", "model": "mlp", "dataset": "digits", "rounds": 3},
