@@ -7,7 +7,7 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +15,8 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
@@ -254,6 +256,40 @@ async def _accepted(settings: FedbusSettings, job: str) -> int:
         await conn.close()
 
 
+async def _caught_up(settings: FedbusSettings, group: str, job: str) -> bool:
+    """The job's round.completed is acknowledged and ``group`` committed all it consumes."""
+    conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        published = await conn.fetchval(
+            "SELECT published FROM aggregator_rounds WHERE job_id = $1 AND round = 1", job
+        )
+    finally:
+        await conn.close()
+    if not published:
+        return False
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="aggregator-test")
+    ends = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
+    await admin.start()
+    await ends.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        parts = [tp for tp in committed if tp.topic in CONSUMED]  # all: see fresh_group
+        end_offsets = await ends.end_offsets(parts)
+    finally:
+        await ends.stop()
+        await admin.close()
+    return bool(parts) and all(committed[tp].offset >= end for tp, end in end_offsets.items())
+
+
+async def _until(check: Callable[[], Awaitable[bool]], *, limit_s: float) -> None:
+    """Poll ``check`` until it is true; TimeoutError after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {limit_s}s")
+        await asyncio.sleep(0.2)
+
+
 async def test_kill_9_mid_round_loses_nothing_and_aggregates_once(
     settings: FedbusSettings,
     tmp_path: Path,
@@ -286,8 +322,11 @@ async def test_kill_9_mid_round_loses_nothing_and_aggregates_once(
             await asyncio.to_thread(agg.start)
             await producer.publish(await upload(artifacts, job, "c", small_delta(initial, 0.01)))
             done = await watch.wait_for(_for_job(job), limit_s=180)
-            await asyncio.sleep(3)  # room for a second, wrong round.completed to show up
-            await watch.poll()
+            # Once the group has committed all it consumed and the round is marked published,
+            # whatever the aggregator sends for this round is on the topic: read all of it.
+            await _until(lambda: _caught_up(settings, agg.group, job), limit_s=120)
+            while await watch.poll():
+                pass
 
         assert isinstance(done, RoundCompleted)
         assert sorted(done.participants) == ["a", "b", "c"]

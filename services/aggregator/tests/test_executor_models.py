@@ -8,7 +8,7 @@ import pytest
 
 from fedbus.errors import NonRetryableError
 from fedbus_aggregator.adapters.executor import ExecutorModels
-from fedbus_executor import DatasetSpec, PrepareOptions, prepare_dataset
+from fedbus_executor import DatasetSpec, PrepareOptions, load_dataset, prepare_dataset
 from fedbus_executor import cache as cache_module
 
 
@@ -23,7 +23,7 @@ def test_the_held_out_set_is_read_at_start_and_only_then(
     digits_test: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[str] = []
-    real = cache_module.load_dataset
+    real = load_dataset  # what the cache calls, until patched below
 
     def counting(path: str | Path, spec: DatasetSpec) -> object:
         reads.append(str(path))
