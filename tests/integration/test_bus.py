@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fedbus.bus import EventProducer, ensure_topics, reset_group_to_end
 from fedbus.events import DeadLetter, JobFailed, Phase, Progress, decode, encode
@@ -238,6 +239,18 @@ async def test_a_consumer_killed_before_commit_gets_the_event_again_and_applies_
     assert f"skipping redelivered event {first.event_id}" in restarted.text()
 
 
+async def _stable_with(settings: FedbusSettings, group: str, members: int) -> bool:
+    """True when ``group`` has settled (rebalance done) with ``members`` members."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        [described] = (await admin.describe_consumer_groups([group]))[0].groups
+    finally:
+        await admin.close()
+    _, _, state, _, _, joined = described[:6]
+    return bool(state == "Stable" and len(joined) == members)
+
+
 async def test_a_second_consumer_joining_mid_stream_rebalances_without_loss_or_double_apply(
     settings: FedbusSettings, pg: Any, start_worker: Callable[..., Worker]
 ) -> None:
@@ -251,7 +264,7 @@ async def test_a_second_consumer_joining_mid_stream_rebalances_without_loss_or_d
         await producer.publish_many([_progress(job, step) for step in range(10) for job in jobs])
         await _eventually(lambda: _count_at_least(pg, prefix, 30), "first events handled")
         second = start_worker(prefix, group)
-        await asyncio.sleep(3)
+        await _eventually(lambda: _stable_with(settings, group, 2), "both workers in the group")
         await producer.publish_many(
             [_progress(job, step) for step in range(10, 20) for job in jobs]
         )
