@@ -36,7 +36,7 @@ def settings() -> FedbusSettings:
     env_file = REPO / ".env"
     if not env_file.exists():
         pytest.fail(f"{env_file} missing: start the local stack with `make up`")
-    cfg = load_settings()
+    cfg: FedbusSettings = load_settings()
     kafka_host, kafka_port = cfg.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
     minio = urlparse(cfg.minio_endpoint)
     pg = urlparse(cfg.postgres_dsn.get_secret_value())

@@ -126,12 +126,11 @@ async def budgets(watch: EventWatcher, job_id: str, rounds: int) -> dict[int, Bu
     """Wait until ``budget.updated`` of rounds 1..``rounds`` of the job have been seen."""
     found: dict[int, BudgetUpdated] = {}
     for round_ in range(1, rounds + 1):
-        event = await watch.wait_for(
-            lambda e, r=round_: (
-                isinstance(e, BudgetUpdated) and e.job_id == job_id and e.round == r
-            ),
-            limit_s=90,
-        )
+
+        def of_round(e: Event, r: int = round_) -> bool:
+            return isinstance(e, BudgetUpdated) and e.job_id == job_id and e.round == r
+
+        event = await watch.wait_for(of_round, limit_s=90)
         assert isinstance(event, BudgetUpdated)
         found[round_] = event
     return found

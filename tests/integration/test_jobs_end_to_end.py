@@ -7,6 +7,7 @@ groups at the end of every topic); each test runs its own job through it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import sys
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -44,6 +45,8 @@ from fedbus.settings import FedbusSettings, load_settings
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
+
+E = TypeVar("E", bound=Event)
 
 pytestmark = pytest.mark.slow
 
@@ -135,8 +138,8 @@ def _starters(
         )
     for name, (module, args, env) in specs.items():
         full_env = {**common, **env, **(extra_env or {}), "FEDBUS_CONSUMER_GROUP": groups[name]}
-        cluster.starters[name] = lambda n=name, m=module, a=args, e=full_env: ServiceProcess.start(
-            n, m, log_dir=cluster.log_dir, args=a, env=e
+        cluster.starters[name] = functools.partial(
+            ServiceProcess.start, name, module, log_dir=cluster.log_dir, args=args, env=full_env
         )
 
 
@@ -165,10 +168,11 @@ def _wait_http(url: str, cluster: Cluster, limit_s: float = 180) -> None:
 async def _wait_heartbeats(settings: FedbusSettings, clients: set[str]) -> None:
     async with EventWatcher(settings, ["trainer.heartbeat"]) as watch:
         for client in clients:
-            await watch.wait_for(
-                lambda e, c=client: isinstance(e, TrainerHeartbeat) and e.client_id == c,
-                limit_s=180,
-            )
+
+            def beat(e: Event, c: str = client) -> bool:
+                return isinstance(e, TrainerHeartbeat) and e.client_id == c
+
+            await watch.wait_for(beat, limit_s=180)
 
 
 @pytest.fixture(scope="module")
@@ -250,11 +254,16 @@ async def _until_end(watch: EventWatcher, job_id: str, limit_s: float = 300) -> 
     )
 
 
-def _per_round(events: list[Event], job_id: str, kind: type[Event]) -> dict[int, set[str]]:
+def _seen(events: list[Event], job_id: str, kind: type[E]) -> list[E]:
+    """The events of ``kind`` of one job, in the order they were seen."""
+    return [e for e in events if isinstance(e, kind) and e.job_id == job_id]
+
+
+def _per_round(events: list[Event], job_id: str) -> dict[int, set[str]]:
+    """The ids of the job's ``update.submitted`` events, by round."""
     rounds: dict[int, set[str]] = {}
-    for e in events:
-        if isinstance(e, kind) and e.job_id == job_id:
-            rounds.setdefault(e.round, set()).add(e.event_id)  # type: ignore[attr-defined]
+    for e in _seen(events, job_id, UpdateSubmitted):
+        rounds.setdefault(e.round, set()).add(e.event_id)
     return rounds
 
 
@@ -276,7 +285,7 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
 
     assert isinstance(end, JobCompleted), cluster.logs()
     assert end.rounds_completed == 3
-    assert {r: len(ids) for r, ids in _per_round(watch.seen, job_id, UpdateSubmitted).items()} == {
+    assert {r: len(ids) for r, ids in _per_round(watch.seen, job_id).items()} == {
         1: 3,
         2: 3,
         3: 3,
@@ -289,7 +298,8 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
     )
     assert other.status_code == 404
     version = await _registered(cluster, job_id, headers)
-    assert version["artifact"]["sha256"] == end.final_model.sha256  # type: ignore[union-attr]
+    assert end.final_model is not None
+    assert version["artifact"]["sha256"] == end.final_model.sha256
     body = (await _http("GET", version["download_url"])).content
     assert hashlib.sha256(body).hexdigest() == version["artifact"]["sha256"]
     code, listing = await _cli(cluster, "jobs", "list")
@@ -297,8 +307,8 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
     assert job_id in listing
     model = tmp_path / "model.safetensors"
     name, number = f"mlp-{cluster.dataset}", str(version["version"])
-    code, out = await _cli(cluster, "models", "download", name, number, "--output", str(model))
-    assert code == 0, out  # the CLI checks the SHA-256 as it downloads
+    code, said = await _cli(cluster, "models", "download", name, number, "--output", str(model))
+    assert code == 0, said  # the CLI checks the SHA-256 as it downloads
     assert hashlib.sha256(model.read_bytes()).hexdigest() == version["artifact"]["sha256"]
 
 
@@ -350,8 +360,8 @@ async def test_a_centralized_job_runs_through_the_same_events_with_one_trainer(
         end = await _until_end(watch, job_id)
 
     assert isinstance(end, JobCompleted), cluster.logs()
-    started = [e for e in watch.seen if _of(job_id, RoundStarted)(e)]
-    assert [len(e.selected_clients) for e in started] == [1]  # type: ignore[attr-defined]
+    started = _seen(watch.seen, job_id, RoundStarted)
+    assert [len(e.selected_clients) for e in started] == [1]
 
 
 async def test_a_job_published_straight_to_kafka_by_an_outside_producer_runs(
@@ -393,8 +403,10 @@ async def test_malformed_job_requests_are_rejected_or_dead_lettered_and_nothing_
             lambda e: isinstance(e, DeadLetter) and e.original_key() == bad_id.encode(), limit_s=60
         )
 
-    assert [r.code for r in rejected.reasons] == ["unknown_model"]  # type: ignore[attr-defined]
-    assert "bad_json" in letter.error_message  # type: ignore[attr-defined]
+    assert isinstance(rejected, JobRejected)
+    assert [r.code for r in rejected.reasons] == ["unknown_model"]
+    assert isinstance(letter, DeadLetter)
+    assert "bad_json" in letter.error_message
     await asyncio.sleep(2)
     assert cluster.all_alive() == [], cluster.logs()
 
@@ -407,18 +419,21 @@ async def test_kill_9_of_the_aggregator_mid_round_and_orchestration_between_roun
         await watch.wait_for(_of(job_id, UpdateSubmitted), limit_s=120)
         cluster.kill("aggregator")
         cluster.start("aggregator")
-        await watch.wait_for(lambda e: _of(job_id, RoundCompleted)(e) and e.round == 1, limit_s=180)  # type: ignore[attr-defined]
+        await watch.wait_for(
+            lambda e: isinstance(e, RoundCompleted) and e.job_id == job_id and e.round == 1,
+            limit_s=180,
+        )
         cluster.kill("orchestration")
         cluster.start("orchestration")
         end = await _until_end(watch, job_id)
 
     assert isinstance(end, JobCompleted), cluster.logs()
-    updates = _per_round(watch.seen, job_id, UpdateSubmitted)
+    updates = _per_round(watch.seen, job_id)
     assert {r: len(ids) for r, ids in updates.items()} == {1: 3, 2: 3, 3: 3}
-    completed = [e for e in watch.seen if _of(job_id, RoundCompleted)(e)]
-    assert sorted({e.round for e in completed}) == [1, 2, 3]  # type: ignore[attr-defined]
-    assert all(len(e.participants) == 3 for e in completed)  # type: ignore[attr-defined]
-    assert len({(e.round, e.event_id) for e in completed}) == 3  # type: ignore[attr-defined]
+    completed = _seen(watch.seen, job_id, RoundCompleted)
+    assert sorted({e.round for e in completed}) == [1, 2, 3]
+    assert all(len(e.participants) == 3 for e in completed)
+    assert len({(e.round, e.event_id) for e in completed}) == 3
 
 
 class Ghosts:
@@ -472,9 +487,9 @@ async def test_a_straggler_that_never_answers_lets_the_round_close_at_its_deadli
             end = await _until_end(watch, job_id)
 
     assert isinstance(end, JobCompleted), cluster.logs()
-    [done] = [e for e in watch.seen if _of(job_id, RoundCompleted)(e)]
-    assert ghost not in done.participants  # type: ignore[attr-defined]
-    assert [(d.client_id, d.code) for d in done.dropped] == [(ghost, "deadline")]  # type: ignore[attr-defined]
+    [done] = _seen(watch.seen, job_id, RoundCompleted)
+    assert ghost not in done.participants
+    assert [(d.client_id, d.code) for d in done.dropped] == [(ghost, "deadline")]
 
 
 async def test_too_few_clients_by_the_deadline_fails_the_job_with_its_reason(

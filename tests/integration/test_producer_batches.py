@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -62,11 +62,11 @@ class Log:
 
 
 @pytest.fixture
-async def log(settings: FedbusSettings) -> Iterator[Log]:
+async def log(settings: FedbusSettings) -> AsyncIterator[Log]:
     await ensure_topics(settings)
     reader = Log(settings)
     await reader.start()
-    yield reader  # type: ignore[misc]
+    yield reader
     await reader.stop()
 
 

@@ -89,10 +89,11 @@ def _commands(dataset: str, data: Path) -> dict[str, tuple[str, list[str]]]:
 async def _heartbeats(settings: FedbusSettings, clients: set[str]) -> None:
     async with EventWatcher(settings, ["trainer.heartbeat"]) as watch:
         for client in clients:
-            await watch.wait_for(
-                lambda e, c=client: isinstance(e, TrainerHeartbeat) and e.client_id == c,
-                limit_s=180,
-            )
+
+            def beat(e: Event, c: str = client) -> bool:
+                return isinstance(e, TrainerHeartbeat) and e.client_id == c
+
+            await watch.wait_for(beat, limit_s=180)
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ async def _committed(settings: FedbusSettings, topic: str, group: str) -> int | 
     )
     await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(topic, 0))
+        offset: int | None = await consumer.committed(TopicPartition(topic, 0))
+        return offset
     finally:
         await consumer.stop()
 

@@ -145,10 +145,11 @@ async def test_two_trainers_announce_themselves_and_train_only_when_selected(
                 await _start_trainer(settings, tmp_path, client, dataset, digits / files[client])
             )
         for client in (a, b):
-            beat = await watch.wait_for(
-                lambda e, c=client: isinstance(e, TrainerHeartbeat) and e.client_id == c,
-                limit_s=180,
-            )
+
+            def beat_of(e: Event, c: str = client) -> bool:
+                return isinstance(e, TrainerHeartbeat) and e.client_id == c
+
+            beat = await watch.wait_for(beat_of, limit_s=180)
             assert isinstance(beat, TrainerHeartbeat)
             assert beat.datasets == [
                 DatasetInfo(name=dataset, num_samples=_rows(digits, files[client]))

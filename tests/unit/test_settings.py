@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from fedbus.settings import Environment, FedbusSettings, load_settings
+from fedbus.settings import Environment, FedbusSettings, KafkaSecurityProtocol, load_settings
 
 
 def test_environment_variables_override_the_env_file(
@@ -18,7 +18,7 @@ def test_environment_variables_override_the_env_file(
     monkeypatch.setenv("FEDBUS_ENV_FILE", str(env_file))
     monkeypatch.setenv("FEDBUS_KAFKA_BOOTSTRAP_SERVERS", "env:2")
 
-    cfg = load_settings()
+    cfg: FedbusSettings = load_settings()
 
     assert cfg.kafka_bootstrap_servers == "env:2"
     assert cfg.minio_bucket == "from-file"
@@ -51,13 +51,13 @@ def test_production_accepts_tls_and_secrets() -> None:
     cfg = FedbusSettings(
         _env_file=None,  # type: ignore[call-arg]
         env=Environment.PRODUCTION,
-        kafka_security_protocol="SASL_SSL",
+        kafka_security_protocol=KafkaSecurityProtocol.SASL_SSL,
         kafka_sasl_mechanism="SCRAM-SHA-512",
         kafka_sasl_username="svc",
-        kafka_sasl_password="pw",
+        kafka_sasl_password=SecretStr("pw"),
         minio_endpoint="https://minio.example:9000",
-        minio_secret_key="s3cret",
-        postgres_dsn="postgresql://u:p@db/fedbus",
+        minio_secret_key=SecretStr("s3cret"),
+        postgres_dsn=SecretStr("postgresql://u:p@db/fedbus"),
     )
 
     opts = cfg.kafka_client_options()

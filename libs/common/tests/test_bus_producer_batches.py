@@ -57,7 +57,7 @@ class FakeKafka:
 
 def _producer(kafka: FakeKafka) -> EventProducer:
     producer = EventProducer(FedbusSettings(_env_file=None), client_id="t")  # type: ignore[call-arg]
-    producer._producer = kafka  # type: ignore[assignment]
+    producer._producer = kafka
     return producer
 
 

@@ -53,7 +53,10 @@ class _Tokens(nn.Module):
         self.head = nn.Linear(seq_out, 10)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.tanh(self.seq(self.norm(self.embed(tokens)))).mean(1))
+        logits: torch.Tensor = self.head(
+            torch.tanh(self.seq(self.norm(self.embed(tokens)))).mean(1)
+        )
+        return logits
 
 
 def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +126,8 @@ def test_the_second_step_matches_too() -> None:
 def test_frozen_layers_get_no_gradient_and_keep_requires_grad() -> None:
     torch.manual_seed(4)
     model = build_model("cnn", SPEC)
-    for p in model.features.parameters():
+    features, head = model.get_submodule("features"), model.get_submodule("head")
+    for p in features.parameters():
         p.requires_grad_(False)
     x, y = _images(6)
     want = _reference(model, x, y, 0.1)
@@ -132,9 +136,9 @@ def test_frozen_layers_get_no_gradient_and_keep_requires_grad() -> None:
     assert all(k.startswith("head.") for k in got)
     for key in want:
         assert torch.allclose(got[key], want[key], rtol=1e-4, atol=1e-6), key
-    assert not any(p.requires_grad for p in model.features.parameters())
-    assert all(p.requires_grad for p in model.head.parameters())
-    assert all(p.grad is None for p in model.features.parameters())
+    assert not any(p.requires_grad for p in features.parameters())
+    assert all(p.requires_grad for p in head.parameters())
+    assert all(p.grad is None for p in features.parameters())
 
 
 def test_empty_poisson_batch_gives_zero_gradients() -> None:
@@ -155,7 +159,8 @@ def test_layer_run_twice_is_refused_and_unknown_layer_not_supported() -> None:
             self.inner = nn.Linear(10, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(torch.relu(self.inner(x)))
+            out: torch.Tensor = self.inner(torch.relu(self.inner(x)))
+            return out
 
     model = Twice()
     clipper = BookKeepingClipper(model, max_grad_norm=1.0)
@@ -223,7 +228,8 @@ def test_a_weight_used_outside_its_layer_is_refused_at_the_first_step() -> None:
             self.fc = nn.Linear(6, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(x) + nn.functional.linear(x, self.fc.weight)
+            out: torch.Tensor = self.fc(x) + nn.functional.linear(x, self.fc.weight)
+            return out
 
     model = Functional()
     clipper = BookKeepingClipper(model, max_grad_norm=1.0)
@@ -240,7 +246,7 @@ def test_an_input_changed_in_place_is_refused() -> None:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.l1(x) + 0
-            out = self.l2(h)
+            out: torch.Tensor = self.l2(h)
             if self.in_place:
                 h.mul_(3)
             return out

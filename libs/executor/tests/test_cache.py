@@ -17,6 +17,7 @@ from fedbus_executor import (
     ModelRef,
     TrainingExecutor,
     TrainingTask,
+    load_dataset,
     write_parquet,
 )
 from fedbus_executor import cache as cache_module
@@ -34,7 +35,7 @@ def _write(path: Path, rows: int, value: float = 0.5) -> Path:
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every file the cache actually reads."""
     seen: list[Path] = []
-    real = cache_module.load_dataset
+    real = load_dataset
 
     def counting(path: str | Path, spec: DatasetSpec) -> object:
         seen.append(Path(path))

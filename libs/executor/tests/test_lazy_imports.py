@@ -32,9 +32,9 @@ print(json.dumps(imported))
 """
 
 
-def _run(code: str) -> dict[str, list[str]]:
+def _run(code: str) -> dict[str, list[object]]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded: dict[str, list[str]] = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded: dict[str, list[object]] = json.loads(out.stdout.strip().splitlines()[-1])
     return loaded
 
 

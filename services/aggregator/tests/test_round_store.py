@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from fedbus.events import ModelRef, RoundCompleted, RoundStarted
-from fedbus.settings import load_settings
+from fedbus.settings import FedbusSettings, load_settings
 from fedbus_aggregator.adapters.postgres import PostgresRoundStore
 from fedbus_aggregator.rounds import RejectCode, RoundState, RoundStatus, UpdateRecord, UpdateStatus
 from fedbus_aggregator.store import RoundStore
@@ -28,7 +28,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[RoundStore]:
         yield FakeRoundStore()
         return
     pool = await asyncpg.create_pool(
-        load_settings().postgres_dsn.get_secret_value(), min_size=1, max_size=2
+        load_settings(FedbusSettings).postgres_dsn.get_secret_value(), min_size=1, max_size=2
     )
     try:
         yield await PostgresRoundStore.create(pool)

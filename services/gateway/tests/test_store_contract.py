@@ -28,7 +28,7 @@ from fedbus.events import (
     TrainingConfig,
     utc_now,
 )
-from fedbus.settings import load_settings
+from fedbus.settings import FedbusSettings, load_settings
 from fedbus_gateway import JobStore, JobView, ViewStatus
 from fedbus_gateway.adapters import PostgresJobStore
 from fedbus_gateway.jobs import new_view
@@ -235,7 +235,7 @@ class TestFakeJobStore(JobStoreContract):
 class TestPostgresJobStore(JobStoreContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[Any]:
-        dsn = load_settings().postgres_dsn.get_secret_value()
+        dsn = load_settings(FedbusSettings).postgres_dsn.get_secret_value()
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
             yield await PostgresJobStore.create(pool)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypedDict, Unpack
 
 import numpy as np
 import pytest
@@ -106,8 +108,28 @@ async def upload_model(artifacts: InMemoryArtifactStore, job_id: str, round_: in
     return await artifacts.put_tensors(weights, prefix=f"jobs/{job_id}/round-{round_}/global")
 
 
+Upload = Callable[[str, int], Awaitable[ModelRef]]
+"""``upload(job_id, round_)``: store a global model, return its reference."""
+
+
+class JobOverrides(TypedDict, total=False):
+    """The :class:`Job` fields a test may set."""
+
+    tenant: str
+    model: str
+    dataset: str
+    privacy: PrivacyMode
+    job_id: str
+
+
+class MakeJob(Protocol):
+    """``make_job(**overrides)``: a :class:`Job` in the test's tenant unless told otherwise."""
+
+    def __call__(self, **overrides: Unpack[JobOverrides]) -> Job: ...
+
+
 @pytest.fixture
-def upload(artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
+def upload(artifacts: InMemoryArtifactStore) -> Upload:
     async def _upload(job_id: str, round_: int) -> ModelRef:
         return await upload_model(artifacts, job_id, round_)
 
@@ -115,10 +137,11 @@ def upload(artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def make_job(tenant: str):  # type: ignore[no-untyped-def]
+def make_job(tenant: str) -> MakeJob:
     """``make_job(**overrides)``: a :class:`Job` in the test's tenant unless told otherwise."""
 
-    def _make(**overrides: object) -> Job:
-        return Job(**{"tenant": tenant, **overrides})  # type: ignore[arg-type]
+    def _make(**overrides: Unpack[JobOverrides]) -> Job:
+        fields: JobOverrides = {"tenant": tenant, **overrides}
+        return Job(**fields)
 
     return _make

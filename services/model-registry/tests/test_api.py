@@ -14,6 +14,7 @@ from fedbus.events import (
     ModelRef,
     PrivacyGuarantee,
     PrivacyMode,
+    Strategy,
     StrategySpec,
 )
 from fedbus_registry.api import build_app
@@ -33,7 +34,7 @@ def version_of(tenant: str, job_id: str, name: str = "cnn-mnist") -> NewVersion:
         rounds=2,
         metrics={"accuracy": 0.93},
         artifact=REF,
-        strategy=StrategySpec(name="fedavg"),
+        strategy=StrategySpec(name=Strategy.FEDAVG),
         privacy_mode=PrivacyMode.CENTRAL_DP,
         guarantee=PrivacyGuarantee(
             mode=PrivacyMode.CENTRAL_DP,

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import pytest
 
-from fedbus.bus import InMemoryBus
+from fedbus.bus import Handler, InMemoryBus
 from fedbus.errors import NonRetryableError
-from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode
+from fedbus.events import (
+    Event,
+    JobStatus,
+    ModelRef,
+    ModelRegistered,
+    PrivacyGuarantee,
+    PrivacyMode,
+)
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_registry.deps import Deps
 from fedbus_registry.handlers import HANDLERS
 
 from .fakes import FakeRegistryStore
+
+if TYPE_CHECKING:
+    from .conftest import Job, MakeJob, Upload
+
+Handlers = dict[type[Event], Handler]
 
 
 @pytest.fixture
@@ -25,14 +40,21 @@ def bus() -> InMemoryBus:
 
 
 @pytest.fixture
-def handlers(store: FakeRegistryStore, artifacts: InMemoryArtifactStore):  # type: ignore[no-untyped-def]
+def handlers(store: FakeRegistryStore, artifacts: InMemoryArtifactStore) -> Handlers:
     return HANDLERS.bind(Deps(store=store, artifacts=artifacts))
 
 
-async def run_job(bus, handlers, upload, job, *, participants=(["c1", "c2"], ["c2", "c3"])):  # type: ignore[no-untyped-def]
+async def run_job(
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    job: Job,
+    *,
+    participants: Sequence[list[str]] = (["c1", "c2"], ["c2", "c3"]),
+) -> ModelRef | None:
     """Publish a two-round job's events and deliver them; returns the final model."""
     await bus.publish(job.accepted())
-    model = None
+    model: ModelRef | None = None
     for number, clients in enumerate(participants, start=1):
         model = await upload(job.job_id, number)
         await bus.publish(job.round(number, list(clients), model))
@@ -41,14 +63,27 @@ async def run_job(bus, handlers, upload, job, *, participants=(["c1", "c2"], ["c
     return model
 
 
+def registrations(bus: InMemoryBus) -> list[ModelRegistered]:
+    """The ``model.registered`` events published so far, in order."""
+    events = []
+    for event in bus.events("model.registered"):
+        assert isinstance(event, ModelRegistered)
+        events.append(event)
+    return events
+
+
 async def test_a_completed_job_is_registered_as_version_one(
-    bus, handlers, upload, make_job, store
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
 ) -> None:
     job = make_job()
 
     final = await run_job(bus, handlers, upload, job)
 
-    [event] = bus.events("model.registered")
+    [event] = registrations(bus)
     assert (event.job_id, event.name, event.version) == (job.job_id, "cnn-mnist", 1)
     assert event.artifact == final
     assert event.metrics == {"accuracy": 0.9, "loss": 0.2}
@@ -62,32 +97,40 @@ async def test_a_completed_job_is_registered_as_version_one(
 
 
 async def test_the_next_job_of_a_name_is_the_next_version_with_its_parent(
-    bus, handlers, upload, make_job, store
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
 ) -> None:
     await run_job(bus, handlers, upload, make_job())
     second = make_job()
 
     await run_job(bus, handlers, upload, second)
 
-    assert [e.version for e in bus.events("model.registered")] == [1, 2]
+    assert [e.version for e in registrations(bus)] == [1, 2]
     version = await store.version_for_job(second.job_id)
     assert version is not None
     assert (version.version, version.parent_version) == (2, 1)
 
 
 async def test_tenants_and_datasets_have_their_own_version_lines(
-    bus, handlers, upload, make_job, tenant
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob, tenant: str
 ) -> None:
     await run_job(bus, handlers, upload, make_job())
     await run_job(bus, handlers, upload, make_job(dataset="fashion"))
     await run_job(bus, handlers, upload, make_job(tenant=f"{tenant}-b"))
 
-    registered = [(e.name, e.version) for e in bus.events("model.registered")]
+    registered = [(e.name, e.version) for e in registrations(bus)]
     assert registered == [("cnn-mnist", 1), ("cnn-fashion", 1), ("cnn-mnist", 1)]
 
 
 async def test_a_redelivered_job_completed_registers_nothing_new(
-    bus, handlers, upload, make_job, store
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
 ) -> None:
     job = make_job()
     final = await run_job(bus, handlers, upload, job)
@@ -96,30 +139,36 @@ async def test_a_redelivered_job_completed_registers_nothing_new(
     again = await handlers[type(done)](done)
     again_same = await handlers[type(done)](done)
 
-    first = bus.events("model.registered")[0]
+    assert again is not None
+    assert again_same is not None
+    first = registrations(bus)[0]
     assert [e.event_id for e in again] == [first.event_id]
     assert [e.event_id for e in again_same] == [first.event_id]
     assert [v.version for v in await store.versions(job.tenant, "cnn-mnist")] == [1]
 
 
 async def test_events_in_any_order_register_once_all_facts_are_in(
-    bus, handlers, upload, make_job, store
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
 ) -> None:
     job = make_job()
     model1, model2 = await upload(job.job_id, 1), await upload(job.job_id, 2)
     await bus.publish(job.completed(model2))
     await bus.publish(job.round(2, ["c2"], model2))
     await bus.drain(handlers)
-    assert bus.events("model.registered") == []
+    assert registrations(bus) == []
 
     await bus.publish(job.accepted())
     await bus.drain(handlers)
-    assert bus.events("model.registered") == []  # round 1 still missing
+    assert registrations(bus) == []  # round 1 still missing
 
     await bus.publish(job.round(1, ["c1"], model1))
     await bus.drain(handlers)
 
-    [event] = bus.events("model.registered")
+    [event] = registrations(bus)
     assert event.version == 1
     version = await store.version_for_job(job.job_id)
     assert version is not None
@@ -127,7 +176,11 @@ async def test_events_in_any_order_register_once_all_facts_are_in(
 
 
 async def test_a_final_model_with_a_wrong_hash_is_refused(
-    handlers, upload, make_job, store, artifacts
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
+    artifacts: InMemoryArtifactStore,
 ) -> None:
     job = make_job()
     await handlers[type(job.accepted())](job.accepted())
@@ -141,7 +194,9 @@ async def test_a_final_model_with_a_wrong_hash_is_refused(
     assert await store.version_for_job(job.job_id) is None
 
 
-async def test_a_missing_final_model_is_refused(handlers, make_job, store) -> None:
+async def test_a_missing_final_model_is_refused(
+    handlers: Handlers, make_job: MakeJob, store: FakeRegistryStore
+) -> None:
     job = make_job()
     await handlers[type(job.accepted())](job.accepted())
     key = f"jobs/{job.job_id}/nothing/" + "c" * 64
@@ -154,7 +209,11 @@ async def test_a_missing_final_model_is_refused(handlers, make_job, store) -> No
 
 
 async def test_budget_exhausted_jobs_carry_their_guarantee(
-    bus, handlers, upload, make_job, store
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
 ) -> None:
     job = make_job(privacy=PrivacyMode.LOCAL_DP)
     model = await upload(job.job_id, 1)
@@ -170,7 +229,7 @@ async def test_budget_exhausted_jobs_carry_their_guarantee(
 
     await bus.drain(handlers)
 
-    [event] = bus.events("model.registered")
+    [event] = registrations(bus)
     assert event.guarantee == guarantee
     assert event.metrics == {"accuracy": 0.6}
     version = await store.version_for_job(job.job_id)
@@ -180,7 +239,7 @@ async def test_budget_exhausted_jobs_carry_their_guarantee(
 
 
 async def test_cancelled_and_modelless_jobs_are_not_registered(
-    bus, handlers, upload, make_job
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob
 ) -> None:
     cancelled, empty = make_job(), make_job()
     model = await upload(cancelled.job_id, 1)
@@ -192,11 +251,15 @@ async def test_cancelled_and_modelless_jobs_are_not_registered(
 
     await bus.drain(handlers)
 
-    assert bus.events("model.registered") == []
+    assert registrations(bus) == []
 
 
 async def test_cancelled_jobs_are_registered_when_configured(
-    bus, upload, make_job, store, artifacts
+    bus: InMemoryBus,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
+    artifacts: InMemoryArtifactStore,
 ) -> None:
     handlers = HANDLERS.bind(Deps(store=store, artifacts=artifacts, register_cancelled=True))
     job = make_job()
@@ -207,5 +270,5 @@ async def test_cancelled_jobs_are_registered_when_configured(
 
     await bus.drain(handlers)
 
-    [event] = bus.events("model.registered")
+    [event] = registrations(bus)
     assert event.version == 1

@@ -8,17 +8,28 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
-from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode, StrategySpec
-from fedbus.settings import load_settings
+from fedbus.events import (
+    JobStatus,
+    ModelRef,
+    PrivacyGuarantee,
+    PrivacyMode,
+    Strategy,
+    StrategySpec,
+)
+from fedbus.settings import FedbusSettings, load_settings
 from fedbus_registry.adapters import PostgresRegistryStore
 from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import JobInfo, NewVersion, RoundRecord
 
 from .fakes import FakeRegistryStore
+
+if TYPE_CHECKING:
+    from .conftest import MakeJob
 
 REF = ModelRef(object_key="jobs/j/round-1/global/" + "b" * 64, size_bytes=42, sha256="b" * 64)
 
@@ -28,7 +39,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[RegistryStore]:
     if request.param == "memory":
         yield FakeRegistryStore()
         return
-    dsn = load_settings().postgres_dsn.get_secret_value()
+    dsn = load_settings(FedbusSettings).postgres_dsn.get_secret_value()
     if not dsn:
         pytest.fail("FEDBUS_POSTGRES_DSN is empty: start the local stack with `make up`")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
@@ -47,7 +58,7 @@ def version_of(tenant: str, name: str = "cnn-mnist", job_id: str | None = None) 
         rounds=3,
         metrics={"accuracy": 0.9},
         artifact=REF,
-        strategy=StrategySpec(name="fedadam", options={"eta": 0.1}),
+        strategy=StrategySpec(name=Strategy.FEDADAM, options={"eta": 0.1}),
         privacy_mode=PrivacyMode.CENTRAL_DP,
         guarantee=PrivacyGuarantee(
             mode=PrivacyMode.CENTRAL_DP,
@@ -143,7 +154,7 @@ async def test_reads_never_cross_tenants(store: RegistryStore, tenant: str) -> N
 
 
 async def test_jobs_rounds_and_completions_are_remembered(
-    store: RegistryStore, tenant: str, make_job
+    store: RegistryStore, tenant: str, make_job: MakeJob
 ) -> None:
     job = make_job()
     await store.save_job(JobInfo(job.job_id, tenant, job.spec))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode
 from fedbus_registry.versions import (
     JobInfo,
@@ -12,16 +14,21 @@ from fedbus_registry.versions import (
     new_version,
 )
 
+if TYPE_CHECKING:
+    from .conftest import MakeJob
+
 REF = ModelRef(object_key="jobs/j/round-2/global/" + "a" * 64, size_bytes=10, sha256="a" * 64)
 
 
-def test_the_name_is_model_dash_dataset(make_job) -> None:
+def test_the_name_is_model_dash_dataset(make_job: MakeJob) -> None:
     job = make_job(model="minilm-lora", dataset="sst2-clients")
 
     assert model_name(job.spec) == "minilm-lora-sst2-clients"
 
 
-def test_completed_and_budget_exhausted_jobs_with_a_final_model_are_registrable(make_job) -> None:
+def test_completed_and_budget_exhausted_jobs_with_a_final_model_are_registrable(
+    make_job: MakeJob,
+) -> None:
     job = make_job()
 
     assert is_registrable(job.completed(REF))
@@ -29,7 +36,7 @@ def test_completed_and_budget_exhausted_jobs_with_a_final_model_are_registrable(
     assert not is_registrable(job.completed(None))
 
 
-def test_cancelled_jobs_are_registered_only_when_configured(make_job) -> None:
+def test_cancelled_jobs_are_registered_only_when_configured(make_job: MakeJob) -> None:
     cancelled = make_job().completed(REF, status=JobStatus.CANCELLED)
 
     assert not is_registrable(cancelled)
@@ -42,7 +49,7 @@ def test_missing_rounds_lists_rounds_not_seen_yet() -> None:
     assert missing_rounds(0, []) == []
 
 
-def test_a_version_unites_participants_and_takes_the_job_metrics(make_job) -> None:
+def test_a_version_unites_participants_and_takes_the_job_metrics(make_job: MakeJob) -> None:
     job = make_job(privacy=PrivacyMode.CENTRAL_DP)
     rounds = [
         RoundRecord(2, ("c3", "c1"), {"accuracy": 0.8}, REF),
@@ -66,7 +73,7 @@ def test_a_version_unites_participants_and_takes_the_job_metrics(make_job) -> No
     assert version.rounds == 2
 
 
-def test_without_job_metrics_a_version_takes_the_last_rounds(make_job) -> None:
+def test_without_job_metrics_a_version_takes_the_last_rounds(make_job: MakeJob) -> None:
     job = make_job()
     rounds = [
         RoundRecord(1, ("c1",), {"loss": 0.9}, REF),

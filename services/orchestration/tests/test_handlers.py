@@ -14,6 +14,7 @@ from fedbus.events import (
     JobFailed,
     JobRejected,
     JobRequested,
+    Progress,
     RoundCompleted,
     RoundStarted,
     TrainerHeartbeat,
@@ -74,7 +75,9 @@ async def test_a_job_runs_round_by_round_to_completion(
     (completed,) = bus.events("job.completed")
     assert isinstance(completed, JobCompleted)
     assert completed.rounds_completed == 2
-    phases = [e.phase.value for e in bus.events("progress") if e.job_id == request.job_id]  # type: ignore[attr-defined]
+    progress = [e for e in bus.events("progress") if e.job_id == request.job_id]
+    assert all(isinstance(e, Progress) for e in progress)
+    phases = [e.phase.value for e in progress if isinstance(e, Progress)]
     assert phases == ["scheduling", "scheduling", "completed"]
 
 

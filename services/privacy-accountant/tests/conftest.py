@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -76,13 +77,17 @@ def bus() -> InMemoryBus:
 
 
 @pytest.fixture
-def make_job():  # type: ignore[no-untyped-def]
+def make_job() -> type[Job]:
     """``make_job(**overrides)``: a new :class:`Job` (unique id)."""
     return Job
 
 
+Published = Callable[[Job], list[BudgetUpdated]]
+"""``published(job)``: the ``budget.updated`` events of a job, in publication order."""
+
+
 @pytest.fixture
-def published(bus: InMemoryBus):  # type: ignore[no-untyped-def]
+def published(bus: InMemoryBus) -> Published:
     """``published(job)``: the ``budget.updated`` events of a job, in publication order."""
 
     def _published(job: Job) -> list[BudgetUpdated]:

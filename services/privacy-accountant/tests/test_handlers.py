@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from fedbus.bus import InMemoryBus
+from fedbus.bus import Handler, InMemoryBus
 from fedbus.errors import NonRetryableError
-from fedbus.events import ClientBudgetUpdated, DpUsage, PrivacyMode
+from fedbus.events import ClientBudgetUpdated, DpUsage, Event, PrivacyMode
 from fedbus.privacy import GaussianSteps, compute_epsilon, compute_epsilon_composed
 from fedbus_accountant.deps import Deps
 from fedbus_accountant.handlers import HANDLERS
 
 from .fakes import FakeAccountantStore
+
+if TYPE_CHECKING:
+    from .conftest import Job, Published
+
+Handlers = dict[type[Event], Handler]
 
 LOCAL = GaussianSteps(noise_multiplier=1.1, sample_rate=0.05, steps=40)
 CENTRAL = GaussianSteps(noise_multiplier=1.5, sample_rate=1.0, steps=1)
@@ -23,18 +30,18 @@ def eps(rounds: int, steps: GaussianSteps = LOCAL, delta: float = 1e-5) -> float
 
 
 @pytest.fixture
-def handlers(store: FakeAccountantStore):  # type: ignore[no-untyped-def]
+def handlers(store: FakeAccountantStore) -> Handlers:
     return HANDLERS.bind(Deps(store=store))
 
 
-async def run_round(bus: InMemoryBus, job, round_: int, clients: list[str]) -> None:  # type: ignore[no-untyped-def]
+async def run_round(bus: InMemoryBus, job: Job, round_: int, clients: list[str]) -> None:
     for client in clients:
         await bus.publish(job.update(round_, client))
     await bus.publish(job.completed(round_, clients))
 
 
 async def test_two_local_dp_rounds_publish_what_fedbus_privacy_computes(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job()
     await bus.publish(job.accepted())
@@ -56,7 +63,9 @@ async def test_two_local_dp_rounds_publish_what_fedbus_privacy_computes(
     assert second.source == "privacy-accountant"
 
 
-async def test_a_duplicate_update_spends_once(bus, handlers, make_job, published) -> None:
+async def test_a_duplicate_update_spends_once(
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
+) -> None:
     job = make_job()
     update = job.update(1, "a")
     await bus.publish(job.accepted())
@@ -73,7 +82,7 @@ async def test_a_duplicate_update_spends_once(bus, handlers, make_job, published
 
 
 async def test_a_round_completed_before_its_updates_waits_for_them(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job()
     await bus.publish(job.completed(1, ["a", "b"]))
@@ -93,7 +102,7 @@ async def test_a_round_completed_before_its_updates_waits_for_them(
 
 
 async def test_rounds_publish_in_order_and_count_only_rounds_up_to_their_own(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job()
     await bus.publish(job.accepted())
@@ -110,7 +119,7 @@ async def test_rounds_publish_in_order_and_count_only_rounds_up_to_their_own(
 
 
 async def test_a_dropped_clients_update_is_not_charged_to_the_job(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job()
     await bus.publish(job.accepted())
@@ -124,7 +133,7 @@ async def test_a_dropped_clients_update_is_not_charged_to_the_job(
 
 
 async def test_exhausted_when_one_more_round_would_pass_the_budget(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     # Between 2 and 3 rounds' worth: round 1 leaves room, round 2 does not.
     job = make_job(target_epsilon=(eps(2) + eps(3)) / 2)
@@ -141,7 +150,7 @@ async def test_exhausted_when_one_more_round_would_pass_the_budget(
 
 
 async def test_a_client_with_a_larger_sample_rate_exhausts_the_job(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job(target_epsilon=eps(2) * 1.01)
     greedy = DpUsage(noise_multiplier=1.1, sample_rate=0.2, steps=40, clipping_norm=1.0)
@@ -159,7 +168,7 @@ async def test_a_client_with_a_larger_sample_rate_exhausts_the_job(
 
 
 async def test_central_dp_composes_the_releases_and_charges_participants(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     target = (eps(2, CENTRAL) + eps(3, CENTRAL)) / 2
     job = make_job(mode=PrivacyMode.CENTRAL_DP, target_epsilon=target)
@@ -187,7 +196,7 @@ def lifetimes(bus: InMemoryBus, client: str, dataset: str = "mnist") -> list[Cli
 
 
 async def test_a_clients_lifetime_spend_composes_its_jobs_on_the_same_dataset(
-    make_job, published, bus
+    make_job: type[Job], published: Published, bus: InMemoryBus
 ) -> None:
     store = FakeAccountantStore()
     cap = eps(3) * 1.01
@@ -221,7 +230,7 @@ async def test_a_clients_lifetime_spend_composes_its_jobs_on_the_same_dataset(
 
 
 async def test_a_redelivered_update_announces_the_same_lifetime_under_the_same_id(
-    bus, handlers, make_job
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job]
 ) -> None:
     job = make_job()
     update = job.update(1, "a")
@@ -239,7 +248,7 @@ async def test_a_redelivered_update_announces_the_same_lifetime_under_the_same_i
 
 
 async def test_spendings_seen_before_job_accepted_reach_the_lifetime_when_it_arrives(
-    bus, handlers, make_job
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job]
 ) -> None:
     job = make_job()
     await bus.publish(job.update(1, "a"))
@@ -254,7 +263,7 @@ async def test_spendings_seen_before_job_accepted_reach_the_lifetime_when_it_arr
 
 
 async def test_a_central_release_charges_every_participants_lifetime(
-    bus, handlers, make_job
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job]
 ) -> None:
     job = make_job(mode=PrivacyMode.CENTRAL_DP)
     await bus.publish(job.accepted())
@@ -268,7 +277,7 @@ async def test_a_central_release_charges_every_participants_lifetime(
 
 
 async def test_a_published_round_is_re_emitted_unchanged_when_asked_again(
-    bus, handlers, make_job, published
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
 ) -> None:
     job = make_job()
     completed = job.completed(1, ["a"])
@@ -284,7 +293,9 @@ async def test_a_published_round_is_re_emitted_unchanged_when_asked_again(
     assert again == first
 
 
-async def test_jobs_without_dp_are_ignored(bus, handlers, make_job, published) -> None:
+async def test_jobs_without_dp_are_ignored(
+    bus: InMemoryBus, handlers: Handlers, make_job: type[Job], published: Published
+) -> None:
     job = make_job(mode=PrivacyMode.NONE)
     await bus.publish(job.accepted())
     await bus.publish(job.update(1, "a", None))
@@ -295,7 +306,9 @@ async def test_jobs_without_dp_are_ignored(bus, handlers, make_job, published) -
     assert published(job) == []
 
 
-async def test_a_dp_job_without_a_budget_is_refused(handlers, make_job) -> None:
+async def test_a_dp_job_without_a_budget_is_refused(
+    handlers: Handlers, make_job: type[Job]
+) -> None:
     job = make_job()
     event = job.accepted()
     privacy = event.spec.privacy.model_copy(update={"target_epsilon": None})
@@ -305,7 +318,9 @@ async def test_a_dp_job_without_a_budget_is_refused(handlers, make_job) -> None:
         await handlers[type(event)](broken)
 
 
-async def test_impossible_dp_facts_are_refused_when_recorded(handlers, make_job) -> None:
+async def test_impossible_dp_facts_are_refused_when_recorded(
+    handlers: Handlers, make_job: type[Job]
+) -> None:
     job = make_job()
     bad = job.update(1, "a", DpUsage(noise_multiplier=1.0, sample_rate=2.0, steps=1,
                                       clipping_norm=1.0))  # fmt: skip

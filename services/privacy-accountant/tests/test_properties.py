@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,9 @@ from fedbus_accountant.deps import Deps
 from fedbus_accountant.handlers import HANDLERS
 
 from .fakes import FakeAccountantStore
+
+if TYPE_CHECKING:
+    from .conftest import Job
 
 CLIENTS = ["a", "b", "c"]
 
@@ -47,7 +51,9 @@ def figures(event: BudgetUpdated) -> tuple[object, ...]:
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(plan=st.lists(round_plan, min_size=1, max_size=4), seed=st.integers(0, 2**16))
-async def test_published_epsilon_is_the_composition_of_the_entries(make_job, plan, seed) -> None:  # type: ignore[no-untyped-def]
+async def test_published_epsilon_is_the_composition_of_the_entries(
+    make_job: type[Job], plan: list[list[tuple[str, DpUsage]]], seed: int
+) -> None:
     job = make_job(target_epsilon=5.0)
     events: list[Event] = [job.accepted()]
     for number, updates in enumerate(plan, start=1):

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from fedbus.events import BudgetStatus, BudgetUpdated, PrivacyBudget, PrivacyMode
-from fedbus.settings import load_settings
+from fedbus.settings import FedbusSettings, load_settings
 from fedbus_accountant.accounting import JobBudget, Spending
 from fedbus_accountant.adapters import PostgresAccountantStore
 from fedbus_accountant.store import AccountantStore
@@ -25,7 +25,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[AccountantStore
     if request.param == "memory":
         yield FakeAccountantStore()
         return
-    dsn = load_settings().postgres_dsn.get_secret_value()
+    dsn = load_settings(FedbusSettings).postgres_dsn.get_secret_value()
     if not dsn:
         pytest.fail("FEDBUS_POSTGRES_DSN is empty: start the local stack with `make up`")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
