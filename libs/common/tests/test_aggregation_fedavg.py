@@ -152,9 +152,11 @@ def test_equal_sample_counts_give_the_plain_mean(deltas: list[np.ndarray], count
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_weighted_mean_matches_a_float64_reference_for_each_dtype(dtype: type) -> None:
+def test_weighted_mean_matches_a_float64_reference_for_each_dtype(
+    dtype: type[np.floating[Any]],
+) -> None:
     rng = np.random.default_rng(3)
-    deltas = [rng.standard_normal((64, 33)).astype(dtype) for _ in range(20)]
+    deltas: list[np.ndarray] = [rng.standard_normal((64, 33)).astype(dtype) for _ in range(20)]
     counts = [int(n) for n in rng.integers(1, 5000, size=20)]
     accumulator = FedAvgAccumulator()
 
@@ -164,7 +166,12 @@ def test_weighted_mean_matches_a_float64_reference_for_each_dtype(dtype: type) -
 
     reference = sum(n * d.astype(np.float64) for d, n in zip(deltas, counts, strict=True))
     assert got.dtype == dtype
-    tolerance = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    tolerances: dict[type[np.floating[Any]], float] = {
+        np.float16: 1e-3,
+        np.float32: 1e-6,
+        np.float64: 1e-12,
+    }
+    tolerance = tolerances[dtype]
     np.testing.assert_allclose(got, reference / sum(counts), rtol=0, atol=tolerance * 4)
 
 

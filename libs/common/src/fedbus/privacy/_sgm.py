@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 
-import dp_accounting  # type: ignore[import-untyped]
+import dp_accounting
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special  # type: ignore[import-untyped]
