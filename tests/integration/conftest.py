@@ -6,13 +6,17 @@ real PostgreSQL; when one is not answering the test fails with the command that 
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from fedbus.bus import ensure_topics
 from fedbus.settings import FedbusSettings, load_settings
+from tests.integration.gateway_process import Gateway, running_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,4 +51,12 @@ def settings() -> FedbusSettings:
     ]:
         if not _answers(host, port):
             pytest.fail(f"{name} is not answering on {host}:{port}: run `make up`")
+    asyncio.run(ensure_topics(cfg))  # what each service does at start; tests may come first
     return cfg
+
+
+@pytest.fixture
+async def gateway(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A gateway process with keys for tenants ``a`` and ``b`` (all scopes)."""
+    async with running_gateway(settings, tmp_path) as running:
+        yield running

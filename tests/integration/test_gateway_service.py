@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from httpx_sse import aconnect_sse
 
 from fedbus.bus import EventProducer
@@ -30,70 +27,12 @@ from fedbus.events import (
     utc_now,
 )
 from fedbus.settings import FedbusSettings
-from tests.integration.harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
+from tests.integration.gateway_process import Gateway
+from tests.integration.harness import EventWatcher, unique
 
-TOPICS = [
-    "job.requested", "job.accepted", "job.rejected", "job.completed", "job.failed",
-    "round.started", "round.completed", "progress",
-]  # fmt: skip
 SPEC = {"mode": "federated", "model": "mlp", "dataset": "digits", "rounds": 1,
         "clients_per_round": 2, "min_clients": 2}  # fmt: skip
 MODEL = ModelRef(object_key="jobs/x/round-1/global/ef", size_bytes=4, sha256="ef" * 32)
-
-
-class Gateway:
-    """The running process, its URL and the keys of two tenants."""
-
-    def __init__(self, proc: ServiceProcess, url: str, keys: dict[str, tuple[str, str]]) -> None:
-        self.proc, self.url, self.keys = proc, url, keys
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[who][0]}"}
-
-    def tenant(self, who: str) -> str:
-        return self.keys[who][1]
-
-
-@pytest.fixture
-def gateway_process(
-    settings: FedbusSettings, tmp_path: Path
-) -> Iterator[tuple[ServiceProcess, str, dict[str, tuple[str, str]]]]:
-    group = unique("gateway-it")
-    asyncio.run(fresh_group(settings, group, TOPICS))
-    port = free_port()
-    keys = {who: (unique(f"key-{who}"), unique(f"tenant-{who}")) for who in ("a", "b")}
-    api_keys = [{"key": k, "tenant": t, "scopes": ["jobs:write", "jobs:read", "models:read"]}
-                for k, t in keys.values()]  # fmt: skip
-    proc = ServiceProcess.start(
-        "gateway", "fedbus_gateway", log_dir=tmp_path,
-        env={"FEDBUS_CONSUMER_GROUP": group, "FEDBUS_HTTP_PORT": str(port),
-             "FEDBUS_GATEWAY_API_KEYS": json.dumps(api_keys),
-             "FEDBUS_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"},
-    )  # fmt: skip
-    try:
-        yield proc, f"http://127.0.0.1:{port}", keys
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-async def gateway(
-    gateway_process: tuple[ServiceProcess, str, dict[str, tuple[str, str]]],
-) -> Gateway:
-    proc, url, keys = gateway_process
-    deadline = time.monotonic() + 90
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            assert proc.alive(), f"gateway exited:\n{proc.text()[-3000:]}"
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.5)
-        else:
-            pytest.fail(f"gateway not ready within 90 s:\n{proc.text()[-3000:]}")
-    return Gateway(proc, url, keys)
 
 
 async def _read_stream(
