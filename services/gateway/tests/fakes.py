@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 
 from fedbus.events import Event
 from fedbus_gateway.jobs import JobView, ViewStatus, apply
+from fedbus_gateway.store import StoredEvent
 
 __all__ = ["FakeClock", "FakeJobStore", "FakeRegistry"]
 
@@ -21,6 +23,8 @@ class FakeJobStore:
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobView] = {}
+        self.events: list[StoredEvent] = []
+        self._seqs: dict[str, int] = {}
 
     async def claim(self, view: JobView) -> JobView:
         """See :class:`~fedbus_gateway.store.JobStore`."""
@@ -55,6 +59,21 @@ class FakeJobStore:
         if view is not None:
             self.jobs[event.job_id] = self._keep_key_unique(view)
         return view
+
+    async def record(self, event: Event) -> int:
+        """See :class:`~fedbus_gateway.store.JobStore`."""
+        if event.event_id not in self._seqs:
+            # Like a bigserial: numbers grow across jobs; a redelivery keeps its first one.
+            self._seqs[event.event_id] = seq = len(self.events) + 1
+            self.events.append(StoredEvent(seq=seq, event=event))
+        return self._seqs[event.event_id]
+
+    async def events_after(
+        self, job_id: str, *, after: int, limit: int = 500
+    ) -> builtins.list[StoredEvent]:
+        """See :class:`~fedbus_gateway.store.JobStore`."""
+        mine = [e for e in self.events if e.event.job_id == job_id and e.seq > after]
+        return mine[:limit]
 
     def _keep_key_unique(self, view: JobView) -> JobView:
         # Like the unique index in PostgreSQL: a reused key stays with the job that has it.

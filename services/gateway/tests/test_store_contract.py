@@ -213,6 +213,42 @@ class JobStoreContract:
         assert shown is not None
         assert shown.privacy is None
 
+    async def test_recorded_events_come_back_in_order_after_a_sequence_number(
+        self, store: JobStore
+    ) -> None:
+        job, other = _id(), _id()
+        mine = [_started(job, 1), _completed_round(job, 1, 0.5), _started(job, 2)]
+        seqs = []
+        for event in mine:
+            seqs.append(await store.record(event))
+            await store.record(_started(other, 1))  # another job's events interleave
+
+        everything = await store.events_after(job, after=0)
+        after_first = await store.events_after(job, after=seqs[0])
+        one = await store.events_after(job, after=0, limit=1)
+
+        assert seqs == sorted(set(seqs))
+        assert [(e.seq, e.event) for e in everything] == list(zip(seqs, mine, strict=True))
+        assert [e.event.event_id for e in after_first] == [e.event_id for e in mine[1:]]
+        assert [e.seq for e in one] == seqs[:1]
+        assert await store.events_after(job, after=seqs[-1]) == []
+        assert await store.events_after(_id(), after=0) == []
+
+    async def test_a_redelivered_event_is_kept_once_with_its_first_number(
+        self, store: JobStore
+    ) -> None:
+        job = _id()
+        first, second = _started(job, 1), _completed_round(job, 1, 0.5)
+
+        seq = await store.record(first)
+        await store.record(second)
+        again = await store.record(first)
+
+        assert again == seq
+        assert [e.event.event_id for e in await store.events_after(job, after=0)] == [
+            first.event_id, second.event_id,
+        ]  # fmt: skip
+
 
 def _budget(job_id: str, rnd: int, clients: dict[str, float]) -> BudgetUpdated:
     def status(spent: float) -> BudgetStatus:

@@ -17,21 +17,28 @@ from fedbus.events import (
 )
 from fedbus.telemetry import log_context
 from fedbus_gateway.deps import Deps
+from fedbus_gateway.store import StoredEvent
 
 __all__ = ["HANDLERS", "on_job_event", "on_progress"]
 
 
 async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
-    """Update the job's view, then pass the event to the job's live streams."""
+    """Record the event, update the job's view, then pass it to the job's live streams.
+
+    Recorded before the view changes: a stream that sees an ended view finds the ending
+    event in the record, so a resumed stream of an ended job is complete.
+    """
     with log_context(job_id=event.job_id, event_type=event.type):
+        seq = await deps.jobs.record(event)
         await deps.jobs.apply(event)
-        deps.hub.publish(event)
+        deps.hub.publish(StoredEvent(seq=seq, event=event))
     return []
 
 
 async def on_progress(event: Progress, *, deps: Deps) -> list[Event]:
-    """Progress is not kept; live streams get it."""
-    deps.hub.publish(event)
+    """Progress changes no view: it is recorded for resumed streams, then streamed live."""
+    seq = await deps.jobs.record(event)
+    deps.hub.publish(StoredEvent(seq=seq, event=event))
     return []
 
 
@@ -48,6 +55,7 @@ HANDLERS = Routes[Deps](
 )
 """The routing table: every event the gateway consumes (its topics) -> handler.
 
-The job events fold into the read model (:func:`on_job_event` takes any event: the view's
-``apply`` knows each type); progress only reaches the live streams.
+Every event is recorded in its job's event log (what a resumed ``/events`` stream replays);
+the job events also fold into the read model (:func:`on_job_event` takes any event: the
+view's ``apply`` knows each type).
 """

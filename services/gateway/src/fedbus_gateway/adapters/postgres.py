@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any, ClassVar
 
 import asyncpg
 
-from fedbus.events import Event
+from fedbus.events import Event, decode, encode
 from fedbus.postgres import PostgresStore
 from fedbus_gateway.jobs import JobView, ViewStatus, apply
+from fedbus_gateway.store import StoredEvent
 
 __all__ = ["PostgresJobStore"]
 
@@ -34,6 +36,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS gateway_jobs_idempotency
     ON gateway_jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS gateway_jobs_tenant_created
     ON gateway_jobs (tenant, created_at DESC);
+CREATE TABLE IF NOT EXISTS gateway_job_events (
+    seq bigserial PRIMARY KEY,
+    event_id text NOT NULL UNIQUE,
+    job_id text NOT NULL,
+    payload bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_job_events_job_seq ON gateway_job_events (job_id, seq);
+"""
+
+# The no-op update makes RETURNING give the first row's seq for a redelivered event too
+# (DO NOTHING returns no row), also when another replica inserted it.
+_RECORD = """
+INSERT INTO gateway_job_events (event_id, job_id, payload) VALUES ($1, $2, $3)
+ON CONFLICT (event_id) DO UPDATE SET event_id = EXCLUDED.event_id
+RETURNING seq
 """
 
 _COLUMNS = (
@@ -119,6 +136,26 @@ class PostgresJobStore(PostgresStore):
                 view = view.model_copy(update={"idempotency_key": None})
                 await conn.execute(_UPSERT, *_row(view))
             return view
+
+    async def record(self, event: Event) -> int:
+        """See :class:`~fedbus_gateway.store.JobStore`."""
+        async with self._connection() as conn:
+            seq: int = await conn.fetchval(_RECORD, event.event_id, event.job_id, encode(event))
+        return seq
+
+    async def events_after(
+        self, job_id: str, *, after: int, limit: int = 500
+    ) -> builtins.list[StoredEvent]:
+        """See :class:`~fedbus_gateway.store.JobStore`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, payload FROM gateway_job_events WHERE job_id = $1 AND seq > $2 "
+                "ORDER BY seq LIMIT $3",
+                job_id,
+                after,
+                limit,
+            )
+        return [StoredEvent(seq=r["seq"], event=decode(r["payload"])) for r in rows]
 
     @staticmethod
     async def _get(conn: Any, job_id: str, *, lock: bool = False) -> JobView | None:
