@@ -1,0 +1,40 @@
+"""One validator for a job spec, shared by the gateway and orchestration.
+
+- :func:`check_spec` takes a spec as JSON (a decoded ``dict``): unknown fields at any level
+  are refused (with "did you mean" where a known name is close), types are as strict as the
+  Avro schema, and then the semantic rules run. The gateway answers 422 with every problem.
+- :func:`spec_problems` takes a typed ``JobSpec`` and runs the semantic rules alone:
+  ranges, the DP parameters each privacy mode needs (and refuses), and every strategy
+  option against :data:`STRATEGY_OPTIONS`. Orchestration runs it on ``job.requested``.
+
+Each problem is a :class:`SpecProblem`: a field path (``spec.privacy.delta``), a message
+and a :class:`ProblemCode`.
+"""
+
+from fedbus.jobspec.options import (
+    CENTRAL_DP_OPTIONS,
+    DP_OPTIONS,
+    KNOWN_OPTIONS,
+    STRATEGY_OPTIONS,
+    StrategyOption,
+    option_value,
+)
+from fedbus.jobspec.problems import MAX_PROBLEMS, ProblemCode, SpecProblem
+from fedbus.jobspec.rules import MAX_NAME_LENGTH, MAX_OPTIONS, spec_problems
+from fedbus.jobspec.shape import check_spec
+
+__all__ = [
+    "CENTRAL_DP_OPTIONS",
+    "DP_OPTIONS",
+    "KNOWN_OPTIONS",
+    "MAX_NAME_LENGTH",
+    "MAX_OPTIONS",
+    "MAX_PROBLEMS",
+    "STRATEGY_OPTIONS",
+    "ProblemCode",
+    "SpecProblem",
+    "StrategyOption",
+    "check_spec",
+    "option_value",
+    "spec_problems",
+]

@@ -1,0 +1,176 @@
+"""The semantic rules of a job spec, over a typed ``JobSpec``: ranges, DP parameters, options.
+
+Orchestration runs :func:`spec_problems` on every ``job.requested`` it decodes; the gateway
+runs it (through :func:`fedbus.jobspec.check_spec`) before it stores or publishes anything.
+"""
+
+from __future__ import annotations
+
+from fedbus.events.jobs import JobSpec
+from fedbus.events.records import JobMode, PrivacyMode, StrategySpec
+from fedbus.jobspec.options import CENTRAL_DP_OPTIONS, STRATEGY_OPTIONS, StrategyOption
+from fedbus.jobspec.problems import ProblemCode, SpecProblem, did_you_mean, shown
+
+__all__ = ["MAX_NAME_LENGTH", "MAX_OPTIONS", "spec_problems"]
+
+MAX_NAME_LENGTH = 200
+"""Longest ``model`` and ``dataset`` name: far below what fits in one event on the bus."""
+MAX_OPTIONS = 32
+"""Most entries in ``strategy.options`` (a strategy reads at most nine, with central DP)."""
+
+_INVALID = ProblemCode.INVALID_VALUE
+_OPTIONS = ("spec", "strategy", "options")
+_DP_PARAMETERS = ("target_epsilon", "delta", "noise_multiplier", "clipping_norm")
+
+
+def _problem(code: ProblemCode, field: str, message: str) -> SpecProblem:
+    return SpecProblem(code=code, loc=tuple(field.split(".")), message=message)
+
+
+def spec_problems(spec: JobSpec) -> list[SpecProblem]:
+    """Every semantic problem of a well-typed spec; an empty list means it may run.
+
+    What the trainers can build, and which datasets are live, is orchestration's to check:
+    these rules need nothing but the spec.
+
+    Parameters
+    ----------
+    spec
+        A job spec (already of the right shape and types).
+
+    Returns
+    -------
+    list[SpecProblem]
+        One problem per broken rule, in the order: names, numbers, privacy, strategy options.
+    """
+    return _names(spec) + _numbers(spec) + _privacy(spec) + _strategy(spec)
+
+
+def _names(spec: JobSpec) -> list[SpecProblem]:
+    return [
+        _problem(_INVALID, f"spec.{name}", f"must be at most {MAX_NAME_LENGTH} characters "
+                 f"(got {len(value):,})")
+        for name, value in (("model", spec.model), ("dataset", spec.dataset))
+        if len(value) > MAX_NAME_LENGTH
+    ]  # fmt: skip
+
+
+def _numbers(spec: JobSpec) -> list[SpecProblem]:
+    checks: list[tuple[bool, str, str]] = [
+        (spec.rounds >= 1, "spec.rounds", "rounds must be at least 1"),
+        (spec.min_clients >= 1, "spec.min_clients", "min_clients must be at least 1"),
+        (spec.round_deadline_seconds > 0, "spec.round_deadline_seconds", "must be positive"),
+        (spec.training.local_epochs >= 1, "spec.training.local_epochs", "must be at least 1"),
+        (spec.training.batch_size >= 1, "spec.training.batch_size", "must be at least 1"),
+        (spec.training.learning_rate > 0, "spec.training.learning_rate", "must be positive"),
+    ]
+    if spec.clients_per_round is not None:
+        checks.append((spec.clients_per_round >= 1, "spec.clients_per_round", "must be at least 1"))
+        checks.append(
+            (
+                spec.min_clients <= spec.clients_per_round,
+                "spec.min_clients",
+                "min_clients must not exceed clients_per_round",
+            )
+        )
+    if spec.client_fraction is not None:
+        checks.append((0 < spec.client_fraction <= 1, "spec.client_fraction", "must be in (0, 1]"))
+    if spec.mode is JobMode.CENTRALIZED:
+        checks.append(
+            (spec.min_clients == 1, "spec.min_clients", "a centralized job trains on one trainer")
+        )
+        checks.append(
+            (
+                spec.clients_per_round in (None, 1),
+                "spec.clients_per_round",
+                "a centralized job trains on one trainer",
+            )
+        )
+    return [_problem(_INVALID, field, message) for ok, field, message in checks if not ok]
+
+
+def _privacy(spec: JobSpec) -> list[SpecProblem]:
+    privacy = spec.privacy
+    if privacy.mode is PrivacyMode.NONE:
+        return [
+            _problem(_INVALID, f"spec.privacy.{name}",
+                     f"{name} has no effect without DP (privacy.mode is none): "
+                     "remove it, or ask for local_dp or central_dp")
+            for name in _DP_PARAMETERS
+            if getattr(privacy, name) is not None
+        ]  # fmt: skip
+    mode = privacy.mode.value
+    missing = ProblemCode.MISSING_PRIVACY_PARAMETER
+    out = []
+    if privacy.clipping_norm is None:
+        out.append(_problem(missing, "spec.privacy.clipping_norm", f"{mode} needs clipping_norm"))
+    elif privacy.clipping_norm <= 0:
+        out.append(_problem(_INVALID, "spec.privacy.clipping_norm", "must be positive"))
+    # The budget is what the accountant holds the job to: a noise multiplier alone is not one.
+    if privacy.target_epsilon is None or privacy.delta is None:
+        name = "delta" if privacy.target_epsilon is not None else "target_epsilon"
+        message = f"{mode} needs target_epsilon and delta (the job's budget)"
+        out.append(_problem(missing, f"spec.privacy.{name}", message))
+    positives = [
+        ("target_epsilon", privacy.target_epsilon),
+        ("noise_multiplier", privacy.noise_multiplier),
+    ]
+    for name, value in positives:
+        if value is not None and value <= 0:
+            out.append(_problem(_INVALID, f"spec.privacy.{name}", "must be positive"))
+    if privacy.delta is not None and not 0 < privacy.delta < 1:
+        out.append(_problem(_INVALID, "spec.privacy.delta", "must be in (0, 1)"))
+    return out
+
+
+def _strategy(spec: JobSpec) -> list[SpecProblem]:
+    strategy = spec.strategy
+    if len(strategy.options) > MAX_OPTIONS:
+        message = f"at most {MAX_OPTIONS} options (got {len(strategy.options):,})"
+        return [SpecProblem(_INVALID, _OPTIONS, message)]
+    central = spec.privacy.mode is PrivacyMode.CENTRAL_DP
+    own = {o.name: o for o in STRATEGY_OPTIONS[strategy.name]}
+    dp = {o.name: o for o in CENTRAL_DP_OPTIONS}
+    out = []
+    for key, value in strategy.options.items():
+        option = own.get(key) or dp.get(key)
+        loc = (*_OPTIONS, shown(key))
+        if option is None:
+            known = own.keys() | (dp.keys() if central else set())
+            hint = did_you_mean(key, known, what=f"{strategy.name.value} option")
+            message = f"{strategy.name.value} has no option {shown(key)!r}; {hint}"
+            out.append(SpecProblem(ProblemCode.UNKNOWN_FIELD, loc, message))
+        elif key not in own and not central:
+            message = f"{key} has no effect without central DP (privacy.mode is not central_dp)"
+            out.append(SpecProblem(_INVALID, loc, message))
+        elif not option.accepts(value):
+            out.append(SpecProblem(_INVALID, loc, f"{key} must be {option.allowed}, got {value:g}"))
+    return out + _option_presence(strategy, own) + _count_noise(spec)
+
+
+def _option_presence(strategy: StrategySpec, own: dict[str, StrategyOption]) -> list[SpecProblem]:
+    name, given = strategy.name.value, strategy.options
+    out = []
+    for option in own.values():
+        if option.required and option.name not in given:
+            message = f"{name} needs option {option.name} ({option.allowed})"
+            out.append(SpecProblem(ProblemCode.MISSING_FIELD, (*_OPTIONS, option.name), message))
+        if option.alias_of is not None and {option.name, option.alias_of} <= given.keys():
+            message = f"{option.name} is another name for {option.alias_of}: give one of them"
+            out.append(SpecProblem(_INVALID, (*_OPTIONS, option.name), message))
+    return out
+
+
+def _count_noise(spec: JobSpec) -> list[SpecProblem]:
+    # The noisy count takes its share of the noise: 2 * stddev must exceed the multiplier.
+    stddev = spec.strategy.options.get("clipped_count_stddev")
+    noise = spec.privacy.noise_multiplier
+    if spec.privacy.mode is not PrivacyMode.CENTRAL_DP:
+        return []  # refused above: the option has no effect
+    if stddev is None or noise is None or noise <= 0 or stddev <= 0 or 2 * stddev > noise:
+        return []
+    message = (
+        f"clipped_count_stddev {stddev:g} leaves no noise for the updates at noise_multiplier "
+        f"{noise:g}: it must be more than {noise / 2:g}"
+    )
+    return [SpecProblem(_INVALID, (*_OPTIONS, "clipped_count_stddev"), message)]
