@@ -17,6 +17,8 @@ from fedbus.events import (
     Progress,
     RoundCompleted,
     RoundStarted,
+    Strategy,
+    StrategySpec,
     TrainerHeartbeat,
 )
 from fedbus_orchestration.deps import Deps
@@ -90,6 +92,22 @@ async def test_a_bad_request_is_rejected_with_every_reason(
     (rejected,) = bus.events("job.rejected")
     assert isinstance(rejected, JobRejected)
     assert [r.code for r in rejected.reasons] == ["unknown_model", "unknown_dataset"]
+    assert bus.events("job.accepted") == []
+    assert bus.events("round.started") == []
+
+
+async def test_a_fedprox_request_without_proximal_mu_is_rejected_naming_the_option(
+    bus: InMemoryBus, deps: Deps, make_request: Callable[..., JobRequested],
+) -> None:  # fmt: skip
+    # A request straight on the bus never passed the gateway's check: orchestration refuses it.
+    await bus.publish(make_request(strategy=StrategySpec(name=Strategy.FEDPROX)))
+    await bus.drain(HANDLERS.bind(deps))
+
+    (rejected,) = bus.events("job.rejected")
+    assert isinstance(rejected, JobRejected)
+    assert [(r.code, r.field) for r in rejected.reasons] == [
+        ("missing_field", "spec.strategy.options.proximal_mu")
+    ]
     assert bus.events("job.accepted") == []
     assert bus.events("round.started") == []
 

@@ -13,6 +13,8 @@ from fedbus.events import (
     JobSpec,
     PrivacyMode,
     PrivacySpec,
+    Strategy,
+    StrategySpec,
     TrainingConfig,
     decode,
 )
@@ -100,13 +102,32 @@ def test_an_empty_job_id_is_invalid(make_spec: Callable[..., JobSpec]) -> None:
          [("missing_privacy_parameter", "spec.privacy.target_epsilon")]),
         (PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5, noise_multiplier=1.1,
                      target_epsilon=8.0, delta=1e-5), []),
-        (PrivacySpec(mode=PrivacyMode.NONE, clipping_norm=-1), []),
+        (PrivacySpec(mode=PrivacyMode.NONE, clipping_norm=-1),
+         [("invalid_value", "spec.privacy.clipping_norm")]),
     ],
 )  # fmt: skip
 def test_privacy_parameters(
     make_spec: Callable[..., JobSpec], privacy: PrivacySpec, expected: list[tuple[str, str]]
 ) -> None:
     assert problems(make_spec(privacy=privacy)) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"strategy": StrategySpec(name=Strategy.FEDPROX)},
+         ("missing_field", "spec.strategy.options.proximal_mu")),
+        ({"strategy": StrategySpec(name=Strategy.TRIMMED_MEAN, options={"beta": 0.9})},
+         ("unknown_field", "spec.strategy.options.beta")),
+        ({"privacy": PrivacySpec(mode=PrivacyMode.NONE, target_epsilon=-1)},
+         ("invalid_value", "spec.privacy.target_epsilon")),
+    ],
+)  # fmt: skip
+def test_strategy_options_and_dp_parameters_without_dp_are_checked(
+    make_spec: Callable[..., JobSpec], overrides: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    # Three specs that were once accepted and ran (or failed later, on the trainers).
+    assert problems(make_spec(**overrides)) == [expected]
 
 
 def test_known_models_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,16 @@
-"""Spec validation: every reason a job request cannot run, as ``RejectionReason`` records."""
+"""Spec validation: every reason a job request cannot run, as ``RejectionReason`` records.
+
+The rules that need nothing but the spec (ranges, DP parameters, strategy options) are
+:func:`fedbus.jobspec.spec_problems`, the same the gateway answers 422 with; this module
+adds what only orchestration knows: models, live trainers, the budget's reach.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
 from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
+from fedbus.jobspec import spec_problems
 from fedbus.privacy import UnreachableTargetError
 from fedbus_orchestration.lifetime import Lifetimes, round_steps
 from fedbus_orchestration.noise import first_round_epsilon, round_noise_multiplier
@@ -45,13 +51,12 @@ def validate_request(
         job is ``lifetime_budget_exceeded``.
     """
     reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
-    reasons += _numbers(spec)
-    privacy = _privacy(spec)
-    if not privacy and not reasons:
-        privacy = _budget(spec, samples or {})
-    if not privacy and not reasons and lifetimes is not None:
-        privacy = _lifetime(spec, samples or {}, lifetimes)
-    return reasons + privacy
+    reasons += [_reason(p.code.value, p.field, p.message) for p in spec_problems(spec)]
+    if not reasons:
+        reasons = _budget(spec, samples or {})
+    if not reasons and lifetimes is not None:
+        reasons = _lifetime(spec, samples or {}, lifetimes)
+    return reasons
 
 
 def _reason(code: str, field: str | None, message: str) -> RejectionReason:
@@ -84,68 +89,6 @@ def _identity(
             f"hold dataset {spec.dataset!r}"
         )
         out.append(_reason("too_few_clients", "spec.min_clients", message))
-    return out
-
-
-def _numbers(spec: JobSpec) -> list[RejectionReason]:
-    checks: list[tuple[bool, str, str]] = [
-        (spec.rounds >= 1, "spec.rounds", "rounds must be at least 1"),
-        (spec.min_clients >= 1, "spec.min_clients", "min_clients must be at least 1"),
-        (spec.round_deadline_seconds > 0, "spec.round_deadline_seconds", "must be positive"),
-        (spec.training.local_epochs >= 1, "spec.training.local_epochs", "must be at least 1"),
-        (spec.training.batch_size >= 1, "spec.training.batch_size", "must be at least 1"),
-        (spec.training.learning_rate > 0, "spec.training.learning_rate", "must be positive"),
-    ]
-    if spec.clients_per_round is not None:
-        checks.append((spec.clients_per_round >= 1, "spec.clients_per_round", "must be at least 1"))
-        checks.append(
-            (
-                spec.min_clients <= spec.clients_per_round,
-                "spec.min_clients",
-                "min_clients must not exceed clients_per_round",
-            )
-        )
-    if spec.client_fraction is not None:
-        checks.append((0 < spec.client_fraction <= 1, "spec.client_fraction", "must be in (0, 1]"))
-    if spec.mode is JobMode.CENTRALIZED:
-        checks.append(
-            (spec.min_clients == 1, "spec.min_clients", "a centralized job trains on one trainer")
-        )
-        checks.append(
-            (
-                spec.clients_per_round in (None, 1),
-                "spec.clients_per_round",
-                "a centralized job trains on one trainer",
-            )
-        )
-    return [_reason("invalid_value", field, message) for ok, field, message in checks if not ok]
-
-
-def _privacy(spec: JobSpec) -> list[RejectionReason]:
-    privacy = spec.privacy
-    if privacy.mode is PrivacyMode.NONE:
-        return []
-    mode = privacy.mode.value
-    out = []
-    if privacy.clipping_norm is None:
-        message = f"{mode} needs clipping_norm"
-        out.append(_reason("missing_privacy_parameter", "spec.privacy.clipping_norm", message))
-    elif privacy.clipping_norm <= 0:
-        out.append(_reason("invalid_value", "spec.privacy.clipping_norm", "must be positive"))
-    # The budget is what the accountant holds the job to: a noise multiplier alone is not one.
-    if privacy.target_epsilon is None or privacy.delta is None:
-        name = "delta" if privacy.target_epsilon is not None else "target_epsilon"
-        message = f"{mode} needs target_epsilon and delta (the job's budget)"
-        out.append(_reason("missing_privacy_parameter", f"spec.privacy.{name}", message))
-    positives = [
-        ("target_epsilon", privacy.target_epsilon),
-        ("noise_multiplier", privacy.noise_multiplier),
-    ]
-    for name, value in positives:
-        if value is not None and value <= 0:
-            out.append(_reason("invalid_value", f"spec.privacy.{name}", "must be positive"))
-    if privacy.delta is not None and not 0 < privacy.delta < 1:
-        out.append(_reason("invalid_value", "spec.privacy.delta", "must be in (0, 1)"))
     return out
 
 
