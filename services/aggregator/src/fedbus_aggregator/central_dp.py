@@ -15,6 +15,7 @@ from __future__ import annotations
 from fedbus.aggregation import DPFedAvgAdaptiveClipping, DPFedAvgFixedClipping
 from fedbus.aggregation import Strategy as AggregationStrategy
 from fedbus.events import DpUsage, PrivacyMode, RoundStarted
+from fedbus.jobspec import DP_OPTIONS
 from fedbus_aggregator.rounds import RoundState
 
 __all__ = [
@@ -26,10 +27,6 @@ __all__ = [
 ]
 
 ADAPTIVE_OPTION = "adaptive_clipping"
-DP_OPTIONS = frozenset(
-    {ADAPTIVE_OPTION, "clipped_count_stddev", "target_unclipped_quantile", "clip_learning_rate"}
-)
-"""Strategy options the central-DP wrapper reads (adaptive clipping, Andrew et al. 2021)."""
 
 
 def is_central_dp(started: RoundStarted) -> bool:

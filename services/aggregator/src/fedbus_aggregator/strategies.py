@@ -1,25 +1,15 @@
 """From a job's ``StrategySpec`` (name + numeric options) to a :mod:`fedbus.aggregation` strategy.
 
-Options per strategy (anything else is ignored with a warning):
-
-===============  =========================================================================
-fedavg           none
-fedprox          ``proximal_mu`` (used by the trainers; the server does plain FedAvg)
-fedavgm          ``server_learning_rate`` (1.0), ``server_momentum`` (0.9)
-fedadam/fedyogi  ``server_learning_rate`` or ``eta`` (0.1), ``beta_1`` (0.9), ``beta_2``
-                 (0.99), ``tau`` (1e-3)
-fedadagrad       as fedadam, ``beta_2`` unused
-trimmed_mean     ``trim_ratio`` (0.1; ``trim_fraction`` accepted too)
-median           none
-krum             ``num_byzantine`` (0)
-multi_krum       ``num_byzantine`` (0), ``num_selected`` (number of updates - num_byzantine)
-===============  =========================================================================
+The options each strategy reads, their defaults and ranges are one table in libs/common:
+:data:`fedbus.jobspec.STRATEGY_OPTIONS` (its module docstring shows it). The gateway and
+orchestration refuse a spec that breaks it; here an option the strategy does not read is
+ignored with a warning, and a value out of range is an ``IncompatibleUpdateError``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from fedbus.aggregation import (
     CoordinateMedian,
@@ -35,29 +25,11 @@ from fedbus.aggregation import (
 )
 from fedbus.aggregation import Strategy as AggregationStrategy
 from fedbus.events import Strategy, StrategySpec
-from fedbus_aggregator.central_dp import DP_OPTIONS
+from fedbus.jobspec import DP_OPTIONS, KNOWN_OPTIONS, option_value
 
 __all__ = ["KNOWN_OPTIONS", "build_strategy", "is_streaming"]
 
 log = logging.getLogger(__name__)
-
-_FEDOPT = {"server_learning_rate", "eta", "beta_1", "beta_2", "tau"}
-
-KNOWN_OPTIONS: dict[Strategy, frozenset[str]] = {
-    Strategy.FEDAVG: frozenset(),
-    Strategy.FEDPROX: frozenset({"proximal_mu"}),
-    Strategy.FEDAVGM: frozenset({"server_learning_rate", "server_momentum"}),
-    Strategy.FEDADAM: frozenset(_FEDOPT),
-    Strategy.FEDYOGI: frozenset(_FEDOPT),
-    Strategy.FEDADAGRAD: frozenset(_FEDOPT),
-    Strategy.TRIMMED_MEAN: frozenset({"trim_ratio", "trim_fraction"}),
-    Strategy.MEDIAN: frozenset(),
-    Strategy.KRUM: frozenset({"num_byzantine"}),
-    Strategy.MULTI_KRUM: frozenset({"num_byzantine", "num_selected"}),
-}
-"""The options each strategy reads."""
-
-Options = Mapping[str, float]
 
 
 def build_strategy(spec: StrategySpec, *, num_updates: int) -> AggregationStrategy:
@@ -78,7 +50,7 @@ def build_strategy(spec: StrategySpec, *, num_updates: int) -> AggregationStrate
     unknown = sorted(set(spec.options) - KNOWN_OPTIONS[spec.name] - DP_OPTIONS)
     if unknown:
         log.warning("strategy %s ignores options %s", spec.name.value, unknown)
-    return _BUILDERS[spec.name](spec.options, num_updates)
+    return _BUILDERS[spec.name](spec, num_updates)
 
 
 def is_streaming(strategy: AggregationStrategy) -> bool:
@@ -86,44 +58,55 @@ def is_streaming(strategy: AggregationStrategy) -> bool:
     return isinstance(strategy, FedAvg)
 
 
-def _fedopt(cls: type[FedAdam | FedYogi | FedAdagrad]) -> Callable[[Options, int], FedAvg]:
-    def build(o: Options, _n: int) -> FedAvg:
+def _value(spec: StrategySpec, name: str) -> float:
+    value = option_value(spec, name)
+    if value is None:
+        raise IncompatibleUpdateError(f"strategy {spec.name.value} needs option {name}")
+    return value
+
+
+def _fedopt(cls: type[FedAdam | FedYogi | FedAdagrad]) -> Callable[[StrategySpec, int], FedAvg]:
+    def build(spec: StrategySpec, _n: int) -> FedAvg:
         return cls(
-            learning_rate=o.get("server_learning_rate", o.get("eta", 0.1)),
-            beta_1=o.get("beta_1", 0.9),
-            beta_2=o.get("beta_2", 0.99),
-            tau=o.get("tau", 1e-3),
+            learning_rate=_value(spec, "server_learning_rate"),
+            beta_1=_value(spec, "beta_1"),
+            beta_2=_value(spec, "beta_2"),
+            tau=_value(spec, "tau"),
         )
 
     return build
 
 
-def _count(o: Options, name: str, default: int) -> int:
-    value = o.get(name, float(default))
+def _count(spec: StrategySpec, name: str) -> int | None:
+    value = option_value(spec, name)
+    if value is None:
+        return None  # derived from the round (Multi-Krum's selection)
     if not float(value).is_integer():
         raise IncompatibleUpdateError(f"strategy option {name} must be a whole number")
     return int(value)
 
 
-def _multi_krum(o: Options, n: int) -> AggregationStrategy:
-    f = _count(o, "num_byzantine", 0)
-    return MultiKrum(num_byzantine=f, num_selected=_count(o, "num_selected", max(1, n - f)))
+def _krum(spec: StrategySpec, _n: int) -> AggregationStrategy:
+    return Krum(num_byzantine=_count(spec, "num_byzantine") or 0)
 
 
-_BUILDERS: dict[Strategy, Callable[[Options, int], AggregationStrategy]] = {
-    Strategy.FEDAVG: lambda _o, _n: FedAvg(),
-    Strategy.FEDPROX: lambda _o, _n: FedAvg(),
-    Strategy.FEDAVGM: lambda o, _n: FedAvgM(
-        learning_rate=o.get("server_learning_rate", 1.0),
-        momentum=o.get("server_momentum", 0.9),
+def _multi_krum(spec: StrategySpec, n: int) -> AggregationStrategy:
+    f = _count(spec, "num_byzantine") or 0
+    selected = _count(spec, "num_selected")
+    return MultiKrum(num_byzantine=f, num_selected=max(1, n - f) if selected is None else selected)
+
+
+_BUILDERS: dict[Strategy, Callable[[StrategySpec, int], AggregationStrategy]] = {
+    Strategy.FEDAVG: lambda _s, _n: FedAvg(),
+    Strategy.FEDPROX: lambda _s, _n: FedAvg(),  # proximal_mu is the trainers' option
+    Strategy.FEDAVGM: lambda s, _n: FedAvgM(
+        learning_rate=_value(s, "server_learning_rate"), momentum=_value(s, "server_momentum")
     ),
     Strategy.FEDADAM: _fedopt(FedAdam),
     Strategy.FEDYOGI: _fedopt(FedYogi),
     Strategy.FEDADAGRAD: _fedopt(FedAdagrad),
-    Strategy.TRIMMED_MEAN: lambda o, _n: TrimmedMean(
-        trim_fraction=o.get("trim_ratio", o.get("trim_fraction", 0.1))
-    ),
-    Strategy.MEDIAN: lambda _o, _n: CoordinateMedian(),
-    Strategy.KRUM: lambda o, _n: Krum(num_byzantine=_count(o, "num_byzantine", 0)),
+    Strategy.TRIMMED_MEAN: lambda s, _n: TrimmedMean(trim_fraction=_value(s, "trim_ratio")),
+    Strategy.MEDIAN: lambda _s, _n: CoordinateMedian(),
+    Strategy.KRUM: _krum,
     Strategy.MULTI_KRUM: _multi_krum,
 }
