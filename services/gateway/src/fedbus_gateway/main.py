@@ -48,7 +48,8 @@ async def main(settings: GatewaySettings | None = None) -> None:
             sse_ping_s=settings.sse_ping_s,
         )  # fmt: skip
         deps = Deps(jobs=jobs, hub=hub)
-        await rt.run(HANDLERS, deps, group_id=settings.consumer_group, app=create_app(gateway))
+        app = create_app(gateway, max_body_bytes=settings.gateway_max_body_bytes)
+        await rt.run(HANDLERS, deps, group_id=settings.consumer_group, app=app)
 
 
 def run() -> None:

@@ -8,7 +8,12 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from fedbus.settings import FedbusSettings
 
-__all__ = ["ApiKeyConfig", "GatewaySettings", "Scope"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ApiKeyConfig", "GatewaySettings", "Scope"]
+
+DEFAULT_MAX_BODY_BYTES = 2**20
+"""1 MiB, a little over the bus's largest event (``fedbus.events.MAX_EVENT_BYTES``, 1,000,000
+bytes): an event carries the whole spec, so a much larger body can never be published; the
+rest leaves room for JSON whitespace."""
 
 
 class Scope(StrEnum):
@@ -53,6 +58,8 @@ class GatewaySettings(FedbusSettings):
     """Requests each key may make per second, on average."""
     gateway_rate_burst: int = Field(default=40, ge=1)
     """Requests a key may make at once after being idle."""
+    gateway_max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    """A larger request body gets 413 before authentication and before it is read in full."""
     registry_url: str = "http://127.0.0.1:8081"
     registry_timeout_s: float = Field(default=10.0, gt=0)
     sse_ping_s: float = Field(default=15.0, ge=0)

@@ -11,6 +11,7 @@ from fedbus_gateway.jobs import JobView, ViewStatus
 
 __all__ = [
     "AUTH_ERRORS",
+    "BODY_ERRORS",
     "INVALID",
     "NOT_FOUND",
     "CancelRequest",
@@ -103,4 +104,17 @@ AUTH_ERRORS: Responses = {
     429: _doc("The key's rate limit is spent; see the `Retry-After` header."),
 }
 NOT_FOUND: Responses = {404: _doc("No such job for the caller's tenant.")}
-INVALID: Responses = {422: _doc("A field is invalid (named in `detail`).", ValidationErrorBody)}
+INVALID: Responses = {
+    422: _doc(
+        "A parameter or body field is invalid: `detail` names each one, `errors` lists them.",
+        ValidationErrorBody,
+    )
+}
+BODY_ERRORS: Responses = {
+    400: _doc("The body is not JSON (not UTF-8, not parseable, nested too deeply): `detail` "
+              "says what and where."),
+    413: _doc("The body is larger than the gateway's limit (`FEDBUS_GATEWAY_MAX_BODY_BYTES`, "
+              "1 MiB by default); refused before the API key is checked."),
+    **INVALID,
+}  # fmt: skip
+"""What a route that reads a JSON body can answer about it."""

@@ -13,6 +13,7 @@ from fedbus.events import Event, JobCancelRequested, JobRequested, utc_now
 from fedbus_gateway.api.deps import Gateway, get_gateway, owned_job, require
 from fedbus_gateway.api.schemas import (
     AUTH_ERRORS,
+    BODY_ERRORS,
     INVALID,
     NOT_FOUND,
     CancelRequest,
@@ -50,7 +51,7 @@ PUBLISH_TIMEOUT_S = 15.0
     summary="Submit a training job",
     responses={
         **AUTH_ERRORS,
-        **INVALID,
+        **BODY_ERRORS,
         **KEY_REUSED,
         **UNAVAILABLE,
     },
@@ -118,7 +119,7 @@ async def list_jobs(
     "/{job_id}",
     response_model=JobView,
     summary="Show a job",
-    responses={**AUTH_ERRORS, **NOT_FOUND},
+    responses={**AUTH_ERRORS, **NOT_FOUND, **INVALID},
 )
 async def show_job(
     job_id: str,
@@ -137,6 +138,7 @@ async def show_job(
     responses={
         **AUTH_ERRORS,
         **NOT_FOUND,
+        **BODY_ERRORS,
         **ENDED,
         **UNAVAILABLE,
     },

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from fedbus_gateway.adapters.registry import RegistryReply, RegistryUnavailableError
 from fedbus_gateway.api.deps import Gateway, get_gateway, require
-from fedbus_gateway.api.schemas import AUTH_ERRORS, ErrorBody
+from fedbus_gateway.api.schemas import AUTH_ERRORS, INVALID, ErrorBody
 from fedbus_gateway.auth import Principal
 from fedbus_gateway.settings import Scope
 
@@ -26,6 +26,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"model": ErrorBody, "description": "The registry failed."},
     503: {"model": ErrorBody, "description": "The registry is unreachable."},
 }
+_PARAM_ERRORS = {**_ERRORS, **INVALID}
 
 
 @router.get("", summary="List the tenant's models", responses=_ERRORS)
@@ -34,7 +35,7 @@ async def list_models(gateway: GatewayDep, principal: Reader) -> JSONResponse:
     return await _relay(gateway.registry.models(principal.tenant))
 
 
-@router.get("/{name}/versions", summary="List a model's versions", responses=_ERRORS)
+@router.get("/{name}/versions", summary="List a model's versions", responses=_PARAM_ERRORS)
 async def list_versions(name: str, gateway: GatewayDep, principal: Reader) -> JSONResponse:
     """The registry's `GET /v1/models/{name}/versions?tenant=<caller's tenant>`."""
     return await _relay(gateway.registry.versions(principal.tenant, name))
@@ -43,7 +44,7 @@ async def list_versions(name: str, gateway: GatewayDep, principal: Reader) -> JS
 @router.get(
     "/{name}/versions/{version}",
     summary="Show a model version (with a presigned `download_url`)",
-    responses=_ERRORS,
+    responses=_PARAM_ERRORS,
 )
 async def show_version(
     name: str, version: Annotated[int, Path(ge=1)], gateway: GatewayDep, principal: Reader
