@@ -56,7 +56,7 @@ def dead_letter_for(
     """Encode the dead-letter record of a record that could not be handled."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    message = str(error)[:4000]
+    message = _storable(str(error)[:4000])
     if len(value) > MAX_ORIGINAL_BYTES:
         # The whole value would not fit in an event; the original stays in its topic.
         message += (
@@ -74,7 +74,9 @@ def dead_letter_for(
         original_key_b64=base64.b64encode(key).decode() if key is not None else None,
         original_value_b64=base64.b64encode(value).decode(),
         original_headers=[
-            KafkaHeader(key=k, value_b64=base64.b64encode(v).decode() if v is not None else None)
+            KafkaHeader(
+                key=_storable(k), value_b64=base64.b64encode(v).decode() if v is not None else None
+            )
             for k, v in headers
         ],
         error_type=type(error).__name__,
@@ -88,6 +90,12 @@ def _job_id_of(key: bytes | None) -> str:
     if key is None:
         return ""
     try:
-        return key.decode()
+        job_id = key.decode()
     except UnicodeDecodeError:
         return ""
+    return "" if "\x00" in job_id else job_id
+
+
+def _storable(text: str) -> str:
+    """``text`` with NUL and surrogates escaped: a reason may quote the bad input it names."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
