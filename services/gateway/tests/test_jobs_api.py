@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from unittest.mock import ANY
 
-from fedbus.events import JobAccepted, JobCancelRequested, JobRequested, JobSpec
+import pytest
+
+from fedbus.events import JobAccepted, JobCancelRequested, JobRequested, JobSpec, codec
+from fedbus_gateway.jobs import JobView
 
 if TYPE_CHECKING:
     from .conftest import Env
@@ -146,3 +150,88 @@ async def test_openapi_documents_every_route(env: Env) -> None:
     }  # fmt: skip
     assert {"202", "401", "403", "422"} <= set(paths["/v1/jobs"]["post"]["responses"])
     assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
+
+
+async def post_spec(env: Env, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = await env.client.post("/v1/jobs", json={"spec": spec}, headers=env.auth("acme"))
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "kind", "words"),
+    [
+        ({"round": 5}, "spec.round", "unknown_field", "did you mean 'rounds'?"),
+        ({"training": {"epochs": 2}}, "spec.training.epochs", "unknown_field",
+         "did you mean 'local_epochs'?"),
+        ({"rounds": True}, "spec.rounds", "invalid_type", "the boolean true"),
+        ({"rounds": "3"}, "spec.rounds", "invalid_type", 'the string "3"'),
+        ({"seed": False}, "spec.seed", "invalid_type", "the boolean false"),
+        ({"rounds": 0}, "spec.rounds", "invalid_value", "at least 1"),
+        ({"privacy": {"mode": "local_dp", "target_epsilon": 3.0, "delta": 1.5,
+                      "clipping_norm": 1.0}}, "spec.privacy.delta", "invalid_value", "(0, 1)"),
+        ({"privacy": {"mode": "local_dp", "target_epsilon": -1.0, "delta": 1e-5,
+                      "clipping_norm": 1.0}}, "spec.privacy.target_epsilon", "invalid_value",
+         "positive"),
+        ({"strategy": {"name": "fedprox"}}, "spec.strategy.options.proximal_mu",
+         "missing_field", "fedprox needs option proximal_mu"),
+        ({"strategy": {"name": "trimmed_mean", "options": {"beta": 0.9}}},
+         "spec.strategy.options.beta", "unknown_field", "trim_ratio"),
+        ({"privacy": {"mode": "none", "target_epsilon": -1}}, "spec.privacy.target_epsilon",
+         "invalid_value", "no effect without DP"),
+        ({"model": "m" * 201}, "spec.model", "invalid_value", "at most 200 characters"),
+    ],
+)  # fmt: skip
+async def test_each_bad_spec_is_422_naming_the_field_before_anything_is_stored(
+    env: Env, spec: Spec, overrides: dict[str, Any], field: str, kind: str, words: str
+) -> None:
+    status, body = await post_spec(env, spec(**overrides))
+
+    assert status == 422
+    assert body["errors"] == [{"field": field, "message": ANY, "type": kind}]
+    assert words in body["errors"][0]["message"]
+    assert body["detail"].startswith(f"{field}: ")
+    assert env.jobs.jobs == {}
+    assert env.bus.events("job.requested") == []
+
+
+async def test_every_problem_of_a_spec_is_listed_in_one_422(env: Env, spec: Spec) -> None:
+    status, body = await post_spec(env, spec(round=5, rounds=True, seed=False))
+
+    assert status == 422
+    assert [(e["field"], e["type"]) for e in body["errors"]] == [
+        ("spec.round", "unknown_field"),
+        ("spec.rounds", "invalid_type"),
+        ("spec.seed", "invalid_type"),
+    ]
+
+
+async def test_an_idempotency_key_must_be_a_string(env: Env, spec: Spec) -> None:
+    response = await env.client.post(
+        "/v1/jobs", json={"spec": spec(), "idempotency_key": 7}, headers=env.auth("acme")
+    )
+
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["idempotency_key"]
+
+
+async def test_a_request_whose_event_the_bus_cannot_take_is_413_before_the_key_is_claimed(
+    env: Env, spec: Spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every field is within its own limit, but the event is over the bus's (lowered) maximum.
+    monkeypatch.setattr(codec, "MAX_EVENT_BYTES", 700)
+    claimed: list[str] = []
+    claim = env.jobs.claim
+
+    async def counting_claim(view: JobView) -> JobView:
+        claimed.append(view.job_id)
+        return await claim(view)
+
+    monkeypatch.setattr(env.jobs, "claim", counting_claim)
+    request = {"spec": spec(model="m" * 200, dataset="d" * 200), "idempotency_key": "k" * 200}
+
+    response = await env.client.post("/v1/jobs", json=request, headers=env.auth("acme"))
+
+    assert response.status_code == 413
+    assert "bytes; the event bus takes at most 700" in response.json()["detail"]
+    assert claimed == []
+    assert env.bus.events("job.requested") == []

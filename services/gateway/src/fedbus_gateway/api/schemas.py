@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedbus.events import JobSpec
+from fedbus.jobspec import check_spec, spec_problems
 from fedbus_gateway.jobs import JobView, ViewStatus
 
 __all__ = [
@@ -27,12 +29,32 @@ __all__ = [
 
 
 class JobRequest(BaseModel):
-    """``POST /v1/jobs``: a job spec and an optional idempotency key."""
+    """``POST /v1/jobs``: a job spec and an optional idempotency key.
+
+    The spec is checked by :func:`fedbus.jobspec.check_spec` (no unknown field, no type
+    coercion, the semantic rules): every problem is one 422 error at its path, ``spec.rounds``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     spec: JobSpec
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, strict=True)
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _check_spec(cls, raw: object) -> object:
+        # A JobSpec built in Python has its types checked already: only the rules remain.
+        problems = spec_problems(raw) if isinstance(raw, JobSpec) else check_spec(raw)
+        if problems:
+            # Raised here, the errors join the request's others at ("body", "spec", ...).
+            raise ValidationError.from_exception_data(
+                "spec",
+                [InitErrorDetails(type=PydanticCustomError(p.code.value, "{message}",
+                                                           {"message": p.message}),
+                                  loc=p.loc[1:], input=raw)
+                 for p in problems],
+            )  # fmt: skip
+        return raw
 
 
 class JobLinks(BaseModel):

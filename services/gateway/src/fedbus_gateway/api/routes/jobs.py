@@ -9,7 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from fedbus.events import Event, JobCancelRequested, JobRequested, utc_now
+from fedbus.events import (
+    Event,
+    EventEncodeError,
+    JobCancelRequested,
+    JobRequested,
+    codec,
+    encode,
+    utc_now,
+)
 from fedbus_gateway.api.deps import Gateway, get_gateway, owned_job, require
 from fedbus_gateway.api.schemas import (
     AUTH_ERRORS,
@@ -63,6 +71,11 @@ async def submit_job(
 ) -> JobSubmitted:
     """Publish `job.requested` for a new job id; the same idempotency key returns the same job."""
     job_id = str(uuid.uuid4())
+    event = JobRequested.create(
+        source="gateway", job_id=job_id, tenant=principal.tenant, spec=body.spec,
+        idempotency_key=body.idempotency_key,
+    )  # fmt: skip
+    _refuse_unpublishable(event)  # before the key is claimed: nothing reaches PostgreSQL
     view = new_view(
         job_id=job_id, tenant=principal.tenant, spec=body.spec, at=utc_now(),
         key=body.idempotency_key,
@@ -76,13 +89,22 @@ async def submit_job(
                 f"'{stored.job_id}' with a different spec",
             )
         return JobSubmitted.of(stored.job_id, stored.status)
-    event = JobRequested.create(
-        source="gateway", job_id=job_id, tenant=principal.tenant, spec=body.spec,
-        idempotency_key=body.idempotency_key,
-    )  # fmt: skip
     await _publish_or_forget(gateway, event, job_id)
     log.info("job %s requested by %s", job_id, principal.name)
     return JobSubmitted.of(job_id, ViewStatus.REQUESTED)
+
+
+def _refuse_unpublishable(event: JobRequested) -> None:
+    """413 when ``event`` can never be published: it encodes larger than the bus takes."""
+    try:
+        encode(event)  # JSON: the larger wire format, so what fits here fits in Avro too
+    except EventEncodeError as exc:
+        size, limit = len(event.model_dump_json().encode()), codec.MAX_EVENT_BYTES
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"this job request makes a {event.type} event of {size:,} bytes; the event bus "
+            f"takes at most {limit:,}",
+        ) from exc
 
 
 async def _publish_or_forget(gateway: Gateway, event: Event, job_id: str | None) -> None:
