@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from fedbus_gateway import create_app, key_sha256
+from fedbus_gateway.auth import FailureLimiter
+
+from .fakes import FakeClock
 
 if TYPE_CHECKING:
     from .conftest import Env
@@ -76,3 +85,72 @@ async def test_rate_limit_answers_429_with_retry_after_then_recovers(env: Env) -
     assert "rate limit" in limited.json()["detail"]
     assert other_key.status_code == 200
     assert recovered.status_code == 200
+
+
+def _client_at(env: Env, address: str) -> httpx.AsyncClient:
+    """A client calling the same gateway from another address."""
+    transport = httpx.ASGITransport(app=create_app(env.gateway), client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+
+
+def _limit_failures(env: Env, limit: int) -> FakeClock:
+    clock = FakeClock()
+    env.gateway.failures = FailureLimiter(limit=limit, window_s=60.0, clock=clock)
+    return clock
+
+
+async def test_guessing_keys_gets_429_with_retry_after_even_for_the_right_key(
+    env: Env,
+) -> None:
+    clock = _limit_failures(env, limit=5)
+    guesses = [{"Authorization": f"Bearer guess-{i}"} for i in range(8)]
+
+    answers = [(await env.client.get("/v1/jobs", headers=h)).status_code for h in guesses]
+    right_key_here = await env.client.get("/v1/jobs", headers=env.auth("acme"))
+    clock.now += 20
+    later = await env.client.get("/v1/jobs", headers=env.auth("acme"))
+    async with _client_at(env, "10.9.8.7") as elsewhere:
+        right_key_elsewhere = await elsewhere.get("/v1/jobs", headers=env.auth("acme"))
+    clock.now += 40  # the window is over
+    after_window = await env.client.get("/v1/jobs", headers=env.auth("acme"))
+
+    assert answers == [401] * 5 + [429] * 3
+    assert right_key_here.status_code == 429
+    assert right_key_here.headers["Retry-After"] == "60"
+    assert "failed authentications" in right_key_here.json()["detail"]
+    assert later.headers["Retry-After"] == "40"
+    assert right_key_elsewhere.status_code == 200
+    assert after_window.status_code == 200
+
+
+async def test_the_x_api_key_header_counts_too_and_a_missing_key_does_not(env: Env) -> None:
+    _limit_failures(env, limit=2)
+
+    missing = [(await env.client.get("/v1/jobs")).status_code for _ in range(3)]
+    wrong = [
+        (await env.client.get("/v1/jobs", headers={"X-API-Key": f"x-{i}"})).status_code
+        for i in range(3)
+    ]
+
+    assert missing == [401, 401, 401]
+    assert wrong == [401, 401, 429]
+
+
+async def test_failed_authentications_are_logged_once_per_window_without_the_key(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    _limit_failures(env, limit=3)
+    secret_guess = "sk-live-0123456789abcdef-guess"
+    caplog.set_level(logging.DEBUG)
+
+    for _ in range(10):
+        await env.client.get("/v1/jobs", headers={"Authorization": f"Bearer {secret_guess}"})
+    for i in range(3):
+        await env.client.get("/v1/jobs", headers={"X-API-Key": f"{secret_guess}-{i}"})
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert secret_guess not in caplog.text
+    assert all(secret_guess not in str(r.args) for r in caplog.records)
+    assert len(warnings) == 2  # the first failure, then the address being refused
+    assert all("127.0.0.1" in r.getMessage() for r in warnings)
+    assert key_sha256(secret_guess)[:8] in warnings[0].getMessage()

@@ -108,6 +108,10 @@ class Service:
             port=self.settings.http_port,
             log_config=None,
             lifespan="off",
+            # uvicorn would take the client address from X-Forwarded-For when the peer is
+            # 127.0.0.1: any local caller could then pose as any address (and dodge per-address
+            # limits). The peer's address counts; behind a proxy, the proxy's.
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         running = [asyncio.create_task(t) for t in tasks]

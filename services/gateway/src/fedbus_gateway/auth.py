@@ -1,4 +1,4 @@
-"""API keys, scopes and per-key rate limits: pure logic, no HTTP.
+"""API keys, scopes, per-key rate limits and failed-authentication limits: pure logic, no HTTP.
 
 A presented key is compared with every configured key in constant time
 (:func:`hmac.compare_digest`), against the plaintext or against its SHA-256.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fedbus_gateway.settings import ApiKeyConfig, Scope
 
-__all__ = ["KeyRing", "Principal", "RateLimiter", "key_sha256"]
+__all__ = ["FailureLimiter", "KeyRing", "Principal", "RateLimiter", "key_sha256"]
 
 
 def key_sha256(key: str) -> str:
@@ -94,3 +94,55 @@ class RateLimiter:
     def retry_after(wait_s: float) -> str:
         """``Retry-After`` header value (whole seconds, at least 1) for a wait."""
         return str(max(1, math.ceil(wait_s)))
+
+
+@dataclass
+class _Window:
+    start: float
+    failures: int = 0
+
+
+@dataclass
+class FailureLimiter:
+    """Failed authentications per client address, in fixed windows of ``window_s`` seconds.
+
+    Once an address has failed ``limit`` times in a window, :meth:`blocked` says how long
+    until the window ends; the caller refuses that address meanwhile, whatever key it sends.
+    """
+
+    limit: int
+    window_s: float
+    clock: Callable[[], float] = time.monotonic
+    max_addresses: int = 100_000
+    """Past this many tracked addresses, ended windows are forgotten (bounded memory)."""
+    _windows: dict[str, _Window] = field(default_factory=dict)
+
+    def blocked(self, address: str) -> float:
+        """0 when ``address`` may try to authenticate, else seconds until it may again."""
+        window = self._current(address)
+        if window is None or window.failures < self.limit:
+            return 0.0
+        return window.start + self.window_s - self.clock()
+
+    def fail(self, address: str) -> int:
+        """Count a failed authentication from ``address``; returns its count in this window."""
+        window = self._current(address)
+        if window is None:
+            if len(self._windows) >= self.max_addresses:
+                self._forget_ended()
+            window = self._windows[address] = _Window(start=self.clock())
+        window.failures += 1
+        return window.failures
+
+    def _current(self, address: str) -> _Window | None:
+        window = self._windows.get(address)
+        if window is not None and self.clock() - window.start >= self.window_s:
+            del self._windows[address]
+            return None
+        return window
+
+    def _forget_ended(self) -> None:
+        now = self.clock()
+        for address, window in list(self._windows.items()):
+            if now - window.start >= self.window_s:
+                del self._windows[address]

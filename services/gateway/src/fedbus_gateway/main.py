@@ -14,7 +14,7 @@ from fedbus.settings import load_settings
 from fedbus.telemetry import configure_logging
 from fedbus_gateway.adapters import PostgresJobStore, RegistryClient
 from fedbus_gateway.api import Gateway, create_app
-from fedbus_gateway.auth import KeyRing, RateLimiter
+from fedbus_gateway.auth import FailureLimiter, KeyRing, RateLimiter
 from fedbus_gateway.deps import Deps
 from fedbus_gateway.fanout import JobEventHub
 from fedbus_gateway.handlers import HANDLERS
@@ -46,6 +46,8 @@ async def main(settings: GatewaySettings | None = None) -> None:
             jobs=jobs, publisher=rt.producer, hub=hub, registry=registry,
             keys=KeyRing(settings.gateway_api_keys), limiter=limiter,
             sse_ping_s=settings.sse_ping_s,
+            failures=FailureLimiter(limit=settings.gateway_auth_failures,
+                                    window_s=settings.gateway_auth_failure_window_s),
         )  # fmt: skip
         deps = Deps(jobs=jobs, hub=hub)
         app = create_app(gateway, max_body_bytes=settings.gateway_max_body_bytes)

@@ -58,6 +58,10 @@ class GatewaySettings(FedbusSettings):
     """Requests each key may make per second, on average."""
     gateway_rate_burst: int = Field(default=40, ge=1)
     """Requests a key may make at once after being idle."""
+    gateway_auth_failures: int = Field(default=20, ge=1)
+    """Unknown API keys a client address may send per window; past that it gets 429."""
+    gateway_auth_failure_window_s: float = Field(default=60.0, gt=0)
+    """The window (seconds) failed authentications are counted in, per client address."""
     gateway_max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     """A larger request body gets 413 before authentication and before it is read in full."""
     registry_url: str = "http://127.0.0.1:8081"
