@@ -19,15 +19,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 
-from fedbus.events import ModelRef
+from fedbus.events import ModelRef, StorableText
 from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import ModelVersion
 
 __all__ = ["build_app", "version_body"]
 
-Tenant = Annotated[str, Query(min_length=1, description="The caller's tenant")]
+# Every parameter reaches PostgreSQL: text without NUL or unpaired surrogates, a version
+# within the ``integer`` column; anything else is a 422 naming the parameter.
+Tenant = Annotated[StorableText, Query(min_length=1, description="The caller's tenant")]
+Name = Annotated[StorableText, Path(description="The model's name")]
+JobId = Annotated[StorableText, Path(description="The job's id")]
+Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="The version number")]
 
 
 def version_body(version: ModelVersion) -> dict[str, Any]:
@@ -95,21 +100,21 @@ def build_app(
         }
 
     @app.get("/v1/models/{name}/versions")
-    async def list_versions(name: str, tenant: Tenant) -> dict[str, Any]:
+    async def list_versions(name: Name, tenant: Tenant) -> dict[str, Any]:
         versions = await store.versions(tenant, name)
         if not versions:
             raise HTTPException(404, f"no model {name!r} in tenant {tenant!r}")
         return {"tenant": tenant, "name": name, "versions": [version_body(v) for v in versions]}
 
     @app.get("/v1/models/{name}/versions/{version}")
-    async def get_version(name: str, version: int, tenant: Tenant) -> dict[str, Any]:
+    async def get_version(name: Name, version: Version, tenant: Tenant) -> dict[str, Any]:
         found = await store.version(tenant, name, version)
         if found is None:
             raise HTTPException(404, f"no version {version} of model {name!r} in tenant {tenant!r}")
         return detail(found)
 
     @app.get("/v1/jobs/{job_id}/model")
-    async def job_model(job_id: str, tenant: Tenant) -> dict[str, Any]:
+    async def job_model(job_id: JobId, tenant: Tenant) -> dict[str, Any]:
         found = await store.version_for_job(job_id)
         if found is None or found.spec.tenant != tenant:
             raise HTTPException(404, f"no model registered for job {job_id!r} in tenant {tenant!r}")
@@ -124,7 +129,7 @@ def _add_checkpoint_route(
     app: FastAPI, store: RegistryStore, presign: Callable[[ModelRef], str]
 ) -> None:
     @app.get("/v1/jobs/{job_id}/checkpoints")
-    async def job_checkpoints(job_id: str, tenant: Tenant) -> dict[str, Any]:
+    async def job_checkpoints(job_id: JobId, tenant: Tenant) -> dict[str, Any]:
         job = await store.job(job_id)
         if job is None or job.tenant != tenant:
             raise HTTPException(404, f"no job {job_id!r} in tenant {tenant!r}")
