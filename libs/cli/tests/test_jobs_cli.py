@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,118 @@ def test_a_stream_that_is_not_an_event_stream_is_a_gateway_error() -> None:
 
     with pytest.raises(_gateway.GatewayError, match="event stream"):
         list(client.events(JOB))
+
+
+class BrokenOff(httpx.SyncByteStream):
+    """A response body that breaks off after ``text``, as a reset connection does."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.text.encode()
+        raise httpx.ReadError("connection reset by peer")
+
+
+def numbered(frames: list[tuple[str, dict[str, Any]]], first: int) -> str:
+    return "".join(
+        f"event: {name}\nid: {first + i}\ndata: {json.dumps(data)}\n\n"
+        for i, (name, data) in enumerate(frames)
+    )
+
+
+@dataclass
+class ResumingGateway:
+    """The job's stream in parts: each connection gets the next part, then breaks off or ends.
+
+    Records the ``Last-Event-ID`` of each connection.
+    """
+
+    parts: list[httpx.Response]
+    last_ids: list[str | None] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.last_ids.append(request.headers.get("last-event-id"))
+        if not self.parts:
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.parts.pop(0)
+
+
+def _stream_part(text: str, *, breaks: bool) -> httpx.Response:
+    headers = {"content-type": "text/event-stream"}
+    if breaks:
+        return httpx.Response(200, stream=BrokenOff(text), headers=headers)
+    return httpx.Response(200, text=text, headers=headers)
+
+
+@pytest.fixture
+def shown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every event the watch shows, and no waiting between reconnections."""
+    from fedbus_cli.commands import jobs, jobwatch
+
+    applied: list[tuple[str, dict[str, Any]]] = []
+    original = jobwatch.JobWatch.apply
+
+    def spy(self: jobwatch.JobWatch, event: str, data: dict[str, Any]) -> None:
+        applied.append((event, data))
+        original(self, event, data)
+
+    monkeypatch.setattr(jobwatch.JobWatch, "apply", spy)
+    monkeypatch.setattr(jobs, "_sleep", lambda _s: None)
+    return applied
+
+
+def _resuming(monkeypatch: pytest.MonkeyPatch, parts: list[httpx.Response]) -> ResumingGateway:
+    fake = ResumingGateway(parts)
+    monkeypatch.setattr(_gateway, "TRANSPORT", httpx.MockTransport(fake.handle))
+    monkeypatch.setenv("FEDBUS_GATEWAY_URL", "http://gw.test:8080")
+    monkeypatch.setenv("FEDBUS_API_KEY", "k-123")
+    return fake
+
+
+def test_watch_resumes_a_broken_stream_with_last_event_id_and_shows_no_event_twice(
+    monkeypatch: pytest.MonkeyPatch,
+    shown: list[tuple[str, dict[str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = [
+        ("job.accepted", {"spec": VIEW["spec"]}), *_round(1, 0.7), *_round(2, 0.8),
+        *_round(3, 0.9),
+        ("job.completed", {"status": "completed", "rounds_completed": 3,
+                           "metrics": {"accuracy": 0.9}}),
+    ]  # fmt: skip
+    status = sse(("status", VIEW))
+    fake = _resuming(monkeypatch, [
+        _stream_part(status + numbered(events[:4], 1), breaks=True),
+        # Ended early (a dropped slow reader); it repeats event 4, which must not show again.
+        _stream_part(status + numbered(events[3:7], 4), breaks=False),
+        _stream_part(status + numbered(events[7:], 8), breaks=False),
+    ])  # fmt: skip
+
+    code = main(["jobs", "watch", JOB])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert fake.last_ids == [None, "4", "7"]
+    assert shown == [("status", VIEW), *events]
+    assert f"job {JOB}: completed, rounds 3/3, accuracy=0.9000" in out
+
+
+def test_watch_gives_up_after_bounded_reconnections_with_backoff(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedbus_cli.commands import jobs
+
+    waits: list[float] = []
+    monkeypatch.setattr(jobs, "_sleep", waits.append)
+    first = sse(("status", {**VIEW, "status": "running"})) + numbered([_round(1, 0.5)[0]], 1)
+    fake = _resuming(monkeypatch, [_stream_part(first, breaks=True)])  # then: refused
+
+    code = main(["jobs", "watch", JOB])
+
+    assert code == 2
+    assert "lost the event stream" in capsys.readouterr().err
+    assert fake.last_ids == [None] + ["1"] * jobs.RECONNECTS
+    assert waits == sorted(waits)
+    assert len(waits) == jobs.RECONNECTS
+    assert waits[-1] <= 10

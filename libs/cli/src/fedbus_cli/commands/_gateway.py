@@ -22,6 +22,7 @@ __all__ = [
     "GatewayAction",
     "GatewayClient",
     "GatewayError",
+    "StreamLostError",
     "add_connection_flags",
     "client_from_args",
     "run_with_client",
@@ -44,6 +45,10 @@ class CliGatewaySettings(FedbusSettings):
 
 class GatewayError(Exception):
     """The gateway refused a call or could not be reached; the message says why."""
+
+
+class StreamLostError(GatewayError):
+    """An event stream could not be opened or broke off: worth reconnecting."""
 
 
 class GatewayClient:
@@ -78,21 +83,24 @@ class GatewayClient:
             raise GatewayError(_explain(response))
         return response.json()
 
-    def events(self, job_id: str) -> Iterator[ServerSentEvent]:
+    def events(self, job_id: str, *, last_event_id: str | None = None) -> Iterator[ServerSentEvent]:
         """Follow ``GET /v1/jobs/{id}/events`` until the server ends the stream.
 
         Yields the events that carry data: httpx-sse also dispatches the blank line after a
-        keep-alive comment as an empty event once the stream has sent an ``id``.
+        keep-alive comment as an empty event once the stream has sent an ``id``. With
+        ``last_event_id`` the gateway resumes after that event; a lost connection raises
+        :class:`StreamLostError`.
         """
         url = f"/v1/jobs/{job_id}/events"
+        resume = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
         try:
-            with connect_sse(self._http, "GET", url, timeout=None) as source:
+            with connect_sse(self._http, "GET", url, timeout=None, headers=resume) as source:
                 if source.response.is_error:
                     source.response.read()
                     raise GatewayError(_explain(source.response))
                 yield from (sse for sse in source.iter_sse() if sse.data)
         except httpx.TransportError as exc:
-            raise GatewayError(f"lost the event stream of job {job_id}: {exc}") from exc
+            raise StreamLostError(f"lost the event stream of job {job_id}: {exc}") from exc
         except SSEError as exc:
             raise GatewayError(f"the gateway did not answer with an event stream: {exc}") from exc
 

@@ -11,6 +11,7 @@ from typing import Any
 from fedbus_cli.commands._gateway import (
     GatewayClient,
     GatewayError,
+    StreamLostError,
     add_connection_flags,
     run_with_client,
 )
@@ -130,16 +131,59 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def follow(client: GatewayClient, job_id: str) -> int:
-    """Follow ``job_id``'s stream with progress bars; 0 when it completes, 1 otherwise."""
+    """Follow ``job_id``'s stream with progress bars; 0 when it completes, 1 otherwise.
+
+    A stream that breaks off (or that the gateway ends early: a restart, a dropped slow
+    reader) is reopened with ``Last-Event-ID``, so the gateway sends what was missed; no event
+    is shown twice. Up to ``RECONNECTS`` reopenings in a row that bring nothing new, with
+    backoff; then the last error is raised.
+    """
     from fedbus_cli.commands.jobwatch import JobWatch
 
     with JobWatch(job_id) as watch:
-        for attempt in range(RECONNECTS + 1):
-            for frame in client.events(job_id):
-                watch.apply(frame.event, json.loads(frame.data))
+        seen = _Seen()
+        failures = 0
+        while True:
+            lost: StreamLostError | None = None
+            try:
+                for frame in client.events(job_id, last_event_id=seen.last_id):
+                    if seen.is_new(frame.event, frame.id):
+                        watch.apply(frame.event, json.loads(frame.data))
+                        failures = 0
+            except StreamLostError as exc:
+                lost = exc
             if watch.ended:
                 break
-            # The stream ended early (gateway restart): the status event resyncs on reconnect.
-            time.sleep(min(2.0**attempt, 10.0))
+            failures += 1
+            if failures > RECONNECTS:
+                raise lost or GatewayError(f"the event stream of job {job_id} kept ending early")
+            _sleep(min(0.5 * 2.0**failures, 10.0))
     print(watch.summary())
     return 0 if watch.status == "completed" else 1
+
+
+_sleep = time.sleep
+"""How :func:`follow` waits before reconnecting (tests replace it)."""
+
+
+class _Seen:
+    """The last event id shown; tells new frames from ones already shown."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    @property
+    def last_id(self) -> str | None:
+        return str(self.last) if self.last is not None else None
+
+    def is_new(self, event: str, frame_id: str) -> bool:
+        if event == "status":  # only before any event: after that the replay is newer
+            return self.last is None
+        try:
+            seq = int(frame_id)
+        except ValueError:  # a gateway without sequence ids: nothing to compare
+            return True
+        if self.last is not None and seq <= self.last:
+            return False
+        self.last = seq
+        return True
