@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from fedbus.events import JobSpec
+from fedbus.events import JobSpec, StorableText
 from fedbus.jobspec import check_spec, spec_problems
 from fedbus_gateway.jobs import JobView, ViewStatus
 
@@ -38,7 +38,9 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: JobSpec
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, strict=True)
+    idempotency_key: StorableText | None = Field(
+        default=None, min_length=1, max_length=200, strict=True
+    )
 
     @field_validator("spec", mode="before")
     @classmethod
@@ -89,7 +91,7 @@ class JobList(BaseModel):
 class CancelRequest(BaseModel):
     """``POST /v1/jobs/{id}/cancel``: an optional reason."""
 
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: StorableText | None = Field(default=None, max_length=1000)
 
 
 class ErrorBody(BaseModel):

@@ -10,6 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from fedbus.events import encode
 from fedbus_gateway.api.deps import Gateway, get_gateway, owned_job, require
+from fedbus_gateway.api.params import JobId
 from fedbus_gateway.api.schemas import AUTH_ERRORS, INVALID, NOT_FOUND
 from fedbus_gateway.auth import Principal
 from fedbus_gateway.settings import Scope
@@ -52,7 +53,7 @@ PAGE = 500
     },
 )
 async def job_events(
-    job_id: str,
+    job_id: JobId,
     gateway: Annotated[Gateway, Depends(get_gateway)],
     principal: Annotated[Principal, Depends(require(Scope.JOBS_READ))],
     last_event_id: Annotated[

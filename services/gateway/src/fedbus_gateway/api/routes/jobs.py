@@ -19,6 +19,7 @@ from fedbus.events import (
     utc_now,
 )
 from fedbus_gateway.api.deps import Gateway, get_gateway, owned_job, require
+from fedbus_gateway.api.params import JobId
 from fedbus_gateway.api.schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -144,7 +145,7 @@ async def list_jobs(
     responses={**AUTH_ERRORS, **NOT_FOUND, **INVALID},
 )
 async def show_job(
-    job_id: str,
+    job_id: JobId,
     gateway: GatewayDep,
     principal: Annotated[Principal, Depends(require(Scope.JOBS_READ))],
 ) -> JobView:
@@ -166,7 +167,7 @@ async def show_job(
     },
 )
 async def cancel_job(
-    job_id: str,
+    job_id: JobId,
     gateway: GatewayDep,
     principal: Annotated[Principal, Depends(require(Scope.JOBS_WRITE))],
     body: CancelRequest | None = None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from fedbus_gateway.adapters.registry import RegistryReply, RegistryUnavailableError
 from fedbus_gateway.api.deps import Gateway, get_gateway, require
+from fedbus_gateway.api.params import ModelName, ModelVersion
 from fedbus_gateway.api.schemas import AUTH_ERRORS, INVALID, ErrorBody
 from fedbus_gateway.auth import Principal
 from fedbus_gateway.settings import Scope
@@ -36,7 +37,7 @@ async def list_models(gateway: GatewayDep, principal: Reader) -> JSONResponse:
 
 
 @router.get("/{name}/versions", summary="List a model's versions", responses=_PARAM_ERRORS)
-async def list_versions(name: str, gateway: GatewayDep, principal: Reader) -> JSONResponse:
+async def list_versions(name: ModelName, gateway: GatewayDep, principal: Reader) -> JSONResponse:
     """The registry's `GET /v1/models/{name}/versions?tenant=<caller's tenant>`."""
     return await _relay(gateway.registry.versions(principal.tenant, name))
 
@@ -47,7 +48,7 @@ async def list_versions(name: str, gateway: GatewayDep, principal: Reader) -> JS
     responses=_PARAM_ERRORS,
 )
 async def show_version(
-    name: str, version: Annotated[int, Path(ge=1)], gateway: GatewayDep, principal: Reader
+    name: ModelName, version: ModelVersion, gateway: GatewayDep, principal: Reader
 ) -> JSONResponse:
     """The registry's `GET /v1/models/{name}/versions/{v}?tenant=<caller's tenant>`."""
     return await _relay(gateway.registry.version(principal.tenant, name, version))
