@@ -32,6 +32,7 @@ from fedbus.events import (
     to_datum,
 )
 from fedbus.events.registry import event_spec
+from fedbus.jobspec import check_spec
 from fedbus.settings import FedbusSettings
 
 NUL = "contains a NUL character, which cannot be stored"
@@ -204,6 +205,28 @@ def test_avro_decoding_goes_through_the_same_checks() -> None:
         decode(buffer.getvalue())
 
     assert error.value.problems == (f"tenant: {NUL}",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "loc", "message"),
+    [
+        ({**SPEC, "dataset": "\ud800"}, ("spec", "dataset"), SURROGATE),
+        ({**SPEC, "model": "m\x00"}, ("spec", "model"), NUL),
+        (
+            {**SPEC, "strategy": {"name": "fedavg", "options": {"\udc00": 1.0}}},
+            ("spec", "strategy", "options", "\\udc00", "[key]"),
+            SURROGATE,
+        ),
+    ],
+    ids=["surrogate-value", "nul-value", "surrogate-key"],
+)
+def test_the_job_spec_check_locates_unstorable_text(
+    spec: dict[str, Any], loc: tuple[str, ...], message: str
+) -> None:
+    # JSON text cannot carry a lone surrogate to pydantic's parser; the check still names it.
+    [problem] = check_spec(spec)
+
+    assert (problem.loc, problem.message) == (loc, message)
 
 
 # --- the consumer dead-letters such records with the field named --------------------------

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from fedbus.events.envelope import Record
+from fedbus.events.envelope import Record, check_storable
 from fedbus.events.jobs import JobSpec
 from fedbus.jobspec.problems import MAX_PROBLEMS, ProblemCode, SpecProblem, did_you_mean, shown
 from fedbus.jobspec.rules import spec_problems
@@ -86,7 +86,34 @@ def _typed(raw: Mapping[Any, Any], root: str) -> tuple[JobSpec | None, list[Spec
         # Strict JSON validation: what the codec applies to an event read from the bus.
         return JobSpec.model_validate_json(text, strict=True), []
     except ValidationError as exc:
-        return None, [_from_pydantic(err, root) for err in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        if any(err["type"] == "json_invalid" for err in errors):
+            # json.dumps escapes a lone surrogate, which pydantic's JSON parser refuses whole.
+            located = _unstorable(raw, (root,))
+            if located:
+                return None, located
+        return None, [_from_pydantic(err, root) for err in errors]
+
+
+def _unstorable(value: object, loc: tuple[str, ...]) -> list[SpecProblem]:
+    """Every string (key or value) of ``value`` that :func:`check_storable` refuses, located."""
+    if isinstance(value, str):
+        try:
+            check_storable(value)
+        except PydanticCustomError as exc:
+            return [SpecProblem(ProblemCode.INVALID_VALUE, loc, exc.message())]
+        return []
+    items: list[tuple[object, object]] = (
+        list(value.items()) if isinstance(value, Mapping)
+        else list(enumerate(value)) if isinstance(value, list) else []
+    )  # fmt: skip
+    out: list[SpecProblem] = []
+    for key, item in items:
+        # The key is shown escaped: a path with a surrogate in it could not be sent as UTF-8.
+        name = shown(str(key).encode("utf-8", "backslashreplace").decode())
+        out += _unstorable(key, (*loc, name, "[key]")) if isinstance(key, str) else []
+        out += _unstorable(item, (*loc, name))
+    return out
 
 
 def _from_pydantic(err: ErrorDetails, root: str) -> SpecProblem:
