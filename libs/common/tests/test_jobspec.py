@@ -306,3 +306,13 @@ def test_the_examples_include_yaml_json_and_docs() -> None:
 @pytest.mark.parametrize(("name", "raw"), EXAMPLES, ids=[name for name, _ in EXAMPLES])
 def test_every_example_spec_is_valid(name: str, raw: object) -> None:
     assert check_spec(raw) == []
+
+
+def test_the_docs_table_names_every_option_of_every_strategy() -> None:
+    text = (ROOT / "docs" / "jobspec.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text, re.M))
+
+    for strategy, options in STRATEGY_OPTIONS.items():
+        named = set(re.findall(r"`(\w+)`", rows[strategy.value]))
+        assert {o.name for o in options} <= named, strategy
+    assert all(f"`{o.name}`" in text for o in CENTRAL_DP_OPTIONS)

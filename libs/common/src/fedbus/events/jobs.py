@@ -32,8 +32,11 @@ __all__ = [
 class JobSpec(Record):
     """What to train, on what, and under which privacy rules.
 
-    The model checks types only; semantic rules (``rounds >= 1``, a clipping norm with
-    DP, ...) are orchestration's to check, answering with ``job.rejected``.
+    The model checks types only, leniently (it ignores unknown fields, so an older reader
+    can read a newer event). :func:`fedbus.jobspec.check_spec` checks a spec as JSON strictly
+    (unknown fields, types) and :func:`fedbus.jobspec.spec_problems` the semantic rules
+    (``rounds >= 1``, a clipping norm with DP, each strategy's options, ...): the gateway
+    answers 422 with them, orchestration ``job.rejected``.
     """
 
     mode: JobMode
