@@ -38,6 +38,7 @@ def install_openapi(app: FastAPI) -> None:
                     _copy_bounds(components[name], exact)
             _parameter_bounds(app, doc)
             _integral_bounds(doc)
+            _no_null_parameters(doc)
             fixed[:] = [id(doc)]
         return doc
 
@@ -126,3 +127,22 @@ def _integral_bounds(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _integral_bounds(value)
+
+
+def _no_null_parameters(doc: dict[str, Any]) -> None:
+    """An optional parameter is absent, never ``null``: drop ``null`` from its schema.
+
+    FastAPI writes ``int | None`` as ``anyOf: [integer, null]``, but a header or query value
+    is text: ``Last-Event-ID: null`` is refused, rightly, so the document must not offer it.
+    """
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                options = [o for o in schema.get("anyOf", []) if o != {"type": "null"}]
+                if "anyOf" in schema and len(options) < len(schema["anyOf"]):
+                    del schema["anyOf"]
+                    if len(options) == 1:
+                        schema.update(options[0])
+                    else:
+                        schema["anyOf"] = options
