@@ -125,7 +125,10 @@ Responses = dict[int | str, dict[str, Any]]
 AUTH_ERRORS: Responses = {
     401: _doc("No API key, or an unknown one."),
     403: _doc("The API key lacks the scope this route needs (named in `detail`)."),
-    429: _doc("The key's rate limit is spent; see the `Retry-After` header."),
+    429: _doc(
+        "The key's rate limit is spent, or the caller's address sent too many unknown keys "
+        "(then even a right key waits); see the `Retry-After` header."
+    ),
 }
 NOT_FOUND: Responses = {404: _doc("No such job for the caller's tenant.")}
 INVALID: Responses = {
