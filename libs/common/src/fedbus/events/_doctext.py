@@ -56,6 +56,15 @@ does not decode (empty, oversized, bad JSON or Avro, unknown type or version, a 
 that breaks the schema) raises `EventDecodeError`, a non-retryable error: the consumer
 publishes a `dead.letter` event on `<topic>.dlq` with the reason, commits and goes on.
 
+**Text.** Every string of an event (a field, a list item, a map key or value) is any
+Unicode text except NUL (U+0000) and surrogate code points (U+D800..U+DFFF), which
+PostgreSQL cannot store and UTF-8 cannot encode. A surrogate pair escaped in JSON
+(`"\\ud83d\\ude00"`) is one character and is accepted. Building such an event raises a
+pydantic `ValidationError` located at the string (`spec.strategy.options.<key>.[key]`:
+"contains a NUL character, which cannot be stored"); a message carrying one is
+dead-lettered with that reason (a lone surrogate escaped in JSON text is refused as
+invalid JSON).
+
 In Python:
 
 ```python
