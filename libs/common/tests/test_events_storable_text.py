@@ -31,7 +31,8 @@ from fedbus.events import (
     encode,
     to_datum,
 )
-from fedbus.events.registry import event_spec
+from fedbus.events.registry import event_spec, event_types
+from fedbus.events.schemas import schema_dir
 from fedbus.jobspec import check_spec
 from fedbus.settings import FedbusSettings
 
@@ -310,3 +311,43 @@ async def test_a_nul_in_a_map_key_is_dead_lettered_with_the_key_escaped() -> Non
     assert NUL in letter.error_message
     assert letter.job_id == ""
     assert [h.key for h in letter.original_headers] == ["h\\x00"]
+
+
+def _string_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path of every string value in a JSON datum (keys are checked by the tests above)."""
+    if isinstance(value, str):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _string_paths(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _string_paths(v, (*path, i))]
+    return []
+
+
+def _with_nul(datum: Any, path: tuple[Any, ...]) -> Any:
+    copy = json.loads(json.dumps(datum))
+    parent = copy
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] += "\x00"
+    return copy
+
+
+@pytest.mark.parametrize("event_type", event_types())
+def test_every_string_of_every_event_refuses_a_nul(event_type: str) -> None:
+    # From the golden examples: no str field of any event model escapes the check.
+    spec = event_spec(event_type)
+    datum = json.loads((schema_dir() / "examples" / f"{event_type}.json").read_text())
+    paths = [p for p in _string_paths(datum) if p != ("type",)]  # the type is a Literal
+    assert paths
+
+    kinds = set()
+    for path in paths:
+        with pytest.raises(ValidationError) as error:
+            spec.model.model_validate(_with_nul(datum, path))
+        [problem] = error.value.errors()
+        assert problem["loc"] == path
+        kinds.add(problem["type"])
+    # Ids and enums refuse it by their own pattern or symbols; free text by the NUL check.
+    assert kinds <= {"string_nul", "string_pattern_mismatch", "enum", "literal_error"}
+    assert "string_nul" in kinds
