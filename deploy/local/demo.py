@@ -224,14 +224,21 @@ async def wait_heartbeats(clients: set[str], procs: Processes, limit_s: float = 
 def follow(
     http: httpx.Client, key: str, job_id: str, rounds: int, procs: Processes
 ) -> dict[str, Any]:
-    """Print the job's events as they stream (reconnecting if the stream drops)."""
+    """Print the job's events as they stream.
+
+    If the stream drops, it is reopened with ``Last-Event-ID``: the gateway sends what was
+    missed, and no event is printed twice.
+    """
     headers = {"Authorization": f"Bearer {key}"}
     url = f"http://127.0.0.1:{GATEWAY_PORT}/v1/jobs/{job_id}"
+    last_id = ""
     for _ in range(20):
         final: dict[str, Any] = {}
+        resume = {"Last-Event-ID": last_id} if last_id else {}
         with connect_sse(
-            http, "GET", f"{url}/events", headers=headers, timeout=httpx.Timeout(10, read=600)
-        ) as source:
+            http, "GET", f"{url}/events", headers={**headers, **resume},
+            timeout=httpx.Timeout(10, read=600),
+        ) as source:  # fmt: skip
             stream = source.response
             if stream.status_code != 200:
                 say(f"event stream refused: {stream.status_code} {stream.read().decode()}")
@@ -239,6 +246,8 @@ def follow(
                 continue
             for sse in source.iter_sse():
                 procs.check()
+                if sse.id:  # the status frame has no id; every event has its sequence
+                    last_id = sse.id
                 if sse.data:  # a keep-alive comment dispatches as an event without data
                     final = show(sse.event, sse.json(), rounds) or final
         if final:
