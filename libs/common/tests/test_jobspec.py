@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fedbus.events import JobSpec, Strategy, StrategySpec
+from fedbus.events import JobSpec, PrivacySpec, Record, Strategy, StrategySpec, TrainingConfig
 from fedbus.jobspec import (
     CENTRAL_DP_OPTIONS,
     MAX_NAME_LENGTH,
@@ -19,6 +19,7 @@ from fedbus.jobspec import (
     STRATEGY_OPTIONS,
     check_spec,
     option_value,
+    spec_json_schema,
     spec_problems,
 )
 
@@ -316,3 +317,22 @@ def test_the_docs_table_names_every_option_of_every_strategy() -> None:
         named = set(re.findall(r"`(\w+)`", rows[strategy.value]))
         assert {o.name for o in options} <= named, strategy
     assert all(f"`{o.name}`" in text for o in CENTRAL_DP_OPTIONS)
+
+
+def test_the_json_schema_is_self_contained_and_closes_every_record() -> None:
+    schema = spec_json_schema()
+    text = json.dumps(schema)
+
+    assert "$ref" not in text
+    assert "$defs" not in text
+    for record in (schema, *(schema["properties"][n] for n in ("training", "strategy", "privacy"))):
+        assert record["additionalProperties"] is False
+        assert set(record["properties"]) == set(_model_of(record).model_fields)
+    assert schema["required"] == ["mode", "model", "dataset", "rounds"]
+
+
+def _model_of(record: dict[str, Any]) -> type[Record]:
+    titles: dict[str, type[Record]] = {
+        m.__name__: m for m in (TrainingConfig, StrategySpec, PrivacySpec)
+    }
+    return titles.get(record.get("title", ""), JobSpec)

@@ -235,3 +235,17 @@ async def test_a_request_whose_event_the_bus_cannot_take_is_413_before_the_key_i
     assert "bytes; the event bus takes at most 700" in response.json()["detail"]
     assert claimed == []
     assert env.bus.events("job.requested") == []
+
+
+async def test_openapi_documents_the_spec_as_checked_closed_at_every_level(env: Env) -> None:
+    doc = (await env.client.get("/openapi.json")).json()
+    request = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    ref = request["schema"]["$ref"].rsplit("/", 1)[-1]
+    schema = doc["components"]["schemas"][ref]["properties"]["spec"]
+    props = schema["properties"]
+
+    for record in (schema, props["training"], props["strategy"], props["privacy"]):
+        assert record["additionalProperties"] is False
+    assert props["model"]["maxLength"] == props["dataset"]["maxLength"] == 200
+    assert props["strategy"]["properties"]["options"]["maxProperties"] == 32
+    assert props["rounds"]["type"] == "integer"  # JSON Schema: true is not an integer

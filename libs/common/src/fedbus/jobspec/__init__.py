@@ -8,7 +8,8 @@
   option against :data:`STRATEGY_OPTIONS`. Orchestration runs it on ``job.requested``.
 
 Each problem is a :class:`SpecProblem`: a field path (``spec.privacy.delta``), a message
-and a :class:`ProblemCode`.
+and a :class:`ProblemCode`. :func:`spec_json_schema` is the JSON Schema of what
+:func:`check_spec` takes (closed records, length limits), for the gateway's OpenAPI document.
 """
 
 from fedbus.jobspec.options import (
@@ -21,6 +22,7 @@ from fedbus.jobspec.options import (
 )
 from fedbus.jobspec.problems import MAX_PROBLEMS, ProblemCode, SpecProblem
 from fedbus.jobspec.rules import MAX_NAME_LENGTH, MAX_OPTIONS, spec_problems
+from fedbus.jobspec.schema import spec_json_schema
 from fedbus.jobspec.shape import check_spec
 
 __all__ = [
@@ -36,5 +38,6 @@ __all__ = [
     "StrategyOption",
     "check_spec",
     "option_value",
+    "spec_json_schema",
     "spec_problems",
 ]

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedbus.events import JobSpec, StorableText
-from fedbus.jobspec import check_spec, spec_problems
+from fedbus.jobspec import check_spec, spec_json_schema, spec_problems
 from fedbus_gateway.jobs import JobView, ViewStatus
 
 __all__ = [
@@ -37,7 +44,7 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    spec: JobSpec
+    spec: Annotated[JobSpec, WithJsonSchema(spec_json_schema())]
     idempotency_key: StorableText | None = Field(
         default=None, min_length=1, max_length=200, strict=True
     )
