@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Self
@@ -23,7 +22,9 @@ from pydantic import (
     GetCoreSchemaHandler,
     PlainSerializer,
 )
-from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+from pydantic_core import CoreSchema
+
+from fedbus.events.text import StorableText, check_storable, storable_strings
 
 __all__ = [
     "TIMESTAMP_MILLIS",
@@ -157,80 +158,14 @@ def child_traceparent(parent: str) -> str:
     return f"{version}-{trace_id}-{os.urandom(8).hex()}-{flags}"
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def check_storable(text: str) -> str:
-    """Return ``text`` if PostgreSQL (and UTF-8) can hold it; raise otherwise.
-
-    Refuses NUL (U+0000), which no PostgreSQL ``text`` or ``jsonb`` value holds, and
-    surrogate code points (U+D800..U+DFFF), which no UTF-8 text holds. A pair of surrogate
-    escapes in JSON (``"\\ud83d\\ude00"``) decodes to one code point and is accepted.
-
-    Raises
-    ------
-    pydantic_core.PydanticCustomError
-        ``string_nul`` or ``string_surrogate``; inside a model, pydantic reports it as a
-        ``ValidationError`` located at the string (a field, a list index, a dict key).
-    """
-    # Both tests run in C; the regular expression only for the rarer non-ASCII text.
-    if "\x00" in text:
-        raise PydanticCustomError("string_nul", "contains a NUL character, which cannot be stored")
-    if not text.isascii() and _SURROGATE.search(text) is not None:
-        raise PydanticCustomError(
-            "string_surrogate", "contains an unpaired surrogate, which cannot be stored"
-        )
-    return text
-
-
-StorableText = Annotated[str, AfterValidator(check_storable)]
-"""A ``str`` that PostgreSQL can store: for API parameters and models outside :class:`Record`."""
-
-_STORABLE: core_schema.NoInfoValidatorFunctionSchema = {
-    "type": "no-info",
-    "function": check_storable,
-}
-# Keys of a core schema that hold other validation schemas (not serialization or metadata),
-# one schema or a list of them, or a mapping of names to them.
-_SUBSCHEMA_KEYS = frozenset(
-    {"schema", "items_schema", "keys_schema", "values_schema", "choices", "steps", "definitions",
-     "json_schema", "python_schema", "extras_schema", "arguments_schema"}
-)  # fmt: skip
-_SCHEMA_MAPS = frozenset({"fields", "choices"})
-
-
-def _storable_strings(schema: Any) -> Any:
-    """``schema`` with every ``str`` schema in it followed by :func:`check_storable`.
-
-    Walks validation schemas only (not serialization or metadata); a schema already
-    checked (a nested record's, which pydantic reuses) is left as it is.
-    """
-    if isinstance(schema, list | tuple):
-        return type(schema)(_storable_strings(item) for item in schema)
-    if not isinstance(schema, dict):
-        return schema
-    if schema.get("type") == "str":
-        inner = {key: value for key, value in schema.items() if key != "ref"}
-        ref = {"ref": schema["ref"]} if "ref" in schema else {}
-        return {"type": "function-after", "function": _STORABLE, "schema": inner, **ref}
-    if schema.get("function") == _STORABLE:
-        return schema
-    walked = dict(schema)
-    for key, value in schema.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):  # model fields, tagged choices
-            walked[key] = {name: _storable_strings(item) for name, item in value.items()}
-        elif key in _SUBSCHEMA_KEYS:
-            walked[key] = _storable_strings(value)
-    return walked
-
-
 class Record(BaseModel):
     """Base of every Avro record model: immutable, finite floats, unknown fields ignored.
 
     Ignoring unknown fields is what lets an older consumer read a newer event. Every
     string in a record (a field, a list item, a map key or value) refuses NUL and
-    unpaired surrogates (see :func:`check_storable`), so text that PostgreSQL cannot
-    store is refused where it enters, with its location, and never reaches a store.
+    unpaired surrogates (:func:`~fedbus.events.text.check_storable`), so text that
+    PostgreSQL cannot store is refused where it enters, with its location, and never
+    reaches a store.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
@@ -239,7 +174,7 @@ class Record(BaseModel):
     def __get_pydantic_core_schema__(
         cls, source: type[BaseModel], handler: GetCoreSchemaHandler, /
     ) -> CoreSchema:
-        schema: CoreSchema = _storable_strings(handler(source))
+        schema: CoreSchema = storable_strings(handler(source))
         return schema
 
 
