@@ -62,6 +62,7 @@ def field_errors(body: dict[str, Any]) -> list[tuple[str, str, str]]:
     ("change", "field", "message"),
     [
         ({"idempotency_key": "a\x00b"}, "idempotency_key", NUL),
+        ({"idempotency_key": "\udc00k"}, "idempotency_key", SURROGATE),
         ({"spec": {"model": "cnn\x00"}}, "spec.model", NUL),
         ({"spec": {"dataset": "\ud800"}}, "spec.dataset", SURROGATE),
         (
@@ -75,7 +76,14 @@ def field_errors(body: dict[str, Any]) -> list[tuple[str, str, str]]:
             SURROGATE,
         ),
     ],
-    ids=["idempotency-key", "model", "dataset", "strategy-option-key", "surrogate-option-key"],
+    ids=[
+        "idempotency-key",
+        "idempotency-key-surrogate",
+        "model",
+        "dataset",
+        "strategy-option-key",
+        "surrogate-option-key",
+    ],
 )
 async def test_a_submission_with_unstorable_text_is_422_and_stores_nothing(
     env: Env, store: WatchedJobStore, spec: Spec, change: dict[str, Any], field: str, message: str
