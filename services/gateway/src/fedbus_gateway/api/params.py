@@ -22,10 +22,13 @@ INT32_MAX = 2**31 - 1
 Text = StorableText
 """A ``str`` without NUL or unpaired surrogates (422 ``string_nul`` / ``string_surrogate``)."""
 
-JobId = Annotated[Text, Path(description="The job's id, as `POST /v1/jobs` returned it.")]
+JobId = Annotated[
+    Text,
+    Path(description="The job's id, as `POST /v1/jobs` returned it (no NUL, no lone surrogate)."),
+]
 """The ``{job_id}`` path parameter."""
 
-ModelName = Annotated[Text, Path(description="The model's name.")]
+ModelName = Annotated[Text, Path(description="The model's name (no NUL, no lone surrogate).")]
 """The ``{name}`` path parameter of ``/v1/models``."""
 
 ModelVersion = Annotated[int, Path(ge=1, le=INT32_MAX, description="The version number.")]
