@@ -1,4 +1,4 @@
-"""The OpenAPI document, with integer bounds as exact as the models that define them."""
+"""The OpenAPI document, as exact as the models and parameters that define it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def install_openapi(app: FastAPI) -> None:
     FastAPI's OpenAPI model types ``maximum`` as a float, so ``Int64``'s ``2**63 - 1``
     came out as ``9.223372036854776e18`` (= ``2**63``): a looser limit than the server
     keeps, which clients and schemathesis then trust. Pydantic's own schema of each
-    body and response model has the exact integer; it is copied back over the float.
+    body and response model, and of each parameter, has the exact integer; it is copied
+    back over the float. An optional parameter is also written without ``null``: on the
+    wire it is absent, never null. The fixes are idempotent.
     """
 
     build = app.openapi
