@@ -14,6 +14,7 @@ import yaml
 from fedbus.events import JobSpec, PrivacySpec, Record, Strategy, StrategySpec, TrainingConfig
 from fedbus.jobspec import (
     CENTRAL_DP_OPTIONS,
+    FIELD_BOUNDS,
     MAX_NAME_LENGTH,
     MAX_PROBLEMS,
     STRATEGY_OPTIONS,
@@ -336,3 +337,40 @@ def _model_of(record: dict[str, Any]) -> type[Record]:
         m.__name__: m for m in (TrainingConfig, StrategySpec, PrivacySpec)
     }
     return titles.get(record.get("title", ""), JobSpec)
+
+
+DP_SPEC = spec(
+    clients_per_round=2, client_fraction=0.5,
+    privacy={"mode": "local_dp", "target_epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.0,
+             "clipping_norm": 1.0},
+)  # fmt: skip
+
+
+def _with(raw: dict[str, Any], path: tuple[str, ...], value: float) -> dict[str, Any]:
+    if len(path) == 1:
+        return {**raw, path[0]: value}
+    return {**raw, path[0]: _with(raw.get(path[0], {}), path[1:], value)}
+
+
+def _schema_at(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for name in path:
+        schema = schema["properties"][name]
+    return next((s for s in schema.get("anyOf", []) if s["type"] != "null"), schema)
+
+
+@pytest.mark.parametrize("path", list(FIELD_BOUNDS), ids=".".join)
+def test_each_bounded_field_is_refused_past_its_bounds_and_the_schema_says_so(
+    path: tuple[str, ...],
+) -> None:
+    bound = FIELD_BOUNDS[path]
+    assert bound.low is not None
+    outside = [bound.low if bound.low_open else bound.low - 1]
+    if bound.high is not None:
+        outside.append(bound.high if bound.high_open else bound.high + 0.5)
+    field = ".".join(("spec", *path))
+    documented = _schema_at(spec_json_schema(), path)
+
+    assert check_spec(DP_SPEC) == []
+    for value in outside:
+        assert ("invalid_value", field) in found(_with(DP_SPEC, path, value)), value
+    assert {"minimum", "exclusiveMinimum"} & documented.keys()

@@ -249,3 +249,4 @@ async def test_openapi_documents_the_spec_as_checked_closed_at_every_level(env: 
     assert props["model"]["maxLength"] == props["dataset"]["maxLength"] == 200
     assert props["strategy"]["properties"]["options"]["maxProperties"] == 32
     assert props["rounds"]["type"] == "integer"  # JSON Schema: true is not an integer
+    assert props["rounds"]["minimum"] == 1

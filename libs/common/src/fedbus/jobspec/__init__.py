@@ -12,6 +12,7 @@ and a :class:`ProblemCode`. :func:`spec_json_schema` is the JSON Schema of what
 :func:`check_spec` takes (closed records, length limits), for the gateway's OpenAPI document.
 """
 
+from fedbus.jobspec.bounds import Interval
 from fedbus.jobspec.options import (
     CENTRAL_DP_OPTIONS,
     DP_OPTIONS,
@@ -21,18 +22,20 @@ from fedbus.jobspec.options import (
     option_value,
 )
 from fedbus.jobspec.problems import MAX_PROBLEMS, ProblemCode, SpecProblem
-from fedbus.jobspec.rules import MAX_NAME_LENGTH, MAX_OPTIONS, spec_problems
+from fedbus.jobspec.rules import FIELD_BOUNDS, MAX_NAME_LENGTH, MAX_OPTIONS, spec_problems
 from fedbus.jobspec.schema import spec_json_schema
 from fedbus.jobspec.shape import check_spec
 
 __all__ = [
     "CENTRAL_DP_OPTIONS",
     "DP_OPTIONS",
+    "FIELD_BOUNDS",
     "KNOWN_OPTIONS",
     "MAX_NAME_LENGTH",
     "MAX_OPTIONS",
     "MAX_PROBLEMS",
     "STRATEGY_OPTIONS",
+    "Interval",
     "ProblemCode",
     "SpecProblem",
     "StrategyOption",

@@ -25,11 +25,11 @@ are refused.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedbus.events.records import Strategy, StrategySpec
+from fedbus.jobspec.bounds import POSITIVE, Interval
 
 __all__ = [
     "CENTRAL_DP_OPTIONS",
@@ -39,8 +39,6 @@ __all__ = [
     "StrategyOption",
     "option_value",
 ]
-
-_INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,8 @@ class StrategyOption:
         The key in ``StrategySpec.options``.
     default
         The value used when the option is absent; None when it is required or derived.
-    low, high
-        Bounds (None: unbounded); ``low_open`` / ``high_open`` exclude the bound itself.
-    integer
-        Only whole numbers are allowed (JSON numbers arrive as floats).
+    range
+        The values allowed.
     required
         A spec without the option (or an alias of it) is refused.
     alias_of
@@ -65,50 +61,35 @@ class StrategyOption:
 
     name: str
     default: float | None
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
+    range: Interval
     required: bool = False
     alias_of: str | None = None
 
     @property
     def allowed(self) -> str:
-        """The allowed values, in words: ``> 0``, ``in [0, 0.5)``, ``a whole number >= 0``."""
-        whole = "a whole number " if self.integer else ""
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{whole}in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{whole}{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{whole}any number".strip()
+        """The allowed values, in words: ``positive``, ``in [0, 0.5)``, ..."""
+        return self.range.allowed
 
     def accepts(self, value: float) -> bool:
         """True when ``value`` is allowed."""
-        if not math.isfinite(value) or (self.integer and not value.is_integer()):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return self.range.accepts(value)
 
 
 def _positive(
     name: str, default: float | None, *, required: bool = False, alias_of: str | None = None
 ) -> StrategyOption:
-    return StrategyOption(
-        name, default, low=0.0, low_open=True, required=required, alias_of=alias_of
-    )
+    return StrategyOption(name, default, POSITIVE, required=required, alias_of=alias_of)
 
 
 def _fraction(name: str, default: float) -> StrategyOption:
-    return StrategyOption(name, default, low=0.0, high=1.0, high_open=True)
+    return StrategyOption(name, default, Interval(0.0, 1.0, high_open=True))
 
 
 def _count(name: str, default: float | None, low: float) -> StrategyOption:
-    return StrategyOption(name, default, low=low, high=_INT32_MAX, integer=True)
+    return StrategyOption(name, default, Interval(low, integer=True))
 
 
+_TRIM = Interval(0.0, 0.5, high_open=True)
 _FEDOPT = (
     _positive("server_learning_rate", 0.1),
     _positive("eta", 0.1, alias_of="server_learning_rate"),
@@ -125,10 +106,8 @@ STRATEGY_OPTIONS: Mapping[Strategy, tuple[StrategyOption, ...]] = {
     Strategy.FEDYOGI: _FEDOPT,
     Strategy.FEDADAGRAD: _FEDOPT,
     Strategy.TRIMMED_MEAN: (
-        StrategyOption("trim_ratio", 0.1, low=0.0, high=0.5, high_open=True),
-        StrategyOption(
-            "trim_fraction", 0.1, low=0.0, high=0.5, high_open=True, alias_of="trim_ratio"
-        ),
+        StrategyOption("trim_ratio", 0.1, _TRIM),
+        StrategyOption("trim_fraction", 0.1, _TRIM, alias_of="trim_ratio"),
     ),
     Strategy.MEDIAN: (),
     Strategy.KRUM: (_count("num_byzantine", 0.0, 0.0),),
@@ -137,10 +116,10 @@ STRATEGY_OPTIONS: Mapping[Strategy, tuple[StrategyOption, ...]] = {
 """The options each strategy reads (the table in this module's docstring)."""
 
 CENTRAL_DP_OPTIONS: tuple[StrategyOption, ...] = (
-    StrategyOption("adaptive_clipping", 0.0, low=0.0, high=1.0, integer=True),
+    StrategyOption("adaptive_clipping", 0.0, Interval(0.0, 1.0, integer=True)),
     _positive("clipped_count_stddev", None),
-    StrategyOption("target_unclipped_quantile", 0.5, low=0.0, high=1.0),
-    StrategyOption("clip_learning_rate", 0.2, low=0.0),
+    StrategyOption("target_unclipped_quantile", 0.5, Interval(0.0, 1.0)),
+    StrategyOption("clip_learning_rate", 0.2, Interval(low=0.0)),
 )
 """Options of the central-DP wrapper, for any strategy: ``adaptive_clipping`` 1 turns on
 adaptive clipping; ``clipped_count_stddev`` defaults to max(clients / 20, noise multiplier)."""

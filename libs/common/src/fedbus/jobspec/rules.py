@@ -6,17 +6,37 @@ runs it (through :func:`fedbus.jobspec.check_spec`) before it stores or publishe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fedbus.events.jobs import JobSpec
 from fedbus.events.records import JobMode, PrivacyMode, StrategySpec
+from fedbus.jobspec.bounds import AT_LEAST_1, POSITIVE, Interval
 from fedbus.jobspec.options import CENTRAL_DP_OPTIONS, STRATEGY_OPTIONS, StrategyOption
 from fedbus.jobspec.problems import ProblemCode, SpecProblem, did_you_mean, shown
 
-__all__ = ["MAX_NAME_LENGTH", "MAX_OPTIONS", "spec_problems"]
+__all__ = ["FIELD_BOUNDS", "MAX_NAME_LENGTH", "MAX_OPTIONS", "spec_problems"]
 
 MAX_NAME_LENGTH = 200
 """Longest ``model`` and ``dataset`` name: far below what fits in one event on the bus."""
 MAX_OPTIONS = 32
 """Most entries in ``strategy.options`` (a strategy reads at most nine, with central DP)."""
+
+FIELD_BOUNDS: Mapping[tuple[str, ...], Interval] = {
+    ("rounds",): AT_LEAST_1,
+    ("clients_per_round",): AT_LEAST_1,
+    ("client_fraction",): Interval(0, 1, low_open=True),
+    ("min_clients",): AT_LEAST_1,
+    ("round_deadline_seconds",): POSITIVE,
+    ("training", "local_epochs"): AT_LEAST_1,
+    ("training", "batch_size"): AT_LEAST_1,
+    ("training", "learning_rate"): POSITIVE,
+    ("privacy", "target_epsilon"): POSITIVE,
+    ("privacy", "delta"): Interval(0, 1, low_open=True, high_open=True),
+    ("privacy", "noise_multiplier"): POSITIVE,
+    ("privacy", "clipping_norm"): POSITIVE,
+}
+"""The values each numeric field allows, when it is set (paths below the spec). The DP
+parameters are checked only in a DP mode: with mode ``none`` they are refused outright."""
 
 _INVALID = ProblemCode.INVALID_VALUE
 _OPTIONS = ("spec", "strategy", "options")
@@ -55,17 +75,26 @@ def _names(spec: JobSpec) -> list[SpecProblem]:
     ]  # fmt: skip
 
 
+def _value(spec: JobSpec, path: tuple[str, ...]) -> float | None:
+    node: object = spec
+    for name in path:
+        node = getattr(node, name)
+    return node if isinstance(node, int | float) else None
+
+
+def _bounds(spec: JobSpec, *, privacy: bool) -> list[SpecProblem]:
+    out = []
+    for path, bound in FIELD_BOUNDS.items():
+        value = _value(spec, path)
+        if (path[0] == "privacy") == privacy and value is not None and not bound.accepts(value):
+            message = f"{path[-1]} must be {bound.allowed}, got {value:g}"
+            out.append(SpecProblem(_INVALID, ("spec", *path), message))
+    return out
+
+
 def _numbers(spec: JobSpec) -> list[SpecProblem]:
-    checks: list[tuple[bool, str, str]] = [
-        (spec.rounds >= 1, "spec.rounds", "rounds must be at least 1"),
-        (spec.min_clients >= 1, "spec.min_clients", "min_clients must be at least 1"),
-        (spec.round_deadline_seconds > 0, "spec.round_deadline_seconds", "must be positive"),
-        (spec.training.local_epochs >= 1, "spec.training.local_epochs", "must be at least 1"),
-        (spec.training.batch_size >= 1, "spec.training.batch_size", "must be at least 1"),
-        (spec.training.learning_rate > 0, "spec.training.learning_rate", "must be positive"),
-    ]
+    checks: list[tuple[bool, str, str]] = []
     if spec.clients_per_round is not None:
-        checks.append((spec.clients_per_round >= 1, "spec.clients_per_round", "must be at least 1"))
         checks.append(
             (
                 spec.min_clients <= spec.clients_per_round,
@@ -73,8 +102,6 @@ def _numbers(spec: JobSpec) -> list[SpecProblem]:
                 "min_clients must not exceed clients_per_round",
             )
         )
-    if spec.client_fraction is not None:
-        checks.append((0 < spec.client_fraction <= 1, "spec.client_fraction", "must be in (0, 1]"))
     if spec.mode is JobMode.CENTRALIZED:
         checks.append(
             (spec.min_clients == 1, "spec.min_clients", "a centralized job trains on one trainer")
@@ -86,7 +113,8 @@ def _numbers(spec: JobSpec) -> list[SpecProblem]:
                 "a centralized job trains on one trainer",
             )
         )
-    return [_problem(_INVALID, field, message) for ok, field, message in checks if not ok]
+    across = [_problem(_INVALID, field, message) for ok, field, message in checks if not ok]
+    return _bounds(spec, privacy=False) + across
 
 
 def _privacy(spec: JobSpec) -> list[SpecProblem]:
@@ -104,23 +132,12 @@ def _privacy(spec: JobSpec) -> list[SpecProblem]:
     out = []
     if privacy.clipping_norm is None:
         out.append(_problem(missing, "spec.privacy.clipping_norm", f"{mode} needs clipping_norm"))
-    elif privacy.clipping_norm <= 0:
-        out.append(_problem(_INVALID, "spec.privacy.clipping_norm", "must be positive"))
     # The budget is what the accountant holds the job to: a noise multiplier alone is not one.
     if privacy.target_epsilon is None or privacy.delta is None:
         name = "delta" if privacy.target_epsilon is not None else "target_epsilon"
         message = f"{mode} needs target_epsilon and delta (the job's budget)"
         out.append(_problem(missing, f"spec.privacy.{name}", message))
-    positives = [
-        ("target_epsilon", privacy.target_epsilon),
-        ("noise_multiplier", privacy.noise_multiplier),
-    ]
-    for name, value in positives:
-        if value is not None and value <= 0:
-            out.append(_problem(_INVALID, f"spec.privacy.{name}", "must be positive"))
-    if privacy.delta is not None and not 0 < privacy.delta < 1:
-        out.append(_problem(_INVALID, "spec.privacy.delta", "must be in (0, 1)"))
-    return out
+    return out + _bounds(spec, privacy=True)
 
 
 def _strategy(spec: JobSpec) -> list[SpecProblem]:
