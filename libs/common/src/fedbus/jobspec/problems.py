@@ -62,11 +62,14 @@ def shown(name: str) -> str:
 
 
 def did_you_mean(name: str, known: Iterable[str], *, what: str) -> str:
-    """The end of an "unknown ``what``" message: the closest known name, or all of them."""
+    """The end of an "unknown name" message: the closest known name, or all of them.
+
+    ``what`` names the known ones in the plural: ``"fields of spec.training"``.
+    """
     names = sorted(known)
     if not names:
-        return f"there is no {what}"
+        return f"there are no {what}"
     close = difflib.get_close_matches(name, names, n=1)
     if close:
         return f"did you mean {close[0]!r}?"
-    return f"known {what}s: {', '.join(names)}"
+    return f"the {what} are: {', '.join(names)}"

@@ -154,7 +154,7 @@ def _strategy(spec: JobSpec) -> list[SpecProblem]:
         loc = (*_OPTIONS, shown(key))
         if option is None:
             known = own.keys() | (dp.keys() if central else set())
-            hint = did_you_mean(key, known, what=f"{strategy.name.value} option")
+            hint = did_you_mean(key, known, what=f"{strategy.name.value} options")
             message = f"{strategy.name.value} has no option {shown(key)!r}; {hint}"
             out.append(SpecProblem(ProblemCode.UNKNOWN_FIELD, loc, message))
         elif key not in own and not central:
