@@ -27,6 +27,8 @@ from fedbus.events import (
     ModelRef,
     RoundCompleted,
     RoundStarted,
+    Strategy,
+    StrategySpec,
     TrainerHeartbeat,
     TrainerStatus,
 )
@@ -200,6 +202,24 @@ async def test_an_unknown_model_is_rejected_with_the_reason(
     assert isinstance(rejected, JobRejected)
     assert rejected.request_event_id == request.event_id
     assert [(r.code, r.field) for r in rejected.reasons] == [("unknown_model", "spec.model")]
+    assert not [e for e in watch.seen if e.job_id == request.job_id and e.type != "job.rejected"]
+
+
+async def test_a_fedprox_job_without_proximal_mu_on_kafka_is_rejected_naming_the_option(
+    settings: FedbusSettings, orchestration: Orchestration, producer: EventProducer,
+) -> None:  # fmt: skip
+    # Published straight on Kafka, it never met the gateway's check: orchestration runs it.
+    dataset = unique("digits")
+    await _announce_trainers(settings, producer, dataset, [unique("client")])
+    request = _request(dataset, min_clients=1, strategy=StrategySpec(name=Strategy.FEDPROX))
+    async with EventWatcher(settings, WATCHED) as watch:
+        await producer.publish(request)
+        rejected = await watch.wait_for(_is(JobRejected, request.job_id), limit_s=60)
+
+    assert isinstance(rejected, JobRejected)
+    assert [(r.code, r.field) for r in rejected.reasons] == [
+        ("missing_field", "spec.strategy.options.proximal_mu")
+    ]
     assert not [e for e in watch.seen if e.job_id == request.job_id and e.type != "job.rejected"]
 
 
