@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedbus import jobspec
 from fedbus.aggregation import (
     ClientUpdate,
     CoordinateMedian,
@@ -19,6 +20,7 @@ from fedbus.aggregation import (
     TrimmedMean,
 )
 from fedbus.events import Strategy, StrategySpec
+from fedbus.jobspec import STRATEGY_OPTIONS
 from fedbus_aggregator.strategies import KNOWN_OPTIONS, build_strategy, is_streaming
 
 
@@ -104,3 +106,22 @@ def test_streaming_is_the_fedavg_family_only() -> None:
 def test_bad_option_values_are_refused(spec: StrategySpec) -> None:
     with pytest.raises(IncompatibleUpdateError):
         build_strategy(spec, num_updates=5)
+
+
+def test_absent_options_take_the_shared_tables_defaults_and_aliases() -> None:
+    def default(strategy: Strategy, name: str) -> float | None:
+        return next(o.default for o in STRATEGY_OPTIONS[strategy] if o.name == name)
+
+    momentum = build_strategy(StrategySpec(name=Strategy.FEDAVGM), num_updates=5)
+    adam = build_strategy(StrategySpec(name=Strategy.FEDADAM, options={"eta": 0.3}), num_updates=5)
+    trimmed = build_strategy(
+        StrategySpec(name=Strategy.TRIMMED_MEAN, options={"trim_fraction": 0.2}), num_updates=5
+    )
+
+    assert isinstance(momentum, FedAvgM)
+    assert momentum.momentum == default(Strategy.FEDAVGM, "server_momentum")
+    assert isinstance(adam, FedAdam)
+    assert (adam.learning_rate, adam.tau) == (0.3, default(Strategy.FEDADAM, "tau"))
+    assert isinstance(trimmed, TrimmedMean)
+    assert trimmed.trim_fraction == 0.2
+    assert KNOWN_OPTIONS is jobspec.KNOWN_OPTIONS  # one table, not a copy
