@@ -374,3 +374,12 @@ def test_each_bounded_field_is_refused_past_its_bounds_and_the_schema_says_so(
     for value in outside:
         assert ("invalid_value", field) in found(_with(DP_SPEC, path, value)), value
     assert {"minimum", "exclusiveMinimum"} & documented.keys()
+
+
+def test_an_unknown_name_with_an_unpaired_surrogate_is_shown_escaped() -> None:
+    problems = check_spec(spec(**{"\ud800x": 1}))
+
+    unknown = [p for p in problems if p.code == "unknown_field"]
+    assert [p.field for p in unknown] == ["spec.\\ud800x"]
+    for problem in problems:  # the answer can be sent as UTF-8
+        (problem.field + problem.message).encode("utf-8")

@@ -57,7 +57,12 @@ class SpecProblem:
 
 
 def shown(name: str) -> str:
-    """``name`` as a message or a path shows it: long names are cut (they come from outside)."""
+    """``name`` as a message or a path shows it (it comes from outside).
+
+    Long names are cut, and an unpaired surrogate is written as its escape (``\\ud800``):
+    an answer with one in it could not be encoded as UTF-8.
+    """
+    name = name.encode("utf-8", "backslashreplace").decode("utf-8")
     return name if len(name) <= _MAX_SHOWN else name[: _MAX_SHOWN - 1] + "\u2026"
 
 

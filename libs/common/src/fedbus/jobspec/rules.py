@@ -155,7 +155,7 @@ def _strategy(spec: JobSpec) -> list[SpecProblem]:
         if option is None:
             known = own.keys() | (dp.keys() if central else set())
             hint = did_you_mean(key, known, what=f"{strategy.name.value} options")
-            message = f"{strategy.name.value} has no option {shown(key)!r}; {hint}"
+            message = f"{strategy.name.value} has no option '{shown(key)}'; {hint}"
             out.append(SpecProblem(ProblemCode.UNKNOWN_FIELD, loc, message))
         elif key not in own and not central:
             message = f"{key} has no effect without central DP (privacy.mode is not central_dp)"

@@ -62,7 +62,7 @@ def _unknown(
         field = fields.get(name)
         if field is None:
             what = f"fields of {'.'.join(loc)}"
-            message = f"unknown field {shown(name)!r}; {did_you_mean(name, fields, what=what)}"
+            message = f"unknown field '{shown(name)}'; {did_you_mean(name, fields, what=what)}"
             out.append(SpecProblem(ProblemCode.UNKNOWN_FIELD, (*loc, shown(name)), message))
         elif (nested := _record(field.annotation)) is not None and isinstance(value, Mapping):
             out += _unknown(nested, value, (*loc, name))
