@@ -10,10 +10,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BodyLimitMiddleware", "BodyTooLargeError", "too_large"]
 
 
-CLOSE = {"Connection": "close"}
-"""The rest of a refused body is never read, so its connection cannot carry another request."""
-
-
 class BodyTooLargeError(HTTPException):
     """413: the request body grew past the limit while it was being read.
 
@@ -22,7 +18,7 @@ class BodyTooLargeError(HTTPException):
     """
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, too_large(max_bytes), headers=CLOSE)
+        super().__init__(413, too_large(max_bytes))
 
 
 def too_large(max_bytes: int) -> str:
@@ -38,6 +34,12 @@ class BodyLimitMiddleware:
     one (``Transfer-Encoding: chunked``) is counted as the app pulls it: the read that
     crosses the limit stops the request, and the client gets 413 unless a response had
     already started. A pure ASGI middleware, so streaming responses (SSE) pass untouched.
+
+    The connection is not closed after a 413: closing a socket with unread bytes resets it,
+    and the reset can destroy the answer before the client reads it. The server (uvicorn)
+    discards the rest of the body as it arrives instead, without handing it to the app, so a
+    client that sends it all before reading gets the 413, and one that reads while sending
+    (curl) can stop at once.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -79,4 +81,4 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = {"detail": too_large(self.max_bytes)}
-        await JSONResponse(body, status_code=413, headers=CLOSE)(scope, receive, send)
+        await JSONResponse(body, status_code=413)(scope, receive, send)
