@@ -58,7 +58,7 @@ CONFIG = schemathesis.Config.from_dict(
                         "expected-statuses": ["2xx", "401", "403", "409", "422", "429"]
                     }
                 },
-            }
+            },
         ],
     }
 )
