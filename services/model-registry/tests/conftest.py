@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from fedbus.events import (
+    BudgetStatus,
+    BudgetUpdated,
     JobAccepted,
     JobCompleted,
     JobMode,
     JobSpec,
     JobStatus,
     ModelRef,
+    PrivacyBudget,
     PrivacyGuarantee,
     PrivacyMode,
     PrivacySpec,
@@ -71,6 +74,30 @@ class Job:
             total_samples=100 * len(participants),
             metrics=metrics or {"accuracy": 0.5 + number / 10, "loss": 1.0 / number},
         )
+
+    def budget(
+        self, number: int, epsilon: float, *, delta: float = 1e-5, exhausted: bool = False
+    ) -> BudgetUpdated:
+        """The accountant's ``budget.updated`` after round ``number``: ``epsilon`` spent."""
+        return BudgetUpdated.create(
+            source="privacy-accountant",
+            job_id=self.job_id,
+            round=number,
+            budget=PrivacyBudget(epsilon=3.0, delta=1e-5),
+            total=BudgetStatus(
+                epsilon_spent=epsilon, epsilon_remaining=max(0.0, 3.0 - epsilon), delta=delta
+            ),
+            exhausted=exhausted,
+        )
+
+    def guarantee(
+        self, epsilon: float, *, rounds: int = 2, delta: float = 1e-5
+    ) -> PrivacyGuarantee:
+        """The guarantee orchestration puts in ``job.completed`` after ``rounds`` rounds."""
+        return PrivacyGuarantee(
+            mode=self.privacy, epsilon=epsilon, delta=delta, accountant="rdp",
+            noise_multiplier=1.1, clipping_norm=1.0, rounds=rounds,
+        )  # fmt: skip
 
     def completed(
         self,

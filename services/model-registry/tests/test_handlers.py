@@ -40,8 +40,10 @@ def bus() -> InMemoryBus:
 
 
 @pytest.fixture
-def handlers(store: FakeRegistryStore, artifacts: InMemoryArtifactStore) -> Handlers:
-    return HANDLERS.bind(Deps(store=store, artifacts=artifacts))
+def handlers(
+    store: FakeRegistryStore, artifacts: InMemoryArtifactStore, bus: InMemoryBus
+) -> Handlers:
+    return HANDLERS.bind(Deps(store=store, artifacts=artifacts, dead_letters=bus))
 
 
 async def run_job(
@@ -223,6 +225,7 @@ async def test_budget_exhausted_jobs_carry_their_guarantee(
     )  # fmt: skip
     await bus.publish(job.accepted())
     await bus.publish(job.round(1, ["c1"], model, accuracy=0.6))
+    await bus.publish(job.budget(1, 2.9, exhausted=True))
     await bus.publish(
         job.completed(model, rounds=1, status=JobStatus.BUDGET_EXHAUSTED, guarantee=guarantee)
     )
@@ -230,7 +233,7 @@ async def test_budget_exhausted_jobs_carry_their_guarantee(
     await bus.drain(handlers)
 
     [event] = registrations(bus)
-    assert event.guarantee == guarantee
+    assert event.guarantee == guarantee.model_copy(update={"rounds": 1})
     assert event.metrics == {"accuracy": 0.6}
     version = await store.version_for_job(job.job_id)
     assert version is not None
@@ -261,7 +264,9 @@ async def test_cancelled_jobs_are_registered_when_configured(
     store: FakeRegistryStore,
     artifacts: InMemoryArtifactStore,
 ) -> None:
-    handlers = HANDLERS.bind(Deps(store=store, artifacts=artifacts, register_cancelled=True))
+    handlers = HANDLERS.bind(
+        Deps(store=store, artifacts=artifacts, dead_letters=bus, register_cancelled=True)
+    )
     job = make_job()
     model = await upload(job.job_id, 1)
     await bus.publish(job.accepted())

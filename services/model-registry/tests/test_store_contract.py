@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
+from fedbus.errors import NonRetryableError
 from fedbus.events import (
     JobStatus,
     ModelRef,
@@ -20,11 +22,12 @@ from fedbus.events import (
     PrivacyMode,
     Strategy,
     StrategySpec,
+    utc_now,
 )
 from fedbus.settings import FedbusSettings, load_settings
 from fedbus_registry.adapters import PostgresRegistryStore
 from fedbus_registry.store import RegistryStore
-from fedbus_registry.versions import JobInfo, NewVersion, RoundRecord
+from fedbus_registry.versions import JobInfo, LedgerEntry, NewVersion, RoundRecord
 
 from .fakes import FakeRegistryStore
 
@@ -173,3 +176,66 @@ async def test_jobs_rounds_and_completions_are_remembered(
     assert await store.completion(job.job_id) == done
     assert await store.job("no-such-job") is None
     assert await store.completion("no-such-job") is None
+
+
+async def test_the_ledger_keeps_the_first_figures_of_each_round(store: RegistryStore) -> None:
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    await store.save_ledger(job_id, LedgerEntry(2, 7.96, 1e-5, exhausted=True))
+    await store.save_ledger(job_id, LedgerEntry(1, 3.1, 1e-5, exhausted=False))
+    await store.save_ledger(job_id, LedgerEntry(2, 0.01, 1e-5, exhausted=False))
+
+    assert await store.ledger(job_id) == [
+        LedgerEntry(1, 3.1, 1e-5, exhausted=False),
+        LedgerEntry(2, 7.96, 1e-5, exhausted=True),
+    ]
+    assert await store.ledger(f"job-{uuid.uuid4().hex[:8]}") == []
+
+
+async def test_a_refused_job_is_never_registered(store: RegistryStore, tenant: str) -> None:
+    new = version_of(tenant)
+
+    assert await store.refuse(new.job_id, "the ledger says 7.96") is True
+    assert await store.refuse(new.job_id, "again") is False
+    assert await store.refusal(new.job_id) == "the ledger says 7.96"
+    with pytest.raises(NonRetryableError, match=r"the ledger says 7\.96"):
+        await store.register(new)
+    assert await store.version_for_job(new.job_id) is None
+
+
+async def test_a_registered_job_cannot_be_refused(store: RegistryStore, tenant: str) -> None:
+    new = version_of(tenant)
+    await store.register(new)
+
+    assert await store.refuse(new.job_id, "too late") is False
+    assert await store.refusal(new.job_id) is None
+
+
+async def test_concurrent_refusal_and_registration_leave_one_outcome(
+    store: RegistryStore, tenant: str
+) -> None:
+    for _ in range(5):
+        new = version_of(tenant)
+        outcomes = await asyncio.gather(
+            store.register(new), store.refuse(new.job_id, "no"), return_exceptions=True
+        )
+        registered = await store.version_for_job(new.job_id) is not None
+        refused = await store.refusal(new.job_id) is not None
+        assert registered != refused, outcomes
+
+
+async def test_overdue_lists_ends_neither_registered_nor_refused(
+    store: RegistryStore, make_job: MakeJob
+) -> None:
+    waiting, refused, registered = make_job(), make_job(), make_job()
+    for job in (waiting, refused, registered):
+        await store.save_completion(job.completed(REF))
+    await store.refuse(refused.job_id, "no ledger")
+    await store.register(version_of(registered.tenant, job_id=registered.job_id))
+    cutoff = utc_now() + timedelta(seconds=1)
+
+    overdue = {e.job_id for e in await store.overdue(cutoff)}
+    assert waiting.job_id in overdue
+    assert not overdue & {refused.job_id, registered.job_id}
+    assert waiting.job_id not in {
+        e.job_id for e in await store.overdue(cutoff - timedelta(hours=1))
+    }

@@ -58,7 +58,8 @@ def test_a_version_unites_participants_and_takes_the_job_metrics(make_job: MakeJ
     guarantee = PrivacyGuarantee(mode=PrivacyMode.CENTRAL_DP, epsilon=2.5, delta=1e-5)
     done = job.completed(REF, guarantee=guarantee, accuracy=0.81)
 
-    version = new_version(JobInfo(job.job_id, job.tenant, job.spec), rounds, done)
+    info = JobInfo(job.job_id, job.tenant, job.spec)
+    version = new_version(info, rounds, done, guarantee=guarantee)
 
     assert version.name == "cnn-mnist"
     assert version.tenant == job.tenant
@@ -80,6 +81,7 @@ def test_without_job_metrics_a_version_takes_the_last_rounds(make_job: MakeJob) 
         RoundRecord(2, ("c1",), {"loss": 0.4}, REF),
     ]
 
-    version = new_version(JobInfo(job.job_id, job.tenant, job.spec), rounds, job.completed(REF))
+    info = JobInfo(job.job_id, job.tenant, job.spec)
+    version = new_version(info, rounds, job.completed(REF), guarantee=None)
 
     assert version.metrics == {"loss": 0.4}

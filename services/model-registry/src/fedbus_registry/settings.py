@@ -23,6 +23,9 @@ class RegistrySettings(FedbusSettings):
     register_round_checkpoints
         ``FEDBUS_REGISTER_ROUND_CHECKPOINTS``: serve every round's global model of a job as a
         checkpoint (``GET /v1/jobs/{job_id}/checkpoints``).
+    ledger_wait_s
+        ``FEDBUS_LEDGER_WAIT_S``: how long a DP job's ``job.completed`` waits for the privacy
+        accountant's ``budget.updated`` of its rounds before it is refused (dead-lettered).
     """
 
     service_name: str = "model-registry"
@@ -30,3 +33,4 @@ class RegistrySettings(FedbusSettings):
     register_cancelled: bool = False
     download_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     register_round_checkpoints: bool = False
+    ledger_wait_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)

@@ -1,10 +1,12 @@
 """Pure registry logic: model names, what a version records, when a job is ready to register.
 
-No I/O here: the handlers gather a job's facts from the store and ask this module what to do.
+No I/O here: the handlers gather a job's facts from the store and ask this module what to do,
+including what the accountant's ledger certifies (:func:`ledger_verdict`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,12 +22,19 @@ from fedbus.events import (
 )
 
 __all__ = [
+    "EPSILON_RTOL",
+    "AwaitLedger",
+    "Certified",
     "JobInfo",
+    "LedgerEntry",
     "ModelSummary",
     "ModelVersion",
     "NewVersion",
+    "Refused",
     "RoundRecord",
+    "Verdict",
     "is_registrable",
+    "ledger_verdict",
     "missing_rounds",
     "model_name",
     "new_version",
@@ -54,6 +63,16 @@ class RoundRecord:
     participants: tuple[str, ...]
     metrics: dict[str, float]
     global_model: ModelRef
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ``budget.updated`` of the privacy accountant: a job's total spend after ``round``."""
+
+    round: int
+    epsilon_spent: float
+    delta: float
+    exhausted: bool
 
 
 @dataclass(frozen=True)
@@ -117,8 +136,105 @@ def missing_rounds(rounds_completed: int, recorded: Iterable[int]) -> list[int]:
     return [r for r in range(1, rounds_completed + 1) if r not in have]
 
 
-def new_version(job: JobInfo, rounds: Sequence[RoundRecord], done: JobCompleted) -> NewVersion:
-    """The version to register for a finished job.
+EPSILON_RTOL = 1e-9
+"""How far (relative) a ``job.completed``'s epsilon may be from the ledger's: float noise only."""
+
+
+@dataclass(frozen=True)
+class Certified:
+    """The ledger backs the job's end: register it with ``guarantee`` (None: no DP asked)."""
+
+    guarantee: PrivacyGuarantee | None
+
+
+@dataclass(frozen=True)
+class AwaitLedger:
+    """A DP job whose ledger lacks the ``budget.updated`` of ``missing`` rounds."""
+
+    missing: list[int]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The ``job.completed`` claims what the ledger does not say; nothing is registered."""
+
+    reason: str
+
+
+Verdict = Certified | AwaitLedger | Refused
+"""What :func:`ledger_verdict` decides."""
+
+
+def ledger_verdict(job: JobInfo, done: JobCompleted, ledger: Sequence[LedgerEntry]) -> Verdict:
+    """Whether the accountant's ``ledger`` certifies the guarantee ``done`` claims.
+
+    A job without DP (``privacy.mode: none``) is certified with no guarantee; one whose
+    ``job.completed`` claims a guarantee anyway is refused. A DP job needs the ledger's entry
+    of every round ``1..rounds_completed`` (the accountant publishes one ``budget.updated``
+    per completed round of a DP job, budget-exhausted endings included). Then the claim must
+    agree with the entry of the last round: the job's mode, epsilon within
+    :data:`EPSILON_RTOL`, the same delta. The certified guarantee carries the ledger's
+    epsilon and delta and ``rounds = rounds_completed``; its other fields (accountant, noise
+    multiplier, clipping norm) are the ``job.completed``'s. A DP job that completed no round
+    spent nothing: it is certified with no guarantee, and refused if it claims one.
+    """
+    mode, claimed, n = job.spec.privacy.mode, done.guarantee, done.rounds_completed
+    if mode is PrivacyMode.NONE:
+        if claimed is None:
+            return Certified(None)
+        return Refused(
+            f"job.completed of job {done.job_id} says epsilon {claimed.epsilon!r}, but the job "
+            "did not ask for differential privacy (privacy.mode none): the accountant's ledger "
+            "certifies nothing for it"
+        )
+    if n == 0:
+        if claimed is None:
+            return Certified(None)
+        return Refused(
+            f"job.completed of job {done.job_id} says epsilon {claimed.epsilon!r}, but the job "
+            "completed no round: the accountant's ledger has nothing to certify"
+        )
+    by_round = {e.round: e for e in ledger}
+    missing = [r for r in range(1, n + 1) if r not in by_round]
+    if missing:
+        return AwaitLedger(missing)
+    last = by_round[n]
+    if claimed is None:
+        return Refused(
+            f"job.completed of job {done.job_id} states no privacy guarantee, the accountant's "
+            f"ledger says epsilon {last.epsilon_spent!r} after round {n}"
+        )
+    problems = []
+    if claimed.mode is not mode:
+        problems.append(
+            f"job.completed says mode {claimed.mode.value}, the job asked for {mode.value}"
+        )
+    if not math.isclose(claimed.epsilon, last.epsilon_spent, rel_tol=EPSILON_RTOL, abs_tol=1e-12):
+        problems.append(
+            f"job.completed says epsilon {claimed.epsilon!r}, the accountant's ledger says "
+            f"{last.epsilon_spent!r} after round {n}"
+        )
+    if claimed.delta != last.delta:
+        problems.append(
+            f"job.completed says delta {claimed.delta!r}, the accountant's ledger says "
+            f"{last.delta!r}"
+        )
+    if problems:
+        return Refused(f"job {done.job_id}: " + "; ".join(problems))
+    certified = claimed.model_copy(
+        update={"epsilon": last.epsilon_spent, "delta": last.delta, "rounds": n}
+    )
+    return Certified(certified)
+
+
+def new_version(
+    job: JobInfo,
+    rounds: Sequence[RoundRecord],
+    done: JobCompleted,
+    *,
+    guarantee: PrivacyGuarantee | None,
+) -> NewVersion:
+    """The version to register for a finished job, with the ledger-certified ``guarantee``.
 
     Metrics are ``job.completed``'s, or the last round's when it carries none; participants
     are the union over every recorded round, sorted.
@@ -138,7 +254,7 @@ def new_version(job: JobInfo, rounds: Sequence[RoundRecord], done: JobCompleted)
         artifact=done.final_model,
         strategy=job.spec.strategy,
         privacy_mode=job.spec.privacy.mode,
-        guarantee=done.guarantee,
+        guarantee=guarantee,
         participants=tuple(participants),
         round_metrics=tuple((r.round, dict(r.metrics)) for r in ordered),
     )

@@ -3,16 +3,20 @@
 Version numbers come from a per-(tenant, name) counter row bumped with
 ``INSERT ... ON CONFLICT DO UPDATE`` inside the registering transaction: the row lock makes
 concurrent registrations of one name wait for each other, so numbers never collide, and a
-transaction that fails (a job registered twice at once) rolls its bump back.
+transaction that fails (a job registered twice at once) rolls its bump back. Registering and
+refusing a job take the same transaction-scoped advisory lock on its id, so a job ends up
+registered or refused, never both.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, ClassVar
 
 import asyncpg
 
+from fedbus.errors import NonRetryableError
 from fedbus.events import (
     JobCompleted,
     JobSpec,
@@ -23,7 +27,14 @@ from fedbus.events import (
     StrategySpec,
 )
 from fedbus.postgres import PostgresStore
-from fedbus_registry.versions import JobInfo, ModelSummary, ModelVersion, NewVersion, RoundRecord
+from fedbus_registry.versions import (
+    JobInfo,
+    LedgerEntry,
+    ModelSummary,
+    ModelVersion,
+    NewVersion,
+    RoundRecord,
+)
 
 __all__ = ["PostgresRegistryStore"]
 
@@ -46,6 +57,21 @@ CREATE TABLE IF NOT EXISTS registry_rounds (
 CREATE TABLE IF NOT EXISTS registry_completions (
     job_id text PRIMARY KEY,
     event jsonb NOT NULL
+);
+ALTER TABLE registry_completions
+    ADD COLUMN IF NOT EXISTS received_at timestamptz NOT NULL DEFAULT now();
+CREATE TABLE IF NOT EXISTS registry_ledger (
+    job_id text NOT NULL,
+    round integer NOT NULL,
+    epsilon_spent double precision NOT NULL,
+    delta double precision NOT NULL,
+    exhausted boolean NOT NULL,
+    PRIMARY KEY (job_id, round)
+);
+CREATE TABLE IF NOT EXISTS registry_refusals (
+    job_id text PRIMARY KEY,
+    reason text NOT NULL,
+    refused_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS registry_models (
     tenant text NOT NULL,
@@ -89,6 +115,8 @@ INSERT INTO registry_versions (tenant, name, version, job_id, status, rounds, me
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12::jsonb, $13,
     $14::jsonb, $15, $16)
 RETURNING *"""
+
+_LOCK_JOB = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 
 class PostgresRegistryStore(PostgresStore):
@@ -170,15 +198,80 @@ class PostgresRegistryStore(PostgresStore):
             )
         return None if raw is None else JobCompleted.model_validate_json(raw)
 
+    async def save_ledger(self, job_id: str, entry: LedgerEntry) -> None:
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO registry_ledger (job_id, round, epsilon_spent, delta, exhausted) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, round) DO NOTHING",
+                job_id,
+                entry.round,
+                entry.epsilon_spent,
+                entry.delta,
+                entry.exhausted,
+            )
+
+    async def ledger(self, job_id: str) -> list[LedgerEntry]:
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT round, epsilon_spent, delta, exhausted FROM registry_ledger "
+                "WHERE job_id = $1 ORDER BY round",
+                job_id,
+            )
+        return [
+            LedgerEntry(r["round"], r["epsilon_spent"], r["delta"], r["exhausted"]) for r in rows
+        ]
+
+    async def overdue(self, before: datetime) -> list[JobCompleted]:
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT c.event FROM registry_completions c WHERE c.received_at < $1 "
+                "AND NOT EXISTS (SELECT 1 FROM registry_versions v WHERE v.job_id = c.job_id) "
+                "AND NOT EXISTS (SELECT 1 FROM registry_refusals r WHERE r.job_id = c.job_id) "
+                "ORDER BY c.job_id",
+                before,
+            )
+        return [JobCompleted.model_validate_json(r["event"]) for r in rows]
+
+    async def refuse(self, job_id: str, reason: str) -> bool:
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_LOCK_JOB, job_id)
+            if await conn.fetchval("SELECT 1 FROM registry_versions WHERE job_id = $1", job_id):
+                return False
+            inserted = await conn.fetchval(
+                "INSERT INTO registry_refusals (job_id, reason) VALUES ($1, $2) "
+                "ON CONFLICT (job_id) DO NOTHING RETURNING true",
+                job_id,
+                reason,
+            )
+            return bool(inserted)
+
+    async def refusal(self, job_id: str) -> str | None:
+        """See :class:`~fedbus_registry.store.RegistryStore`."""
+        async with self._connection() as conn:
+            reason: str | None = await conn.fetchval(
+                "SELECT reason FROM registry_refusals WHERE job_id = $1", job_id
+            )
+        return reason
+
     async def register(self, new: NewVersion) -> tuple[ModelVersion, bool]:
         """See :class:`~fedbus_registry.store.RegistryStore`."""
         try:
             async with self._connection() as conn, conn.transaction():
+                await conn.execute(_LOCK_JOB, new.job_id)
                 existing = await conn.fetchrow(
                     "SELECT * FROM registry_versions WHERE job_id = $1", new.job_id
                 )
                 if existing is not None:
                     return _version(existing), False
+                refused = await conn.fetchval(
+                    "SELECT reason FROM registry_refusals WHERE job_id = $1", new.job_id
+                )
+                if refused is not None:
+                    raise NonRetryableError(f"job {new.job_id} was refused: {refused}")
                 number = await conn.fetchval(_BUMP, new.tenant, new.name)
                 row = await conn.fetchrow(_INSERT_VERSION, *_version_values(new, number))
                 return _version(row), True
