@@ -155,16 +155,16 @@ def test_a_flipped_byte_of_the_legacy_envelope_is_refused(position: int) -> None
         AesGcmCipher(bytes(range(32))).decrypt(bytes(tampered), associated=b"")
 
 
-def test_the_envelope_is_fbe1_and_binds_its_associated_data() -> None:
+def test_the_envelope_is_fbe2_and_binds_its_associated_data() -> None:
     cipher = AesGcmCipher(os.urandom(32))
 
     body = cipher.encrypt(b"weights", associated=b"jobs/j/round-1/ab")
 
-    assert body.startswith(b"FBE1")
+    assert body.startswith(b"FBE2\x07default")
     assert cipher.decrypt(body, associated=b"jobs/j/round-1/ab") == b"weights"
     with pytest.raises(DecryptionError, match="authentication failed"):
         cipher.decrypt(body, associated=b"jobs/j/round-2/ab")
-    for position in (4, 16, len(body) - 1):  # nonce, ciphertext, tag
+    for position in (4, 8, 16, 30, len(body) - 1):  # id length, id, nonce, ciphertext, tag
         tampered = bytearray(body)
         tampered[position] ^= 0x80
         with pytest.raises(DecryptionError):

@@ -89,7 +89,7 @@ def test_a_checkpoint_is_written_in_the_one_envelope_bound_to_its_name(tmp_path:
     store = CheckpointStore(tmp_path, key=KEY)
     older, newer = store.save(_state(1)), store.save(_state(2))
 
-    assert newer.read_bytes().startswith(b"FBE1")
+    assert newer.read_bytes().startswith(b"FBE2")
     # An older epoch's file put in the newer's place (pointer hash updated) is refused.
     newer.write_bytes(older.read_bytes())
     pointer = json.loads((tmp_path / "latest.json").read_text())

@@ -89,6 +89,29 @@ class FedbusSettings(BaseSettings):
 
     postgres_dsn: SecretStr = SecretStr("")
 
+    artifact_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Keys that encrypt artifacts at rest (FEDBUS_ARTIFACT_KEYS): 'id:base64key,...', "
+            "16, 24 or 32 bytes each. Required in production, with or instead of "
+            "FEDBUS_ARTIFACT_KEYS_FILE; see fedbus.storage.keys."
+        ),
+    )
+    artifact_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "A mounted secret with artifact keys (FEDBUS_ARTIFACT_KEYS_FILE): a file of "
+            "'id: base64key' lines or a directory of files named by key id."
+        ),
+    )
+    artifact_key_id: str | None = Field(
+        default=None,
+        description=(
+            "The id of the key new artifacts are encrypted with (FEDBUS_ARTIFACT_KEY_ID); "
+            "needed with more than one key. The others still decrypt what they wrote."
+        ),
+    )
+
     otel_exporter_otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     http_host: str = "127.0.0.1"

@@ -15,6 +15,7 @@ from fedbus.storage.base import (
     sha256_hex,
 )
 from fedbus.storage.crypto import AesGcmCipher, DecryptionError
+from fedbus.storage.keys import ArtifactKeyError, artifact_cipher
 from fedbus.storage.memory import InMemoryArtifactStore
 from fedbus.storage.s3 import S3ArtifactStore
 from fedbus.storage.tensors import tensors_from_bytes, tensors_to_bytes
@@ -23,12 +24,14 @@ __all__ = [
     "SKIP_EXISTING_FROM_BYTES",
     "AesGcmCipher",
     "ArtifactIntegrityError",
+    "ArtifactKeyError",
     "ArtifactNotFoundError",
     "ArtifactStore",
     "DecryptionError",
     "InMemoryArtifactStore",
     "S3ArtifactStore",
     "StorageUnavailableError",
+    "artifact_cipher",
     "object_prefix",
     "sha256_hex",
     "tensors_from_bytes",

@@ -59,7 +59,8 @@ class ArtifactStore(ABC):
 
     Writes are idempotent (the same bytes land on the same key); every read verifies size and
     SHA-256 against the :class:`~fedbus.events.ModelRef` it was asked for. With a cipher the
-    object is stored AES-256-GCM encrypted; the reference still names the plaintext's hash.
+    object is stored AES-GCM encrypted in the ``FBE2`` envelope (key id in its header, the
+    object key authenticated); the reference still names the plaintext's hash and size.
     """
 
     def __init__(self, cipher: AesGcmCipher | None = None) -> None:

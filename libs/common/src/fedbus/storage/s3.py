@@ -14,6 +14,7 @@ from fedbus.events import ModelRef
 from fedbus.settings import FedbusSettings
 from fedbus.storage.base import ArtifactNotFoundError, ArtifactStore, StorageUnavailableError
 from fedbus.storage.crypto import AesGcmCipher
+from fedbus.storage.keys import artifact_cipher
 
 __all__ = ["S3ArtifactStore"]
 
@@ -32,7 +33,15 @@ class S3ArtifactStore(ArtifactStore):
     def from_settings(
         cls, settings: FedbusSettings, cipher: AesGcmCipher | None = None
     ) -> S3ArtifactStore:
-        """Client for ``FEDBUS_MINIO_*`` (TLS verified with ``FEDBUS_MINIO_CA_FILE`` if set)."""
+        """Client for ``FEDBUS_MINIO_*`` (TLS verified with ``FEDBUS_MINIO_CA_FILE`` if set).
+
+        Without ``cipher``, artifacts are encrypted with the keyring of
+        ``FEDBUS_ARTIFACT_KEYS``/``FEDBUS_ARTIFACT_KEYS_FILE`` (see
+        :func:`fedbus.storage.keys.artifact_cipher`): in production a store without keys
+        refuses to be built, so a service that holds artifacts refuses to start.
+        """
+        if cipher is None:
+            cipher = artifact_cipher(settings)
         client = boto3.client(
             "s3",
             endpoint_url=settings.minio_endpoint,
@@ -98,7 +107,11 @@ class S3ArtifactStore(ArtifactStore):
             raise StorageUnavailableError(f"head {key}: {exc}") from exc
 
     def presigned_url(self, ref: ModelRef, *, expires_s: int = 3600) -> str:
-        """A time-limited download URL for ``ref`` (the bytes are as stored)."""
+        """A time-limited download URL for ``ref``.
+
+        The bytes are as stored: with a cipher, the envelope, which only a holder of the key
+        can open (``fedbus models download`` decrypts it with the keyring of its settings).
+        """
         return str(
             self._s3.generate_presigned_url(
                 "get_object",
