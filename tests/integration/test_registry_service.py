@@ -35,7 +35,7 @@ from fedbus.storage import S3ArtifactStore
 
 from .harness import EventWatcher, ServiceProcess, fresh_group, unique
 
-TOPICS = ["job.accepted", "round.completed", "job.completed"]
+TOPICS = ["job.accepted", "round.completed", "job.completed", "budget.updated"]
 _PORT = re.compile(r"ops server on [^:\s]+:(\d+)")
 
 
