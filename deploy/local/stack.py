@@ -5,10 +5,19 @@ Standard library only, so it runs before the project's virtualenv exists.
 
     python3 deploy/local/stack.py up [kafka|minio|postgres ...]
     python3 deploy/local/stack.py down | status | clean | env
+    python3 deploy/local/stack.py principal trainer <client_id> | upstream <tenant>
 
 Binaries and jars are built once into ``$FEDBUS_CACHE_DIR`` (default ``~/.cache/fedbus``);
 data, logs and pid files live under ``$FEDBUS_STATE_DIR`` (default ``<repo>/.fedbus``).
-``up`` writes ``<repo>/.env`` with the ``FEDBUS_*`` settings the services and tests read.
+``up`` writes ``$FEDBUS_ENV_FILE`` (default ``<repo>/.env``) with the ``FEDBUS_*`` settings the
+services and tests read.
+
+``FEDBUS_KAFKA_AUTH=scram`` (kept for the state directory once Kafka is formatted with it)
+starts Kafka with a SASL/SCRAM-SHA-256 listener and the standard authorizer: the ``.env``
+then holds the super user ``admin``, each service gets its own principal ``svc-<name>``
+(credentials in ``<state>/principals/svc-<name>.env``, mode 0600) and the ACLs of its role in
+``schemas/topics.yaml`` (``python -m fedbus.bus.acls``). ``principal trainer <client_id>``
+and ``principal upstream <tenant>`` create one more principal with its ACLs.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -49,6 +59,10 @@ PORTS = {
     "minio-console": int(os.environ.get("FEDBUS_MINIO_CONSOLE_PORT", "19001")),
     "postgres": int(os.environ.get("FEDBUS_POSTGRES_PORT", "15432")),
 }
+ENV_FILE = Path(os.environ.get("FEDBUS_ENV_FILE") or REPO / ".env")
+PRINCIPALS = STATE / "principals"
+KAFKA_AUTH_FILE = STATE / "kafka" / "auth"
+SERVICES = ("gateway", "orchestration", "aggregator", "privacy-accountant", "model-registry")
 START_TIMEOUT_S = float(os.environ.get("FEDBUS_START_TIMEOUT_S", "120"))
 
 
@@ -110,7 +124,8 @@ def need_tool(component: str, tool: str, hint: str) -> str:
 def run_logged(component: str, cmd: list[str], log: Path, **kw: object) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        shown = re.sub(r"password=[^],\s]+", "password=***", " ".join(cmd))
+        out.write(f"\n$ {shown}\n".encode())
         out.flush()
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, **kw)  # type: ignore[call-overload]
     if proc.returncode != 0:
@@ -191,15 +206,69 @@ def credentials() -> dict[str, str]:
     return creds
 
 
+def kafka_auth() -> str:
+    """``scram`` or ``none``: the state directory's choice once formatted, else the env's."""
+    if KAFKA_AUTH_FILE.exists():
+        return KAFKA_AUTH_FILE.read_text().strip()
+    if (STATE / "kafka" / "data" / "meta.properties").exists():
+        return "none"  # formatted before this setting existed: no SCRAM users in it
+    auth = os.environ.get("FEDBUS_KAFKA_AUTH", "none")
+    if auth not in {"none", "scram"}:
+        raise StackError(f"kafka: FEDBUS_KAFKA_AUTH={auth!r}; choose none or scram")
+    return auth
+
+
+def kafka_admin_password() -> str:
+    c = credentials()
+    if "kafka_admin_password" not in c:
+        c["kafka_admin_password"] = secrets.token_urlsafe(24)
+        path = STATE / "secrets.json"
+        path.write_text(json.dumps(c, indent=2))
+        path.chmod(0o600)
+    return c["kafka_admin_password"]
+
+
+def kafka_env_lines(username: str, password: str) -> list[str]:
+    return [
+        "FEDBUS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+        "FEDBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
+        f"FEDBUS_KAFKA_SASL_USERNAME={username}",
+        f"FEDBUS_KAFKA_SASL_PASSWORD={password}",
+    ]
+
+
+def principal_password(name: str) -> str:
+    """The password of principal ``name``, made once; its env file is ``<name>.env`` (0600)."""
+    path = PRINCIPALS / f"{name}.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("FEDBUS_KAFKA_SASL_PASSWORD="):
+                return line.partition("=")[2]
+    password = secrets.token_urlsafe(24)
+    PRINCIPALS.mkdir(parents=True, exist_ok=True)
+    PRINCIPALS.chmod(0o700)
+    path.write_text(
+        f"# Kafka principal {name} (deploy/local/stack.py); its process's own credentials.\n"
+        + "\n".join(kafka_env_lines(name, password))
+        + "\n"
+    )
+    path.chmod(0o600)
+    return password
+
+
 def env_lines() -> list[str]:
     c = credentials()
     pg = f"postgresql://fedbus:{c['postgres_password']}@127.0.0.1:{PORTS['postgres']}/fedbus"
+    if kafka_auth() == "scram":
+        kafka = kafka_env_lines("admin", kafka_admin_password())
+    else:
+        kafka = ["FEDBUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"]
     return [
         "# Written by `make up` (deploy/local/stack.py). Local development only; do not commit.",
         "FEDBUS_ENV=development",
         f"FEDBUS_STATE_DIR={STATE}",
         f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
-        "FEDBUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+        *kafka,
         f"FEDBUS_MINIO_ENDPOINT=http://127.0.0.1:{PORTS['minio']}",
         f"FEDBUS_MINIO_ACCESS_KEY={c['minio_user']}",
         f"FEDBUS_MINIO_SECRET_KEY={c['minio_password']}",
@@ -210,7 +279,7 @@ def env_lines() -> list[str]:
 
 
 def write_env() -> Path:
-    path = REPO / ".env"
+    path = ENV_FILE
     path.write_text("\n".join(env_lines()) + "\n")
     path.chmod(0o600)
     return path
@@ -267,13 +336,18 @@ def kafka_up() -> None:
     data = STATE / "kafka" / "data"
     conf = STATE / "kafka" / "server.properties"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    text = (HERE / "kafka" / "server.properties.in").read_text()
+    scram = kafka_auth() == "scram"
+    template = "server-scram.properties.in" if scram else "server.properties.in"
+    text = (HERE / "kafka" / template).read_text()
     for key, val in {
         "KAFKA_PORT": PORTS["kafka"],
         "KAFKA_CONTROLLER_PORT": PORTS["kafka-controller"],
         "KAFKA_DATA": data,
+        "KAFKA_ADMIN_PASSWORD": kafka_admin_password() if scram else "",
     }.items():
         text = text.replace(f"@{key}@", str(val))
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
     conf.write_text(text)
     cp = ["-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={HERE / 'kafka' / 'log4j2.properties'}"]
     log = LOGS / "kafka.log"
@@ -304,9 +378,11 @@ def kafka_up() -> None:
                 "-c",
                 str(conf),
                 "--standalone",
+                *(scram_bootstrap_users() if scram else []),
             ],
             log,
         )
+        KAFKA_AUTH_FILE.write_text("scram" if scram else "none")
     for port in ("kafka", "kafka-controller"):
         check_port_free(port, PORTS[port])
     since = log.stat().st_size if log.exists() else 0
@@ -316,11 +392,80 @@ def kafka_up() -> None:
         [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true", *cp, "kafka.Kafka", str(conf)],
     )
     wait_until("kafka", kafka_ready(log, since), pid, log)
+    if scram:  # the raw probe below speaks no SASL; ensure_topics waits for coordinators
+        return
     # A fresh broker creates __consumer_offsets on the first FindCoordinator and answers
     # COORDINATOR_NOT_AVAILABLE until every partition is loaded; Kafka clients log each retry
     # (hundreds of lines from `make demo`). Wait here, so no client ever sees it missing.
     partitions = int(_property(text, "offsets.topic.num.partitions", "50"))
     wait_until("kafka", group_coordinators_ready(partitions), pid, log)
+
+
+def scram_bootstrap_users() -> list[str]:
+    """``--add-scram`` arguments: admin and one principal per service, before first start."""
+    users = [("admin", kafka_admin_password())]
+    users += [(f"svc-{s}", principal_password(f"svc-{s}")) for s in SERVICES]
+    args: list[str] = []
+    for name, password in users:
+        args += ["--add-scram", f"SCRAM-SHA-256=[name={name},password={password}]"]
+    return args
+
+
+def venv_python() -> str:
+    path = REPO / ".venv" / "bin" / "python"
+    if not path.exists():
+        raise StackError("kafka: ACLs need the virtualenv (make install)")
+    return str(path)
+
+
+def apply_acls(args: list[str]) -> None:
+    """Apply catalog ACLs as admin with ``python -m fedbus.bus.acls apply <args>``."""
+    run_logged(
+        "kafka",
+        [venv_python(), "-m", "fedbus.bus.acls", "apply", *args],
+        LOGS / "kafka-acls.log",
+        env=dict(os.environ, FEDBUS_ENV_FILE=str(ENV_FILE)),
+        cwd=REPO,
+    )
+
+
+def add_scram_user(name: str) -> None:
+    """Create (or reset to the stored password) SCRAM user ``name`` on the running broker."""
+    admin_conf = STATE / "kafka" / "admin.properties"
+    admin_conf.touch(mode=0o600)
+    admin_conf.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="admin" password="{kafka_admin_password()}";\n'
+    )
+    libs = kafka_libs()
+    java = need_tool("kafka", "java", "install a JDK 17+")
+    run_logged(
+        "kafka",
+        [
+            java, "-cp", f"{libs}/*",
+            f"-Dlog4j2.configurationFile={HERE / 'kafka' / 'log4j2.properties'}",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server", f"127.0.0.1:{PORTS['kafka']}",
+            "--command-config", str(admin_conf),
+            "--alter", "--entity-type", "users", "--entity-name", name,
+            "--add-config", f"SCRAM-SHA-256=[password={principal_password(name)}]",
+        ],
+        LOGS / "kafka-acls.log",
+    )  # fmt: skip
+
+
+def cmd_principal(args: list[str]) -> None:
+    """``principal trainer <client_id>`` or ``principal upstream <tenant>``."""
+    if len(args) != 2 or args[0] not in {"trainer", "upstream"}:
+        raise StackError("usage: stack.py principal trainer <client_id> | upstream <tenant>")
+    if kafka_auth() != "scram":
+        raise StackError("kafka: principals need FEDBUS_KAFKA_AUTH=scram (see the docstring)")
+    role, ident = args
+    name = f"{role}-{ident}"
+    add_scram_user(name)
+    apply_acls([f"--{role}", ident])
+    say(f"principal {name}: credentials in {PRINCIPALS / (name + '.env')}")
 
 
 def _property(text: str, key: str, default: str) -> str:
@@ -659,6 +804,9 @@ def cmd_up(names: list[str]) -> None:
             f"(pid {read_pid(name)}, log {LOGS / (name + '.log')})"
         )
     say(f"wrote {write_env()}")
+    if "kafka" in names and kafka_auth() == "scram":
+        apply_acls(["--services"])
+        say(f"kafka: service principals' ACLs applied; credentials under {PRINCIPALS}")
 
 
 def cmd_down(names: list[str]) -> None:
@@ -691,9 +839,16 @@ def cmd_status(names: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"up", "down", "status", "clean", "env"}:
+    if not argv or argv[0] not in {"up", "down", "status", "clean", "env", "principal"}:
         print(__doc__)
         return 2
+    if argv[0] == "principal":
+        try:
+            cmd_principal(argv[1:])
+        except StackError as exc:
+            print(f"[stack] ERROR {exc}", file=sys.stderr)
+            return 1
+        return 0
     cmd, names = argv[0], argv[1:] or list(COMPONENTS)
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown:
@@ -711,8 +866,8 @@ def main(argv: list[str]) -> int:
         elif cmd == "clean":
             cmd_down(list(COMPONENTS))
             shutil.rmtree(STATE, ignore_errors=True)
-            (REPO / ".env").unlink(missing_ok=True)
-            say(f"removed {STATE} and .env (caches under {CACHE} kept)")
+            ENV_FILE.unlink(missing_ok=True)
+            say(f"removed {STATE} and {ENV_FILE} (caches under {CACHE} kept)")
     except StackError as exc:
         print(f"[stack] ERROR {exc}", file=sys.stderr)
         return 1

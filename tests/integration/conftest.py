@@ -17,6 +17,7 @@ import pytest
 from fedbus.bus import ensure_topics
 from fedbus.settings import FedbusSettings, load_settings
 from tests.integration.gateway_process import Gateway, running_gateway
+from tests.integration.harness import env_file as stack_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,8 +37,12 @@ def _answers(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def settings() -> FedbusSettings:
-    """Settings from the `.env` that `make up` wrote; fails clearly when the stack is down."""
-    env_file = REPO / ".env"
+    """Settings from the `.env` that `make up` wrote; fails clearly when the stack is down.
+
+    ``FEDBUS_ENV_FILE`` names another stack's env file (services started by the tests read
+    the same variable).
+    """
+    env_file = stack_env_file()
     if not env_file.exists():
         pytest.fail(f"{env_file} missing: start the local stack with `make up`")
     cfg: FedbusSettings = load_settings()

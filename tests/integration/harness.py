@@ -21,12 +21,69 @@ from pathlib import Path
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from dotenv import dotenv_values
+from pydantic import SecretStr
 
 from fedbus.bus import reset_group_to_end
 from fedbus.events import Event, EventDecodeError, decode
 from fedbus.settings import FedbusSettings
 
-__all__ = ["EventWatcher", "ServiceProcess", "free_port", "fresh_group", "unique"]
+__all__ = [
+    "EventWatcher",
+    "ServiceProcess",
+    "create_principal",
+    "env_file",
+    "free_port",
+    "fresh_group",
+    "principal_env",
+    "principal_settings",
+    "unique",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env_file() -> Path:
+    """The stack's env file: ``$FEDBUS_ENV_FILE``, else ``<repo>/.env`` (what `make up` wrote)."""
+    return Path(os.environ.get("FEDBUS_ENV_FILE") or REPO / ".env")
+
+
+def _state_dir() -> Path:
+    return Path(dotenv_values(env_file()).get("FEDBUS_STATE_DIR") or REPO / ".fedbus")
+
+
+def principal_env(name: str) -> dict[str, str]:
+    """Kafka credentials of principal ``name`` (``FEDBUS_KAFKA_SASL_*``), for a process's env.
+
+    Empty when the stack runs Kafka without SASL: the process then uses the ``.env``'s.
+    """
+    path = _state_dir() / "principals" / f"{name}.env"
+    if not path.exists():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def principal_settings(settings: FedbusSettings, name: str) -> FedbusSettings:
+    """``settings`` with principal ``name``'s Kafka credentials instead of the admin's."""
+    creds = principal_env(name)
+    if not creds:
+        raise LookupError(f"no credentials for Kafka principal {name} under {_state_dir()}")
+    return settings.model_copy(update={
+        "kafka_sasl_username": creds["FEDBUS_KAFKA_SASL_USERNAME"],
+        "kafka_sasl_password": SecretStr(creds["FEDBUS_KAFKA_SASL_PASSWORD"]),
+    })  # fmt: skip
+
+
+def create_principal(settings: FedbusSettings, role: str, ident: str) -> str:
+    """``stack.py principal <role> <ident>`` on the stack of ``settings``; its principal name."""
+    port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
+    env = {**os.environ, "FEDBUS_STATE_DIR": str(_state_dir()), "FEDBUS_KAFKA_PORT": port,
+           "FEDBUS_ENV_FILE": str(env_file())}  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "principal", role, ident],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return f"{role}-{ident}"
 
 
 def free_port() -> int:
@@ -63,10 +120,17 @@ class ServiceProcess:
         log_dir: Path,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        principal: str | None = None,
     ) -> ServiceProcess:
-        """Start the process (``FEDBUS_HTTP_PORT=0`` unless ``env`` sets it)."""
+        """Start the process (``FEDBUS_HTTP_PORT=0`` unless ``env`` sets it).
+
+        ``principal``: the Kafka principal whose credentials it uses, when the stack has
+        them (``FEDBUS_KAFKA_AUTH=scram``); otherwise, and by default, the ``.env``'s.
+        """
         log = log_dir / f"{name}.log"
-        full_env = {**os.environ, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
+        creds = principal_env(principal) if principal else {}
+        full_env = {**os.environ, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **creds,
+                    **(env or {})}  # fmt: skip
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,

@@ -1,0 +1,230 @@
+"""Kafka ACLs from the topic catalog: each principal may do what its role does, nothing more.
+
+``schemas/topics.yaml`` names the roles that produce and consume each topic
+(``tests/contract/test_catalog_truth.py`` keeps it true). This module turns a role into
+Kafka ACL bindings for one SCRAM principal:
+
+* a service ``svc-<service>`` writes the topics its role produces (dead-letter topics
+  included: the catalog lists a topic's consumers as producers of its ``.dlq``), reads
+  the topics it consumes, and reads consumer groups whose name starts with the service
+  name;
+* a trainer ``trainer-<client_id>`` has the ``trainer`` role: it writes heartbeats,
+  progress and updates, reads ``round.started`` and only its own group
+  ``trainer-<client_id>``; it cannot read ``update.submitted``;
+* an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes
+  ``job.requested`` and ``job.cancel.requested`` and reads nothing.
+
+Every principal may DESCRIBE every catalog topic (names and partitions, never records) and
+the group ``fedbus-topics``, because :func:`fedbus.bus.ensure_topics` lists the catalog's
+topics and finds a group coordinator at start. The broker cannot check payloads: a
+principal allowed to write ``job.requested`` can claim any tenant in it (docs/security.md).
+
+    python -m fedbus.bus.acls apply --services          # every service principal
+    python -m fedbus.bus.acls apply --trainer site-a    # one trainer principal
+    python -m fedbus.bus.acls apply --upstream acme     # one tenant's outside producer
+    python -m fedbus.bus.acls show --services           # print, apply nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import CreateAclsRequest
+
+from fedbus.events import TopicCatalog, load_topics
+from fedbus.settings import FedbusSettings, load_settings
+
+__all__ = [
+    "SERVICES",
+    "AclBinding",
+    "Operation",
+    "PatternType",
+    "ResourceType",
+    "apply_acls",
+    "role_acls",
+    "service_acls",
+    "service_principal",
+    "trainer_acls",
+    "trainer_principal",
+    "upstream_acls",
+    "upstream_principal",
+]
+
+SERVICES = (
+    "gateway",
+    "orchestration",
+    "aggregator",
+    "privacy-accountant",
+    "model-registry",
+)
+"""The services that run once per deployment, each with its principal ``svc-<name>``."""
+
+TOPICS_GROUP = "fedbus-topics"
+"""The group :func:`fedbus.bus.ensure_topics` asks the coordinator of at start."""
+
+
+class ResourceType(IntEnum):
+    """Kafka's ``ResourceType`` codes (the wire values of CreateAcls)."""
+
+    TOPIC = 2
+    GROUP = 3
+
+
+class PatternType(IntEnum):
+    """Kafka's ``PatternType`` codes: a name matched exactly or as a prefix."""
+
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class Operation(IntEnum):
+    """Kafka's ``AclOperation`` codes used here (READ and WRITE imply DESCRIBE)."""
+
+    READ = 3
+    WRITE = 4
+    DESCRIBE = 8
+
+
+ALLOW = 3  # AclPermissionType.ALLOW
+ANY_HOST = "*"
+
+
+@dataclass(frozen=True, order=True)
+class AclBinding:
+    """One ALLOW rule: ``principal`` may ``operation`` on the resource, from any host."""
+
+    principal: str
+    resource_type: ResourceType
+    resource_name: str
+    pattern: PatternType
+    operation: Operation
+
+    def __str__(self) -> str:
+        pattern = "*" if self.pattern is PatternType.PREFIXED else ""
+        return (
+            f"User:{self.principal} {self.operation.name} "
+            f"{self.resource_type.name} {self.resource_name}{pattern}"
+        )
+
+
+def service_principal(service: str) -> str:
+    """The SCRAM user of a service: ``svc-<service>``."""
+    return f"svc-{service}"
+
+
+def trainer_principal(client_id: str) -> str:
+    """The SCRAM user of one trainer: ``trainer-<client_id>``."""
+    return f"trainer-{client_id}"
+
+
+def upstream_principal(tenant: str) -> str:
+    """The SCRAM user of one tenant's outside producer: ``upstream-<tenant>``."""
+    return f"upstream-{tenant}"
+
+
+def role_acls(
+    catalog: TopicCatalog,
+    role: str,
+    principal: str,
+    *,
+    groups: Iterable[tuple[str, PatternType]] = (),
+) -> list[AclBinding]:
+    """The bindings of ``principal`` acting as catalog role ``role``, sorted."""
+    out: set[AclBinding] = set()
+    for topic in catalog.topics:
+        out.add(_topic(principal, topic.name, Operation.DESCRIBE))
+        if role in topic.producers:
+            out.add(_topic(principal, topic.name, Operation.WRITE))
+        if role in topic.consumers:
+            out.add(_topic(principal, topic.name, Operation.READ))
+    out.add(AclBinding(principal, ResourceType.GROUP, TOPICS_GROUP, PatternType.LITERAL,
+                       Operation.DESCRIBE))  # fmt: skip
+    for name, pattern in groups:
+        out.add(AclBinding(principal, ResourceType.GROUP, name, pattern, Operation.READ))
+    return sorted(out)
+
+
+def service_acls(catalog: TopicCatalog, service: str) -> list[AclBinding]:
+    """A service's bindings; its consumer groups are those whose name starts with it."""
+    return role_acls(
+        catalog, service, service_principal(service), groups=[(service, PatternType.PREFIXED)]
+    )
+
+
+def trainer_acls(catalog: TopicCatalog, client_id: str) -> list[AclBinding]:
+    """One trainer's bindings; its only consumer group is ``trainer-<client_id>``."""
+    principal = trainer_principal(client_id)
+    return role_acls(catalog, "trainer", principal, groups=[(principal, PatternType.LITERAL)])
+
+
+def upstream_acls(catalog: TopicCatalog, tenant: str) -> list[AclBinding]:
+    """The bindings of one tenant's outside producer (no consumer group)."""
+    return role_acls(catalog, "upstream", upstream_principal(tenant))
+
+
+def _topic(principal: str, name: str, operation: Operation) -> AclBinding:
+    return AclBinding(principal, ResourceType.TOPIC, name, PatternType.LITERAL, operation)
+
+
+class AclError(Exception):
+    """The broker refused to create an ACL."""
+
+
+async def apply_acls(settings: FedbusSettings, bindings: Sequence[AclBinding]) -> None:
+    """Create ``bindings`` on the broker (as ``settings``' principal, a super user).
+
+    Creating a binding that exists already is a no-op on the broker, so this is idempotent.
+    """
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="fedbus-acls")
+    await admin.start()
+    try:
+        for b in bindings:
+            request = CreateAclsRequest(
+                b.resource_type, b.resource_name, b.pattern, f"User:{b.principal}",
+                ANY_HOST, b.operation, ALLOW,
+            )  # fmt: skip
+            response = await admin._send_request(request)
+            for error_code, message in response.creation_responses:
+                if error_code:
+                    raise AclError(f"{b}: error {error_code} {message}")
+    finally:
+        await admin.close()
+
+
+def _bindings(args: argparse.Namespace, catalog: TopicCatalog) -> list[AclBinding]:
+    out: list[AclBinding] = []
+    if args.services:
+        for service in SERVICES:
+            out += service_acls(catalog, service)
+    for client_id in args.trainer:
+        out += trainer_acls(catalog, client_id)
+    for tenant in args.upstream:
+        out += upstream_acls(catalog, tenant)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``apply`` (as the admin of the ``.env``) or ``show`` the bindings asked for."""
+    parser = argparse.ArgumentParser(prog="python -m fedbus.bus.acls", description=__doc__)
+    parser.add_argument("command", choices=["apply", "show"])
+    parser.add_argument("--services", action="store_true", help="every service principal")
+    parser.add_argument("--trainer", action="append", default=[], metavar="CLIENT_ID")
+    parser.add_argument("--upstream", action="append", default=[], metavar="TENANT")
+    args = parser.parse_args(argv)
+    bindings = _bindings(args, load_topics())
+    if args.command == "show":
+        print("\n".join(str(b) for b in bindings))
+        return 0
+    asyncio.run(apply_acls(load_settings(), bindings))
+    print(f"applied {len(bindings)} ACL bindings")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

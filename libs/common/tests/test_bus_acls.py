@@ -1,0 +1,99 @@
+"""Kafka ACLs from the topic catalog: what each principal may do, and what it may not."""
+
+from __future__ import annotations
+
+from fedbus.bus.acls import (
+    SERVICES,
+    AclBinding,
+    Operation,
+    PatternType,
+    ResourceType,
+    service_acls,
+    trainer_acls,
+    upstream_acls,
+)
+from fedbus.events import load_topics
+
+CATALOG = load_topics()
+
+
+def topics(bindings: list[AclBinding], operation: Operation) -> set[str]:
+    return {
+        b.resource_name
+        for b in bindings
+        if b.resource_type is ResourceType.TOPIC and b.operation is operation
+    }
+
+
+def writers_of(topic: str) -> set[str]:
+    principals = {
+        b.principal
+        for service in SERVICES
+        for b in service_acls(CATALOG, service)
+        if b.resource_name == topic and b.operation is Operation.WRITE
+    }
+    principals |= {b.principal for b in trainer_acls(CATALOG, "x") if b.resource_name == topic
+                   and b.operation is Operation.WRITE}  # fmt: skip
+    return principals
+
+
+def test_each_audit_event_has_exactly_one_writing_service() -> None:
+    assert writers_of("job.completed") == {"svc-orchestration"}
+    assert writers_of("job.accepted") == {"svc-orchestration"}
+    assert writers_of("round.completed") == {"svc-aggregator"}
+    assert writers_of("budget.updated") == {"svc-privacy-accountant"}
+    assert writers_of("model.registered") == {"svc-model-registry"}
+    assert writers_of("update.submitted") == {"trainer-x"}
+
+
+def test_a_service_writes_what_it_produces_and_its_dead_letters_reads_what_it_consumes() -> None:
+    acls = service_acls(CATALOG, "model-registry")
+
+    assert topics(acls, Operation.WRITE) == {
+        "model.registered", "job.accepted.dlq", "job.completed.dlq", "round.completed.dlq",
+        "budget.updated.dlq",
+    }  # fmt: skip
+    assert topics(acls, Operation.READ) == {
+        "job.accepted",
+        "job.completed",
+        "round.completed",
+        "budget.updated",
+    }
+    assert {b.principal for b in acls} == {"svc-model-registry"}
+
+
+def test_service_groups_are_prefixed_by_the_service_name() -> None:
+    groups = [b for b in service_acls(CATALOG, "aggregator") if b.operation is Operation.READ
+              and b.resource_type is ResourceType.GROUP]  # fmt: skip
+
+    assert [(g.resource_name, g.pattern) for g in groups] == [("aggregator", PatternType.PREFIXED)]
+
+
+def test_a_trainer_writes_its_beats_progress_and_updates_and_reads_no_updates() -> None:
+    acls = trainer_acls(CATALOG, "site-a")
+
+    assert topics(acls, Operation.WRITE) == {
+        "trainer.heartbeat",
+        "progress",
+        "update.submitted",
+        "round.started.dlq",
+    }
+    assert topics(acls, Operation.READ) == {"round.started"}
+    groups = {(b.resource_name, b.pattern) for b in acls if b.resource_type is ResourceType.GROUP
+              and b.operation is Operation.READ}  # fmt: skip
+    assert groups == {("trainer-site-a", PatternType.LITERAL)}
+
+
+def test_an_upstream_principal_is_bound_to_its_tenant_and_may_only_request() -> None:
+    acls = upstream_acls(CATALOG, "acme")
+
+    assert {b.principal for b in acls} == {"upstream-acme"}
+    assert topics(acls, Operation.WRITE) == {"job.requested", "job.cancel.requested"}
+    assert topics(acls, Operation.READ) == set()
+
+
+def test_describe_covers_every_catalog_topic_and_nothing_else_is_granted_on_others() -> None:
+    acls = trainer_acls(CATALOG, "t")
+
+    assert topics(acls, Operation.DESCRIBE) == {t.name for t in CATALOG.topics}
+    assert {b.operation for b in acls} == {Operation.READ, Operation.WRITE, Operation.DESCRIBE}

@@ -1,0 +1,198 @@
+"""The broker enforces who may say what: SASL/SCRAM principals and the catalog's ACLs.
+
+Runs against a stack started with ``FEDBUS_KAFKA_AUTH=scram make up`` (each service has its
+principal ``svc-<name>``; ``stack.py principal`` adds trainers and outside producers); on a
+stack without SASL every test here is skipped. The attacker holds real credentials of some
+principal, just not the one whose role produces the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from pydantic import SecretStr
+
+from fedbus.bus import EventProducer
+from fedbus.events import (
+    DatasetInfo,
+    Event,
+    JobAccepted,
+    JobCancelRequested,
+    JobCompleted,
+    JobMode,
+    JobSpec,
+    JobStatus,
+    ModelRegistered,
+    RoundCompleted,
+    TrainerHeartbeat,
+    TrainerStatus,
+)
+from fedbus.settings import FedbusSettings, KafkaSecurityProtocol
+from fedbus.storage import S3ArtifactStore
+
+from .harness import (
+    EventWatcher,
+    ServiceProcess,
+    create_principal,
+    fresh_group,
+    principal_settings,
+    unique,
+)
+from .test_registry_service import _wait_for_port
+
+SEND_LIMIT_S = 30
+
+
+@pytest.fixture
+def secured(settings: FedbusSettings) -> FedbusSettings:
+    """The admin settings of a stack with SASL on; skips the test on a stack without."""
+    if settings.kafka_security_protocol is KafkaSecurityProtocol.PLAINTEXT:
+        pytest.skip("the stack runs Kafka without SASL: FEDBUS_KAFKA_AUTH=scram make up")
+    return settings
+
+
+def bare_completed(job_id: str = "") -> JobCompleted:
+    """A ``job.completed`` claiming to come from orchestration."""
+    return JobCompleted.create(source="orchestration", job_id=job_id or str(uuid.uuid4()),
+                               rounds_completed=0, status=JobStatus.COMPLETED)  # fmt: skip
+
+
+async def send(settings: FedbusSettings, event: Event) -> None:
+    """Publish ``event`` as the principal of ``settings`` (raises what the broker answers)."""
+    async with EventProducer(settings, client_id="it-acls") as producer:
+        async with asyncio.timeout(SEND_LIMIT_S):
+            await producer.publish(event)
+
+
+async def read_from_start(settings: FedbusSettings, topic: str, group: str) -> None:
+    """Fetch ``topic``'s partition 0 from the beginning as ``settings``' principal."""
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.seek_to_beginning()
+        async with asyncio.timeout(SEND_LIMIT_S):
+            await consumer.getmany(timeout_ms=2000)
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def registry(secured: FedbusSettings, tmp_path: Path) -> AsyncIterator[str]:
+    """The model registry as its own principal ``svc-model-registry``; its base URL."""
+    group = unique("model-registry-it")  # the service's groups start with its name
+    await fresh_group(secured, group, ["job.accepted", "round.completed", "job.completed"])
+    proc = ServiceProcess.start(
+        "model-registry", "fedbus_registry", log_dir=tmp_path,
+        env={"FEDBUS_CONSUMER_GROUP": group}, principal="svc-model-registry",
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{await _wait_for_port(proc)}"
+    finally:
+        proc.stop()
+
+
+async def test_forged_job_completed_from_a_principal_not_orchestration_is_refused(
+    secured: FedbusSettings, registry: str
+) -> None:
+    aggregator = principal_settings(secured, "svc-aggregator")
+    orchestration = principal_settings(secured, "svc-orchestration")
+    artifacts = S3ArtifactStore.from_settings(secured)
+    tenant, forged_job, real_job = unique("tenant"), str(uuid.uuid4()), str(uuid.uuid4())
+    model = await artifacts.put_bytes(b"weights", prefix=f"jobs/{real_job}")
+    spec = JobSpec(mode=JobMode.FEDERATED, model="cnn", dataset=unique("ds"), rounds=1)
+
+    def accepted(job_id: str) -> JobAccepted:
+        return JobAccepted.create(source="orchestration", job_id=job_id, tenant=tenant,
+                                  request_event_id="r", spec=spec)  # fmt: skip
+
+    def completed(job_id: str) -> JobCompleted:
+        return JobCompleted.create(source="orchestration", job_id=job_id, rounds_completed=1,
+                                   status=JobStatus.COMPLETED, final_model=model)  # fmt: skip
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(aggregator, accepted(forged_job))
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(aggregator, completed(forged_job))
+
+    # The same facts from the principals whose roles produce them register a version.
+    async with EventWatcher(secured, ["model.registered"]) as watch:
+        await send(orchestration, accepted(real_job))
+        await send(aggregator, RoundCompleted.create(
+            source="aggregator", job_id=real_job, round=1, global_model=model,
+            participants=["client-a"], total_samples=10, metrics={},
+        ))  # fmt: skip
+        await send(orchestration, completed(real_job))
+        registered = await watch.wait_for(lambda e: e.job_id == real_job, limit_s=60)
+
+    assert isinstance(registered, ModelRegistered)
+    async with httpx.AsyncClient(base_url=registry, timeout=10) as http:
+        forged = await http.get(f"/v1/jobs/{forged_job}/model", params={"tenant": tenant})
+        models = (await http.get("/v1/models", params={"tenant": tenant})).json()["models"]
+    assert forged.status_code == 404
+    assert [m["latest_version"] for m in models] == [1]
+
+
+async def test_a_trainer_cannot_read_updates_but_sends_its_heartbeat(
+    secured: FedbusSettings,
+) -> None:
+    client_id = unique("site")
+    trainer = principal_settings(secured, create_principal(secured, "trainer", client_id))
+    own_group = f"trainer-{client_id}"
+    beat = TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id=client_id, device="cpu",
+        datasets=[DatasetInfo(name="d", num_samples=1)], status=TrainerStatus.IDLE,
+        capacity=1, interval_seconds=60,
+    )  # fmt: skip
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read_from_start(trainer, "update.submitted", own_group)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(trainer, bare_completed())
+    await read_from_start(trainer, "round.started", own_group)  # what is addressed to trainers
+    async with EventWatcher(secured, ["trainer.heartbeat"]) as watch:
+        await send(trainer, beat)
+        seen = await watch.wait_for(lambda e: e.event_id == beat.event_id, limit_s=30)
+    assert isinstance(seen, TrainerHeartbeat)
+    assert seen.client_id == client_id
+
+
+async def test_a_trainer_cannot_use_another_consumer_group(secured: FedbusSettings) -> None:
+    trainer = principal_settings(secured, create_principal(secured, "trainer", unique("site")))
+
+    with pytest.raises(KafkaError):  # GroupAuthorizationFailed: not its trainer-<id> group
+        await read_from_start(trainer, "round.started", "aggregator")
+
+
+async def test_an_upstream_principal_may_request_and_cancel_jobs_only(
+    secured: FedbusSettings,
+) -> None:
+    tenant = unique("acme")
+    upstream = principal_settings(secured, create_principal(secured, "upstream", tenant))
+    job_id = str(uuid.uuid4())
+    cancel = JobCancelRequested.create(source="upstream", job_id=job_id, tenant=tenant,
+                                       requested_by="it")  # fmt: skip
+
+    async with EventWatcher(secured, ["job.cancel.requested"]) as watch:
+        await send(upstream, cancel)
+        assert (await watch.wait_for(lambda e: e.event_id == cancel.event_id)).job_id == job_id
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(upstream, bare_completed(job_id))
+
+
+async def test_a_wrong_password_gets_nothing(secured: FedbusSettings) -> None:
+    guessed = secured.model_copy(
+        update={"kafka_sasl_username": "svc-orchestration", "kafka_sasl_password": SecretStr("x")}
+    )
+
+    with pytest.raises(KafkaError):
+        await send(guessed, bare_completed())
