@@ -203,7 +203,7 @@ async def test_a_dp_job_without_a_ledger_waits_then_is_refused(
     assert await refuse_overdue(deps, now=later, wait=WAIT) == []  # refused once
 
     [letter] = bus.dead_letters("job.completed")
-    assert "job.completed says epsilon 0.01 after round 2" in letter.error_message
+    assert "job.completed says epsilon 0.01 after 2 round(s)" in letter.error_message
     assert "no budget.updated for round(s) 1, 2" in letter.error_message
     await deliver(bus, handlers, by_kind["ledger"])  # too late: the refusal stands
     assert registrations(bus) == []
@@ -273,4 +273,41 @@ async def test_a_job_without_dp_that_claims_a_guarantee_is_refused(
     assert isinstance(letter, DeadLetter)
     assert "did not ask for differential privacy" in letter.error_message
     assert "epsilon 0.01" in letter.error_message
+    assert registrations(bus) == []
+
+
+async def test_a_diverged_round_counts_in_the_ledger_figure(
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob
+) -> None:
+    """Round 2 diverged and was discarded: 2 good rounds (1 and 3), but 3 rounds charged."""
+    job = make_job(privacy=PrivacyMode.CENTRAL_DP)
+    final = [await upload(job.job_id, n) for n in (1, 2, 3)]
+    events: list[Event] = [job.accepted()]
+    events += [job.round(n, ["c1", "c2"], final[n - 1]) for n in (1, 2, 3)]
+    events += [job.budget(n, eps) for n, eps in ((1, 1.0), (2, 1.5), (3, 2.1))]
+    events.append(job.completed(final[2], rounds=2, guarantee=job.guarantee(2.1, rounds=3)))
+
+    await deliver(bus, handlers, events)
+
+    [event] = registrations(bus)
+    assert event.guarantee is not None
+    assert (event.guarantee.epsilon, event.guarantee.rounds) == (2.1, 3)
+
+
+async def test_a_claim_that_leaves_out_a_charged_round_is_refused(
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob
+) -> None:
+    job = make_job(privacy=PrivacyMode.CENTRAL_DP)
+    final = [await upload(job.job_id, n) for n in (1, 2, 3)]
+    events: list[Event] = [job.accepted()]
+    events += [job.round(n, ["c1", "c2"], final[n - 1]) for n in (1, 2, 3)]
+    events += [job.budget(n, eps) for n, eps in ((1, 1.0), (2, 1.5), (3, 2.1))]
+    events.append(job.completed(final[2], rounds=2, guarantee=job.guarantee(1.5, rounds=2)))
+
+    await deliver(bus, handlers, events)
+
+    [letter] = bus.dead_letters("job.completed")
+    assert (
+        "says epsilon 1.5, the accountant's ledger says 2.1 after round 3" in letter.error_message
+    )
     assert registrations(bus) == []

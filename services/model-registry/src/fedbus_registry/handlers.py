@@ -189,7 +189,8 @@ async def _register_if_ready(job_id: str, *, deps: Deps, cause: Event) -> list[E
     if missing:
         log.info("job %s ended; waiting for round.completed of rounds %s", job_id, missing)
         return []
-    verdict = ledger_verdict(job, done, await store.ledger(job_id))
+    seen = [r.round for r in rounds]
+    verdict = ledger_verdict(job, done, await store.ledger(job_id), rounds_seen=seen)
     if isinstance(verdict, AwaitLedger):
         log.info("job %s ended; waiting for budget.updated of rounds %s", job_id, verdict.missing)
         return []
@@ -240,12 +241,14 @@ async def refuse_overdue(deps: Deps, *, now: datetime, wait: timedelta) -> list[
         rounds = await deps.store.rounds(done.job_id)
         if missing_rounds(done.rounds_completed, [r.round for r in rounds]):
             continue
-        verdict = ledger_verdict(job, done, await deps.store.ledger(done.job_id))
+        ledger = await deps.store.ledger(done.job_id)
+        verdict = ledger_verdict(job, done, ledger, rounds_seen=[r.round for r in rounds])
         if not isinstance(verdict, AwaitLedger):
             continue  # decided by the handlers as its last event arrived
         claim = "no guarantee" if done.guarantee is None else f"epsilon {done.guarantee.epsilon!r}"
         reason = (
-            f"job {done.job_id}: job.completed says {claim} after round {done.rounds_completed}, "
+            f"job {done.job_id}: job.completed says {claim} after "
+            f"{done.rounds_completed} round(s), "
             f"but after {wait.total_seconds():g} s the accountant's ledger has no budget.updated "
             f"for round(s) {', '.join(map(str, verdict.missing))}"
         )

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 async def main(settings: RegistrySettings) -> None:
     """Run the registry: consume job and round events, serve the read API and ops routes."""
+    # Before any connection: in production, no artifact keys refuses to start here.
+    artifacts = S3ArtifactStore.from_settings(settings)
     async with ServiceRuntime.open(SOURCE, settings) as rt:
-        artifacts = S3ArtifactStore.from_settings(settings)
         await artifacts.ensure_bucket()
         store = await PostgresRegistryStore.create(rt.pool)
         rt.watch("postgres", store.ping)

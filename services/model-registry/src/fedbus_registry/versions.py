@@ -165,20 +165,33 @@ Verdict = Certified | AwaitLedger | Refused
 """What :func:`ledger_verdict` decides."""
 
 
-def ledger_verdict(job: JobInfo, done: JobCompleted, ledger: Sequence[LedgerEntry]) -> Verdict:
+def ledger_verdict(
+    job: JobInfo,
+    done: JobCompleted,
+    ledger: Sequence[LedgerEntry],
+    *,
+    rounds_seen: Iterable[int] = (),
+) -> Verdict:
     """Whether the accountant's ``ledger`` certifies the guarantee ``done`` claims.
 
     A job without DP (``privacy.mode: none``) is certified with no guarantee; one whose
-    ``job.completed`` claims a guarantee anyway is refused. A DP job needs the ledger's entry
-    of every round ``1..rounds_completed`` (the accountant publishes one ``budget.updated``
-    per completed round of a DP job, budget-exhausted endings included). Then the claim must
-    agree with the entry of the last round: the job's mode, epsilon within
+    ``job.completed`` claims a guarantee anyway is refused.
+
+    A DP job's last round number ``R`` is the largest of ``rounds_completed``, the claim's
+    ``rounds`` and the ``round.completed`` numbers seen (``rounds_seen``): a diverged round
+    is discarded by orchestration, so its number is not counted in ``rounds_completed``, but
+    the accountant charged it and the next round has a higher number. The job needs the
+    ledger's entry of every round ``1..R`` (the accountant publishes one ``budget.updated``
+    per ``round.completed`` of a DP job, budget-exhausted endings included). Then the claim
+    must agree with the entry of round ``R``: the job's mode, epsilon within
     :data:`EPSILON_RTOL`, the same delta. The certified guarantee carries the ledger's
-    epsilon and delta and ``rounds = rounds_completed``; its other fields (accountant, noise
-    multiplier, clipping norm) are the ``job.completed``'s. A DP job that completed no round
-    spent nothing: it is certified with no guarantee, and refused if it claims one.
+    epsilon and delta and ``rounds = R``; its other fields (accountant, noise multiplier,
+    clipping norm) are the ``job.completed``'s. A DP job that ran no round spent nothing:
+    it is certified with no guarantee, and refused if it claims one.
     """
-    mode, claimed, n = job.spec.privacy.mode, done.guarantee, done.rounds_completed
+    mode, claimed = job.spec.privacy.mode, done.guarantee
+    claimed_rounds = claimed.rounds if claimed is not None and claimed.rounds else 0
+    n = max(done.rounds_completed, claimed_rounds, max(rounds_seen, default=0))
     if mode is PrivacyMode.NONE:
         if claimed is None:
             return Certified(None)
@@ -192,7 +205,7 @@ def ledger_verdict(job: JobInfo, done: JobCompleted, ledger: Sequence[LedgerEntr
             return Certified(None)
         return Refused(
             f"job.completed of job {done.job_id} says epsilon {claimed.epsilon!r}, but the job "
-            "completed no round: the accountant's ledger has nothing to certify"
+            "ran no round: the accountant's ledger has nothing to certify"
         )
     by_round = {e.round: e for e in ledger}
     missing = [r for r in range(1, n + 1) if r not in by_round]
