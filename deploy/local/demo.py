@@ -4,7 +4,10 @@ Prepares MNIST-5k into 10 non-IID client partitions, starts the model-registry,
 orchestration, aggregator and gateway services and 10 trainer processes, submits
 ``examples/demo-mnist.yaml`` through the gateway, follows the job's Server-Sent Events, prints
 the final accuracy, the rounds, the model version and where its artifact is, then stops every
-process it started. Run with the project's virtualenv after `make up`:
+process it started. On a stack with Kafka SASL (``FEDBUS_KAFKA_AUTH=scram make up``) every
+service runs as its own principal ``svc-<name>`` and every trainer as ``trainer-<client_id>``
+(created on first use), each limited by the ACLs of its role. Run with the project's
+virtualenv after `make up`:
 
     .venv/bin/python deploy/local/demo.py [--spec examples/demo-mnist.yaml] [--trainers 10]
 """
@@ -30,11 +33,12 @@ from httpx_sse import connect_sse
 
 from fedbus.bus import ensure_topics, reset_group_to_end
 from fedbus.events import TrainerHeartbeat, decode, load_topics
-from fedbus.settings import load_settings
+from fedbus.settings import FedbusSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("FEDBUS_STATE_DIR", REPO / ".fedbus"))
 LOGS = STATE / "logs" / "demo"
+PRINCIPALS = STATE / "principals"
 GATEWAY_PORT = int(os.environ.get("FEDBUS_DEMO_GATEWAY_PORT", "18080"))
 REGISTRY_PORT = int(os.environ.get("FEDBUS_DEMO_REGISTRY_PORT", "18081"))
 
@@ -112,25 +116,50 @@ def prepare_data(dataset: str, clients: int) -> Path:
 async def fresh_groups(groups: list[str]) -> None:
     """Each demo run is a fresh deployment: its consumer groups start at the end of the log,
     so events left by earlier runs or tests on the same broker are not replayed."""
-    settings = load_settings()
+    settings: FedbusSettings = load_settings()
     await ensure_topics(settings)
     topics = [t.name for t in load_topics().event_topics()]
     await asyncio.gather(*(reset_group_to_end(settings, t, g) for g in groups for t in topics))
+
+
+def principal_env(name: str, settings: FedbusSettings) -> dict[str, str]:
+    """Kafka credentials of principal ``name`` (made by ``stack.py principal`` for a trainer
+    that has none yet); empty on a stack without SASL, whose ``.env`` serves everyone."""
+    if settings.kafka_sasl_mechanism is None:
+        return {}
+    path = PRINCIPALS / f"{name}.env"
+    if not path.exists() and name.startswith("trainer-"):
+        port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
+        subprocess.run(
+            [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "principal",
+             "trainer", name.removeprefix("trainer-")],
+            env={**os.environ, "FEDBUS_STATE_DIR": str(STATE), "FEDBUS_KAFKA_PORT": port},
+            check=True,
+        )  # fmt: skip
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith("FEDBUS_KAFKA_"))
 
 
 def start_services(procs: Processes, data: Path, dataset: str, trainers: int, key: str) -> None:
     run = secrets.token_hex(4)
     clients = [f"client-{i:03d}" for i in range(trainers)]
     names = ["model-registry", "orchestration", "aggregator", "gateway", "privacy-accountant"]
-    groups = {n: f"demo-{run}-{n}" for n in [*names, *(f"trainer-{c}" for c in clients)]}
+    # A service's principal may use the groups named after it; a trainer's, only its own.
+    groups = {n: f"{n}-demo-{run}" for n in names} | {
+        f"trainer-{c}": f"trainer-{c}" for c in clients
+    }
     say(f"run {run}: moving {len(groups)} fresh consumer groups to the end of the log")
     asyncio.run(fresh_groups(list(groups.values())))
     keys = json.dumps(
         [{"key": key, "tenant": "demo", "scopes": ["jobs:write", "jobs:read", "models:read"]}]
     )
 
+    settings: FedbusSettings = load_settings()
+
     def env(name: str, **extra: str) -> dict[str, str]:
-        return {"FEDBUS_CONSUMER_GROUP": groups[name], **extra}
+        principal = name if name.startswith("trainer-") else f"svc-{name}"
+        return {"FEDBUS_CONSUMER_GROUP": groups[name], **principal_env(principal, settings),
+                **extra}  # fmt: skip
 
     procs.start(
         "model-registry",
@@ -193,7 +222,7 @@ def wait_ready(procs: Processes, http: httpx.Client, limit_s: float = 180) -> No
 
 async def wait_heartbeats(clients: set[str], procs: Processes, limit_s: float = 300) -> None:
     """Wait until every trainer has announced itself on ``trainer.heartbeat``."""
-    settings = load_settings()
+    settings: FedbusSettings = load_settings()
     consumer = AIOKafkaConsumer(
         "trainer.heartbeat",
         **settings.kafka_client_options(),
