@@ -20,10 +20,16 @@ def _download(url: str) -> bytes:
         return bytes(response.read())
 
 
+def _plain(settings: FedbusSettings) -> S3ArtifactStore:
+    """A store without a cipher, whatever artifact keys the stack's .env holds."""
+    configured = S3ArtifactStore.from_settings(settings)
+    return S3ArtifactStore(configured._s3, configured.bucket)
+
+
 async def test_tensors_round_trip_through_minio_and_tampering_is_caught(
     settings: FedbusSettings,
 ) -> None:
-    store = S3ArtifactStore.from_settings(settings)
+    store = _plain(settings)
     await store.ensure_bucket()
     tensors = {"w": np.linspace(0, 1, 1000, dtype=np.float32).reshape(10, 100)}
     prefix = f"test/{uuid.uuid4().hex[:8]}"
@@ -42,7 +48,7 @@ async def test_tensors_round_trip_through_minio_and_tampering_is_caught(
 async def test_minio_stores_only_a_body_that_matches_the_sha256_sent_with_it(
     settings: FedbusSettings,
 ) -> None:
-    store = S3ArtifactStore.from_settings(settings)
+    store = _plain(settings)
     await store.ensure_bucket()
     ref = await store.put_bytes(b"weights" * 1000, prefix=f"test/{uuid.uuid4().hex[:8]}")
 

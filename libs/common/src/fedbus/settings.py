@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -111,6 +111,12 @@ class FedbusSettings(BaseSettings):
             "needed with more than one key. The others still decrypt what they wrote."
         ),
     )
+
+    @field_validator("artifact_keys", "artifact_keys_file", "artifact_key_id", mode="before")
+    @classmethod
+    def _empty_artifact_setting_is_unset(cls, value: object) -> object:
+        # A chart or .env that renders FEDBUS_ARTIFACT_KEYS_FILE= must not mean ".".
+        return None if value == "" else value
 
     otel_exporter_otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -61,10 +61,11 @@ async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> Non
     """Build the adapters and run the consumer and the deadline task until stopped."""
     models = ExecutorModels(eval_data, device=settings.eval_device)
     log.info("evaluating on datasets %s", models.datasets)
+    # Before any connection: in production, no artifact keys refuses to start here.
+    artifacts = S3ArtifactStore.from_settings(settings)
     async with ServiceRuntime.open("aggregator", settings) as rt:
         store = await PostgresRoundStore.create(rt.pool)
         rt.watch("postgres", store.ping)
-        artifacts = S3ArtifactStore.from_settings(settings)
         await artifacts.ensure_bucket()
         rt.watch("minio", lambda: _bucket_reachable(artifacts))
         deps = Deps(

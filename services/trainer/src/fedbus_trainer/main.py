@@ -94,8 +94,9 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
     """Run the trainer until SIGTERM: consume ``round.started``, train, send heartbeats."""
     client = f"trainer-{settings.client_id}"
     # No PostgreSQL: a trainer keeps what it submitted in its state directory.
+    # Before any connection: in production, no artifact keys refuses to start here.
+    store = S3ArtifactStore.from_settings(settings)
     async with ServiceRuntime.open("trainer", settings, client_id=client, pool_size=None) as rt:
-        store = S3ArtifactStore.from_settings(settings)
         await store.ensure_bucket()
         compute = compute_executor(settings.compute_nice)
         rt.on_close(functools.partial(_shut_down, compute))

@@ -87,12 +87,15 @@ def _download(args: argparse.Namespace) -> int:
         url, expected = version.get("download_url"), version_sha256(version)
         if not url or not expected:
             raise GatewayError("the registry's answer has no download_url or SHA-256")
-        return _fetch(client, url, expected, args.output)
+        object_key = (version.get("artifact") or {}).get("object_key")
+        return _fetch(client, url, expected, args.output, object_key=object_key)
 
     return run_with_client(args, act)
 
 
-def _fetch(client: GatewayClient, url: str, expected: str, output: Path) -> int:
+def _fetch(
+    client: GatewayClient, url: str, expected: str, output: Path, *, object_key: str | None
+) -> int:
     partial = output.with_name(output.name + ".part")
     digest, size = hashlib.sha256(), 0
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,10 @@ def _fetch(client: GatewayClient, url: str, expected: str, output: Path) -> int:
                 digest.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
+        if digest.hexdigest() != expected and object_key and _is_envelope(partial):
+            plain = _decrypt(partial.read_bytes(), object_key)
+            partial.write_bytes(plain)
+            digest, size = hashlib.sha256(plain), len(plain)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -116,3 +123,34 @@ def _fetch(client: GatewayClient, url: str, expected: str, output: Path) -> int:
     partial.replace(output)
     print(f"wrote {output} ({size} bytes, sha256 {expected})")
     return 0
+
+
+def _is_envelope(path: Path) -> bool:
+    with path.open("rb") as body:
+        return body.read(4) in (b"FBE2", b"FBE1")
+
+
+def _decrypt(body: bytes, object_key: str) -> bytes:
+    """Open an artifact stored encrypted at rest with the keyring of this machine's settings.
+
+    A presigned link serves the object as stored; the registry's SHA-256 names the plaintext.
+    """
+    from fedbus.settings import load_settings
+    from fedbus.storage import DecryptionError, artifact_cipher
+
+    try:
+        cipher = artifact_cipher(load_settings())
+    except ValueError as exc:
+        raise GatewayError(
+            f"the artifact is encrypted at rest; the keys are unusable: {exc}"
+        ) from None
+    if cipher is None:
+        raise GatewayError(
+            "the artifact is encrypted at rest: set FEDBUS_ARTIFACT_KEYS or "
+            "FEDBUS_ARTIFACT_KEYS_FILE to the key it was written with to decrypt it; "
+            "nothing written"
+        )
+    try:
+        return cipher.decrypt(body, associated=object_key.encode())
+    except DecryptionError as exc:
+        raise GatewayError(f"cannot decrypt the artifact: {exc}; nothing written") from None

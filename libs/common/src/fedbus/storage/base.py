@@ -96,7 +96,19 @@ class ArtifactStore(ABC):
 
     async def get_bytes(self, ref: ModelRef) -> bytes:
         """Read the object of ``ref``; raises :class:`ArtifactIntegrityError` on any mismatch."""
-        body = await self._get(ref.object_key)
+        return self.open_stored(await self._get(ref.object_key), ref)
+
+    def open_stored(self, body: bytes, ref: ModelRef) -> bytes:
+        """The plaintext of ``body`` as stored under ``ref`` (read directly or through a
+        presigned URL), decrypted with this store's keys and checked against ``ref``.
+
+        Raises
+        ------
+        DecryptionError
+            The body is not an envelope this store's keys open for ``ref.object_key``.
+        ArtifactIntegrityError
+            Its size or SHA-256 differ from ``ref``.
+        """
         data = (
             self._cipher.decrypt(body, associated=ref.object_key.encode()) if self._cipher else body
         )

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from pathlib import Path
 
 from fedbus.settings import Environment, FedbusSettings, InsecureSettingsError
 from fedbus.storage.crypto import KEY_ID_PATTERN, AesGcmCipher
 
 __all__ = ["ArtifactKeyError", "artifact_cipher", "parse_keys"]
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactKeyError(ValueError):
@@ -51,6 +54,7 @@ def artifact_cipher(settings: FedbusSettings) -> AesGcmCipher | None:
                 "FEDBUS_ARTIFACT_KEYS (id:base64key,...) or FEDBUS_ARTIFACT_KEYS_FILE (a file "
                 "of 'id: base64key' lines or a directory of files named by key id)"
             )
+        log.warning("artifacts are stored in plaintext: no FEDBUS_ARTIFACT_KEYS(_FILE) set")
         return None
     current = settings.artifact_key_id
     if current is None:
@@ -63,6 +67,7 @@ def artifact_cipher(settings: FedbusSettings) -> AesGcmCipher | None:
         raise ArtifactKeyError(
             f"FEDBUS_ARTIFACT_KEY_ID is {current!r}, which is not among the keys {sorted(keys)}"
         )
+    log.info("artifacts encrypted at rest with key id %r (key ids held: %s)", current, sorted(keys))
     return AesGcmCipher.from_keys(keys, current=current)
 
 
