@@ -22,6 +22,7 @@ and ``principal upstream <tenant>`` create one more principal with its ACLs.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
@@ -206,6 +207,24 @@ def credentials() -> dict[str, str]:
     return creds
 
 
+def artifact_keys_file() -> Path:
+    """The local artifact keyring (``id: base64`` lines, 0600), made once per state directory.
+
+    Services read it through ``FEDBUS_ARTIFACT_KEYS_FILE``, so the local stack and the demo
+    store artifacts encrypted as production must. To rotate, append a line and set
+    ``FEDBUS_ARTIFACT_KEY_ID`` to its id; keep the old lines while their objects are kept.
+    """
+    path = STATE / "artifact-keys"
+    if not path.exists():
+        STATE.mkdir(parents=True, exist_ok=True)
+        key_id = "local-" + secrets.token_hex(4)
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(f"# AES-256 keys for artifacts at rest (stack.py)\n{key_id}: {key}\n")
+    return path
+
+
 def kafka_auth() -> str:
     """``scram`` or ``none``: the state directory's choice once formatted, else the env's."""
     if KAFKA_AUTH_FILE.exists():
@@ -274,6 +293,7 @@ def env_lines() -> list[str]:
         f"FEDBUS_MINIO_SECRET_KEY={c['minio_password']}",
         "FEDBUS_MINIO_BUCKET=fedbus",
         f"FEDBUS_POSTGRES_DSN={pg}",
+        f"FEDBUS_ARTIFACT_KEYS_FILE={artifact_keys_file()}",
         "FEDBUS_LOG_LEVEL=INFO",
     ]
 
