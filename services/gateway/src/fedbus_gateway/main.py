@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
 
 from fedbus.service import ServiceRuntime
 from fedbus.settings import load_settings
@@ -18,6 +22,7 @@ from fedbus_gateway.auth import FailureLimiter, KeyRing, RateLimiter
 from fedbus_gateway.deps import Deps
 from fedbus_gateway.fanout import JobEventHub
 from fedbus_gateway.handlers import HANDLERS
+from fedbus_gateway.oidc import JwksCache, OidcConfig, OidcVerifier, http_jwks_fetcher
 from fedbus_gateway.settings import GatewaySettings
 
 __all__ = ["main", "run"]
@@ -31,8 +36,8 @@ async def main(settings: GatewaySettings | None = None) -> None:
     """Start the gateway and serve until SIGTERM."""
     settings = settings or load_settings(GatewaySettings)
     configure_logging(SOURCE, settings.log_level)
-    if not settings.gateway_api_keys:
-        log.warning("no API keys configured (FEDBUS_GATEWAY_API_KEYS): every call gets 401")
+    if not settings.gateway_api_keys and not settings.gateway_oidc_issuer:
+        log.warning("no API keys or OIDC issuer configured: every call gets 401")
     async with ServiceRuntime.open(SOURCE, settings, pool_size=8) as rt:
         jobs = await PostgresJobStore.create(rt.pool)
         rt.watch("postgres", jobs.ping)
@@ -48,10 +53,30 @@ async def main(settings: GatewaySettings | None = None) -> None:
             sse_ping_s=settings.sse_ping_s,
             failures=FailureLimiter(limit=settings.gateway_auth_failures,
                                     window_s=settings.gateway_auth_failure_window_s),
+            oidc=oidc_verifier(settings, rt.on_close),
         )  # fmt: skip
         deps = Deps(jobs=jobs, hub=hub)
         app = create_app(gateway, max_body_bytes=settings.gateway_max_body_bytes)
         await rt.run(HANDLERS, deps, group_id=settings.consumer_group, app=app)
+
+
+def oidc_verifier(
+    settings: GatewaySettings, on_close: Callable[[Callable[[], Awaitable[Any]]], None]
+) -> OidcVerifier | None:
+    """The JWT verifier for the configured OIDC issuer, or None when there is none."""
+    config = OidcConfig.from_settings(settings)
+    if config is None or settings.gateway_oidc_jwks_url is None:
+        return None
+    client = httpx.AsyncClient(timeout=settings.gateway_oidc_jwks_timeout_s)
+    on_close(client.aclose)
+    jwks = JwksCache(
+        http_jwks_fetcher(settings.gateway_oidc_jwks_url, client),
+        algorithms=config.algorithms, lifespan_s=settings.gateway_oidc_jwks_lifespan_s,
+        min_refetch_s=settings.gateway_oidc_jwks_min_refetch_s,
+    )  # fmt: skip
+    log.info("accepting JWT bearer tokens from %s (JWKS %s)", config.issuer,
+             settings.gateway_oidc_jwks_url)  # fmt: skip
+    return OidcVerifier(config, jwks)
 
 
 def run() -> None:

@@ -1,4 +1,4 @@
-"""Gateway settings: API keys, rate limits, the registry's address (``FEDBUS_*``)."""
+"""Gateway settings: API keys, an OIDC issuer, rate limits, the registry (``FEDBUS_*``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from fedbus.settings import FedbusSettings
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ApiKeyConfig", "GatewaySettings", "Scope"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "OIDC_ALGORITHMS", "ApiKeyConfig", "GatewaySettings", "Scope"]
 
 DEFAULT_MAX_BODY_BYTES = 2**20
 """1 MiB, a little over the bus's largest event (``fedbus.events.MAX_EVENT_BYTES``, 1,000,000
 bytes): an event carries the whole spec, so a much larger body can never be published; the
 rest leaves room for JSON whitespace."""
+
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""The asymmetric JWS algorithms a token may be signed with: never ``none``, never ``HS*``
+(an HMAC "signed" with the issuer's public key would verify against it)."""
 
 
 class Scope(StrEnum):
@@ -64,13 +70,52 @@ class GatewaySettings(FedbusSettings):
     """The window (seconds) failed authentications are counted in, per client address."""
     gateway_max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     """A larger request body gets 413 before authentication and before it is read in full."""
+    gateway_oidc_issuer: str | None = None
+    """The OIDC issuer whose JWTs are accepted as bearer tokens (its ``iss``); unset: none."""
+    gateway_oidc_audience: str | None = None
+    """The ``aud`` a token must carry (the gateway's client id or API identifier)."""
+    gateway_oidc_jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Where the issuer's signing keys are (its ``jwks_uri``)."""
+    gateway_oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    """Allowed token algorithms, a subset of :data:`OIDC_ALGORITHMS`."""
+    gateway_oidc_tenant_claim: str = Field(default="tenant", min_length=1)
+    """The claim naming the caller's tenant (may be namespaced, e.g. ``https://x/tenant``)."""
+    gateway_oidc_scope_claim: str = Field(default="scope", min_length=1)
+    """The claim with the scopes: a space-separated string (``scope``) or a list (``scp``)."""
+    gateway_oidc_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    gateway_oidc_jwks_lifespan_s: float = Field(default=300.0, gt=0)
+    """How long fetched keys are used before the JWKS is fetched again."""
+    gateway_oidc_jwks_min_refetch_s: float = Field(default=30.0, ge=0)
+    """At most one JWKS fetch per this many seconds, however many unknown ``kid``s arrive."""
+    gateway_oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
     registry_url: str = "http://127.0.0.1:8081"
     registry_timeout_s: float = Field(default=10.0, gt=0)
     sse_ping_s: float = Field(default=15.0, ge=0)
 
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> GatewaySettings:
+        oidc = [self.gateway_oidc_issuer, self.gateway_oidc_audience, self.gateway_oidc_jwks_url]
+        if any(oidc) and not all(oidc):
+            raise ValueError(
+                "an OIDC issuer needs all of FEDBUS_GATEWAY_OIDC_ISSUER, "
+                "FEDBUS_GATEWAY_OIDC_AUDIENCE and FEDBUS_GATEWAY_OIDC_JWKS_URL"
+            )
+        refused = [a for a in self.gateway_oidc_algorithms if a not in OIDC_ALGORITHMS]
+        if refused or not self.gateway_oidc_algorithms:
+            raise ValueError(
+                f"FEDBUS_GATEWAY_OIDC_ALGORITHMS: {refused or 'none given'} not allowed; "
+                f"choose from {sorted(OIDC_ALGORITHMS)}"
+            )
+        return self
+
     def insecure_values(self) -> list[str]:
-        """The shared checks plus: no API key configured."""
+        """The shared checks plus: no API key or issuer configured, a JWKS over plain http."""
         problems = super().insecure_values()
-        if not self.gateway_api_keys:
-            problems.append("no gateway API keys configured (FEDBUS_GATEWAY_API_KEYS)")
+        if not self.gateway_api_keys and not self.gateway_oidc_issuer:
+            problems.append(
+                "no gateway API keys (FEDBUS_GATEWAY_API_KEYS) or OIDC issuer configured"
+            )
+        if self.gateway_oidc_jwks_url and not self.gateway_oidc_jwks_url.startswith("https://"):
+            problems.append("the OIDC JWKS URL is not https")
         return problems

@@ -15,6 +15,12 @@ from fedbus_gateway.adapters.registry import RegistryClient
 from fedbus_gateway.auth import FailureLimiter, KeyRing, Principal, RateLimiter, key_sha256
 from fedbus_gateway.fanout import JobEventHub
 from fedbus_gateway.jobs import JobView
+from fedbus_gateway.oidc import (
+    JwksUnavailableError,
+    OidcVerifier,
+    TokenRejectedError,
+    looks_like_jwt,
+)
 from fedbus_gateway.settings import Scope
 from fedbus_gateway.store import JobStore
 
@@ -22,7 +28,9 @@ __all__ = ["Gateway", "get_gateway", "owned_job", "require"]
 
 log = logging.getLogger(__name__)
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+_bearer = HTTPBearer(
+    auto_error=False, description="`Authorization: Bearer <API key or JWT from the OIDC issuer>`"
+)
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
 
@@ -40,6 +48,8 @@ class Gateway:
     failures: FailureLimiter = field(
         default_factory=lambda: FailureLimiter(limit=20, window_s=60.0)
     )
+    oidc: OidcVerifier | None = None
+    """Verifies JWT bearer tokens; None when no OIDC issuer is configured."""
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -49,12 +59,12 @@ def get_gateway(request: Request) -> Gateway:
 
 
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the caller's principal, if its key is valid, has ``scope`` and has budget.
+    """A dependency: the caller's principal, if its credential is valid, has ``scope`` and budget.
 
     429 with ``Retry-After`` when the client address failed to authenticate too often (before
-    the key is even looked at), 401 without a key or with an unknown one (counted against the
-    address), 403 naming the missing scope, 429 with ``Retry-After`` when the key's rate limit
-    is spent.
+    the credential is even looked at), 401 without one, with an unknown API key or with a JWT
+    that does not verify (both counted against the address), 403 naming the missing scope,
+    429 with ``Retry-After`` when the principal's rate limit is spent.
     """
 
     async def principal(
@@ -67,17 +77,13 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         address = request.client.host if request.client is not None else "unknown"
         _refuse_blocked(gateway.failures, address)
         presented = bearer.credentials if bearer is not None else header_key
-        challenge = {"WWW-Authenticate": "Bearer"}
         if not presented:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers=challenge,
+                headers=_CHALLENGE,
             )
-        found = gateway.keys.authenticate(presented)
-        if found is None:
-            _count_failure(gateway.failures, address, presented)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", challenge)
+        found = await _authenticate(gateway, address, presented)
         wait_s = gateway.limiter.acquire(found.key_id)
         if wait_s > 0:
             raise HTTPException(
@@ -86,12 +92,54 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
                 headers={"Retry-After": RateLimiter.retry_after(wait_s)},
             )
         if not found.has(scope):
+            what = "token" if found.name.startswith("oidc:") else "API key"
             raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"this API key lacks the scope '{scope.value}'"
+                status.HTTP_403_FORBIDDEN, f"this {what} lacks the scope '{scope.value}'"
             )
         return found
 
     return principal
+
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+async def _authenticate(gateway: Gateway, address: str, presented: str) -> Principal:
+    """The principal of an API key or, when an issuer is configured, of a JWT.
+
+    A credential shaped like a JWT is only ever verified as one: one that fails is a 401,
+    never retried as an API key.
+    """
+    if gateway.oidc is not None and looks_like_jwt(presented):
+        try:
+            return await gateway.oidc.authenticate(presented)
+        except TokenRejectedError as exc:
+            _count_token_failure(gateway.failures, address, exc.reason)
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc.reason}", _INVALID_TOKEN
+            ) from None
+        except JwksUnavailableError:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "the OIDC issuer's signing keys cannot be fetched; retry later",
+                headers={"Retry-After": "30"},
+            ) from None
+    found = gateway.keys.authenticate(presented)
+    if found is None:
+        _count_failure(gateway.failures, address, presented)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", _CHALLENGE)
+    return found
+
+
+_INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def _count_token_failure(failures: FailureLimiter, address: str, reason: str) -> None:
+    # The reason only, never the token: it may be a real user's, merely expired.
+    count = failures.fail(address)
+    level = logging.WARNING if count in (1, failures.limit) else logging.INFO
+    log.log(level, "rejected a bearer token from %s (failure %d of %d in %.0f s): %s",
+            address, count, failures.limit, failures.window_s, reason)  # fmt: skip
 
 
 def _refuse_blocked(failures: FailureLimiter, address: str) -> None:
