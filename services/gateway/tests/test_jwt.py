@@ -370,11 +370,18 @@ def test_settings_refuse_a_half_configured_issuer() -> None:
         GatewaySettings(gateway_oidc_issuer=ISSUER, gateway_oidc_audience=AUDIENCE)
 
 
-def test_a_plain_http_jwks_url_is_insecure_outside_development() -> None:
-    settings = GatewaySettings(
-        gateway_oidc_issuer=ISSUER, gateway_oidc_audience=AUDIENCE,
-        gateway_oidc_jwks_url="http://issuer.test/jwks.json",
-    )  # fmt: skip
+def test_production_refuses_a_plain_http_jwks_url_and_needs_no_api_key_beside_an_issuer() -> None:
+    def settings(url: str, **more: Any) -> GatewaySettings:
+        return GatewaySettings.model_validate({
+            "gateway_oidc_issuer": ISSUER, "gateway_oidc_audience": AUDIENCE,
+            "gateway_oidc_jwks_url": url, **more,
+        })  # fmt: skip
 
-    assert "the OIDC JWKS URL is not https" in settings.insecure_values()
-    assert not any("no gateway API keys" in p for p in settings.insecure_values())
+    with pytest.raises(ValueError, match="the OIDC JWKS URL is not https") as refused:
+        settings("http://issuer.test/jwks", env="production")
+    development = settings("http://issuer.test/jwks")
+    https = settings("https://issuer.test/jwks")
+
+    assert "no gateway API keys" not in str(refused.value)
+    assert development.gateway_oidc_jwks_url == "http://issuer.test/jwks"
+    assert not [p for p in https.insecure_values() if "OIDC" in p or "API keys" in p]

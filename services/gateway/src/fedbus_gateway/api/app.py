@@ -17,7 +17,8 @@ DESCRIPTION = """\
 The public API of fedbus: submit federated or centralized training jobs, follow them live,
 cancel them, and read the models they produced.
 
-Authenticate with an API key, as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+Authenticate with an API key, as `Authorization: Bearer <key>` or `X-API-Key: <key>`, or,
+where the gateway trusts an OIDC issuer, with a JWT from it as `Authorization: Bearer <token>`.
 Scopes: `jobs:write` (submit, cancel), `jobs:read` (list, show, events), `models:read`.
 A tenant sees only its own jobs and models.
 
