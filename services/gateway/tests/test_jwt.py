@@ -177,6 +177,10 @@ def _bad_tokens() -> dict[str, tuple[Callable[[Issuer], str], str]]:
             "'HS256' is not allowed",
         ),
         "unknown kid": (lambda i: i.mint("rsa-9", key=_ATTACKER), "not in the issuer's JWKS"),
+        "RS256 under the EC key's kid": (
+            lambda i: jwt.encode(i.claims(), _RSA, algorithm="RS256", headers={"kid": "ec-1"}),
+            "not that of its signing key",
+        ),
         "signed by another key": (lambda i: i.mint(key=_ATTACKER), "signature does not verify"),
         "tampered payload": (
             lambda i: _swap_tenant(i.mint(tenant="acme"), "globex"),

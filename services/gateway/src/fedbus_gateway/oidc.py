@@ -151,7 +151,7 @@ _REASONS: list[tuple[type[jwt.PyJWTError], str]] = [
     (jwt.InvalidAudienceError, "the token is for another audience"),
     (jwt.InvalidIssuerError, "the token is from another issuer"),
     (jwt.InvalidSignatureError, "the token's signature does not verify"),
-    (jwt.InvalidAlgorithmError, "the token's algorithm is not allowed"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not that of its signing key"),
 ]
 
 
