@@ -3,7 +3,8 @@
 # helm is built from its Go module (pinned) into ~/.cache/fedbus/helm-<version>/bin the first
 # time (a few minutes, only the Go module proxy is needed), then reused.
 # Checks: helm lint (both value sets), helm template (both), the rendered YAML parses, and every
-# Deployment/StatefulSet container has a liveness (/healthz) and a readiness (/readyz) probe.
+# Deployment/StatefulSet container has a liveness (/healthz) and a readiness (/readyz) probe, and
+# the artifact keys Secret reaches the aggregator, model-registry and trainers and no other pod.
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -54,7 +55,19 @@ for path in sys.argv[1:]:
         kinds[doc["kind"]] = kinds.get(doc["kind"], 0) + 1
         if doc["kind"] not in ("Deployment", "StatefulSet"):
             continue
-        for c in doc["spec"]["template"]["spec"]["containers"]:
+        pod = doc["spec"]["template"]["spec"]
+        # Artifact keys: mounted in the pods that read or write artifacts, and only there.
+        component = doc["metadata"]["labels"].get("app.kubernetes.io/component", "")
+        keyed = any(v.get("secret", {}).get("secretName") == "fedbus-artifact-keys"
+                    for v in pod.get("volumes", []))
+        env = {e["name"] for c in pod["containers"] for e in c.get("env", [])}
+        wants = component in ("aggregator", "model-registry", "trainer")
+        if keyed != wants or ("FEDBUS_ARTIFACT_KEYS_FILE" in env) != wants:
+            failed = True
+            print(f"{path}: {doc['kind']}/{doc['metadata']['name']}: artifact keys mounted "
+                  f"{keyed}, FEDBUS_ARTIFACT_KEYS_FILE set {'FEDBUS_ARTIFACT_KEYS_FILE' in env}, "
+                  f"expected {wants}")
+        for c in pod["containers"]:
             live = c.get("livenessProbe", {}).get("httpGet", {}).get("path")
             ready = c.get("readinessProbe", {}).get("httpGet", {}).get("path")
             if (live, ready) != ("/healthz", "/readyz"):
@@ -64,6 +77,7 @@ for path in sys.argv[1:]:
     print(f"[helm-lint] {path.rsplit('/', 1)[-1]}: {len(docs)} objects parse: "
           + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
 if failed:
-    sys.exit("[helm-lint] a workload lacks its /healthz or /readyz probe")
+    sys.exit("[helm-lint] a workload lacks its probes, or has the wrong artifact keys")
 print("[helm-lint] every Deployment/StatefulSet has /healthz liveness and /readyz readiness probes")
+print("[helm-lint] artifact keys are mounted in the aggregator, model-registry and trainers only")
 PYEOF

@@ -155,6 +155,33 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
 {{- end }}
 {{- end }}
 
+{{/* Artifact keys (FEDBUS_ARTIFACT_KEYS_FILE): only for pods that read or write artifacts. */}}
+{{- define "fedbus.artifactKeysEnv" -}}
+{{- with .Values.artifactKeys }}
+{{- if .existingSecret }}
+- name: FEDBUS_ARTIFACT_KEYS_FILE
+  value: /etc/fedbus/artifact-keys
+{{- if .currentKeyId }}
+- name: FEDBUS_ARTIFACT_KEY_ID
+  value: {{ .currentKeyId | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "fedbus.artifactKeysVolumes" -}}
+{{- if .Values.artifactKeys.existingSecret }}
+- name: artifact-keys
+  secret: {secretName: {{ .Values.artifactKeys.existingSecret | quote }}, defaultMode: 0440}
+{{- end }}
+{{- end }}
+
+{{- define "fedbus.artifactKeysVolumeMounts" -}}
+{{- if .Values.artifactKeys.existingSecret }}
+- {name: artifact-keys, mountPath: /etc/fedbus/artifact-keys, readOnly: true}
+{{- end }}
+{{- end }}
+
 {{/* Writable scratch space for a read-only root filesystem. */}}
 {{- define "fedbus.scratchVolumes" -}}
 - name: tmp
