@@ -7,6 +7,9 @@ real PostgreSQL; when one is not answering the test fails with the command that 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 
 from fedbus.bus import ensure_topics
 from fedbus.settings import FedbusSettings, load_settings
+from fedbus.storage import artifact_cipher
 from tests.integration.gateway_process import Gateway, running_gateway
 from tests.integration.harness import env_file as stack_env_file
 
@@ -46,6 +50,8 @@ def settings() -> FedbusSettings:
     if not env_file.exists():
         pytest.fail(f"{env_file} missing: start the local stack with `make up`")
     cfg: FedbusSettings = load_settings()
+    if artifact_cipher(cfg) is None:
+        cfg = _with_stack_artifact_key(cfg)
     kafka_host, kafka_port = cfg.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
     minio = urlparse(cfg.minio_endpoint)
     pg = urlparse(cfg.postgres_dsn.get_secret_value())
@@ -58,6 +64,20 @@ def settings() -> FedbusSettings:
             pytest.fail(f"{name} is not answering on {host}:{port}: run `make up`")
     asyncio.run(ensure_topics(cfg))  # what each service does at start; tests may come first
     return cfg
+
+
+def _with_stack_artifact_key(cfg: FedbusSettings) -> FedbusSettings:
+    """Encrypt artifacts in the tests of a stack started before `make up` wrote a key.
+
+    The key is derived from the stack's MinIO secret, so every test session on this stack, and
+    every process it starts (they inherit ``os.environ``), holds the same one and can read what
+    the others wrote, as with the key file `make up` now writes into .env.
+    """
+    secret = cfg.minio_secret_key.get_secret_value().encode()
+    key = hashlib.sha256(b"fedbus integration-test artifact key\0" + secret).digest()
+    os.environ["FEDBUS_ARTIFACT_KEYS"] = f"stack-test:{base64.b64encode(key).decode()}"
+    os.environ.pop("FEDBUS_ARTIFACT_KEY_ID", None)
+    return load_settings()
 
 
 @pytest.fixture

@@ -24,6 +24,13 @@ K1, K2, K3 = os.urandom(32), os.urandom(16), os.urandom(24)
 WEIGHTS = b"the global model's weights, which only key holders may read"
 
 
+@pytest.fixture(autouse=True)
+def _no_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The integration conftest may have set a stack key in this process's environment.
+    for name in ("FEDBUS_ARTIFACT_KEYS", "FEDBUS_ARTIFACT_KEYS_FILE", "FEDBUS_ARTIFACT_KEY_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
 
