@@ -32,7 +32,7 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(MEMBERS)
 
 install: $(VENV)/.installed ## Install uv, the virtualenv and every package (locked)
 
-up: ## Start Kafka (KRaft), MinIO and PostgreSQL as local processes; writes .env
+up: ## Start Kafka (KRaft, SASL/SCRAM + ACLs), MinIO and PostgreSQL as local processes; writes .env
 	@$(STACK) up
 
 down: ## Stop the local stack (data kept)

@@ -4,7 +4,7 @@ Prepares MNIST-5k into 10 non-IID client partitions, starts the model-registry,
 orchestration, aggregator and gateway services and 10 trainer processes, submits
 ``examples/demo-mnist.yaml`` through the gateway, follows the job's Server-Sent Events, prints
 the final accuracy, the rounds, the model version and where its artifact is, then stops every
-process it started. On a stack with Kafka SASL (``FEDBUS_KAFKA_AUTH=scram make up``) every
+process it started. On a stack with Kafka SASL (the default of ``make up``) every
 service runs as its own principal ``svc-<name>`` and every trainer as ``trainer-<client_id>``
 (created on first use), each limited by the ACLs of its role. Run with the project's
 virtualenv after `make up`:

@@ -12,9 +12,11 @@ data, logs and pid files live under ``$FEDBUS_STATE_DIR`` (default ``<repo>/.fed
 ``up`` writes ``$FEDBUS_ENV_FILE`` (default ``<repo>/.env``) with the ``FEDBUS_*`` settings the
 services and tests read.
 
-``FEDBUS_KAFKA_AUTH=scram`` (kept for the state directory once Kafka is formatted with it)
-starts Kafka with a SASL/SCRAM-SHA-256 listener and the standard authorizer: the ``.env``
-then holds the super user ``admin``, each service gets its own principal ``svc-<name>``
+Kafka runs with a SASL/SCRAM-SHA-256 listener and the standard authorizer
+(``FEDBUS_KAFKA_AUTH=scram``, the default for a new state directory; ``FEDBUS_KAFKA_AUTH=none``
+gives the old PLAINTEXT broker with no authorizer; the choice is kept once Kafka's storage is
+formatted, and a state directory formatted before this setting existed stays ``none``). The
+env file holds the super user ``admin``; each service gets its own principal ``svc-<name>``
 (credentials in ``<state>/principals/svc-<name>.env``, mode 0600) and the ACLs of its role in
 ``schemas/topics.yaml`` (``python -m fedbus.bus.acls``). ``principal trainer <client_id>``
 and ``principal upstream <tenant>`` create one more principal with its ACLs.
@@ -231,7 +233,7 @@ def kafka_auth() -> str:
         return KAFKA_AUTH_FILE.read_text().strip()
     if (STATE / "kafka" / "data" / "meta.properties").exists():
         return "none"  # formatted before this setting existed: no SCRAM users in it
-    auth = os.environ.get("FEDBUS_KAFKA_AUTH", "none")
+    auth = os.environ.get("FEDBUS_KAFKA_AUTH", "scram")
     if auth not in {"none", "scram"}:
         raise StackError(f"kafka: FEDBUS_KAFKA_AUTH={auth!r}; choose none or scram")
     return auth
@@ -480,7 +482,7 @@ def cmd_principal(args: list[str]) -> None:
     if len(args) != 2 or args[0] not in {"trainer", "upstream"}:
         raise StackError("usage: stack.py principal trainer <client_id> | upstream <tenant>")
     if kafka_auth() != "scram":
-        raise StackError("kafka: principals need FEDBUS_KAFKA_AUTH=scram (see the docstring)")
+        raise StackError("kafka: this stack runs without SASL (FEDBUS_KAFKA_AUTH=none)")
     role, ident = args
     name = f"{role}-{ident}"
     add_scram_user(name)

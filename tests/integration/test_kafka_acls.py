@@ -1,6 +1,6 @@
 """The broker enforces who may say what: SASL/SCRAM principals and the catalog's ACLs.
 
-Runs against a stack started with ``FEDBUS_KAFKA_AUTH=scram make up`` (each service has its
+Runs against a stack started by ``make up`` (SASL is its default; each service has its
 principal ``svc-<name>``; ``stack.py principal`` adds trainers and outside producers); on a
 stack without SASL every test here is skipped. The attacker holds real credentials of some
 principal, just not the one whose role produces the event.
@@ -54,7 +54,7 @@ SEND_LIMIT_S = 30
 def secured(settings: FedbusSettings) -> FedbusSettings:
     """The admin settings of a stack with SASL on; skips the test on a stack without."""
     if settings.kafka_security_protocol is KafkaSecurityProtocol.PLAINTEXT:
-        pytest.skip("the stack runs Kafka without SASL: FEDBUS_KAFKA_AUTH=scram make up")
+        pytest.skip("the stack runs Kafka without SASL (FEDBUS_KAFKA_AUTH=none)")
     return settings
 
 

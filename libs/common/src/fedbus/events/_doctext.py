@@ -111,6 +111,15 @@ milliseconds, and a `traceparent` (`00-` + 32 hex digits + `-` + 16 hex digits +
 Orchestration answers on `job.accepted` or `job.rejected` (with a list of
 `{{code, field, message}}` reasons), under the same key.
 
+On a stack with Kafka SASL (the default of `make up`), publish as your tenant's principal:
+`python deploy/local/stack.py principal upstream <tenant>` writes its SCRAM-SHA-256 user
+and password to `<state dir>/principals/upstream-<tenant>.env`. Give the console producer
+`--producer.config` with `security.protocol=SASL_PLAINTEXT`, `sasl.mechanism=SCRAM-SHA-256`
+and a `ScramLoginModule` `sasl.jaas.config`, and aiokafka `security_protocol="SASL_PLAINTEXT"`,
+`sasl_mechanism="SCRAM-SHA-256"`, `sasl_plain_username` and `sasl_plain_password`. That
+principal may write `job.requested` and `job.cancel.requested` only; the broker does not
+check the `tenant` in the body (`docs/security.md`).
+
 The full body (`schemas/examples/job.requested.json`):
 
 ```json
