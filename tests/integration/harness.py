@@ -29,6 +29,7 @@ from fedbus.events import Event, EventDecodeError, decode
 from fedbus.settings import FedbusSettings
 
 __all__ = [
+    "REPO",
     "EventWatcher",
     "ServiceProcess",
     "create_principal",
@@ -37,6 +38,7 @@ __all__ = [
     "fresh_group",
     "principal_env",
     "principal_settings",
+    "state_dir",
     "unique",
 ]
 
@@ -48,7 +50,8 @@ def env_file() -> Path:
     return Path(os.environ.get("FEDBUS_ENV_FILE") or REPO / ".env")
 
 
-def _state_dir() -> Path:
+def state_dir() -> Path:
+    """The stack's state directory (``FEDBUS_STATE_DIR`` of its env file)."""
     return Path(dotenv_values(env_file()).get("FEDBUS_STATE_DIR") or REPO / ".fedbus")
 
 
@@ -57,7 +60,7 @@ def principal_env(name: str) -> dict[str, str]:
 
     Empty when the stack runs Kafka without SASL: the process then uses the ``.env``'s.
     """
-    path = _state_dir() / "principals" / f"{name}.env"
+    path = state_dir() / "principals" / f"{name}.env"
     if not path.exists():
         return {}
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
@@ -67,7 +70,7 @@ def principal_settings(settings: FedbusSettings, name: str) -> FedbusSettings:
     """``settings`` with principal ``name``'s Kafka credentials instead of the admin's."""
     creds = principal_env(name)
     if not creds:
-        raise LookupError(f"no credentials for Kafka principal {name} under {_state_dir()}")
+        raise LookupError(f"no credentials for Kafka principal {name} under {state_dir()}")
     return settings.model_copy(update={
         "kafka_sasl_username": creds["FEDBUS_KAFKA_SASL_USERNAME"],
         "kafka_sasl_password": SecretStr(creds["FEDBUS_KAFKA_SASL_PASSWORD"]),
@@ -77,7 +80,7 @@ def principal_settings(settings: FedbusSettings, name: str) -> FedbusSettings:
 def create_principal(settings: FedbusSettings, role: str, ident: str) -> str:
     """``stack.py principal <role> <ident>`` on the stack of ``settings``; its principal name."""
     port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
-    env = {**os.environ, "FEDBUS_STATE_DIR": str(_state_dir()), "FEDBUS_KAFKA_PORT": port,
+    env = {**os.environ, "FEDBUS_STATE_DIR": str(state_dir()), "FEDBUS_KAFKA_PORT": port,
            "FEDBUS_ENV_FILE": str(env_file())}  # fmt: skip
     subprocess.run(
         [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "principal", role, ident],

@@ -9,6 +9,9 @@ principal, just not the one whose role produces the event.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,11 +41,14 @@ from fedbus.settings import FedbusSettings, KafkaSecurityProtocol
 from fedbus.storage import S3ArtifactStore
 
 from .harness import (
+    REPO,
     EventWatcher,
     ServiceProcess,
     create_principal,
+    free_port,
     fresh_group,
     principal_settings,
+    state_dir,
     unique,
 )
 from .test_registry_service import _wait_for_port
@@ -196,3 +202,31 @@ async def test_a_wrong_password_gets_nothing(secured: FedbusSettings) -> None:
 
     with pytest.raises(KafkaError):
         await send(guessed, bare_completed())
+
+
+def test_a_job_runs_end_to_end_with_every_process_as_its_own_principal(
+    secured: FedbusSettings, tmp_path: Path
+) -> None:
+    """deploy/local/demo.py: five services and three trainers, each with its own principal."""
+    spec = (REPO / "examples" / "demo-mnist.yaml").read_text()
+    for old, new in [("rounds: 20", "rounds: 2"), ("clients_per_round: 10", "clients_per_round: 3"),
+                     ("min_clients: 8", "min_clients: 3")]:  # fmt: skip
+        spec = spec.replace(old, new)
+    (tmp_path / "spec.yaml").write_text(spec)
+    state = state_dir()
+    env = {**os.environ, "FEDBUS_STATE_DIR": str(state),
+           "FEDBUS_DEMO_GATEWAY_PORT": str(free_port()),
+           "FEDBUS_DEMO_REGISTRY_PORT": str(free_port())}  # fmt: skip
+
+    demo = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "local" / "demo.py"), "--trainers", "3",
+         "--spec", str(tmp_path / "spec.yaml")],
+        env=env, capture_output=True, text=True, timeout=540, check=False,
+    )  # fmt: skip
+
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "ended: job.completed completed" in demo.stdout
+    for principal in ["svc-orchestration", "svc-aggregator", "trainer-client-000"]:
+        assert (state / "principals" / f"{principal}.env").exists()
+    logs = "".join(p.read_text(errors="replace") for p in (state / "logs" / "demo").glob("*.log"))
+    assert "AuthorizationFailed" not in logs
