@@ -42,6 +42,7 @@ from fedbus.events import (
     load_topics,
 )
 from fedbus.settings import FedbusSettings, load_settings
+from fedbus.storage import S3ArtifactStore, artifact_cipher
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
@@ -73,6 +74,7 @@ class Cluster:
     gateway: str
     registry: str
     log_dir: Path
+    artifact_key_id: str = ""
     starters: dict[str, Callable[[], ServiceProcess]] = field(default_factory=dict)
     procs: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -195,6 +197,7 @@ def cluster(
         "gateway",
         *(f"trainer-{i}" for i in range(3)),
     ]
+    _encrypt_artifacts(cluster)
     _starters(cluster, data, asyncio.run(_prepare_groups(settings, names)))
     try:
         for name in names:
@@ -207,6 +210,17 @@ def cluster(
     finally:
         for proc in cluster.procs.values():
             proc.stop()
+
+
+def _encrypt_artifacts(cluster: Cluster) -> None:
+    """The key id every object of the cluster's jobs must name.
+
+    The cluster's processes and the CLI read the stack's keyring (the key file `make up`
+    writes into .env, or the conftest's stack key), so they encrypt with its current key.
+    """
+    cipher = artifact_cipher(cluster.settings)
+    assert cipher is not None, "the integration settings hold no artifact key"
+    cluster.artifact_key_id = cipher.current_key_id
 
 
 def _spec(cluster: Cluster, **overrides: Any) -> dict[str, Any]:
@@ -301,7 +315,9 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
     assert end.final_model is not None
     assert version["artifact"]["sha256"] == end.final_model.sha256
     body = (await _http("GET", version["download_url"])).content
-    assert hashlib.sha256(body).hexdigest() == version["artifact"]["sha256"]
+    assert body.startswith(b"FBE2")  # the link serves the object as stored: ciphertext
+    assert hashlib.sha256(body).hexdigest() != version["artifact"]["sha256"]
+    _assert_only_ciphertext(cluster, job_id)
     code, listing = await _cli(cluster, "jobs", "list")
     assert code == 0, listing
     assert job_id in listing
@@ -321,6 +337,24 @@ async def _cli_process(
     return await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
+
+
+def _assert_only_ciphertext(cluster: Cluster, job_id: str) -> None:
+    """Every object under the job's prefix in MinIO is an FBE2 envelope under the cluster's key."""
+    s3 = S3ArtifactStore.from_settings(cluster.settings)
+    pages = s3._s3.get_paginator("list_objects_v2").paginate(
+        Bucket=s3.bucket, Prefix=f"jobs/{job_id}/"
+    )
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    key_id = cluster.artifact_key_id
+    header = b"FBE2" + bytes([len(key_id)]) + key_id.encode()
+    heads = {
+        k: s3._s3.get_object(Bucket=s3.bucket, Key=k, Range="bytes=0-63")["Body"].read()
+        for k in keys
+    }
+    assert any("/updates/" in k for k in keys), keys  # the trainers' updates
+    assert any("/global/" in k for k in keys), keys  # the aggregator's models
+    assert {k: h[: len(header)] for k, h in heads.items() if not h.startswith(header)} == {}
 
 
 async def _cli(cluster: Cluster, *args: str, key: str = KEY_A) -> tuple[int, str]:
