@@ -311,3 +311,66 @@ async def test_a_claim_that_leaves_out_a_charged_round_is_refused(
         "says epsilon 1.5, the accountant's ledger says 2.1 after round 3" in letter.error_message
     )
     assert registrations(bus) == []
+
+
+async def test_a_true_guarantee_on_another_jobs_model_is_refused(
+    bus: InMemoryBus,
+    handlers: Handlers,
+    upload: Upload,
+    make_job: MakeJob,
+    store: FakeRegistryStore,
+) -> None:
+    job, other = make_job(privacy=PrivacyMode.CENTRAL_DP), make_job()
+    by_kind = events_of(job, await models(job, upload), claimed=7.96)
+    foreign = await upload(other.job_id, 2)  # a real artifact, trained by a job without DP
+    by_kind["completed"] = [job.completed(foreign, guarantee=job.guarantee(7.96))]
+
+    await deliver(bus, handlers, [e for kind in KINDS for e in by_kind[kind]])
+
+    [letter] = bus.dead_letters("job.completed")
+    assert "no round's global model of this job" in letter.error_message
+    assert registrations(bus) == []
+    assert await store.version_for_job(job.job_id) is None
+
+
+async def test_a_claim_of_two_billion_rounds_waits_listing_a_few_and_is_refused_when_overdue(
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob, deps: Deps
+) -> None:
+    job = make_job(privacy=PrivacyMode.CENTRAL_DP)
+    final = await models(job, upload)
+    by_kind = events_of(job, final, claimed=7.96)
+    huge = job.guarantee(7.96, rounds=2**31 - 1)
+    by_kind["completed"] = [job.completed(final[-1], guarantee=huge)]
+
+    await deliver(bus, handlers, [e for kind in KINDS for e in by_kind[kind]])
+    assert registrations(bus) == []
+    assert bus.dead_letters("job.completed") == []
+
+    refused = await refuse_overdue(deps, now=utc_now() + 2 * WAIT, wait=WAIT)
+
+    assert refused == [job.job_id]
+    [letter] = bus.dead_letters("job.completed")
+    assert "round(s) 3, 4, 5" in letter.error_message
+    assert len(letter.error_message) < 2000
+    assert registrations(bus) == []
+
+
+async def test_a_different_second_job_completed_is_dead_lettered_and_the_first_is_judged(
+    bus: InMemoryBus, handlers: Handlers, upload: Upload, make_job: MakeJob
+) -> None:
+    job = make_job(privacy=PrivacyMode.CENTRAL_DP)
+    final = await models(job, upload)
+    by_kind = events_of(job, final, claimed=7.96)
+    other_claim = job.completed(final[-1], guarantee=job.guarantee(0.01))
+    resent = job.completed(final[-1], guarantee=job.guarantee(7.96))  # same claims, new id
+    events = [*by_kind["accepted"], *by_kind["rounds"], *by_kind["completed"], other_claim, resent]
+
+    await deliver(bus, handlers, [*events, *by_kind["ledger"]])
+
+    [letter] = bus.dead_letters("job.completed")
+    assert "already has a different job.completed" in letter.error_message
+    assert letter.original_value()
+    assert decode_event(letter.original_value()).event_id == (other_claim.event_id)
+    [event] = registrations(bus)
+    assert event.guarantee is not None
+    assert event.guarantee.epsilon == 7.96

@@ -161,9 +161,21 @@ async def on_job_completed(event: JobCompleted, *, deps: Deps) -> list[Event]:
         refused = await store.refusal(event.job_id)
         if refused is not None:
             raise NonRetryableError(f"job {event.job_id} was refused: {refused}")
+        stored = await store.completion(event.job_id)
+        if stored is not None and _claims(stored) != _claims(event):
+            # The first job.completed kept is the one judged; a different one is not a retry.
+            raise NonRetryableError(
+                f"job {event.job_id} already has a different job.completed (event "
+                f"{stored.event_id}); this one ({event.event_id}) is not registered"
+            )
         await _verify_artifact(event.job_id, final, deps.artifacts)
         await store.save_completion(event)
         return await _register_if_ready(event.job_id, deps=deps, cause=event)
+
+
+def _claims(done: JobCompleted) -> tuple[object, ...]:
+    """What a ``job.completed`` states, without its envelope (a re-sent one states the same)."""
+    return (done.status, done.rounds_completed, done.final_model, done.guarantee)
 
 
 async def _verify_artifact(job_id: str, ref: ModelRef, artifacts: ArtifactStore) -> None:
@@ -188,6 +200,13 @@ async def _register_if_ready(job_id: str, *, deps: Deps, cause: Event) -> list[E
     missing = missing_rounds(done.rounds_completed, [r.round for r in rounds])
     if missing:
         log.info("job %s ended; waiting for round.completed of rounds %s", job_id, missing)
+        return []
+    if rounds and all(done.final_model != r.global_model for r in rounds):
+        reason = (
+            f"job.completed of job {job_id} names final model {done.final_model!r}, which is "
+            "no round's global model of this job: the ledger's guarantee cannot be attached to it"
+        )
+        await _refuse(done, reason, deps=deps, raise_=isinstance(cause, JobCompleted))
         return []
     seen = [r.round for r in rounds]
     verdict = ledger_verdict(job, done, await store.ledger(job_id), rounds_seen=seen)

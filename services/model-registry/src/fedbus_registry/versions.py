@@ -7,7 +7,7 @@ including what the accountant's ledger certifies (:func:`ledger_verdict`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +33,7 @@ __all__ = [
     "Refused",
     "RoundRecord",
     "Verdict",
+    "first_missing",
     "is_registrable",
     "ledger_verdict",
     "missing_rounds",
@@ -132,8 +133,26 @@ def missing_rounds(rounds_completed: int, recorded: Iterable[int]) -> list[int]:
     ``job.completed`` and the last ``round.completed`` travel on different topics, so the
     registry may see the end of a job before its last round; it waits for the rounds.
     """
-    have = set(recorded)
-    return [r for r in range(1, rounds_completed + 1) if r not in have]
+    return first_missing(rounds_completed, set(recorded))
+
+
+MISSING_SHOWN = 20
+"""At most this many missing round numbers are listed (a claim may name 2**31 rounds)."""
+
+
+def first_missing(n: int, have: Collection[int], limit: int = MISSING_SHOWN) -> list[int]:
+    """The first ``limit`` numbers of ``1..n`` not in ``have``.
+
+    Takes at most ``len(have) + limit`` steps whatever ``n`` is: the round numbers come from
+    events, and a forged one must not make the registry walk two billion numbers.
+    """
+    out: list[int] = []
+    r = 1
+    while r <= n and len(out) < limit:
+        if r not in have:
+            out.append(r)
+        r += 1
+    return out
 
 
 EPSILON_RTOL = 1e-9
@@ -208,7 +227,7 @@ def ledger_verdict(
             "ran no round: the accountant's ledger has nothing to certify"
         )
     by_round = {e.round: e for e in ledger}
-    missing = [r for r in range(1, n + 1) if r not in by_round]
+    missing = first_missing(n, by_round)
     if missing:
         return AwaitLedger(missing)
     last = by_round[n]
