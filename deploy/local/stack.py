@@ -484,6 +484,11 @@ def cmd_principal(args: list[str]) -> None:
     if kafka_auth() != "scram":
         raise StackError("kafka: this stack runs without SASL (FEDBUS_KAFKA_AUTH=none)")
     role, ident = args
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", ident):
+        raise StackError(
+            f"{role} id {ident!r}: use letters, digits, '.', '_' and '-' (it names a principal "
+            "and its credentials file)"
+        )
     name = f"{role}-{ident}"
     add_scram_user(name)
     apply_acls([f"--{role}", ident])

@@ -101,3 +101,18 @@ def test_logged_commands_do_not_show_passwords(
 
     assert "s3cret" not in log.read_text()
     assert "password=***" in log.read_text()
+
+
+@pytest.mark.parametrize("ident", ["../evil", "a/b", "", "x y", "-dash-first"])
+def test_a_principal_id_that_could_leave_the_state_directory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ident: str
+) -> None:
+    stack = load_stack(monkeypatch, tmp_path, None)
+    created: list[str] = []
+    monkeypatch.setattr(stack, "add_scram_user", created.append)
+
+    with pytest.raises(stack.StackError, match="letters, digits"):
+        stack.cmd_principal(["trainer", ident])
+
+    assert created == []
+    assert not (tmp_path.parent / "evil.env").exists()
