@@ -189,6 +189,9 @@ def _bad_tokens() -> dict[str, tuple[Callable[[Issuer], str], str]]:
         "missing tenant": (lambda i: i.mint(tenant=None), "no 'tenant' claim"),
         "missing exp": (lambda i: i.mint(exp=None), "no 'exp' claim"),
         "missing sub": (lambda i: i.mint(sub=None), "no 'sub' claim"),
+        "NUL in the tenant": (lambda i: i.mint(tenant="ac\x00me"), "'tenant' claim is longer"),
+        "lone surrogate in sub": (lambda i: i.mint(sub="\ud800"), "'sub' claim is longer"),
+        "tenant of 10,000 chars": (lambda i: i.mint(tenant="t" * 10_000), "or holds a NUL"),
         "not yet valid": (lambda i: i.mint(nbf=now + 600), "not valid yet"),
     }
 

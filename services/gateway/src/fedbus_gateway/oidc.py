@@ -24,7 +24,9 @@ from typing import Any
 
 import httpx
 import jwt
+from pydantic_core import PydanticCustomError
 
+from fedbus.events import check_storable
 from fedbus_gateway.auth import Principal
 from fedbus_gateway.settings import GatewaySettings, Scope
 
@@ -225,10 +227,28 @@ class OidcVerifier:
         if not isinstance(tenant, str) or not tenant:
             raise TokenRejectedError(f"the token has no '{cfg.tenant_claim}' claim naming a tenant")
         subject = str(claims["sub"])
+        for claim, value in ((cfg.tenant_claim, tenant), ("sub", subject)):
+            if len(value) > MAX_CLAIM_CHARS or not _storable(value):
+                raise TokenRejectedError(
+                    f"the token's '{claim}' claim is longer than {MAX_CLAIM_CHARS} characters "
+                    "or holds a NUL or an unpaired surrogate"
+                )
         return Principal(
             key_id=f"oidc:{subject}"[:200], tenant=tenant,
             scopes=_scopes(claims.get(cfg.scope_claim)), name=f"oidc:{subject}",
         )  # fmt: skip
+
+
+MAX_CLAIM_CHARS = 200
+"""Longest tenant or subject a token may name (they are stored and put in events)."""
+
+
+def _storable(text: str) -> bool:
+    try:
+        check_storable(text)
+    except PydanticCustomError:
+        return False
+    return True
 
 
 def _scopes(value: object) -> frozenset[Scope]:
