@@ -154,3 +154,21 @@ async def test_failed_authentications_are_logged_once_per_window_without_the_key
     assert len(warnings) == 2  # the first failure, then the address being refused
     assert all("127.0.0.1" in r.getMessage() for r in warnings)
     assert key_sha256(secret_guess)[:8] in warnings[0].getMessage()
+
+
+def test_the_failure_table_stays_bounded_and_keeps_the_newest_counts() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(limit=2, window_s=60, clock=lambda: now[0], max_addresses=3)
+    limiter.fail("10.0.0.1")
+    limiter.fail("10.0.0.1")
+    assert limiter.blocked("10.0.0.1") == 60
+
+    for i in range(2, 1002):  # a spray of addresses within the window
+        now[0] += 0.01
+        limiter.fail(f"10.0.{i // 256}.{i % 256}")
+
+    assert len(limiter._windows) == 3  # never more than max_addresses
+    assert limiter.blocked("10.0.0.1") == 0  # the oldest went first
+    last = "10.0.3.233"
+    limiter.fail(last)
+    assert limiter.blocked(last) > 0  # the newest keep their counts

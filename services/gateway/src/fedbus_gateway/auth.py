@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -114,8 +115,10 @@ class FailureLimiter:
     window_s: float
     clock: Callable[[], float] = time.monotonic
     max_addresses: int = 100_000
-    """Past this many tracked addresses, ended windows are forgotten (bounded memory)."""
-    _windows: dict[str, _Window] = field(default_factory=dict)
+    """At most this many addresses are tracked: ended windows are forgotten first, then the
+    oldest (an attacker who sprays this many addresses in one window loses its own counts
+    too, but memory and time per request stay bounded)."""
+    _windows: OrderedDict[str, _Window] = field(default_factory=OrderedDict)
 
     def blocked(self, address: str) -> float:
         """0 when ``address`` may try to authenticate, else seconds until it may again."""
@@ -128,8 +131,7 @@ class FailureLimiter:
         """Count a failed authentication from ``address``; returns its count in this window."""
         window = self._current(address)
         if window is None:
-            if len(self._windows) >= self.max_addresses:
-                self._forget_ended()
+            self._make_room()
             window = self._windows[address] = _Window(start=self.clock())
         window.failures += 1
         return window.failures
@@ -141,8 +143,15 @@ class FailureLimiter:
             return None
         return window
 
-    def _forget_ended(self) -> None:
+    def _make_room(self) -> None:
+        """Drop ended windows and, past ``max_addresses``, the oldest: O(1) per dropped one.
+
+        Windows are kept in the order they started (an ended one is removed before its
+        address starts a new one), so the ended ones are at the front.
+        """
         now = self.clock()
-        for address, window in list(self._windows.items()):
-            if now - window.start >= self.window_s:
-                del self._windows[address]
+        while self._windows:
+            _, oldest = next(iter(self._windows.items()))
+            if now - oldest.start < self.window_s and len(self._windows) < self.max_addresses:
+                return
+            self._windows.popitem(last=False)
