@@ -153,3 +153,12 @@ async def test_a_bad_last_event_id_is_422_naming_the_header(
 
     assert reply.status_code == 422
     assert "Last-Event-ID" in reply.json()["detail"]
+
+
+async def test_progress_of_a_job_the_gateway_does_not_know_is_not_recorded(env: Env) -> None:
+    handlers = HANDLERS.bind(Deps(jobs=env.jobs, hub=env.hub))
+    made_up = Progress.create(source="t", job_id="no-such-job", phase=Phase.QUEUED, message="x")
+
+    await handlers[Progress](made_up)
+
+    assert await env.jobs.events_after("no-such-job", after=0) == []

@@ -36,7 +36,13 @@ async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
 
 
 async def on_progress(event: Progress, *, deps: Deps) -> list[Event]:
-    """Progress changes no view: it is recorded for resumed streams, then streamed live."""
+    """Progress changes no view: it is recorded for resumed streams, then streamed live.
+
+    Progress of a job the gateway does not know is dropped: every trainer principal may write
+    ``progress``, and nothing should fill the record under made-up job ids.
+    """
+    if await deps.jobs.get(event.job_id) is None:
+        return []
     seq = await deps.jobs.record(event)
     deps.hub.publish(StoredEvent(seq=seq, event=event))
     return []
