@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -392,3 +393,30 @@ def test_production_refuses_a_plain_http_jwks_url_and_needs_no_api_key_beside_an
     assert "no gateway API keys" not in str(refused.value)
     assert development.gateway_oidc_jwks_url == "http://issuer.test/jwks"
     assert not [p for p in https.insecure_values() if "OIDC" in p or "API keys" in p]
+
+
+async def test_a_slow_jwks_fetch_stalls_only_the_request_that_needs_it() -> None:
+    issuer, clock = Issuer(), FakeClock()
+    release = asyncio.Event()
+
+    async def slow_fetch() -> Any:
+        if issuer.fetches:  # the first fetch is quick; the refetch hangs until released
+            await release.wait()
+        return await issuer.fetch()
+
+    cache = JwksCache(slow_fetch, algorithms=["RS256", "ES256"], lifespan_s=300,
+                      min_refetch_s=30, clock=clock)  # fmt: skip
+    assert await cache.key("rsa-1") is not None
+    clock.now += 31
+    refetch = asyncio.create_task(cache.key("random-kid"))  # unknown kid: a refetch, hanging
+    await asyncio.sleep(0)  # let it take the lock and start fetching
+
+    known = await asyncio.wait_for(cache.key("rsa-1"), 1)  # answered from the cache
+    other_random = await asyncio.wait_for(cache.key("another-random-kid"), 1)
+
+    assert known is not None
+    assert other_random is None
+    assert not refetch.done()
+    release.set()
+    assert await refetch is None
+    assert issuer.fetches == 2

@@ -113,7 +113,18 @@ class JwksCache:
         """Fetches tried so far (for tests and metrics)."""
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
-        """The key ``kid``, fetching the JWKS first when stale or when ``kid`` is unknown."""
+        """The key ``kid``, fetching the JWKS first when stale or when ``kid`` is unknown.
+
+        A known ``kid`` of a fresh cache, and an unknown one while no fetch may be tried (one
+        is in flight or was tried within ``min_refetch_s``), are answered at once: only a
+        request that needs a fetch waits for it.
+        """
+        keys, now = self._keys, self._clock()
+        if keys is not None:
+            if kid in keys and now - self._fetched_at < self._lifespan_s:
+                return keys[kid]
+            if self._tried_at is not None and now - self._tried_at < self._min_refetch_s:
+                return keys.get(kid)
         async with self._lock:
             stale = self._keys is None or self._clock() - self._fetched_at >= self._lifespan_s
             if stale or kid not in (self._keys or {}):
