@@ -10,9 +10,11 @@ from typing import Protocol, TypedDict, Unpack
 import numpy as np
 import pytest
 
+from fedbus.bus import Handler, InMemoryBus
 from fedbus.events import (
     BudgetStatus,
     BudgetUpdated,
+    Event,
     JobAccepted,
     JobCompleted,
     JobMode,
@@ -28,6 +30,10 @@ from fedbus.events import (
     StrategySpec,
 )
 from fedbus.storage import InMemoryArtifactStore
+from fedbus_registry.deps import Deps
+from fedbus_registry.handlers import HANDLERS
+
+from .fakes import FakeRegistryStore
 
 
 @dataclass
@@ -172,3 +178,27 @@ def make_job(tenant: str) -> MakeJob:
         return Job(**fields)
 
     return _make
+
+
+Handlers = dict[type[Event], Handler]
+"""The registry's routing table bound to test dependencies."""
+
+
+@pytest.fixture
+def store() -> FakeRegistryStore:
+    return FakeRegistryStore()
+
+
+@pytest.fixture
+def bus() -> InMemoryBus:
+    return InMemoryBus()
+
+
+@pytest.fixture
+def deps(store: FakeRegistryStore, artifacts: InMemoryArtifactStore, bus: InMemoryBus) -> Deps:
+    return Deps(store=store, artifacts=artifacts, dead_letters=bus)
+
+
+@pytest.fixture
+def handlers(deps: Deps) -> Handlers:
+    return HANDLERS.bind(deps)

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fedbus.bus import Handler, InMemoryBus
+from fedbus.bus import InMemoryBus
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
-    Event,
     JobStatus,
     ModelRef,
     ModelRegistered,
@@ -24,26 +23,7 @@ from fedbus_registry.handlers import HANDLERS
 from .fakes import FakeRegistryStore
 
 if TYPE_CHECKING:
-    from .conftest import Job, MakeJob, Upload
-
-Handlers = dict[type[Event], Handler]
-
-
-@pytest.fixture
-def store() -> FakeRegistryStore:
-    return FakeRegistryStore()
-
-
-@pytest.fixture
-def bus() -> InMemoryBus:
-    return InMemoryBus()
-
-
-@pytest.fixture
-def handlers(
-    store: FakeRegistryStore, artifacts: InMemoryArtifactStore, bus: InMemoryBus
-) -> Handlers:
-    return HANDLERS.bind(Deps(store=store, artifacts=artifacts, dead_letters=bus))
+    from .conftest import Handlers, Job, MakeJob, Upload
 
 
 async def run_job(

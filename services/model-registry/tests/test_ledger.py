@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fedbus.bus import Handler, InMemoryBus
+from fedbus.bus import InMemoryBus
 from fedbus.bus.codec import decode_event
 from fedbus.events import (
     DeadLetter,
@@ -19,38 +19,16 @@ from fedbus.events import (
     PrivacyMode,
     utc_now,
 )
-from fedbus.storage import InMemoryArtifactStore
 from fedbus_registry.deps import Deps
-from fedbus_registry.handlers import HANDLERS, refuse_overdue
+from fedbus_registry.handlers import refuse_overdue
 
 from .fakes import FakeRegistryStore
 
 if TYPE_CHECKING:
-    from .conftest import Job, MakeJob, Upload
+    from .conftest import Handlers, Job, MakeJob, Upload
 
-Handlers = dict[type[Event], Handler]
 KINDS = ("accepted", "rounds", "ledger", "completed")
 WAIT = timedelta(minutes=15)
-
-
-@pytest.fixture
-def store() -> FakeRegistryStore:
-    return FakeRegistryStore()
-
-
-@pytest.fixture
-def bus() -> InMemoryBus:
-    return InMemoryBus()
-
-
-@pytest.fixture
-def deps(store: FakeRegistryStore, artifacts: InMemoryArtifactStore, bus: InMemoryBus) -> Deps:
-    return Deps(store=store, artifacts=artifacts, dead_letters=bus)
-
-
-@pytest.fixture
-def handlers(deps: Deps) -> Handlers:
-    return HANDLERS.bind(deps)
 
 
 def registrations(bus: InMemoryBus) -> list[ModelRegistered]:
