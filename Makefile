@@ -32,7 +32,7 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(MEMBERS)
 
 install: $(VENV)/.installed ## Install uv, the virtualenv and every package (locked)
 
-up: ## Start Kafka (KRaft, SASL/SCRAM + ACLs), MinIO and PostgreSQL as local processes; writes .env
+up: install ## Start Kafka (KRaft, SASL/SCRAM + ACLs, TLS), MinIO (TLS) and PostgreSQL as local processes; writes .env
 	@$(STACK) up
 
 down: ## Stop the local stack (data kept)

@@ -20,6 +20,13 @@ env file holds the super user ``admin``; each service gets its own principal ``s
 (credentials in ``<state>/principals/svc-<name>.env``, mode 0600) and the ACLs of its role in
 ``schemas/topics.yaml`` (``python -m fedbus.bus.acls``). ``principal trainer <client_id>``
 and ``principal upstream <tenant>`` create one more principal with its ACLs.
+
+Kafka's client listener and MinIO speak TLS (``FEDBUS_TLS=on``, the default for a new state
+directory; ``FEDBUS_TLS=off`` opts out; the choice is kept in ``<state>/tls-mode``, and a state
+directory that held Kafka or MinIO data before this setting existed stays ``off``). The CA and
+the server certificates are made by ``deploy/local/tls.py`` (with the virtualenv's
+``cryptography``) under ``<state>/tls/``, once, and issued again near expiry; the env file
+points clients at ``<state>/tls/ca.crt``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -65,6 +73,9 @@ PORTS = {
 ENV_FILE = Path(os.environ.get("FEDBUS_ENV_FILE") or REPO / ".env")
 PRINCIPALS = STATE / "principals"
 KAFKA_AUTH_FILE = STATE / "kafka" / "auth"
+TLS_MODE_FILE = STATE / "tls-mode"
+TLS_DIR = STATE / "tls"
+TLS_CA = TLS_DIR / "ca.crt"
 SERVICES = ("gateway", "orchestration", "aggregator", "privacy-accountant", "model-registry")
 START_TIMEOUT_S = float(os.environ.get("FEDBUS_START_TIMEOUT_S", "120"))
 
@@ -249,25 +260,74 @@ def kafka_admin_password() -> str:
     return c["kafka_admin_password"]
 
 
-def kafka_env_lines(username: str, password: str) -> list[str]:
-    return [
-        "FEDBUS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
-        "FEDBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
-        f"FEDBUS_KAFKA_SASL_USERNAME={username}",
-        f"FEDBUS_KAFKA_SASL_PASSWORD={password}",
-    ]
+def tls_mode() -> str:
+    """``on`` or ``off``: the state directory's choice once made, else ``FEDBUS_TLS``'s."""
+    if TLS_MODE_FILE.exists():
+        return TLS_MODE_FILE.read_text().strip()
+    if (STATE / "kafka" / "data" / "meta.properties").exists() or (STATE / "minio").exists():
+        return "off"  # a stack started before this setting existed: its clients speak plaintext
+    mode = os.environ.get("FEDBUS_TLS", "on")
+    if mode not in {"on", "off"}:
+        raise StackError(f"tls: FEDBUS_TLS={mode!r}; choose on or off")
+    return mode
+
+
+def tls_on() -> bool:
+    return tls_mode() == "on"
+
+
+def ensure_tls() -> None:
+    """Record the TLS choice; with TLS on, make or renew the CA and server certificates."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    mode = tls_mode()
+    if not TLS_MODE_FILE.exists():
+        TLS_MODE_FILE.write_text(mode + "\n")
+    if mode == "on":
+        run_logged("tls", [venv_python(), str(HERE / "tls.py"), str(TLS_DIR)], LOGS / "tls.log")
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    """A TLS client context that trusts the local CA only."""
+    return ssl.create_default_context(cafile=str(TLS_CA))
+
+
+def kafka_protocol() -> str:
+    """The client listener's ``security.protocol``."""
+    sasl = kafka_auth() == "scram"
+    if tls_on():
+        return "SASL_SSL" if sasl else "SSL"
+    return "SASL_PLAINTEXT" if sasl else "PLAINTEXT"
+
+
+def kafka_env_lines(username: str | None = None, password: str | None = None) -> list[str]:
+    lines = [f"FEDBUS_KAFKA_SECURITY_PROTOCOL={kafka_protocol()}"]
+    if tls_on():
+        lines.append(f"FEDBUS_KAFKA_SSL_CAFILE={TLS_CA}")
+    if username is not None and password is not None:
+        lines += [
+            "FEDBUS_KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
+            f"FEDBUS_KAFKA_SASL_USERNAME={username}",
+            f"FEDBUS_KAFKA_SASL_PASSWORD={password}",
+        ]
+    return lines
 
 
 def principal_password(name: str) -> str:
-    """The password of principal ``name``, made once; its env file is ``<name>.env`` (0600)."""
+    """The password of principal ``name``, made once; its env file is ``<name>.env`` (0600).
+
+    The file is written again each time with the stack's current protocol and CA file.
+    """
     path = PRINCIPALS / f"{name}.env"
+    password = None
     if path.exists():
         for line in path.read_text().splitlines():
             if line.startswith("FEDBUS_KAFKA_SASL_PASSWORD="):
-                return line.partition("=")[2]
-    password = secrets.token_urlsafe(24)
+                password = line.partition("=")[2]
+    password = password or secrets.token_urlsafe(24)
     PRINCIPALS.mkdir(parents=True, exist_ok=True)
     PRINCIPALS.chmod(0o700)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text(
         f"# Kafka principal {name} (deploy/local/stack.py); its process's own credentials.\n"
         + "\n".join(kafka_env_lines(name, password))
@@ -283,14 +343,17 @@ def env_lines() -> list[str]:
     if kafka_auth() == "scram":
         kafka = kafka_env_lines("admin", kafka_admin_password())
     else:
-        kafka = ["FEDBUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"]
+        kafka = kafka_env_lines()
+    minio = [f"FEDBUS_MINIO_ENDPOINT={minio_url()}"]
+    if tls_on():
+        minio.append(f"FEDBUS_MINIO_CA_FILE={TLS_CA}")
     return [
         "# Written by `make up` (deploy/local/stack.py). Local development only; do not commit.",
         "FEDBUS_ENV=development",
         f"FEDBUS_STATE_DIR={STATE}",
         f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
         *kafka,
-        f"FEDBUS_MINIO_ENDPOINT=http://127.0.0.1:{PORTS['minio']}",
+        *minio,
         f"FEDBUS_MINIO_ACCESS_KEY={c['minio_user']}",
         f"FEDBUS_MINIO_SECRET_KEY={c['minio_password']}",
         "FEDBUS_MINIO_BUCKET=fedbus",
@@ -352,6 +415,25 @@ def kafka_ready(log: Path, since: int) -> Callable[[], bool]:
     return ready
 
 
+def kafka_config_text() -> str:
+    """The broker's server.properties for this state directory's auth and TLS choices."""
+    scram = kafka_auth() == "scram"
+    template = "server-scram.properties.in" if scram else "server.properties.in"
+    text = (HERE / "kafka" / template).read_text()
+    listener = kafka_protocol()
+    for key, val in {
+        "KAFKA_PORT": PORTS["kafka"],
+        "KAFKA_CONTROLLER_PORT": PORTS["kafka-controller"],
+        "KAFKA_DATA": STATE / "kafka" / "data",
+        "KAFKA_ADMIN_PASSWORD": kafka_admin_password() if scram else "",
+        "LISTENER": listener,
+        "listener": listener.lower(),
+        "TLS_SETTINGS": kafka_tls_settings(),
+    }.items():
+        text = text.replace(f"@{key}@", str(val))
+    return text
+
+
 def kafka_up() -> None:
     libs = kafka_libs()
     java = need_tool("kafka", "java", "install a JDK 17+")
@@ -359,15 +441,7 @@ def kafka_up() -> None:
     conf = STATE / "kafka" / "server.properties"
     conf.parent.mkdir(parents=True, exist_ok=True)
     scram = kafka_auth() == "scram"
-    template = "server-scram.properties.in" if scram else "server.properties.in"
-    text = (HERE / "kafka" / template).read_text()
-    for key, val in {
-        "KAFKA_PORT": PORTS["kafka"],
-        "KAFKA_CONTROLLER_PORT": PORTS["kafka-controller"],
-        "KAFKA_DATA": data,
-        "KAFKA_ADMIN_PASSWORD": kafka_admin_password() if scram else "",
-    }.items():
-        text = text.replace(f"@{key}@", str(val))
+    text = kafka_config_text()
     conf.touch(mode=0o600)
     conf.chmod(0o600)
     conf.write_text(text)
@@ -423,6 +497,36 @@ def kafka_up() -> None:
     wait_until("kafka", group_coordinators_ready(partitions), pid, log)
 
 
+def kafka_tls_settings() -> str:
+    """The broker's TLS properties (PEM keystore and truststore), or nothing with TLS off."""
+    if not tls_on():
+        return "# TLS off (FEDBUS_TLS=off, or a state directory from before TLS)"
+    return "\n".join([
+        "# TLS (FEDBUS_TLS=on): certificates from deploy/local/tls.py under the state dir.",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={TLS_DIR / 'kafka' / 'keystore.pem'}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={TLS_CA}",
+        "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+        "ssl.protocol=TLSv1.3",
+        "ssl.client.auth=none",
+    ])  # fmt: skip
+
+
+def kafka_tool_properties() -> str:
+    """A Java client's properties (ConfigCommand) for the client listener, as admin."""
+    lines = [f"security.protocol={kafka_protocol()}"]
+    if kafka_auth() == "scram":
+        lines += [
+            "sasl.mechanism=SCRAM-SHA-256",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="admin" password="{kafka_admin_password()}";',
+        ]
+    if tls_on():
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={TLS_CA}"]
+    return "\n".join(lines) + "\n"
+
+
 def scram_bootstrap_users() -> list[str]:
     """``--add-scram`` arguments: admin and one principal per service, before first start."""
     users = [("admin", kafka_admin_password())]
@@ -436,7 +540,9 @@ def scram_bootstrap_users() -> list[str]:
 def venv_python() -> str:
     path = REPO / ".venv" / "bin" / "python"
     if not path.exists():
-        raise StackError("kafka: ACLs need the virtualenv (make install)")
+        raise StackError(
+            "stack: Kafka's ACLs and the TLS certificates need the virtualenv (make install)"
+        )
     return str(path)
 
 
@@ -455,11 +561,8 @@ def add_scram_user(name: str) -> None:
     """Create (or reset to the stored password) SCRAM user ``name`` on the running broker."""
     admin_conf = STATE / "kafka" / "admin.properties"
     admin_conf.touch(mode=0o600)
-    admin_conf.write_text(
-        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="admin" password="{kafka_admin_password()}";\n'
-    )
+    admin_conf.chmod(0o600)
+    admin_conf.write_text(kafka_tool_properties())
     libs = kafka_libs()
     java = need_tool("kafka", "java", "install a JDK 17+")
     run_logged(
@@ -533,7 +636,10 @@ def find_coordinator_error(group: str) -> int:
     body = _kafka_string(group) + struct.pack(">b", 0)  # key type 0: a consumer group
     header = struct.pack(">hhi", 10, 1, 1) + _kafka_string("fedbus-stack")
     request = header + body
-    with socket.create_connection(("127.0.0.1", PORTS["kafka"]), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", PORTS["kafka"]), timeout=5) as raw:
+        conn = raw
+        if tls_on():
+            conn = client_ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")
         conn.sendall(struct.pack(">i", len(request)) + request)
         size = struct.unpack(">i", _read_exactly(conn, 4))[0]
         response = _read_exactly(conn, size)
@@ -587,9 +693,16 @@ def minio_bin() -> Path:
     return path
 
 
+def minio_url() -> str:
+    """MinIO's S3 endpoint: https with TLS on."""
+    return f"{'https' if tls_on() else 'http'}://127.0.0.1:{PORTS['minio']}"
+
+
 def http_ok(url: str) -> bool:
+    """True when ``url`` answers 200 (an https URL must present a certificate of the local CA)."""
+    context = client_ssl_context() if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
+        with urllib.request.urlopen(url, timeout=1, context=context) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -618,11 +731,12 @@ def minio_up() -> None:
             f"127.0.0.1:{PORTS['minio']}",
             "--console-address",
             f"127.0.0.1:{PORTS['minio-console']}",
+            *(["--certs-dir", str(TLS_DIR / "minio")] if tls_on() else []),
             "--quiet",
         ],
         env,
     )
-    url = f"http://127.0.0.1:{PORTS['minio']}/minio/health/live"
+    url = f"{minio_url()}/minio/health/live"
     wait_until("minio", lambda: http_ok(url), pid, LOGS / "minio.log")
 
 
@@ -806,13 +920,14 @@ COMPONENTS: dict[str, Callable[[], None]] = {
 }
 HEALTH: dict[str, Callable[[], bool]] = {
     "kafka": lambda: port_open(PORTS["kafka"]),
-    "minio": lambda: http_ok(f"http://127.0.0.1:{PORTS['minio']}/minio/health/live"),
+    "minio": lambda: http_ok(f"{minio_url()}/minio/health/live"),
     "postgres": lambda: port_open(PORTS["postgres"]),
 }
 
 
 def cmd_up(names: list[str]) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
+    ensure_tls()
     for name in names:
         pid = read_pid(name)
         if pid is not None and HEALTH[name]():

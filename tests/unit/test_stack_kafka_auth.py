@@ -17,6 +17,7 @@ def load_stack(monkeypatch: pytest.MonkeyPatch, state: Path, auth: str | None) -
     """A fresh import of stack.py for state directory ``state`` (its paths are module-level)."""
     monkeypatch.setenv("FEDBUS_STATE_DIR", str(state))
     monkeypatch.setenv("FEDBUS_ENV_FILE", str(state / "test.env"))
+    monkeypatch.delenv("FEDBUS_TLS", raising=False)
     if auth is None:
         monkeypatch.delenv("FEDBUS_KAFKA_AUTH", raising=False)
     else:
@@ -38,7 +39,7 @@ def test_a_new_state_directory_gets_scram_and_the_env_file_holds_admin(
     env = dict(line.split("=", 1) for line in stack.env_lines() if "=" in line)
 
     assert stack.kafka_auth() == "scram"
-    assert env["FEDBUS_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["FEDBUS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["FEDBUS_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-256"
     assert env["FEDBUS_KAFKA_SASL_USERNAME"] == "admin"
     assert env["FEDBUS_KAFKA_SASL_PASSWORD"] == stack.kafka_admin_password()
@@ -53,6 +54,7 @@ def test_a_broker_formatted_before_the_setting_stays_plaintext(
     stack = load_stack(monkeypatch, tmp_path, "scram")
 
     assert stack.kafka_auth() == "none"
+    assert stack.tls_mode() == "off"
     assert "FEDBUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in stack.env_lines()
 
 
