@@ -34,8 +34,9 @@ def _raw(store: S3ArtifactStore, key: str) -> bytes:
     return bytes(store._s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
 
 
-def _download(url: str) -> bytes:
-    with urllib.request.urlopen(url) as response:
+def _download(url: str, settings: FedbusSettings) -> bytes:
+    """GET a presigned link, checking MinIO's certificate against the stack's CA."""
+    with urllib.request.urlopen(url, context=settings.minio_ssl_context()) as response:
         return bytes(response.read())
 
 
@@ -50,7 +51,7 @@ async def test_minio_holds_only_ciphertext_which_reads_back_equal(
 
     ref = await store.put_tensors(tensors, prefix=f"test/{uuid.uuid4().hex[:8]}/global")
     raw = _raw(store, ref.object_key)
-    via_url = await asyncio.to_thread(_download, store.presigned_url(ref, expires_s=60))
+    via_url = await asyncio.to_thread(_download, store.presigned_url(ref, expires_s=60), settings)
 
     assert raw.startswith(b"FBE2\x02k1")
     assert via_url == raw  # a presigned link serves the ciphertext too

@@ -240,8 +240,12 @@ def _spec(cluster: Cluster, **overrides: Any) -> dict[str, Any]:
     return {**spec, **overrides}
 
 
-async def _http(method: str, url: str, **kwargs: Any) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
+async def _http(
+    method: str, url: str, *, tls: FedbusSettings | None = None, **kwargs: Any
+) -> httpx.Response:
+    """One request; ``tls``: settings whose MinIO CA an https URL (a presigned link) must use."""
+    verify = tls.minio_ssl_context() if tls is not None else True
+    async with httpx.AsyncClient(timeout=30, verify=verify) as client:
         return await client.request(method, url, **kwargs)
 
 
@@ -314,7 +318,7 @@ async def test_a_federated_job_through_the_gateway_completes_and_registers_a_mod
     version = await _registered(cluster, job_id, headers)
     assert end.final_model is not None
     assert version["artifact"]["sha256"] == end.final_model.sha256
-    body = (await _http("GET", version["download_url"])).content
+    body = (await _http("GET", version["download_url"], tls=cluster.settings)).content
     assert body.startswith(b"FBE2")  # the link serves the object as stored: ciphertext
     assert hashlib.sha256(body).hexdigest() != version["artifact"]["sha256"]
     _assert_only_ciphertext(cluster, job_id)

@@ -142,7 +142,8 @@ async def test_jobs_become_versions_readable_and_downloadable_over_http(
         by_job = await http.get(f"/v1/jobs/{first_job}/model", params={"tenant": tenant})
         other = await http.get(f"/v1/models/{name}/versions/1", params={"tenant": "intruder"})
         body = detail.json()
-        download = await http.get(body["download_url"])
+        async with httpx.AsyncClient(verify=settings.minio_ssl_context(), timeout=10) as minio:
+            download = await minio.get(body["download_url"])
 
     assert [(m["name"], m["latest_version"]) for m in models] == [(name, 2)]
     assert detail.status_code == 200

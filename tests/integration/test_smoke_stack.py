@@ -99,6 +99,7 @@ def test_minio_put_get_verifies_sha256(settings: FedbusSettings) -> None:
         aws_access_key_id=settings.minio_access_key,
         aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
         region_name=settings.minio_region,
+        verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
     bucket = f"smoke-{uuid.uuid4().hex[:8]}"

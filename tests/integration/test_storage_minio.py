@@ -15,8 +15,9 @@ from fedbus.settings import FedbusSettings
 from fedbus.storage import AesGcmCipher, ArtifactIntegrityError, S3ArtifactStore, sha256_hex
 
 
-def _download(url: str) -> bytes:
-    with urllib.request.urlopen(url) as response:
+def _download(url: str, settings: FedbusSettings) -> bytes:
+    """GET a presigned link, checking MinIO's certificate against the stack's CA."""
+    with urllib.request.urlopen(url, context=settings.minio_ssl_context()) as response:
         return bytes(response.read())
 
 
@@ -36,7 +37,9 @@ async def test_tensors_round_trip_through_minio_and_tampering_is_caught(
 
     ref = await store.put_tensors(tensors, prefix=prefix)
     back = await store.get_tensors(ref)
-    downloaded = await asyncio.to_thread(_download, store.presigned_url(ref, expires_s=60))
+    downloaded = await asyncio.to_thread(
+        _download, store.presigned_url(ref, expires_s=60), settings
+    )
 
     np.testing.assert_array_equal(back["w"], tensors["w"])
     assert sha256_hex(downloaded) == ref.sha256

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from fedbus.settings import FedbusSettings, load_settings
+
 LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 
 
@@ -276,3 +278,32 @@ def test_an_unknown_tls_choice_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     with pytest.raises(stack.StackError, match="FEDBUS_TLS"):
         stack.tls_mode()
+
+
+def test_clients_built_from_the_written_env_file_trust_the_stack_and_only_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tls: ModuleType
+) -> None:
+    stack = load_stack(monkeypatch, tmp_path, None)
+    stack.ensure_tls()
+    stack.write_env()
+    monkeypatch.setenv("FEDBUS_ENV_FILE", str(tmp_path / "test.env"))
+    settings = load_settings(FedbusSettings)
+    files = tls.TlsFiles(tmp_path / "tls")
+    kafka = _server_context(files.kafka_keystore, files.kafka_keystore)
+    minio = _server_context(files.minio_cert, files.minio_key)
+
+    _handshake(kafka, settings.kafka_client_options()["ssl_context"], "127.0.0.1")
+    _handshake(minio, settings.minio_ssl_context(), "127.0.0.1")
+    plain = settings.model_copy(update={"minio_ca_file": None})
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        _handshake(minio, plain.minio_ssl_context(), "127.0.0.1")
+
+
+def test_an_empty_ca_file_setting_means_the_system_cas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDBUS_MINIO_CA_FILE", "")
+    monkeypatch.setenv("FEDBUS_KAFKA_SSL_CAFILE", "")
+
+    settings = FedbusSettings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.minio_ca_file is None
+    assert settings.kafka_ssl_cafile is None

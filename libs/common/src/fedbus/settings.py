@@ -64,7 +64,13 @@ class FedbusSettings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description=(
+            "A CA bundle the broker's certificate must chain to (FEDBUS_KAFKA_SSL_CAFILE) with "
+            "SSL or SASL_SSL; unset: the system's CAs. `make up` sets the local CA."
+        ),
+    )
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_fetch_max_wait_ms: int = Field(
@@ -84,8 +90,23 @@ class FedbusSettings(BaseSettings):
     minio_access_key: str = ""
     minio_secret_key: SecretStr = SecretStr("")
     minio_bucket: str = "fedbus"
-    minio_ca_file: Path | None = None
+    minio_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "A CA bundle that MinIO's certificate must chain to (FEDBUS_MINIO_CA_FILE), for "
+            "boto3 and for presigned URLs; unset: the system's CAs. `make up` sets the local CA."
+        ),
+    )
     minio_region: str = "us-east-1"
+
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "minio_ca_file",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_tls_file_is_unset(cls, value: object) -> object:
+        # FEDBUS_MINIO_CA_FILE= must mean "the system's CAs", not the directory ".".
+        return None if value == "" else value
 
     postgres_dsn: SecretStr = SecretStr("")
 
@@ -176,6 +197,16 @@ class FedbusSettings(BaseSettings):
             password = self.kafka_sasl_password
             opts["sasl_plain_password"] = password.get_secret_value() if password else None
         return opts
+
+    def minio_ssl_context(self) -> ssl.SSLContext:
+        """A TLS client context for MinIO and its presigned URLs (httpx, urllib).
+
+        It trusts ``minio_ca_file`` (FEDBUS_MINIO_CA_FILE) when set, else the system's CAs;
+        it always checks the certificate and the host name.
+        """
+        return ssl.create_default_context(
+            cafile=str(self.minio_ca_file) if self.minio_ca_file else None
+        )
 
     def _kafka_ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(

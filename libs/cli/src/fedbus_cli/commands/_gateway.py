@@ -7,6 +7,7 @@ Settings: ``FEDBUS_GATEWAY_URL`` and ``FEDBUS_API_KEY`` (environment or ``.env``
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -61,13 +62,17 @@ class GatewayClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout_s: float = 30.0,
+        download_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        """``download_ssl``: the TLS context presigned links are fetched with (one trusting
+        ``FEDBUS_MINIO_CA_FILE``); None: the system's CAs. Certificates are always checked."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
         self._transport = transport
+        self._download_verify: ssl.SSLContext | bool = download_ssl or True
 
     def close(self) -> None:
         """Close the connections."""
@@ -108,7 +113,9 @@ class GatewayClient:
         """The bytes at ``url`` (a presigned link: sent without the API key)."""
         try:
             with (
-                httpx.Client(timeout=60.0, transport=self._transport) as plain,
+                httpx.Client(
+                    timeout=60.0, transport=self._transport, verify=self._download_verify
+                ) as plain,
                 plain.stream("GET", url) as response,
             ):
                 if response.is_error:
@@ -136,7 +143,12 @@ def client_from_args(args: argparse.Namespace) -> GatewayClient:
     """A client from the flags, falling back to the settings."""
     settings = load_settings(CliGatewaySettings)
     key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return GatewayClient(args.gateway or settings.gateway_url, key, transport=TRANSPORT)
+    return GatewayClient(
+        args.gateway or settings.gateway_url,
+        key,
+        transport=TRANSPORT,
+        download_ssl=settings.minio_ssl_context(),
+    )
 
 
 def run_with_client(args: argparse.Namespace, action: GatewayAction) -> int:
