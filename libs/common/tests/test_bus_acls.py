@@ -76,6 +76,7 @@ def test_a_trainer_writes_its_beats_progress_and_updates_and_reads_no_updates() 
         "trainer.heartbeat",
         "progress",
         "update.submitted",
+        "round.declined",
         "round.started.dlq",
     }
     assert topics(acls, Operation.READ) == {"round.started"}

@@ -92,6 +92,24 @@ async def test_updates_are_conditional_on_the_version_read(
     assert stored.deadline == nxt.job.deadline
 
 
+async def test_declines_are_saved_and_updated(
+    store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
+) -> None:  # fmt: skip
+    job = accept(make_request(job_id=unique("job")), eligible=["a", "b"], now=clock()).job
+    until = clock() + timedelta(hours=3)
+    await store.record(cause_id=unique("c"), events=[], job=replace(job, declined={"a": None}))
+    first = await store.get(job.job_id)
+    assert first is not None
+    assert first.declined == {"a": None}
+
+    await store.record(cause_id=unique("c"), events=[],
+                       job=replace(first, declined={"a": None, "b": until}))  # fmt: skip
+
+    second = await store.get(job.job_id)
+    assert second is not None
+    assert second.declined == {"a": None, "b": until}
+
+
 async def test_running_lists_only_running_jobs(
     store: JobStore, make_request: Callable[..., JobRequested], clock: Callable[[], datetime],
 ) -> None:  # fmt: skip

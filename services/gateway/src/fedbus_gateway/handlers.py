@@ -13,13 +13,14 @@ from fedbus.events import (
     JobRequested,
     Progress,
     RoundCompleted,
+    RoundDeclined,
     RoundStarted,
 )
 from fedbus.telemetry import log_context
 from fedbus_gateway.deps import Deps
 from fedbus_gateway.store import StoredEvent
 
-__all__ = ["HANDLERS", "on_job_event", "on_progress"]
+__all__ = ["HANDLERS", "on_job_event", "on_progress", "on_round_declined"]
 
 
 async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
@@ -41,6 +42,16 @@ async def on_progress(event: Progress, *, deps: Deps) -> list[Event]:
     Progress of a job the gateway does not know is dropped: every trainer principal may write
     ``progress``, and nothing should fill the record under made-up job ids.
     """
+    return await _stream_only(event, deps)
+
+
+async def on_round_declined(event: RoundDeclined, *, deps: Deps) -> list[Event]:
+    """A site's decline is shown in its job's stream like progress (the view does not change:
+    orchestration's ``job.failed`` or next round says what it means for the job)."""
+    return await _stream_only(event, deps)
+
+
+async def _stream_only(event: Event, deps: Deps) -> list[Event]:
     if await deps.jobs.get(event.job_id) is None:
         return []
     seq = await deps.jobs.record(event)
@@ -58,6 +69,7 @@ HANDLERS = Routes[Deps](
     route(RoundCompleted, on_job_event),
     route(BudgetUpdated, on_job_event),
     route(Progress, on_progress),
+    route(RoundDeclined, on_round_declined),
 )
 """The routing table: every event the gateway consumes (its topics) -> handler.
 

@@ -23,12 +23,13 @@ from fedbus.events import (
     JobSpec,
     PrivacyMode,
     RoundCompleted,
+    RoundDeclined,
     TrainerHeartbeat,
 )
 from fedbus.telemetry import log_context
 from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.endings import cancel, reject
-from fedbus_orchestration.jobs import accept, after_budget, after_round
+from fedbus_orchestration.jobs import accept, after_budget, after_decline, after_round
 from fedbus_orchestration.lifetime import ClientSpend, InFlight, Lifetimes, pending_rounds
 from fedbus_orchestration.selection import TrainerInfo, eligible_trainers
 from fedbus_orchestration.state import Job, Transition
@@ -42,6 +43,7 @@ __all__ = [
     "on_job_cancel_requested",
     "on_job_requested",
     "on_round_completed",
+    "on_round_declined",
     "on_trainer_heartbeat",
     "roster_for",
 ]
@@ -159,6 +161,19 @@ async def on_round_completed(event: RoundCompleted, *, deps: Deps) -> list[Event
     return await _on_job_event(event, deps, step)
 
 
+async def on_round_declined(event: RoundDeclined, *, deps: Deps) -> list[Event]:
+    """Leave a declining site out of the job; a new attempt or ``job.failed`` when its round
+    can no longer close."""
+
+    def step(job: Job, ev: RoundDeclined, roster: Roster, now: datetime) -> Transition:
+        return after_decline(
+            job, ev, eligible=roster.eligible, now=now, policy=deps.policy,
+            samples=roster.samples, lifetimes=roster.lifetimes,
+        )  # fmt: skip
+
+    return await _on_job_event(event, deps, step)
+
+
 async def on_job_cancel_requested(event: JobCancelRequested, *, deps: Deps) -> list[Event]:
     """``job.completed(status=cancelled)`` for a job of the same tenant that still runs."""
     return await _on_job_event(event, deps, lambda job, ev, _e, _n: cancel(job, ev))
@@ -199,6 +214,7 @@ HANDLERS = Routes[Deps](
     route(JobRequested, on_job_requested),
     route(JobCancelRequested, on_job_cancel_requested),
     route(RoundCompleted, on_round_completed),
+    route(RoundDeclined, on_round_declined),
     route(BudgetUpdated, on_budget_updated),
     route(TrainerHeartbeat, on_trainer_heartbeat),
     route(ClientBudgetUpdated, on_client_budget_updated),

@@ -29,14 +29,24 @@ from fedbus.events import (
     JobSpec,
     Phase,
     RoundCompleted,
+    RoundDeclined,
     RoundStarted,
 )
 from fedbus.privacy import UnreachableTargetError
+from fedbus_orchestration.declines import declined_now, describe, with_decline
 from fedbus_orchestration.endings import complete, emit, exhausted, fail, progress
 from fedbus_orchestration.lifetime import CappedSelection, Lifetimes, select_within_caps
 from fedbus_orchestration.state import Budget, Job, JobState, Policy, Transition, effective_spec
 
-__all__ = ["accept", "after_budget", "after_deadline", "after_round", "divergence", "overdue"]
+__all__ = [
+    "accept",
+    "after_budget",
+    "after_deadline",
+    "after_decline",
+    "after_round",
+    "divergence",
+    "overdue",
+]
 
 
 def accept(
@@ -90,6 +100,8 @@ def _start_round(
     lifetimes: Lifetimes | None = None,
 ) -> Transition:
     spec = job.spec
+    out = declined_now(job, now)  # sites that decline the job are not asked again meanwhile
+    eligible = [c for c in eligible if c not in out]
     try:
         pick = select_within_caps(
             spec, eligible, seed=job.seed, round=rnd, attempt=attempt, samples=samples or {},
@@ -287,3 +299,50 @@ def after_budget(
     if event.exhausted:
         return exhausted(updated, tp)
     return Transition(job, [])
+
+
+def after_decline(
+    job: Job,
+    event: RoundDeclined,
+    *,
+    eligible: Sequence[str],
+    now: datetime,
+    policy: Policy,
+    samples: Mapping[str, int] | None = None,
+    lifetimes: Lifetimes | None = None,
+) -> Transition:
+    """Remember a site's decline; when the running round can no longer close, act now.
+
+    The round keeps running while enough of its selected clients do not decline (the aggregator
+    treats the decliner as one that did not report). Otherwise, without waiting for the
+    deadline: a new attempt from the trainers that do not decline, or ``job.failed`` with code
+    ``clients_declined`` when too few remain (or the round's retries are spent).
+    """
+    if job.state.final:
+        return Transition(job, [])
+    updated = with_decline(job, event, now)
+    if (
+        job.state is not JobState.RUNNING
+        or event.round != job.round
+        or event.client_id not in job.selected
+    ):
+        return Transition(updated, [])
+    out = declined_now(updated, now)
+    least = _min_clients(job.spec)
+    if sum(1 for c in job.selected if c not in out) >= least:
+        return Transition(updated, [])
+    available = [c for c in eligible if c not in out]
+    tp, why = event.traceparent, describe(event)
+    if len(available) < least:
+        message = (
+            f"round {job.round}: {len(available)} trainer(s) left that do not decline the job, "
+            f"min_clients {least}; {why}"
+        )
+        return fail(updated, tp, "clients_declined", message)
+    if job.attempt > policy.max_round_retries:
+        message = f"round {job.round}: retries spent after {job.attempt} attempt(s); {why}"
+        return fail(updated, tp, "clients_declined", message)
+    return _start_round(
+        updated, job.round, job.attempt + 1, eligible=available, now=now, tp=tp,
+        why=f"{why}; ", samples=samples, lifetimes=lifetimes,
+    )  # fmt: skip

@@ -104,6 +104,8 @@ class Job:
     noise_multiplier: float | None = None
     budget: Budget | None = None
     version: int = 0
+    declined: dict[str, datetime | None] = field(default_factory=dict)
+    """Clients whose site declines the job, and until when (None: for the rest of the job)."""
 
     @property
     def seed(self) -> int:

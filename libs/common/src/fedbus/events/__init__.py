@@ -80,6 +80,7 @@ from fedbus.events.registry import (
 )
 from fedbus.events.rounds import DroppedClient, RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.events.schemas import SchemaNotFoundError, schema_dir
+from fedbus.events.sites import DeclineReason, RoundDeclined
 from fedbus.events.topics import TopicCatalog, TopicSpec, load_topics
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "ClientBudgetUpdated",
     "DatasetInfo",
     "DeadLetter",
+    "DeclineReason",
     "DecodeFailure",
     "DpUsage",
     "DroppedClient",
@@ -123,6 +125,7 @@ __all__ = [
     "Record",
     "RejectionReason",
     "RoundCompleted",
+    "RoundDeclined",
     "RoundStarted",
     "SchemaNotFoundError",
     "StorableText",

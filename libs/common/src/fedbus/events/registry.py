@@ -21,6 +21,7 @@ from fedbus.events.ops import DeadLetter, Progress, TrainerHeartbeat
 from fedbus.events.privacy import BudgetUpdated, ClientBudgetUpdated, ModelRegistered
 from fedbus.events.rounds import RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.events.schemas import event_schema, released_schema
+from fedbus.events.sites import RoundDeclined
 
 __all__ = [
     "EVENT_MODELS",
@@ -41,6 +42,7 @@ _MODELS: tuple[type[Event], ...] = (
     RoundStarted,
     Progress,
     UpdateSubmitted,
+    RoundDeclined,
     RoundCompleted,
     BudgetUpdated,
     ClientBudgetUpdated,

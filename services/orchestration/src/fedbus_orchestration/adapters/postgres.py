@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS orchestration_jobs (
 -- Added with DP jobs: the round's noise multiplier and the latest budget.updated.
 ALTER TABLE orchestration_jobs ADD COLUMN IF NOT EXISTS noise_multiplier double precision;
 ALTER TABLE orchestration_jobs ADD COLUMN IF NOT EXISTS budget jsonb;
+-- Added with site policies: clients that declined the job, and until when.
+ALTER TABLE orchestration_jobs ADD COLUMN IF NOT EXISTS declined jsonb;
 CREATE INDEX IF NOT EXISTS orchestration_jobs_running
     ON orchestration_jobs (deadline) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS orchestration_outbox (
@@ -97,13 +99,14 @@ CREATE TABLE IF NOT EXISTS orchestration_client_spend (
 _INSERT = f"""
 INSERT INTO orchestration_jobs ({JOB_COLUMNS})
 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11, $12, $13,
-        $14::jsonb, $15, $16, $17, $18, $19::jsonb, $20 + 1)
+        $14::jsonb, $15, $16, $17, $18, $19::jsonb, $20 + 1, $21::jsonb)
 """  # noqa: S608 (column names are constants)
 _UPDATE = """
 UPDATE orchestration_jobs SET state = $3, round = $4, attempt = $5, deadline = $6,
     selected = $7::jsonb, global_model = $8::jsonb, previous_model = $9::jsonb,
     rollbacks = $10, rounds_completed = $11, last_loss = $12, metrics = $13::jsonb,
-    noise_multiplier = $14, budget = $15::jsonb, version = version + 1, updated_at = now()
+    noise_multiplier = $14, budget = $15::jsonb, declined = $16::jsonb, version = version + 1,
+    updated_at = now()
 WHERE job_id = $1 AND version = $2
 """
 _SAVE_TRAINER = """

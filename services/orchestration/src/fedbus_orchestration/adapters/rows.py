@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -29,7 +30,7 @@ __all__ = [
 JOB_COLUMNS = (
     "job_id, tenant, spec, state, round, attempt, deadline, selected, global_model, "
     "previous_model, rollbacks, rounds_completed, last_loss, metrics, idempotency_key, "
-    "request_event_id, traceparent, noise_multiplier, budget, version"
+    "request_event_id, traceparent, noise_multiplier, budget, version, declined"
 )
 """The columns of ``orchestration_jobs`` in the order of :func:`job_args`."""
 
@@ -50,6 +51,15 @@ def _budget(raw: str | None) -> Budget | None:
     return None if raw is None else Budget(**json.loads(raw))
 
 
+def _dump_declined(declined: dict[str, datetime | None]) -> str:
+    return json.dumps({c: None if t is None else t.isoformat() for c, t in declined.items()})
+
+
+def _declined(raw: str | None) -> dict[str, datetime | None]:
+    loaded: dict[str, str | None] = json.loads(raw) if raw else {}
+    return {c: None if t is None else datetime.fromisoformat(t) for c, t in loaded.items()}
+
+
 def job_args(job: Job) -> list[Any]:
     """The values of :data:`JOB_COLUMNS` for ``job``."""
     return [
@@ -58,6 +68,7 @@ def job_args(job: Job) -> list[Any]:
         _dump_ref(job.previous_model), job.rollbacks, job.rounds_completed, job.last_loss,
         json.dumps(job.metrics), job.idempotency_key, job.request_event_id, job.traceparent,
         job.noise_multiplier, _dump_budget(job.budget), job.version,
+        _dump_declined(job.declined),
     ]  # fmt: skip
 
 
@@ -65,8 +76,8 @@ def update_args(job: Job) -> list[Any]:
     """The parameters of the conditional update: job id, version read, then what changes."""
     args = job_args(job)
     # job_id, version, the mutable columns state .. metrics (positions 3 to 13), then
-    # noise_multiplier and budget.
-    return [job.job_id, job.version, *args[3:14], *args[17:19]]
+    # noise_multiplier and budget, then declined.
+    return [job.job_id, job.version, *args[3:14], *args[17:19], args[20]]
 
 
 def job_from_row(row: asyncpg.Record) -> Job:
@@ -81,7 +92,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
         metrics=json.loads(row["metrics"]), idempotency_key=row["idempotency_key"],
         request_event_id=row["request_event_id"], traceparent=row["traceparent"],
         noise_multiplier=row["noise_multiplier"], budget=_budget(row["budget"]),
-        version=row["version"],
+        version=row["version"], declined=_declined(row["declined"]),
     )  # fmt: skip
 
 
