@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint and render the fedbus chart with the default values and with ci/gpu-values.yaml.
+# Lint and render the fedbus chart with the default values and with ci/gpu-values.yaml, then
+# the fedbus-site chart (deploy/helm/lint-site.sh).
 # helm is built from its Go module (pinned) into ~/.cache/fedbus/helm-<version>/bin the first
 # time (a few minutes, only the Go module proxy is needed), then reused.
 # Checks: helm lint (both value sets), helm template (both), the rendered YAML parses, and every
@@ -81,3 +82,5 @@ if failed:
 print("[helm-lint] every Deployment/StatefulSet has /healthz liveness and /readyz readiness probes")
 print("[helm-lint] artifact keys are mounted in the aggregator, model-registry and trainers only")
 PYEOF
+
+HELM="$HELM" PY="$PY" HELM_K8S_MINOR="$K8S_MINOR" "$ROOT/deploy/helm/lint-site.sh"
