@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fedbus.bus.acls import (
     SERVICES,
     AclBinding,
@@ -71,15 +73,16 @@ def test_service_groups_are_prefixed_by_the_service_name() -> None:
 
 def test_a_trainer_writes_its_beats_progress_and_updates_and_reads_no_updates() -> None:
     acls = trainer_acls(CATALOG, "site-a")
+    declines = {t.name for t in CATALOG.topics} & {"round.declined"}  # a site's refusals
 
     assert topics(acls, Operation.WRITE) == {
         "trainer.heartbeat",
         "progress",
         "update.submitted",
-        "round.declined",
-        "round.started.dlq",
+        "round.assigned.dlq",
+        *declines,
     }
-    assert topics(acls, Operation.READ) == {"round.started"}
+    assert topics(acls, Operation.READ) == {"round.assigned.site-a"}
     groups = {(b.resource_name, b.pattern) for b in acls if b.resource_type is ResourceType.GROUP
               and b.operation is Operation.READ}  # fmt: skip
     assert groups == {("trainer-site-a", PatternType.LITERAL)}
@@ -95,6 +98,42 @@ def test_an_upstream_principal_is_bound_to_its_tenant_and_may_only_request() -> 
 
 def test_describe_covers_every_catalog_topic_and_nothing_else_is_granted_on_others() -> None:
     acls = trainer_acls(CATALOG, "t")
+    plain = {t.name for t in CATALOG.topics if t.addressed_by is None}
 
-    assert topics(acls, Operation.DESCRIBE) == {t.name for t in CATALOG.topics}
-    assert {b.operation for b in acls} == {Operation.READ, Operation.WRITE, Operation.DESCRIBE}
+    assert topics(acls, Operation.DESCRIBE) == plain | {"round.assigned.t"}
+    assert {b.operation for b in acls} == {
+        Operation.READ, Operation.WRITE, Operation.DESCRIBE, Operation.CREATE,
+    }  # fmt: skip
+    assert topics(acls, Operation.CREATE) == {"round.assigned.t"}  # it may make its own topic
+
+
+def test_a_trainer_reads_only_its_own_assignments_never_round_started_or_another_trainers() -> None:
+    acls = trainer_acls(CATALOG, "site-a")
+
+    named = {b.resource_name for b in acls if b.resource_type is ResourceType.TOPIC}
+    assert "round.started" not in topics(acls, Operation.READ)
+    assert {n for n in named if n.startswith("round.assigned.")} == {
+        "round.assigned.site-a", "round.assigned.dlq",
+    }  # fmt: skip
+    assert all(b.pattern is PatternType.LITERAL for b in acls if b.resource_type
+               is ResourceType.TOPIC)  # fmt: skip
+
+
+def test_the_aggregator_writes_every_trainers_assignments_and_reads_none() -> None:
+    acls = service_acls(CATALOG, "aggregator")
+
+    family = {(b.operation, b.pattern) for b in acls if b.resource_name == "round.assigned."}
+    assert family == {
+        (Operation.WRITE, PatternType.PREFIXED),
+        (Operation.CREATE, PatternType.PREFIXED),
+        (Operation.DESCRIBE, PatternType.PREFIXED),
+    }
+    assert not {n for n in topics(acls, Operation.READ) if n.startswith("round.assigned")}
+    assert "round.started" in topics(acls, Operation.READ)
+
+
+def test_the_reserved_client_id_dlq_gets_no_principal() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        trainer_acls(CATALOG, "dlq")
+    with pytest.raises(ValueError, match="letters"):
+        trainer_acls(CATALOG, "../evil")

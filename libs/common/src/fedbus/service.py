@@ -18,7 +18,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import asyncpg
@@ -237,11 +245,13 @@ class ServiceRuntime:
         tasks: Iterable[Coroutine[Any, Any, None]] = (),
         idempotency: IdempotencyStore | None = None,
         app: FastAPI | None = None,
+        topics: Sequence[str] | None = None,
     ) -> None:
         """Consume ``routes`` with ``deps`` bound, serve ops (and ``app``) until SIGTERM.
 
         ``group_id`` is the consumer group; the event ids it handled go to PostgreSQL unless
-        ``idempotency`` says otherwise.
+        ``idempotency`` says otherwise. ``topics`` replaces the routed event types as the
+        topics subscribed to (a trainer reads its own ``round.assigned.<client_id>``).
         """
         runner = ConsumerRunner(
             self.settings,
@@ -249,7 +259,7 @@ class ServiceRuntime:
             handlers=routes.bind(deps),
             producer=self.producer,
             idempotency=idempotency or await PostgresIdempotencyStore.create(self.pool),
-            topics=routes.topics,
+            topics=list(topics) if topics is not None else routes.topics,
         )
         service = Service(self.name, self.settings, app=app)
         consuming = False

@@ -12,9 +12,10 @@ from fedbus.bus.idempotency import (
 from fedbus.bus.memory import InMemoryBus
 from fedbus.bus.producer import EventProducer, Publisher, producer_options
 from fedbus.bus.routing import EventHandler, Route, Routes, route
-from fedbus.bus.topics import dlq_topic, ensure_topics, reset_group_to_end
+from fedbus.bus.topics import AddressedTopics, dlq_topic, ensure_topics, reset_group_to_end
 
 __all__ = [
+    "AddressedTopics",
     "ConsumerRunner",
     "EventHandler",
     "EventProducer",

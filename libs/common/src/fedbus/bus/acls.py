@@ -9,12 +9,17 @@ Kafka ACL bindings for one SCRAM principal:
   the topics it consumes, and reads consumer groups whose name starts with the service
   name;
 * a trainer ``trainer-<client_id>`` has the ``trainer`` role: it writes heartbeats,
-  progress and updates, reads ``round.started`` and only its own group
-  ``trainer-<client_id>``; it cannot read ``update.submitted``;
+  progress and updates (and dead letters to ``round.assigned.dlq``), reads only its own
+  topic ``round.assigned.<client_id>`` (which it may create) and its own group
+  ``trainer-<client_id>``; it cannot read ``round.started``, another trainer's
+  assignments, or ``update.submitted``;
+* the aggregator, producer of the ``round.assigned`` family, may write, create and describe
+  every ``round.assigned.*`` topic (PREFIXED) and reads none of them;
 * an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes
   ``job.requested`` and ``job.cancel.requested`` and reads nothing.
 
-Every principal may DESCRIBE every catalog topic (names and partitions, never records) and
+Every principal may DESCRIBE every catalog topic but the family's members (names and
+partitions, never records) and
 the group ``fedbus-topics``, because :func:`fedbus.bus.ensure_topics` lists the catalog's
 topics and finds a group coordinator at start. The broker cannot check payloads: a
 principal allowed to write ``job.requested`` can claim any tenant in it (docs/security.md).
@@ -23,6 +28,7 @@ principal allowed to write ``job.requested`` can claim any tenant in it (docs/se
     python -m fedbus.bus.acls apply --trainer site-a    # one trainer principal
     python -m fedbus.bus.acls apply --upstream acme     # one tenant's outside producer
     python -m fedbus.bus.acls show --services           # print, apply nothing
+    python -m fedbus.bus.acls topics --trainer site-a   # catalog topics + round.assigned.site-a
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from enum import IntEnum
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from fedbus.events import TopicCatalog, load_topics
+from fedbus.bus.topics import AddressedTopics, ensure_topics
+from fedbus.events import TopicCatalog, TopicSpec, check_client_id, load_topics
 from fedbus.settings import FedbusSettings, load_settings
 
 __all__ = [
@@ -88,6 +95,7 @@ class Operation(IntEnum):
 
     READ = 3
     WRITE = 4
+    CREATE = 5
     DESCRIBE = 8
 
 
@@ -134,10 +142,20 @@ def role_acls(
     principal: str,
     *,
     groups: Iterable[tuple[str, PatternType]] = (),
+    address: str | None = None,
 ) -> list[AclBinding]:
-    """The bindings of ``principal`` acting as catalog role ``role``, sorted."""
+    """The bindings of ``principal`` acting as catalog role ``role``, sorted.
+
+    A topic family (``addressed_by``, e.g. ``round.assigned``) is no topic itself: its
+    producers may WRITE, CREATE and DESCRIBE every member (PREFIXED ``round.assigned.``);
+    a consumer may READ, DESCRIBE and CREATE only the member of its own ``address``
+    (``round.assigned.<client_id>``), and nothing of the family without one.
+    """
     out: set[AclBinding] = set()
     for topic in catalog.topics:
+        if topic.addressed_by is not None:
+            out |= _family_acls(topic, role, principal, address)
+            continue
         out.add(_topic(principal, topic.name, Operation.DESCRIBE))
         if role in topic.producers:
             out.add(_topic(principal, topic.name, Operation.WRITE))
@@ -150,6 +168,21 @@ def role_acls(
     return sorted(out)
 
 
+def _family_acls(
+    family: TopicSpec, role: str, principal: str, address: str | None
+) -> set[AclBinding]:
+    out: set[AclBinding] = set()
+    if role in family.producers:
+        for op in (Operation.WRITE, Operation.CREATE, Operation.DESCRIBE):
+            out.add(AclBinding(principal, ResourceType.TOPIC, f"{family.name}.",
+                               PatternType.PREFIXED, op))  # fmt: skip
+    if role in family.consumers and address is not None:
+        member = family.member(address)
+        for op in (Operation.READ, Operation.DESCRIBE, Operation.CREATE):
+            out.add(_topic(principal, member, op))
+    return out
+
+
 def service_acls(catalog: TopicCatalog, service: str) -> list[AclBinding]:
     """A service's bindings; its consumer groups are those whose name starts with it."""
     return role_acls(
@@ -158,9 +191,12 @@ def service_acls(catalog: TopicCatalog, service: str) -> list[AclBinding]:
 
 
 def trainer_acls(catalog: TopicCatalog, client_id: str) -> list[AclBinding]:
-    """One trainer's bindings; its only consumer group is ``trainer-<client_id>``."""
+    """One trainer's bindings: its only consumer group is ``trainer-<client_id>`` and the only
+    records it reads are its own ``round.assigned.<client_id>``."""
+    check_client_id(client_id)
     principal = trainer_principal(client_id)
-    return role_acls(catalog, "trainer", principal, groups=[(principal, PatternType.LITERAL)])
+    return role_acls(catalog, "trainer", principal, groups=[(principal, PatternType.LITERAL)],
+                     address=client_id)  # fmt: skip
 
 
 def upstream_acls(catalog: TopicCatalog, tenant: str) -> list[AclBinding]:
@@ -209,14 +245,26 @@ def _bindings(args: argparse.Namespace, catalog: TopicCatalog) -> list[AclBindin
     return out
 
 
+async def _ensure_topics(settings: FedbusSettings, trainers: Sequence[str]) -> list[str]:
+    for client_id in trainers:
+        check_client_id(client_id)
+    created = await ensure_topics(settings)
+    return created + await AddressedTopics(settings, "round.assigned").ensure(trainers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``apply`` (as the admin of the ``.env``) or ``show`` the bindings asked for."""
+    """``apply`` (as the admin of the ``.env``) or ``show`` the bindings asked for; ``topics``
+    creates the catalog's topics and each ``--trainer``'s ``round.assigned.<client_id>``."""
     parser = argparse.ArgumentParser(prog="python -m fedbus.bus.acls", description=__doc__)
-    parser.add_argument("command", choices=["apply", "show"])
+    parser.add_argument("command", choices=["apply", "show", "topics"])
     parser.add_argument("--services", action="store_true", help="every service principal")
     parser.add_argument("--trainer", action="append", default=[], metavar="CLIENT_ID")
     parser.add_argument("--upstream", action="append", default=[], metavar="TENANT")
     args = parser.parse_args(argv)
+    if args.command == "topics":
+        created = asyncio.run(_ensure_topics(load_settings(), args.trainer))
+        print(f"created {len(created)} topics: {', '.join(created) or 'none'}")
+        return 0
     bindings = _bindings(args, load_topics())
     if args.command == "show":
         print("\n".join(str(b) for b in bindings))

@@ -269,7 +269,8 @@ class ConsumerRunner:
             event = decode_event(raw)
         except EventDecodeError as exc:
             return Failure(exc, 0)
-        if event.type != record.topic:
+        if event.topic() != record.topic:
+            # An addressed event names its topic: one for another trainer is refused too.
             problem = f"type: {event.type!r} events do not belong on topic {record.topic!r}"
             err = EventDecodeError(DecodeFailure.SCHEMA_VIOLATION, [problem], event_type=event.type)
             return Failure(err, 0)

@@ -56,9 +56,9 @@ class InMemoryBus:
         )
 
     async def publish(self, event: Event) -> None:
-        """Record ``event`` on the topic named by its type."""
+        """Record ``event`` on its topic (its type, or an addressed event's own topic)."""
         copy = decode_event(encode_event(event))
-        log = self.topics.setdefault(copy.type, [])
+        log = self.topics.setdefault(copy.topic(), [])
         log.append(copy)
         self._queue.append((copy, len(log) - 1))
 
@@ -104,7 +104,7 @@ class InMemoryBus:
                 continue
             dead_letter = functools.partial(self._dead_letter, event, offset)
             outcome = await self._rules.deliver(
-                event, handler, dead_letter=dead_letter, topic=event.type
+                event, handler, dead_letter=dead_letter, topic=event.topic()
             )
             delivered += outcome != "duplicate"
         return delivered
@@ -112,7 +112,7 @@ class InMemoryBus:
     async def _dead_letter(self, event: Event, offset: int, failure: Failure) -> None:
         key = event.kafka_key()
         letter = dead_letter_for(
-            topic=event.type,
+            topic=event.topic(),
             partition=0,
             offset=offset,
             key=key,
@@ -122,7 +122,7 @@ class InMemoryBus:
             attempts=failure.attempts,
             source=self._rules.group,
         )
-        await self.publish_raw(dlq_topic(event.type), letter, key=key, headers=[])
+        await self.publish_raw(dlq_topic(event.topic()), letter, key=key, headers=[])
 
 
 class _Forgetful:

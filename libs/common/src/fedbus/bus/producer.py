@@ -79,7 +79,8 @@ class KeyHashCache:
 
 
 class EventProducer:
-    """Publishes fedbus events to the topic named by their ``type``.
+    """Publishes fedbus events to their topic (:meth:`~fedbus.events.Event.topic`: the
+    ``type``, or an addressed event's own topic such as ``round.assigned.<client_id>``).
 
     Parameters
     ----------
@@ -151,7 +152,7 @@ class EventProducer:
         batches: dict[tuple[str, int], BatchBuilder] = {}
         try:
             for event in events:
-                topic, key = event.type, event_key(event)
+                topic, key = event.topic(), event_key(event)
                 known = partitions.get(topic)
                 if known is None:
                     known = partitions[topic] = sorted(await self._producer.partitions_for(topic))
@@ -202,7 +203,7 @@ class EventProducer:
         value = encode_event(event, self._format)
         headers = self._headers(event)
         return await self._producer.send(  # type: ignore[no-any-return]
-            event.type, value, key=event_key(event), headers=headers
+            event.topic(), value, key=event_key(event), headers=headers
         )
 
 

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from fedbus.errors import RetryableError
 from fedbus.events import TopicCatalog, load_topics
 from fedbus.events.topics import DEAD_LETTER_SUFFIX
 from fedbus.settings import FedbusSettings
 
-__all__ = ["dlq_topic", "ensure_topics", "reset_group_to_end"]
+__all__ = [
+    "AddressedTopics",
+    "TopicsUnavailableError",
+    "dlq_topic",
+    "ensure_topics",
+    "reset_group_to_end",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +32,15 @@ READY_TIMEOUT_S = 60.0
 
 
 def dlq_topic(topic: str) -> str:
-    """The dead-letter topic of ``topic``."""
-    return topic + DEAD_LETTER_SUFFIX
+    """The dead-letter topic of ``topic``; a family's members share one
+    (``round.assigned.c1`` -> ``round.assigned.dlq``)."""
+    family = _catalog().family_of(topic)
+    return (family.name if family is not None else topic) + DEAD_LETTER_SUFFIX
+
+
+@functools.cache
+def _catalog() -> TopicCatalog:
+    return load_topics()
 
 
 async def ensure_topics(
@@ -36,11 +51,14 @@ async def ensure_topics(
 ) -> list[str]:
     """Create every catalog topic (dead-letter topics included) that does not exist yet.
 
+    A family's members (``round.assigned.<client_id>``) are not created here: see
+    :class:`AddressedTopics`.
+
     Then wait until every new partition has a leader and the broker's group coordinator
     answers: on a fresh broker a client that comes first would retry (and log each retry)
     until then. Returns the names created; existing topics are left as they are.
     """
-    specs = (catalog or load_topics()).topics
+    specs = [s for s in (catalog or load_topics()).topics if s.addressed_by is None]
     admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="fedbus-topics")
     await admin.start()
     try:
@@ -61,6 +79,82 @@ async def ensure_topics(
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+class TopicsUnavailableError(RetryableError):
+    """Topics could not be created now (broker unreachable, or no CREATE permission)."""
+
+
+class AddressedTopics:
+    """Creates the members of a topic family (``round.assigned.<client_id>``) on demand.
+
+    Remembers the names known to exist, so a publisher asks the broker once per addressee
+    and process. Each member gets the family's partitions and configuration.
+
+    Parameters
+    ----------
+    settings
+        Connection settings; the principal needs CREATE (and DESCRIBE) on the members.
+    family
+        The catalog name of the family (``round.assigned``).
+    """
+
+    def __init__(
+        self,
+        settings: FedbusSettings,
+        family: str,
+        *,
+        catalog: TopicCatalog | None = None,
+        replication_factor: int = 1,
+    ) -> None:
+        self._settings = settings
+        self._spec = (catalog or load_topics()).get(family)
+        if self._spec.addressed_by is None:
+            raise ValueError(f"topic {family} is not a family")
+        self._replication = replication_factor
+        self._known: set[str] = set()
+
+    async def ensure(self, values: Iterable[str]) -> list[str]:
+        """Make sure the member of each value exists; returns the names created."""
+        wanted = {self._spec.member(v) for v in values} - self._known
+        if not wanted:
+            return []
+        try:
+            created = await self._create_missing(sorted(wanted))
+        except KafkaError as exc:  # the broker, or this principal's ACLs: retried, then DLQ
+            raise TopicsUnavailableError(f"creating {', '.join(sorted(wanted))}: {exc}") from exc
+        if created:
+            log.info("created topics %s", ", ".join(created))
+            parts = [TopicPartition(t, p) for t in created for p in range(self._spec.partitions)]
+            await _wait_for_leaders(self._settings, parts)
+        self._known |= wanted
+        return created
+
+    async def _create_missing(self, wanted: list[str]) -> list[str]:
+        admin = AIOKafkaAdminClient(
+            **self._settings.kafka_client_options(), client_id="fedbus-topics"
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            return await self._create(admin, [n for n in wanted if n not in existing])
+        finally:
+            await admin.close()
+
+    async def _create(self, admin: AIOKafkaAdminClient, names: list[str]) -> list[str]:
+        if not names:
+            return []
+        config = self._spec.kafka_config()
+        new = [NewTopic(n, self._spec.partitions, self._replication, topic_configs=config)
+               for n in names]  # fmt: skip
+        response = await admin.create_topics(new)
+        created = []
+        for name, code, *_ in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:  # made meanwhile by someone else
+                raise for_code(code)(f"create topic {name}")
+        return created
 
 
 async def _wait(ready: Callable[[], Awaitable[bool]], what: str) -> None:

@@ -78,15 +78,29 @@ from fedbus.events.registry import (
     event_specs,
     event_types,
 )
-from fedbus.events.rounds import DroppedClient, RoundCompleted, RoundStarted, UpdateSubmitted
+from fedbus.events.rounds import (
+    ASSIGNED_TOPIC_PREFIX,
+    CLIENT_ID_PATTERN,
+    RESERVED_CLIENT_IDS,
+    DroppedClient,
+    RoundAssigned,
+    RoundCompleted,
+    RoundStarted,
+    UpdateSubmitted,
+    assigned_topic,
+    check_client_id,
+)
 from fedbus.events.schemas import SchemaNotFoundError, schema_dir
 from fedbus.events.sites import DeclineReason, RoundDeclined
 from fedbus.events.topics import TopicCatalog, TopicSpec, load_topics
 
 __all__ = [
+    "ASSIGNED_TOPIC_PREFIX",
     "AVRO_MAGIC",
+    "CLIENT_ID_PATTERN",
     "EVENT_MODELS",
     "MAX_EVENT_BYTES",
+    "RESERVED_CLIENT_IDS",
     "BudgetStatus",
     "BudgetUpdated",
     "ClientBudgetUpdated",
@@ -124,6 +138,7 @@ __all__ = [
     "Progress",
     "Record",
     "RejectionReason",
+    "RoundAssigned",
     "RoundCompleted",
     "RoundDeclined",
     "RoundStarted",
@@ -140,7 +155,9 @@ __all__ = [
     "UpdateSubmitted",
     "UtcDatetime",
     "WireFormat",
+    "assigned_topic",
     "b64",
+    "check_client_id",
     "check_storable",
     "child_traceparent",
     "decode",

@@ -20,7 +20,8 @@ A job, as events:
 
 ```
 upstream / gateway --job.requested--> orchestration --job.accepted | job.rejected-->
-orchestration --round.started--> trainers, aggregator, privacy-accountant
+orchestration --round.started--> aggregator, privacy-accountant, gateway
+aggregator --round.assigned.<client_id> (one per selected trainer, presigned URLs)--> that trainer
 trainer --update.submitted (weights by reference: key, size, SHA-256)--> aggregator, accountant
 aggregator --round.completed--> orchestration, accountant, registry
 privacy-accountant --budget.updated--> orchestration (no round starts that would overspend)
@@ -84,8 +85,12 @@ key = event.kafka_key()                 # b"job-1"
 TOPICS_INTRO = """\
 ## Topics
 
-Each topic carries one event type and is named after it. Every event of a job is keyed
-by its `job_id` (UTF-8), so one job's events keep their order on one partition.
+Each topic carries one event type and is named after it, except `round.assigned`: each
+trainer has its own topic `round.assigned.<client_id>` (1 partition, created by the
+aggregator before its first assignment to that client), which only that trainer may read;
+the family's dead letters share `round.assigned.dlq`, so no client id may be `dlq`. Every
+event of a job is keyed by its `job_id` (UTF-8), so one job's events keep their order on
+one partition.
 `trainer.heartbeat` is keyed by the trainer's `client_id` and carries `job_id` `""`.
 `retention.ms` `-1` keeps the audit log (every decision is an event; budgets and hashes
 can be recomputed from it) for ever. `upstream` and `dashboard` are systems outside

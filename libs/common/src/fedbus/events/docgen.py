@@ -115,9 +115,14 @@ def _retention(topic: TopicSpec) -> str:
     return retention or "broker default"
 
 
+def _shown(topic: TopicSpec) -> str:
+    """The topic's name; a family's as its members are named (``round.assigned.<client_id>``)."""
+    return topic.member(f"<{topic.addressed_by}>") if topic.addressed_by else topic.name
+
+
 def _topic_row(topic: TopicSpec) -> str:
     cells = [
-        f"`{topic.name}`",
+        f"`{_shown(topic)}`",
         ", ".join(f"`{event}`" for event in topic.event_types),
         f"`{topic.key}`",
         str(topic.partitions),
@@ -150,7 +155,7 @@ def _topics_section(catalog: TopicCatalog) -> str:
 def _event_section(event_type: str, catalog: TopicCatalog, envelope_size: int) -> str:
     schema = load_json(event_schema_path(event_type))
     topics = [t for t in catalog.topics if event_type in t.event_types]
-    where = ", ".join(f"`{t.name}`" for t in topics)
+    where = ", ".join(f"`{_shown(t)}`" for t in topics)
     first = topics[0] if topics else None
     routes = ""
     if first is not None and first.dead_letter_of is None:

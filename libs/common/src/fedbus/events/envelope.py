@@ -251,6 +251,14 @@ class Event(Record):
             **payload,
         )
 
+    def topic(self) -> str:
+        """Return the topic this event is published on: its ``type`` unless the class says.
+
+        An event addressed to one party (``round.assigned`` to one trainer) travels on a topic
+        of its own, named by the class (:meth:`fedbus.events.RoundAssigned.topic`).
+        """
+        return self.type
+
     def kafka_key(self) -> bytes | None:
         """Return the Kafka message key: the UTF-8 job id (see ``schemas/topics.yaml``)."""
         return self.job_id.encode("utf-8")

@@ -19,7 +19,7 @@ from fedbus.events.jobs import (
 )
 from fedbus.events.ops import DeadLetter, Progress, TrainerHeartbeat
 from fedbus.events.privacy import BudgetUpdated, ClientBudgetUpdated, ModelRegistered
-from fedbus.events.rounds import RoundCompleted, RoundStarted, UpdateSubmitted
+from fedbus.events.rounds import RoundAssigned, RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.events.schemas import event_schema, released_schema
 from fedbus.events.sites import RoundDeclined
 
@@ -40,6 +40,7 @@ _MODELS: tuple[type[Event], ...] = (
     JobCompleted,
     JobFailed,
     RoundStarted,
+    RoundAssigned,
     Progress,
     UpdateSubmitted,
     RoundDeclined,

@@ -1,7 +1,8 @@
-"""Round events: started, an update submitted, completed."""
+"""Round events: started, assigned to one trainer, an update submitted, completed."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -9,7 +10,27 @@ from pydantic import Field
 from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record, UtcDatetime
 from fedbus.events.records import DpUsage, ModelRef, PrivacySpec, StrategySpec, TrainingConfig
 
-__all__ = ["DroppedClient", "RoundCompleted", "RoundStarted", "UpdateSubmitted"]
+__all__ = [
+    "ASSIGNED_TOPIC_PREFIX",
+    "CLIENT_ID_PATTERN",
+    "RESERVED_CLIENT_IDS",
+    "DroppedClient",
+    "RoundAssigned",
+    "RoundCompleted",
+    "RoundStarted",
+    "UpdateSubmitted",
+    "assigned_topic",
+    "check_client_id",
+]
+
+ASSIGNED_TOPIC_PREFIX = "round.assigned."
+"""``round.assigned.<client_id>``: the topic of one trainer's assignments."""
+
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A trainer's client id: it names a Kafka principal, a topic and a state folder."""
+
+RESERVED_CLIENT_IDS = frozenset({"dlq"})
+"""``round.assigned.dlq`` is the family's dead-letter topic, no trainer's."""
 
 
 class RoundStarted(Event):
@@ -27,6 +48,58 @@ class RoundStarted(Event):
     strategy: StrategySpec
     privacy: PrivacySpec
     seed: Int64
+
+
+class RoundAssigned(Event):
+    """The aggregator hands one selected trainer its round: what to train, and the grants.
+
+    It answers a ``round.started`` (``started_event_id``) for one client and carries what
+    that trainer needs of it, plus presigned URLs: one GET of the global model (null in
+    round 1) and one PUT of the client's own update under ``update_key``, both expiring at
+    ``urls_expire_at``. It travels on the trainer's own topic
+    ``round.assigned.<client_id>`` (:meth:`topic`), which only that trainer may read.
+    """
+
+    type: Literal["round.assigned"] = "round.assigned"
+    round: Int32
+    client_id: str
+    started_event_id: str
+    deadline: UtcDatetime
+    global_model: ModelRef | None = None
+    model: str
+    dataset: str
+    training: TrainingConfig
+    strategy: StrategySpec
+    privacy: PrivacySpec
+    seed: Int64
+    global_model_url: str | None = None
+    update_url: str
+    update_key: str
+    urls_expire_at: UtcDatetime
+
+    def topic(self) -> str:
+        """``round.assigned.<client_id>``: the addressed trainer's own topic."""
+        return assigned_topic(self.client_id)
+
+
+def check_client_id(client_id: str) -> str:
+    """``client_id`` when it may name a trainer; else a ``ValueError`` saying why.
+
+    1 to 100 letters, digits, ``.``, ``_`` and ``-`` (not first), and not ``dlq``.
+    """
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        raise ValueError(
+            f"client id {client_id!r}: use 1 to 100 letters, digits, '.', '_' and '-' "
+            "(not first); it names a Kafka principal and topic"
+        )
+    if client_id in RESERVED_CLIENT_IDS:
+        raise ValueError(f"client id {client_id!r} is reserved (round.assigned.dlq)")
+    return client_id
+
+
+def assigned_topic(client_id: str) -> str:
+    """The topic of ``client_id``'s ``round.assigned`` events."""
+    return ASSIGNED_TOPIC_PREFIX + client_id
 
 
 class UpdateSubmitted(Event):

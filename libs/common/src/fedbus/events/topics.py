@@ -34,6 +34,9 @@ class TopicSpec(BaseModel):
         Services (or external parties) that write and read it.
     dead_letter_of
         For a dead-letter topic, the topic whose failed records it holds.
+    addressed_by
+        For a family of topics, one per addressee: the event field naming it. The topics are
+        ``<name>.<value>`` (``round.assigned.<client_id>``); ``name`` itself is no topic.
     description
         One line for the docs.
     """
@@ -48,7 +51,14 @@ class TopicSpec(BaseModel):
     producers: list[str]
     consumers: list[str]
     dead_letter_of: str | None = None
+    addressed_by: str | None = None
     description: str
+
+    def member(self, value: str) -> str:
+        """The topic of one addressee of this family: ``<name>.<value>``."""
+        if self.addressed_by is None:
+            raise ValueError(f"topic {self.name} is not a family")
+        return f"{self.name}.{value}"
 
     def kafka_config(self) -> dict[str, str]:
         """Return the topic configuration to create the topic with."""
@@ -87,6 +97,21 @@ class TopicCatalog(BaseModel):
     def dead_letter_topic(self, name: str) -> TopicSpec:
         """Return the dead-letter topic of topic ``name``."""
         return self.get(f"{name}{DEAD_LETTER_SUFFIX}")
+
+    def family_of(self, topic: str) -> TopicSpec | None:
+        """The family whose member ``topic`` is (``round.assigned.c1``), else None.
+
+        A family's own dead-letter topic (``round.assigned.dlq``) is a topic of its own,
+        no member.
+        """
+        for spec in self.topics:
+            if (
+                spec.addressed_by is not None
+                and topic.startswith(spec.name + ".")
+                and topic != spec.name + DEAD_LETTER_SUFFIX
+            ):
+                return spec
+        return None
 
     def event_topics(self) -> list[TopicSpec]:
         """Return the topics that are not dead-letter topics."""

@@ -12,7 +12,10 @@ from fedbus.storage.base import (
     ArtifactStore,
     StorageUnavailableError,
     object_prefix,
+    open_sealed,
+    seal,
     sha256_hex,
+    update_key,
 )
 from fedbus.storage.crypto import AesGcmCipher, DecryptionError
 from fedbus.storage.keys import ArtifactKeyError, artifact_cipher
@@ -33,7 +36,10 @@ __all__ = [
     "StorageUnavailableError",
     "artifact_cipher",
     "object_prefix",
+    "open_sealed",
+    "seal",
     "sha256_hex",
     "tensors_from_bytes",
     "tensors_to_bytes",
+    "update_key",
 ]

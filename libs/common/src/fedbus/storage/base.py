@@ -19,7 +19,10 @@ __all__ = [
     "ArtifactStore",
     "StorageUnavailableError",
     "object_prefix",
+    "open_sealed",
+    "seal",
     "sha256_hex",
+    "update_key",
 ]
 
 
@@ -47,6 +50,42 @@ def object_prefix(job_id: str, round_: int, kind: str) -> str:
     update keys with this one rule.
     """
     return f"jobs/{job_id}/round-{round_}/{kind}"
+
+
+def update_key(job_id: str, round_: int, client_id: str) -> str:
+    """``jobs/<job_id>/round-<r>/updates/<client_id>/update``: the one object a client's update
+    for a round may be, granted to that client by a presigned PUT and checked by the aggregator.
+    """
+    return f"{object_prefix(job_id, round_, f'updates/{client_id}')}/update"
+
+
+def seal(cipher: AesGcmCipher | None, data: bytes, *, key: str) -> bytes:
+    """The body to store ``data`` under ``key``: the ``FBE2`` envelope with ``key``
+    authenticated, or ``data`` itself without a cipher."""
+    return cipher.encrypt(data, associated=key.encode()) if cipher is not None else data
+
+
+def open_sealed(cipher: AesGcmCipher | None, body: bytes, ref: ModelRef) -> bytes:
+    """The plaintext of ``body`` stored under ``ref.object_key``, checked against ``ref``.
+
+    Raises
+    ------
+    DecryptionError
+        The body is not an envelope ``cipher`` opens for ``ref.object_key``.
+    ArtifactIntegrityError
+        Its size or SHA-256 differ from ``ref``.
+    """
+    data = cipher.decrypt(body, associated=ref.object_key.encode()) if cipher else body
+    if len(data) != ref.size_bytes:
+        raise ArtifactIntegrityError(
+            f"{ref.object_key}: {len(data)} bytes, the reference says {ref.size_bytes}"
+        )
+    digest = sha256_hex(data)
+    if digest != ref.sha256:
+        raise ArtifactIntegrityError(
+            f"{ref.object_key}: SHA-256 {digest} does not match the reference {ref.sha256}"
+        )
+    return data
 
 
 def sha256_hex(data: bytes) -> str:
@@ -87,12 +126,15 @@ class ArtifactStore(ABC):
         # extra request costs more than sending it again.
         if len(data) >= SKIP_EXISTING_FROM_BYTES and await self.exists(key):
             return ref
-        if self._cipher is None:
-            await self._put(key, data, sha256=digest)
-        else:
-            body = self._cipher.encrypt(data, associated=key.encode())
-            await self._put(key, body, sha256=sha256_hex(body))
+        body = seal(self._cipher, data, key=key)
+        await self._put(key, body, sha256=digest if body is data else sha256_hex(body))
         return ref
+
+    async def put_at(self, data: bytes, *, key: str) -> ModelRef:
+        """Store ``data`` under exactly ``key`` (not content-addressed: a granted update key)."""
+        body = seal(self._cipher, data, key=key)
+        await self._put(key, body, sha256=sha256_hex(body))
+        return ModelRef(object_key=key, size_bytes=len(data), sha256=sha256_hex(data))
 
     async def get_bytes(self, ref: ModelRef) -> bytes:
         """Read the object of ``ref``; raises :class:`ArtifactIntegrityError` on any mismatch."""
@@ -109,19 +151,7 @@ class ArtifactStore(ABC):
         ArtifactIntegrityError
             Its size or SHA-256 differ from ``ref``.
         """
-        data = (
-            self._cipher.decrypt(body, associated=ref.object_key.encode()) if self._cipher else body
-        )
-        if len(data) != ref.size_bytes:
-            raise ArtifactIntegrityError(
-                f"{ref.object_key}: {len(data)} bytes, the reference says {ref.size_bytes}"
-            )
-        digest = sha256_hex(data)
-        if digest != ref.sha256:
-            raise ArtifactIntegrityError(
-                f"{ref.object_key}: SHA-256 {digest} does not match the reference {ref.sha256}"
-            )
-        return data
+        return open_sealed(self._cipher, body, ref)
 
     async def put_tensors(self, tensors: dict[str, np.ndarray], *, prefix: str) -> ModelRef:
         """Store named arrays as safetensors (never pickle)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -31,9 +31,16 @@ class S3ArtifactStore(ArtifactStore):
 
     @classmethod
     def from_settings(
-        cls, settings: FedbusSettings, cipher: AesGcmCipher | None = None
+        cls,
+        settings: FedbusSettings,
+        cipher: AesGcmCipher | None = None,
+        *,
+        endpoint: str | None = None,
     ) -> S3ArtifactStore:
         """Client for ``FEDBUS_MINIO_*`` (TLS verified with ``FEDBUS_MINIO_CA_FILE`` if set).
+
+        ``endpoint`` replaces ``FEDBUS_MINIO_ENDPOINT``: a store used only to presign URLs for
+        others signs the host they reach MinIO at (SigV4 signs the host).
 
         Without ``cipher``, artifacts are encrypted with the keyring of
         ``FEDBUS_ARTIFACT_KEYS``/``FEDBUS_ARTIFACT_KEYS_FILE`` (see
@@ -44,7 +51,7 @@ class S3ArtifactStore(ArtifactStore):
             cipher = artifact_cipher(settings)
         client = boto3.client(
             "s3",
-            endpoint_url=settings.minio_endpoint,
+            endpoint_url=endpoint or settings.minio_endpoint,
             aws_access_key_id=settings.minio_access_key,
             aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
             region_name=settings.minio_region,
@@ -112,11 +119,19 @@ class S3ArtifactStore(ArtifactStore):
         The bytes are as stored: with a cipher, the envelope, which only a holder of the key
         can open (``fedbus models download`` decrypts it with the keyring of its settings).
         """
+        return self.presign("get_object", ref.object_key, expires_s=expires_s)
+
+    def presign(
+        self, operation: Literal["get_object", "put_object"], key: str, *, expires_s: int
+    ) -> str:
+        """A SigV4 presigned URL for one ``operation`` on ``key``, valid ``expires_s`` seconds.
+
+        It grants exactly that: a GET URL reads that one object, a PUT URL writes it; any other
+        key, method or an expired URL is refused by the server (403). No request is made.
+        """
         return str(
             self._s3.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": ref.object_key},
-                ExpiresIn=expires_s,
+                operation, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
         )
 
