@@ -260,3 +260,26 @@ def test_the_gate_counts_an_accepted_round_once_and_builds_the_decline() -> None
     assert event.retry_after_s == 24 * 3600
     assert event.traceparent.split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert len(gate.log.history("job-1", NOW)) == 1
+
+
+def test_check_reads_the_rounds_own_fields() -> None:
+    from fedbus.events import RoundStarted, StrategySpec
+
+    gate = SiteGate(SitePolicy(max_epsilon=1.0, allowed_models=["cnn"]), clock=lambda: NOW)
+    event = RoundStarted.create(
+        source="orchestration", job_id="job-9", round=3, selected_clients=["c1"],
+        min_clients=1, deadline=NOW + timedelta(minutes=5), model="mlp", dataset="digits",
+        training=TrainingConfig(), strategy=StrategySpec(), privacy=local_dp(8.0), seed=1,
+    )  # fmt: skip
+
+    declined = gate.check(event, attempt_id=event.event_id, client_id="c1", num_samples=300)
+
+    assert declined is not None
+    assert (declined.job_id, declined.round, declined.started_event_id) == (
+        "job-9", 3, event.event_id,
+    )  # fmt: skip
+    assert [r.code for r in declined.reasons] == ["model_not_allowed", "epsilon_too_large"]
+    assert gate.check(
+        event.model_copy(update={"model": "cnn", "privacy": local_dp(0.9, noise=5.0)}),
+        attempt_id="other", client_id="c1", num_samples=300,
+    ) is None  # fmt: skip

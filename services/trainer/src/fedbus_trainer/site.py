@@ -12,8 +12,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from fedbus.events import RoundDeclined, child_traceparent, utc_now
+from fedbus.events import (
+    PrivacySpec,
+    RoundDeclined,
+    TrainingConfig,
+    child_traceparent,
+    utc_now,
+)
 from fedbus.privacy import PrivacyError
 from fedbus_trainer.site_log import SiteLog
 from fedbus_trainer.site_policy import (
@@ -25,9 +32,38 @@ from fedbus_trainer.site_policy import (
     round_mechanism,
 )
 
-__all__ = ["SiteGate", "declined_event"]
+__all__ = ["RoundFields", "SiteGate", "declined_event"]
 
 log = logging.getLogger(__name__)
+
+
+class RoundFields(Protocol):
+    """The fields of a round the policy reads (``round.started`` and ``round.assigned`` have
+    them)."""
+
+    @property
+    def job_id(self) -> str:
+        """The job."""
+
+    @property
+    def round(self) -> int:
+        """The round number."""
+
+    @property
+    def model(self) -> str:
+        """The model name."""
+
+    @property
+    def privacy(self) -> PrivacySpec:
+        """The round's privacy spec."""
+
+    @property
+    def training(self) -> TrainingConfig:
+        """Epochs, batch size, learning rate."""
+
+    @property
+    def traceparent(self) -> str:
+        """The round's trace context."""
 
 
 @dataclass
@@ -69,6 +105,34 @@ class SiteGate:
         else:
             log.info("round declined: %s", ", ".join(r.code for r in decision.reasons))
         return decision
+
+    def check(
+        self, event: RoundFields, *, attempt_id: str, client_id: str, num_samples: int
+    ) -> RoundDeclined | None:
+        """The ``round.declined`` to publish instead of training ``event``; None: train it.
+
+        ``num_samples``: the records of the dataset the round trains here (0 when it is not
+        held: the round then fails as it would without a policy).
+        """
+        ask = RoundAsk(
+            job_id=event.job_id,
+            round=event.round,
+            model=event.model,
+            privacy=event.privacy,
+            training=event.training,
+            num_samples=num_samples,
+        )
+        decision = self.admit(ask, attempt_id=attempt_id)
+        if decision.accepted:
+            return None
+        return declined_event(
+            decision,
+            job_id=event.job_id,
+            round_number=event.round,
+            client_id=client_id,
+            started_event_id=attempt_id,
+            traceparent=event.traceparent,
+        )
 
 
 def declined_event(
