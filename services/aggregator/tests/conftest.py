@@ -17,7 +17,7 @@ from fedbus.events import (
     TrainingConfig,
     UpdateSubmitted,
 )
-from fedbus.storage import InMemoryArtifactStore
+from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes, update_key
 
 from .fakes import T0, CountingStore, ManualClock
 
@@ -74,8 +74,8 @@ def submit(
         num_samples: int = 10,
         metrics: dict[str, float] | None = None,
     ) -> UpdateSubmitted:
-        prefix = f"jobs/{job_id}/round-{round_}/updates/{client}"
-        ref = await artifacts.put_tensors(delta, prefix=prefix)
+        key = update_key(job_id, round_, client)  # the key its grant lets it write
+        ref = await artifacts.put_at(tensors_to_bytes(delta), key=key)
         return UpdateSubmitted.create(
             source="trainer",
             job_id=job_id,

@@ -18,6 +18,7 @@ from fedbus.events import (
     RoundStarted,
     Strategy,
     StrategySpec,
+    UpdateSubmitted,
 )
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import HANDLERS, Deps, RoundStatus, close_due_rounds
@@ -111,7 +112,10 @@ async def test_bad_updates_are_rejected_with_reasons_and_the_round_still_complet
 
 
 async def test_hash_mismatch_and_missing_object_are_rejected(
-    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+    deps: Deps,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+    artifacts: InMemoryArtifactStore,
 ) -> None:
     bus = InMemoryBus()
     good = await submit("a", delta(1.0))
@@ -120,19 +124,45 @@ async def test_hash_mismatch_and_missing_object_are_rejected(
         update={"update": tampered.update.model_copy(update={"sha256": "f" * 64})}
     )
     missing = await submit("c", delta(1.0))
-    missing = missing.model_copy(
-        update={
-            "update": missing.update.model_copy(
-                update={"object_key": "jobs/job-1/round-1/updates/c/nothing"}
-            )
-        }
-    )
+    del artifacts.objects[missing.update.object_key]  # announced, never written
 
     await run(bus, deps, started(min_clients=1), good, tampered, missing)
 
     [done] = completed(bus)
     codes = {d.client_id: d.code for d in done.dropped}
     assert codes == {"b": "integrity", "c": "artifact_missing"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "jobs/job-1/round-1/updates/b/update",  # another client's granted object
+        "jobs/job-1/round-1/updates/a/" + "0" * 64,  # under its prefix, but not the grant
+        "jobs/job-1/round-2/updates/a/update",  # its key of another round
+        "jobs/job-1/round-1/global/x",
+    ],
+)
+async def test_an_update_naming_any_object_but_the_key_granted_to_it_is_refused(
+    deps: Deps,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+    artifacts: InMemoryArtifactStore,
+    key: str,
+) -> None:
+    bus = InMemoryBus()
+    other = await submit("b", delta(1.0))
+    own = await submit("a", delta(1.0))
+    # A real object with the right hash sits at ``key``: only the key itself is wrong.
+    artifacts.objects[key] = artifacts.objects[own.update.object_key]
+    forged = own.model_copy(update={"update": own.update.model_copy(update={"object_key": key})})
+
+    await run(bus, deps, started(clients=("a", "b"), min_clients=1), other, forged)
+
+    [done] = completed(bus)
+    assert done.participants == ["b"]
+    [dropped] = done.dropped
+    assert (dropped.client_id, dropped.code) == ("a", "invalid_update")
+    assert "jobs/job-1/round-1/updates/a/update" in dropped.message
 
 
 async def test_update_from_an_unselected_client_is_rejected_and_not_counted(
@@ -159,7 +189,11 @@ async def test_duplicate_update_is_ignored(
 ) -> None:
     bus = InMemoryBus()
     first = await submit("a", delta(1.0))
-    second = await submit("a", delta(100.0))
+    # A second announcement by the same client (its one granted key, other claims): ignored.
+    second = UpdateSubmitted.create(
+        source="trainer", job_id="job-1", round=1, client_id="a", update=first.update,
+        num_samples=1000,
+    )  # fmt: skip
 
     await run(
         bus,

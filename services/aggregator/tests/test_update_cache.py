@@ -22,7 +22,7 @@ from fedbus.events import (
     StrategySpec,
     UpdateSubmitted,
 )
-from fedbus.storage import InMemoryArtifactStore
+from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes, update_key
 from fedbus_aggregator import HANDLERS, Deps, UpdateCache, close_due_rounds
 
 from .fakes import CountingStore, FakeModels, FakeRoundStore, ManualClock
@@ -221,7 +221,7 @@ async def test_evaluation_runs_while_the_new_global_model_uploads(
         models=SignallingModels(evaluating),
         clock=clock,
     )
-    ref = await store.put_tensors(delta(1.0), prefix="jobs/job-1/round-1/updates/a")
+    ref = await store.put_at(tensors_to_bytes(delta(1.0)), key=update_key("job-1", 1, "a"))
     update = UpdateSubmitted.create(
         source="trainer", job_id="job-1", round=1, client_id="a", update=ref, num_samples=5
     )

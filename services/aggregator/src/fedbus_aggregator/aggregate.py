@@ -37,6 +37,7 @@ from fedbus.storage import (
     object_prefix,
     tensors_from_bytes,
     tensors_to_bytes,
+    update_key,
 )
 from fedbus_aggregator.central_dp import (
     central_dp_shortfall,
@@ -100,11 +101,13 @@ async def judge(
     record: UpdateRecord, *, state: RoundState, reference: Model, deps: Deps
 ) -> UpdateRecord:
     """Accept or reject one update: its object, hash, tensors and sample count."""
-    expected = object_prefix(state.job_id, state.round, f"updates/{record.client_id}/")
-    if not record.ref.object_key.startswith(expected):
+    # Only the key granted to this client for this round: a trainer can submit only an object
+    # it wrote itself through its own presigned PUT.
+    expected = update_key(state.job_id, state.round, record.client_id)
+    if record.ref.object_key != expected:
         return record.rejected(
             RejectCode.INVALID_UPDATE,
-            f"object key {record.ref.object_key!r} is not under {expected}",
+            f"object key {record.ref.object_key!r} is not the key granted, {expected}",
         )
     try:
         tensors = await deps.artifacts.get_tensors(record.ref)

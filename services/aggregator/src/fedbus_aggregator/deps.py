@@ -9,6 +9,7 @@ from datetime import datetime
 from fedbus.events import utc_now
 from fedbus.storage import ArtifactStore
 from fedbus_aggregator.caches import GlobalCache, RoundLocks, UpdateCache
+from fedbus_aggregator.grants import AssignedTopics, Presigner
 from fedbus_aggregator.models import ModelSource
 from fedbus_aggregator.store import RoundStore
 
@@ -40,6 +41,13 @@ class Deps:
     updates
         Accepted updates kept from judging to combining
         (:class:`~fedbus_aggregator.caches.UpdateCache`).
+    presigner
+        Signs each trainer's URLs (MinIO in production); None: no ``round.assigned`` is sent
+        (unit tests of other rules).
+    assigned_topics
+        Creates ``round.assigned.<client_id>`` before the first assignment to that client.
+    grant_grace_s
+        Seconds past the round's deadline that its URLs keep working.
     """
 
     store: RoundStore
@@ -51,3 +59,6 @@ class Deps:
     locks: RoundLocks = field(default_factory=RoundLocks)
     globals: GlobalCache = field(default_factory=GlobalCache)
     updates: UpdateCache = field(default_factory=UpdateCache)
+    presigner: Presigner | None = None
+    assigned_topics: AssignedTopics | None = None
+    grant_grace_s: float = 300.0

@@ -1,4 +1,5 @@
-"""Event handlers: ``round.started`` and ``update.submitted`` in, ``round.completed`` out.
+"""Event handlers: ``round.started`` and ``update.submitted`` in; ``round.assigned`` (one per
+selected trainer, with its presigned URLs) and ``round.completed`` out.
 
 Each handler takes one typed event and the :class:`~fedbus_aggregator.deps.Deps`, and
 returns the events to publish; the consumer runner publishes them before it commits the
@@ -15,6 +16,7 @@ from fedbus.events import Event, RoundCompleted, RoundStarted, UpdateSubmitted
 from fedbus.telemetry import log_context
 from fedbus_aggregator.aggregate import expire, global_model, judge, settle
 from fedbus_aggregator.deps import Deps
+from fedbus_aggregator.grants import assignments
 from fedbus_aggregator.rounds import (
     Admission,
     RejectCode,
@@ -54,8 +56,9 @@ async def on_round_started(event: RoundStarted, *, deps: Deps) -> list[Event]:
                     state = await _judge_and_record(state, record, deps)
             except NonRetryableError as exc:
                 return await _unusable(state, deps, exc)
+            grants = await _grants(state, deps)
             await _load_global_model(state, deps)
-            return await settle(state, deps, published=True, may_expire=False)
+            return [*grants, *await settle(state, deps, published=True, may_expire=False)]
 
 
 async def on_update_submitted(event: UpdateSubmitted, *, deps: Deps) -> list[Event]:
@@ -138,6 +141,27 @@ async def _judge_and_record(state: RoundState, record: UpdateRecord, deps: Deps)
         log.warning("update of %s rejected: %s", judged.client_id, judged.reason)
     await deps.store.record_update(state.job_id, state.round, judged)
     return state.with_update(judged)
+
+
+async def _grants(state: RoundState, deps: Deps) -> list[Event]:
+    """A ``round.assigned`` for each selected client that has not reported yet.
+
+    A redelivered ``round.started`` grants again (new URLs, same keys); the trainer answers
+    an assignment of a (job, round, ``round.started``) it already trained with its stored
+    ``update.submitted``.
+    """
+    if deps.presigner is None or state.status is not RoundStatus.OPEN:
+        return []
+    waiting = [c for c in state.selected if c not in state.reported()]
+    out = assignments(
+        state.started, waiting, presigner=deps.presigner, now=deps.clock(),
+        grace_s=deps.grant_grace_s, source=deps.source,
+    )  # fmt: skip
+    if out and deps.assigned_topics is not None:
+        await deps.assigned_topics.ensure(a.client_id for a in out)
+    log.info("granted %d clients their round (URLs until %s)", len(out),
+             out[0].urls_expire_at.isoformat() if out else "-")  # fmt: skip
+    return list(out)
 
 
 async def _load_global_model(state: RoundState, deps: Deps) -> None:

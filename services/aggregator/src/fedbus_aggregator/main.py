@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedbus.bus import Publisher
+from fedbus.bus import AddressedTopics, Publisher
 from fedbus.errors import FedbusError
 from fedbus.service import ServiceRuntime
 from fedbus.settings import load_settings
@@ -63,6 +63,8 @@ async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> Non
     log.info("evaluating on datasets %s", models.datasets)
     # Before any connection: in production, no artifact keys refuses to start here.
     artifacts = S3ArtifactStore.from_settings(settings)
+    # Signs trainers' URLs for the host they reach MinIO at (SigV4 signs the host); no request.
+    presigner = S3ArtifactStore.from_settings(settings, endpoint=settings.minio_public_endpoint)
     async with ServiceRuntime.open("aggregator", settings) as rt:
         store = await PostgresRoundStore.create(rt.pool)
         rt.watch("postgres", store.ping)
@@ -74,6 +76,9 @@ async def serve(settings: AggregatorSettings, eval_data: dict[str, Path]) -> Non
             models,
             max_update_norm=settings.max_update_norm,
             updates=UpdateCache(settings.update_cache_mb * 2**20),
+            presigner=presigner,
+            assigned_topics=AddressedTopics(settings, "round.assigned"),
+            grant_grace_s=settings.grant_grace_s,
         )
         deadlines = _deadlines(deps, rt.producer, settings.deadline_poll_seconds)
         await rt.run(HANDLERS, deps, group_id=settings.consumer_group, tasks=[deadlines])
