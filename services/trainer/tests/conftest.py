@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from fedbus.events import PrivacySpec, RoundStarted, StrategySpec, TrainingConfig
+from fedbus.events import PrivacySpec, RoundAssigned, StrategySpec, TrainingConfig
+from fedbus.storage import update_key
 from fedbus_executor import PrepareOptions, prepare_dataset
+
+from .fakes import get_url, put_url
 
 
 @pytest.fixture(scope="session")
@@ -25,23 +29,27 @@ def client_file(digits_root: Path) -> Path:
     return digits_root / "clients" / "client-000.parquet"
 
 
-RoundFactory = Callable[..., RoundStarted]
+RoundFactory = Callable[..., RoundAssigned]
 
 
 @pytest.fixture
-def round_started() -> RoundFactory:
-    """Build a round.started for ``c1`` on ``digits``, round 1, no global model (overridable)."""
+def round_assigned() -> RoundFactory:
+    """Build a round.assigned for ``c1`` on ``digits``, round 1, no global model (overridable)."""
     return make_round
 
 
-def make_round(**overrides: Any) -> RoundStarted:
-    """A round.started for client ``c1`` on dataset ``digits``, round 1, no global model."""
+def make_round(**overrides: Any) -> RoundAssigned:
+    """A round.assigned to client ``c1`` on dataset ``digits``, round 1, no global model.
+
+    Its URLs are :mod:`tests.fakes`' (``memory://get/<key>``, ``memory://put/<key>``) for the
+    global model given and the client's update key, unless overridden.
+    """
     fields: dict[str, Any] = {
-        "source": "orchestration",
+        "source": "aggregator",
         "job_id": "job-1",
         "round": 1,
-        "selected_clients": ["c1"],
-        "min_clients": 1,
+        "client_id": "c1",
+        "started_event_id": str(uuid.uuid4()),
         "deadline": datetime.now(UTC) + timedelta(minutes=5),
         "global_model": None,
         "model": "mlp",
@@ -52,4 +60,10 @@ def make_round(**overrides: Any) -> RoundStarted:
         "seed": 42,
     }
     fields.update(overrides)
-    return RoundStarted.create(**fields)
+    key = update_key(fields["job_id"], fields["round"], fields["client_id"])
+    model = fields["global_model"]
+    fields.setdefault("global_model_url", get_url(model.object_key) if model else None)
+    fields.setdefault("update_key", key)
+    fields.setdefault("update_url", put_url(fields["update_key"]))
+    fields.setdefault("urls_expire_at", fields["deadline"] + timedelta(minutes=5))
+    return RoundAssigned.create(**fields)

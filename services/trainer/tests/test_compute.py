@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from fedbus.bus import InMemoryBus
-from fedbus.events import RoundStarted, UpdateSubmitted
+from fedbus.events import RoundAssigned, UpdateSubmitted
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_executor import ProgressCallback, TrainingResult, TrainingTask
 from fedbus_trainer import HANDLERS, Deps, ExecutorTrainer, SubmittedLog, load_local_datasets
 from fedbus_trainer.compute import compute_executor, lower_thread_priority
 from fedbus_trainer.settings import TrainerSettings
+
+from .fakes import FakeGrants
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
 
@@ -66,21 +68,21 @@ class ThreadRecordingTrainer:
 
 
 async def test_the_handler_trains_in_the_compute_thread(
-    client_file: Path, round_started: Callable[..., RoundStarted]
+    client_file: Path, round_assigned: Callable[..., RoundAssigned]
 ) -> None:
     bus, recorder = InMemoryBus(), ThreadRecordingTrainer()
     with compute_executor(0) as pool:
         deps = Deps(
             client_id="c1",
             datasets=load_local_datasets({"digits": client_file}),
-            store=InMemoryArtifactStore(),
+            artifacts=FakeGrants(InMemoryArtifactStore()),
             publisher=bus,
             submitted=SubmittedLog(),
             device="cpu",
             train=recorder,
             compute=pool,
         )
-        await bus.publish(round_started())
+        await bus.publish(round_assigned())
         await bus.drain(HANDLERS.bind(deps))
     assert len(recorder.threads) == 1
     assert recorder.threads[0].startswith("fedbus-train")

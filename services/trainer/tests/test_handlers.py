@@ -14,7 +14,7 @@ from fedbus.events import (
     PrivacyMode,
     PrivacySpec,
     Progress,
-    RoundStarted,
+    RoundAssigned,
     TrainingConfig,
     UpdateSubmitted,
 )
@@ -32,10 +32,12 @@ from fedbus_trainer import (
     ExecutorTrainer,
     SubmittedLog,
     load_local_datasets,
-    on_round_started,
+    on_round_assigned,
 )
 
-Make = Callable[..., RoundStarted]
+from .fakes import FakeGrants
+
+Make = Callable[..., RoundAssigned]
 
 
 class CountingTrainer:
@@ -74,7 +76,7 @@ def deps(
     return Deps(
         client_id="c1",
         datasets=load_local_datasets({"digits": client_file}),
-        store=store,
+        artifacts=FakeGrants(store),
         publisher=bus,
         submitted=SubmittedLog(),
         device="cpu",
@@ -90,15 +92,15 @@ def _only_update(events: Sequence[object]) -> UpdateSubmitted:
 
 
 async def test_round_one_trains_and_submits_a_verifiable_delta(
-    deps: Deps, bus: InMemoryBus, store: InMemoryArtifactStore, round_started: Make
+    deps: Deps, bus: InMemoryBus, store: InMemoryArtifactStore, round_assigned: Make
 ) -> None:
-    event = round_started()
+    event = round_assigned()
     await bus.publish(event)
     await bus.drain(HANDLERS.bind(deps))
 
     update = _only_update(bus.events("update.submitted"))
     assert (update.job_id, update.round, update.client_id) == ("job-1", 1, "c1")
-    assert update.update.object_key.startswith("jobs/job-1/round-1/updates/c1/")
+    assert update.update.object_key == event.update_key == "jobs/job-1/round-1/updates/c1/update"
     assert update.num_samples == deps.datasets["digits"].num_samples > 0
     assert set(update.metrics) == {"loss", "accuracy", "duration_s"}
     assert update.dp is None
@@ -125,11 +127,11 @@ async def test_round_one_trains_and_submits_a_verifiable_delta(
 
 
 async def test_delta_is_local_minus_the_shared_initial_weights(
-    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
     # Round 1 starts from the weights every process derives from model and seed, so the
     # aggregator can rebuild the trained model as initial + delta.
-    out = await on_round_started(round_started(seed=7), deps=deps)
+    out = await on_round_assigned(round_assigned(seed=7), deps=deps)
     delta = await store.get_tensors(_only_update(out).update)
     start = initial_weights("mlp", 7, deps.datasets["digits"].spec)
     local = trainer.results[0].weights
@@ -139,62 +141,62 @@ async def test_delta_is_local_minus_the_shared_initial_weights(
 
 
 async def test_a_later_round_starts_from_the_global_model(
-    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
     spec = deps.datasets["digits"].spec
     global_weights = initial_weights("mlp", 99, spec)
     ref = await store.put_tensors(global_weights, prefix="jobs/job-1/round-1/global")
-    out = await on_round_started(round_started(round=2, global_model=ref), deps=deps)
+    out = await on_round_assigned(round_assigned(round=2, global_model=ref), deps=deps)
     update = _only_update(out)
     assert update.round == 2
-    assert update.update.object_key.startswith("jobs/job-1/round-2/updates/c1/")
+    assert update.update.object_key == "jobs/job-1/round-2/updates/c1/update"
     assert trainer.calls[0].initial_weights is not None
     started = tensors_from_bytes(trainer.calls[0].initial_weights)
     assert all(np.array_equal(started[k], global_weights[k]) for k in global_weights)
 
 
-async def test_a_round_that_does_not_select_this_client_is_ignored(
-    deps: Deps, bus: InMemoryBus, round_started: Make, trainer: CountingTrainer
+async def test_an_assignment_for_another_client_is_ignored(
+    deps: Deps, bus: InMemoryBus, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
-    out = await on_round_started(round_started(selected_clients=["c2", "c3"]), deps=deps)
+    out = await on_round_assigned(round_assigned(client_id="c2"), deps=deps)
     assert out == []
     assert bus.topics == {}
     assert trainer.calls == []
 
 
 async def test_a_redelivered_round_is_not_trained_again(
-    deps: Deps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
-    event = round_started()
-    first = _only_update(await on_round_started(event, deps=deps))
-    again = await on_round_started(event, deps=deps)
+    event = round_assigned()
+    first = _only_update(await on_round_assigned(event, deps=deps))
+    again = await on_round_assigned(event, deps=deps)
     assert len(trainer.calls) == 1
     assert again == [first]  # the same event (same event id) again, nothing new
 
 
 async def test_a_restarted_trainer_remembers_submitted_rounds(
-    deps: Deps, tmp_path: Path, round_started: Make, trainer: CountingTrainer
+    deps: Deps, tmp_path: Path, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
     deps.submitted = SubmittedLog(tmp_path / "submitted.json")
-    event = round_started()
-    first = _only_update(await on_round_started(event, deps=deps))
+    event = round_assigned()
+    first = _only_update(await on_round_assigned(event, deps=deps))
     deps.submitted = SubmittedLog(tmp_path / "submitted.json")  # a new process reads the file
-    assert await on_round_started(event, deps=deps) == [first]
+    assert await on_round_assigned(event, deps=deps) == [first]
     assert len(trainer.calls) == 1
 
 
 async def test_a_retried_round_with_a_new_event_trains_again(
-    deps: Deps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
-    await on_round_started(round_started(), deps=deps)
-    await on_round_started(round_started(), deps=deps)
+    await on_round_assigned(round_assigned(), deps=deps)
+    await on_round_assigned(round_assigned(), deps=deps)
     assert len(trainer.calls) == 2
 
 
 async def test_a_dataset_it_does_not_hold_fails_softly(
-    deps: Deps, round_started: Make, trainer: CountingTrainer
+    deps: Deps, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
-    out = await on_round_started(round_started(dataset="mnist"), deps=deps)
+    out = await on_round_assigned(round_assigned(dataset="mnist"), deps=deps)
     assert len(out) == 1
     assert isinstance(out[0], Progress)
     assert out[0].phase is Phase.FAILED
@@ -203,13 +205,13 @@ async def test_a_dataset_it_does_not_hold_fails_softly(
 
 
 async def test_a_tampered_global_model_fails_softly(
-    deps: Deps, store: InMemoryArtifactStore, round_started: Make, trainer: CountingTrainer
+    deps: Deps, store: InMemoryArtifactStore, round_assigned: Make, trainer: CountingTrainer
 ) -> None:
     ref = await store.put_tensors(
         initial_weights("mlp", 1, deps.datasets["digits"].spec), prefix="g"
     )
     store.objects[ref.object_key] = store.objects[ref.object_key][:-1] + b"\x00"
-    out = await on_round_started(round_started(round=2, global_model=ref), deps=deps)
+    out = await on_round_assigned(round_assigned(round=2, global_model=ref), deps=deps)
     assert [type(e) for e in out] == [Progress]
     assert isinstance(out[0], Progress)
     assert out[0].phase is Phase.FAILED
@@ -218,10 +220,10 @@ async def test_a_tampered_global_model_fails_softly(
 
 
 async def test_central_dp_clips_the_uploaded_update(
-    deps: Deps, store: InMemoryArtifactStore, round_started: Make
+    deps: Deps, store: InMemoryArtifactStore, round_assigned: Make
 ) -> None:
     privacy = PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.01)
-    out = await on_round_started(round_started(privacy=privacy), deps=deps)
+    out = await on_round_assigned(round_assigned(privacy=privacy), deps=deps)
     update = _only_update(out)
     delta = await store.get_tensors(update.update)
     norm = float(np.sqrt(sum(np.sum(np.square(v, dtype=np.float64)) for v in delta.values())))
@@ -232,11 +234,11 @@ async def test_central_dp_clips_the_uploaded_update(
 
 @pytest.mark.slow
 async def test_local_dp_runs_dp_sgd_and_reports_its_parameters(
-    deps: Deps, round_started: Make
+    deps: Deps, round_assigned: Make
 ) -> None:
     privacy = PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.0, clipping_norm=1.0)
     training = TrainingConfig(local_epochs=1, batch_size=64, learning_rate=0.1)
-    out = await on_round_started(round_started(privacy=privacy, training=training), deps=deps)
+    out = await on_round_assigned(round_assigned(privacy=privacy, training=training), deps=deps)
     dp = _only_update(out).dp
     assert dp is not None
     assert (dp.noise_multiplier, dp.clipping_norm) == (1.0, 1.0)

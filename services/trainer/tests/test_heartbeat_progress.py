@@ -13,7 +13,7 @@ from fedbus.events import (
     DatasetInfo,
     Phase,
     Progress,
-    RoundStarted,
+    RoundAssigned,
     TrainerStatus,
     TrainingConfig,
 )
@@ -84,12 +84,12 @@ def _train_report(step: int, total: int = 10, epoch: int = 1) -> ProgressEvent:
 
 
 async def test_relay_publishes_reports_from_a_thread_in_order_and_throttled(
-    round_started: Callable[..., RoundStarted],
+    round_assigned: Callable[..., RoundAssigned],
 ) -> None:
     bus = InMemoryBus()
     now = [0.0]
     relay = ProgressRelay(
-        round_started(),
+        round_assigned(),
         client_id="c1",
         publisher=bus,
         loop=asyncio.get_running_loop(),
@@ -120,11 +120,11 @@ async def test_relay_publishes_reports_from_a_thread_in_order_and_throttled(
 
 
 async def test_relay_counts_steps_over_all_epochs_and_stops_an_aborted_run(
-    round_started: Callable[..., RoundStarted],
+    round_assigned: Callable[..., RoundAssigned],
 ) -> None:
     bus = InMemoryBus()
     relay = ProgressRelay(
-        round_started(training=TrainingConfig(local_epochs=3)),
+        round_assigned(training=TrainingConfig(local_epochs=3)),
         client_id="c1",
         publisher=bus,
         loop=asyncio.get_running_loop(),

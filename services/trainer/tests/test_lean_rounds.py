@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedbus.bus import InMemoryBus
-from fedbus.events import Event, Phase, Progress, RoundStarted
+from fedbus.events import Event, Phase, Progress, RoundAssigned
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_executor import DatasetSpec, initial_weights, load_dataset
 from fedbus_executor import cache as cache_module
@@ -22,19 +22,21 @@ from fedbus_trainer import (
     ExecutorTrainer,
     SubmittedLog,
     load_local_datasets,
-    on_round_started,
+    on_round_assigned,
     release_free_memory,
 )
 from fedbus_trainer import handlers as handlers_module
 
-RoundFactory = Callable[..., RoundStarted]
+from .fakes import FakeGrants
+
+RoundFactory = Callable[..., RoundAssigned]
 
 
 def _deps(client_file: Path) -> Deps:
     return Deps(
         client_id="c1",
         datasets=load_local_datasets({"digits": client_file}),
-        store=InMemoryArtifactStore(),
+        artifacts=FakeGrants(InMemoryArtifactStore()),
         publisher=InMemoryBus(),
         submitted=SubmittedLog(),
         device="cpu",
@@ -43,7 +45,7 @@ def _deps(client_file: Path) -> Deps:
 
 
 async def test_the_partition_is_read_once_across_rounds(
-    client_file: Path, round_started: RoundFactory, monkeypatch: pytest.MonkeyPatch
+    client_file: Path, round_assigned: RoundFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[str] = []
     real = load_dataset  # what the cache calls, until patched below
@@ -57,7 +59,7 @@ async def test_the_partition_is_read_once_across_rounds(
     assert isinstance(deps.train, ExecutorTrainer)
 
     for round_ in (1, 2):
-        out = await on_round_started(round_started(round=round_), deps=deps)
+        out = await on_round_assigned(round_assigned(round=round_), deps=deps)
         assert [e.type for e in out] == ["update.submitted", "progress"]
 
     assert reads == [str(client_file)]
@@ -65,12 +67,12 @@ async def test_the_partition_is_read_once_across_rounds(
 
 
 async def test_freed_memory_is_released_after_each_training_run(
-    client_file: Path, round_started: RoundFactory, monkeypatch: pytest.MonkeyPatch
+    client_file: Path, round_assigned: RoundFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bool] = []
     monkeypatch.setattr(handlers_module, "release_free_memory", lambda: calls.append(True))
 
-    await on_round_started(round_started(), deps=_deps(client_file))
+    await on_round_assigned(round_assigned(), deps=_deps(client_file))
 
     assert calls == [True]
 
@@ -86,25 +88,41 @@ from pathlib import Path
 import fedbus_trainer.main
 from fedbus.bus import InMemoryBus
 from fedbus.storage import InMemoryArtifactStore
-from fedbus_trainer import SubmittedLog, Deps, load_local_datasets, on_round_started
-from fedbus.events import PrivacySpec, RoundStarted, StrategySpec, TrainingConfig
+from fedbus_trainer import SubmittedLog, Deps, load_local_datasets, on_round_assigned
+from fedbus.events import PrivacySpec, RoundAssigned, StrategySpec, TrainingConfig
+from fedbus.storage import update_key
+
+
+class Grants:  # the granted URLs, in memory
+    def __init__(self):
+        self.store = InMemoryArtifactStore()
+
+    async def get_bytes(self, url, ref):
+        return await self.store.get_bytes(ref)
+
+    async def put_bytes(self, url, data, *, key):
+        return await self.store.put_at(data, key=key)
+
+
 optional = {optional!r}
 seen = {{"import": [m for m in optional if m in sys.modules]}}
 deps = Deps(
     client_id="c1",
     datasets=load_local_datasets({{"digits": Path({data!r})}}),
-    store=InMemoryArtifactStore(),
+    artifacts=Grants(),
     publisher=InMemoryBus(),
     submitted=SubmittedLog(),
     device="cpu",
 )
-event = RoundStarted.create(
-    source="orchestration", job_id="job-1", round=1, selected_clients=["c1"], min_clients=1,
+key = update_key("job-1", 1, "c1")
+event = RoundAssigned.create(
+    source="aggregator", job_id="job-1", round=1, client_id="c1", started_event_id="s1",
     deadline="2100-01-01T00:00:00Z", global_model=None, model="cnn", dataset="digits",
     training=TrainingConfig(local_epochs=1, batch_size=32, learning_rate=0.05),
     strategy=StrategySpec(), privacy=PrivacySpec(), seed=42,
+    update_url="memory://put/" + key, update_key=key, urls_expire_at="2100-01-01T00:00:00Z",
 )
-out = asyncio.run(on_round_started(event, deps=deps))
+out = asyncio.run(on_round_assigned(event, deps=deps))
 assert out[0].type == "update.submitted", out
 seen["round"] = [m for m in optional if m in sys.modules]
 print(json.dumps(seen))
@@ -156,17 +174,17 @@ class PatientBus(InMemoryBus):
 
 
 async def test_progress_is_sent_while_the_model_downloads_and_the_update_uploads(
-    client_file: Path, round_started: RoundFactory
+    client_file: Path, round_assigned: RoundFactory
 ) -> None:
     store = TransferStore()
     bus = PatientBus(store)
     deps = _deps(client_file)
-    deps.store, deps.publisher = store, bus
+    deps.artifacts, deps.publisher = FakeGrants(store), bus
     spec = deps.datasets["digits"].spec
     ref = await store.put_tensors(initial_weights("mlp", 1, spec), prefix="jobs/job-1/round-1/g")
     store.storing.clear()
 
-    out = await on_round_started(round_started(round=2, global_model=ref), deps=deps)
+    out = await on_round_assigned(round_assigned(round=2, global_model=ref), deps=deps)
 
     assert [e.type for e in out] == ["update.submitted", "progress"]
     phases = [e.phase for e in bus.events("progress") if isinstance(e, Progress)]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fedbus.events import (
     PrivacyMode,
     PrivacySpec,
-    RoundStarted,
+    RoundAssigned,
     Strategy,
     StrategySpec,
     TrainingConfig,
@@ -25,26 +25,24 @@ from fedbus_trainer.tasks import (
     central_dp_usage,
     client_seed,
     clip_for_central_dp,
-    is_selected,
     local_dp_usage,
     training_task,
     update_metrics,
-    update_prefix,
 )
 
 DATA = DataRef(path="/data/digits/clients/client-000.parquet")
 
 
-Make = Callable[..., RoundStarted]
+Make = Callable[..., RoundAssigned]
 
 
 def _task(make: Make, **overrides: object) -> TrainingTask:
     return training_task(make(**overrides), client_id="c1", data=DATA, initial_weights=b"w")
 
 
-def test_training_config_maps_to_epochs_batch_and_learning_rate(round_started: Make) -> None:
+def test_training_config_maps_to_epochs_batch_and_learning_rate(round_assigned: Make) -> None:
     task = _task(
-        round_started, training=TrainingConfig(local_epochs=3, batch_size=16, learning_rate=0.2)
+        round_assigned, training=TrainingConfig(local_epochs=3, batch_size=16, learning_rate=0.2)
     )
     assert (task.epochs, task.batch_size, task.learning_rate) == (3, 16, 0.2)
     assert task.model.name == "mlp"
@@ -53,28 +51,28 @@ def test_training_config_maps_to_epochs_batch_and_learning_rate(round_started: M
     assert task.dp is None
 
 
-def test_fedprox_takes_proximal_mu_and_refuses_without_it(round_started: Make) -> None:
+def test_fedprox_takes_proximal_mu_and_refuses_without_it(round_assigned: Make) -> None:
     prox = StrategySpec(name=Strategy.FEDPROX, options={"proximal_mu": 0.1})
-    assert _task(round_started, strategy=prox).fedprox_mu == 0.1
+    assert _task(round_assigned, strategy=prox).fedprox_mu == 0.1
     with pytest.raises(TaskConfigError, match="proximal_mu"):
-        _task(round_started, strategy=StrategySpec(name=Strategy.FEDPROX))
+        _task(round_assigned, strategy=StrategySpec(name=Strategy.FEDPROX))
 
 
-def test_other_strategies_train_without_a_proximal_term(round_started: Make) -> None:
+def test_other_strategies_train_without_a_proximal_term(round_assigned: Make) -> None:
     spec = StrategySpec(name=Strategy.FEDADAM, options={"proximal_mu": 0.5})
-    assert _task(round_started, strategy=spec).fedprox_mu is None
+    assert _task(round_assigned, strategy=spec).fedprox_mu is None
 
 
-def test_local_dp_with_a_noise_multiplier(round_started: Make) -> None:
+def test_local_dp_with_a_noise_multiplier(round_assigned: Make) -> None:
     spec = PrivacySpec(mode=PrivacyMode.LOCAL_DP, noise_multiplier=1.1, clipping_norm=0.7)
-    dp = _task(round_started, privacy=spec).dp
+    dp = _task(round_assigned, privacy=spec).dp
     assert dp is not None
     assert (dp.noise_multiplier, dp.target_epsilon, dp.max_grad_norm) == (1.1, None, 0.7)
 
 
-def test_local_dp_with_a_target_epsilon_and_delta(round_started: Make) -> None:
+def test_local_dp_with_a_target_epsilon_and_delta(round_assigned: Make) -> None:
     spec = PrivacySpec(mode=PrivacyMode.LOCAL_DP, target_epsilon=4.0, delta=1e-4, clipping_norm=1.5)
-    dp = _task(round_started, privacy=spec).dp
+    dp = _task(round_assigned, privacy=spec).dp
     assert dp is not None
     assert (dp.noise_multiplier, dp.target_epsilon, dp.delta, dp.max_grad_norm) == (
         None,
@@ -92,20 +90,20 @@ def test_local_dp_with_a_target_epsilon_and_delta(round_started: Make) -> None:
         PrivacySpec(mode=PrivacyMode.LOCAL_DP, target_epsilon=3.0, clipping_norm=1.0),
     ],
 )
-def test_incomplete_local_dp_is_refused(spec: PrivacySpec, round_started: Make) -> None:
+def test_incomplete_local_dp_is_refused(spec: PrivacySpec, round_assigned: Make) -> None:
     with pytest.raises(TaskConfigError, match="local_dp"):
-        _task(round_started, privacy=spec)
+        _task(round_assigned, privacy=spec)
 
 
-def test_central_dp_clips_on_the_trainer_and_adds_no_local_noise(round_started: Make) -> None:
-    event = round_started(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5))
+def test_central_dp_clips_on_the_trainer_and_adds_no_local_noise(round_assigned: Make) -> None:
+    event = round_assigned(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP, clipping_norm=0.5))
     assert central_dp_norm(event) == 0.5
-    assert _task(round_started, privacy=event.privacy).dp is None
+    assert _task(round_assigned, privacy=event.privacy).dp is None
     usage = central_dp_usage(0.5)
     assert (usage.noise_multiplier, usage.clipping_norm, usage.steps) == (0.0, 0.5, 1)
-    assert central_dp_norm(round_started()) is None
+    assert central_dp_norm(round_assigned()) is None
     with pytest.raises(TaskConfigError, match="central_dp"):
-        central_dp_norm(round_started(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP)))
+        central_dp_norm(round_assigned(privacy=PrivacySpec(mode=PrivacyMode.CENTRAL_DP)))
 
 
 @settings(max_examples=50, deadline=None)
@@ -137,29 +135,22 @@ def test_local_dp_usage_reports_what_dp_sgd_used() -> None:
     )
 
 
-def test_client_seed_is_stable_and_differs_per_client_round_and_seed(round_started: Make) -> None:
+def test_client_seed_is_stable_and_differs_per_client_round_and_seed(round_assigned: Make) -> None:
     base = {"round_seed": 42, "round_number": 1, "client_id": "a"}
     seed = client_seed(**base)  # type: ignore[arg-type]
     assert seed == client_seed(**base)  # type: ignore[arg-type]
     assert 0 <= seed < 2**63
     for change in ({"client_id": "b"}, {"round_number": 2}, {"round_seed": 43}):
         assert client_seed(**{**base, **change}) != seed  # type: ignore[arg-type]
-    assert _task(round_started).seed == client_seed(**{**base, "client_id": "c1"})  # type: ignore[arg-type]
+    assert _task(round_assigned).seed == client_seed(**{**base, "client_id": "c1"})  # type: ignore[arg-type]
 
 
 def test_a_job_submitted_again_with_its_seed_trains_each_client_the_same_way(
-    round_started: Make,
+    round_assigned: Make,
 ) -> None:
     # A rerun is a new job (new id) with the same spec: same data order, same model bytes.
-    assert _task(round_started, job_id="job-2").seed == _task(round_started).seed
-    assert _task(round_started, seed=43).seed != _task(round_started).seed
-
-
-def test_selection_and_object_prefix(round_started: Make) -> None:
-    event = round_started(selected_clients=["a", "b"])
-    assert is_selected(event, "a")
-    assert not is_selected(event, "c")
-    assert update_prefix("j", 3, "a") == "jobs/j/round-3/updates/a"
+    assert _task(round_assigned, job_id="job-2").seed == _task(round_assigned).seed
+    assert _task(round_assigned, seed=43).seed != _task(round_assigned).seed
 
 
 def test_non_finite_metrics_are_left_out() -> None:

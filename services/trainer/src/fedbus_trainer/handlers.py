@@ -1,9 +1,11 @@
 """Event handlers of the trainer and its routing table ``HANDLERS``.
 
-One event is handled: ``round.started``. A round that selects this client is trained
-from the global model (or, in round 1, from the initial weights every process derives
-from the model name and seed); the delta is uploaded and announced with
-``update.submitted``. Progress is published live while training runs in a worker thread.
+One event is handled: ``round.assigned``, read from this trainer's own topic
+``round.assigned.<client_id>``. The round is trained from the global model, downloaded
+through the URL the aggregator granted (or, in round 1, from the initial weights every
+process derives from the model name and seed); the delta is encrypted, uploaded through
+the granted PUT URL to the granted key, and announced with ``update.submitted``. Progress
+is published live while training runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 
 from fedbus.bus import Routes, route
 from fedbus.errors import NonRetryableError
-from fedbus.events import Event, Phase, RoundStarted, UpdateSubmitted, child_traceparent
+from fedbus.events import Event, Phase, RoundAssigned, UpdateSubmitted, child_traceparent
 from fedbus.storage import tensors_to_bytes
 from fedbus.telemetry import log_context
 from fedbus_executor import ExecutorError, TrainingResult, TrainingTask, initial_weights
@@ -22,33 +24,34 @@ from fedbus_trainer.deps import Deps
 from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.progress import ProgressRelay, progress_event
 from fedbus_trainer.tasks import (
+    TaskConfigError,
     central_dp_norm,
     central_dp_usage,
     clip_for_central_dp,
     delta_arrays,
-    is_selected,
     local_dp_usage,
     training_task,
     update_metrics,
-    update_prefix,
 )
 
-__all__ = ["HANDLERS", "on_round_started"]
+__all__ = ["HANDLERS", "on_round_assigned"]
 
 log = logging.getLogger(__name__)
 
 
-async def on_round_started(event: RoundStarted, *, deps: Deps) -> list[Event]:
-    """Train a round that selects this client; ignore the others.
+async def on_round_assigned(event: RoundAssigned, *, deps: Deps) -> list[Event]:
+    """Train the round assigned to this client (another client's assignment is ignored).
 
     Returns ``update.submitted`` (and a closing ``progress``), the stored
-    ``update.submitted`` again for a redelivered event, or a ``progress`` with phase
+    ``update.submitted`` again when the same ``round.started`` is assigned again (a
+    redelivery, or the aggregator granting new URLs for it), or a ``progress`` with phase
     ``failed`` when the round asks for something this client cannot do.
     """
-    if not is_selected(event, deps.client_id):
+    if event.client_id != deps.client_id:
+        log.warning("ignoring an assignment for client %r", event.client_id)
         return []
     with log_context(job_id=event.job_id, round=event.round, client_id=deps.client_id):
-        prior = deps.submitted.get(event.job_id, event.round, event.event_id)
+        prior = deps.submitted.get(event.job_id, event.round, event.started_event_id)
         if prior is not None:
             log.info("round already submitted; sending the same update.submitted again")
             return [prior]
@@ -59,7 +62,7 @@ async def on_round_started(event: RoundStarted, *, deps: Deps) -> list[Event]:
             deps.activity.end(event.job_id)
 
 
-async def _train_round(event: RoundStarted, deps: Deps) -> list[Event]:
+async def _train_round(event: RoundAssigned, deps: Deps) -> list[Event]:
     dataset = deps.datasets.get(event.dataset)
     if dataset is None:
         held = ", ".join(sorted(deps.datasets)) or "none"
@@ -78,8 +81,12 @@ async def _train_round(event: RoundStarted, deps: Deps) -> list[Event]:
     except (ValueError, ExecutorError, NonRetryableError) as exc:
         log.warning("round not trained: %s", exc)
         return [_failed(event, deps, f"{type(exc).__name__}: {exc}")]
-    update = await _upload(event, deps, result, clip_norm)
-    deps.submitted.record(event.event_id, update)
+    try:
+        update = await _upload(event, deps, result, clip_norm)
+    except NonRetryableError as exc:  # the grant refused (expired): the round goes on without
+        log.warning("update not uploaded: %s", exc)
+        return [_failed(event, deps, f"{type(exc).__name__}: {exc}")]
+    deps.submitted.record(event.started_event_id, update)
     log.info("submitted update %s (%d samples)", update.update.object_key, update.num_samples)
     done = progress_event(
         event,
@@ -91,7 +98,7 @@ async def _train_round(event: RoundStarted, deps: Deps) -> list[Event]:
     return [update, done]
 
 
-async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: Deps) -> bytes:
+async def _start_weights(event: RoundAssigned, dataset: LocalDataset, deps: Deps) -> bytes:
     """Safetensors bytes of the model to start from (hash-verified download, or round 1)."""
     if event.global_model is None:
         message = f"building initial {event.model} weights from seed {event.seed}"
@@ -105,14 +112,16 @@ async def _start_weights(event: RoundStarted, dataset: LocalDataset, deps: Deps)
     return weights
 
 
-async def _fetch_weights(event: RoundStarted, dataset: LocalDataset, deps: Deps) -> bytes:
+async def _fetch_weights(event: RoundAssigned, dataset: LocalDataset, deps: Deps) -> bytes:
     if event.global_model is not None:
-        return await deps.store.get_bytes(event.global_model)
+        if event.global_model_url is None:
+            raise TaskConfigError("the assignment names a global model but grants no URL for it")
+        return await deps.artifacts.get_bytes(event.global_model_url, event.global_model)
     weights = await asyncio.to_thread(initial_weights, event.model, event.seed, dataset.spec)
     return tensors_to_bytes(weights)
 
 
-async def _train(task: TrainingTask, event: RoundStarted, deps: Deps) -> TrainingResult:
+async def _train(task: TrainingTask, event: RoundAssigned, deps: Deps) -> TrainingResult:
     """Run the executor in the compute thread; its progress is published from this loop."""
     relay = ProgressRelay(
         event,
@@ -137,7 +146,7 @@ async def _train(task: TrainingTask, event: RoundStarted, deps: Deps) -> Trainin
 
 
 async def _upload(
-    event: RoundStarted, deps: Deps, result: TrainingResult, clip_norm: float | None
+    event: RoundAssigned, deps: Deps, result: TrainingResult, clip_norm: float | None
 ) -> UpdateSubmitted:
     delta = delta_arrays(result.delta)
     dp = local_dp_usage(result.privacy) if result.privacy is not None else None
@@ -150,12 +159,11 @@ async def _upload(
             event, client_id=deps.client_id, phase=Phase.UPLOADING, message="uploading update"
         )
     )
-    ref, _ = await asyncio.gather(
-        deps.store.put_tensors(
-            delta, prefix=update_prefix(event.job_id, event.round, deps.client_id)
-        ),
-        announce,
+    # The one key granted to this client for this round; the aggregator accepts no other.
+    upload = deps.artifacts.put_bytes(
+        event.update_url, tensors_to_bytes(delta), key=event.update_key
     )
+    ref, _ = await asyncio.gather(upload, announce)
     return UpdateSubmitted.create(
         source="trainer",
         job_id=event.job_id,
@@ -169,9 +177,9 @@ async def _upload(
     )
 
 
-def _failed(event: RoundStarted, deps: Deps, message: str) -> Event:
+def _failed(event: RoundAssigned, deps: Deps, message: str) -> Event:
     return progress_event(event, client_id=deps.client_id, phase=Phase.FAILED, message=message)
 
 
-HANDLERS = Routes[Deps](route(RoundStarted, on_round_started))
+HANDLERS = Routes[Deps](route(RoundAssigned, on_round_assigned))
 """The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

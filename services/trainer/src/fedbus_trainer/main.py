@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from fedbus.bus import InMemoryIdempotencyStore
+from pydantic import ValidationError
+
+from fedbus.bus import AddressedTopics, InMemoryIdempotencyStore
+from fedbus.events import assigned_topic
 from fedbus.service import ServiceRuntime
-from fedbus.settings import load_settings
-from fedbus.storage import S3ArtifactStore
+from fedbus.settings import Environment, load_settings
+from fedbus.storage import artifact_cipher
 from fedbus.telemetry import configure_logging
 from fedbus_executor import DatasetError, DeviceError, select_device, warm_up
+from fedbus_trainer.adapters.presigned import PresignedArtifacts
 from fedbus_trainer.compute import compute_executor
 from fedbus_trainer.datasets import (
     DataArgumentError,
@@ -68,7 +72,11 @@ def startup(
     overrides: dict[str, Any] = {
         k: v for k, v in {"client_id": args.client_id, "device": args.device}.items() if v
     }
-    settings = load_settings(TrainerSettings, **overrides)
+    try:
+        settings = load_settings(TrainerSettings, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        parser.exit(2, f"fedbus-trainer: error: {problems}\n")
     if not settings.client_id:
         parser.exit(2, "fedbus-trainer: error: --client-id (or FEDBUS_CLIENT_ID) is required\n")
     try:
@@ -91,19 +99,26 @@ def _device_name(requested: str) -> str:
 
 
 async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], device: str) -> None:
-    """Run the trainer until SIGTERM: consume ``round.started``, train, send heartbeats."""
+    """Run the trainer until SIGTERM: consume its ``round.assigned.<client_id>``, train, beat."""
     client = f"trainer-{settings.client_id}"
-    # No PostgreSQL: a trainer keeps what it submitted in its state directory.
+    # No PostgreSQL and no MinIO credentials: a trainer keeps what it submitted in its state
+    # directory, and reads and writes artifacts only through the URLs each round grants.
     # Before any connection: in production, no artifact keys refuses to start here.
-    store = S3ArtifactStore.from_settings(settings)
+    artifacts = PresignedArtifacts(
+        artifact_cipher(settings),
+        ca_file=settings.minio_ca_file,
+        require_https=settings.env is Environment.PRODUCTION,
+    )
+    topic = assigned_topic(settings.client_id)
     async with ServiceRuntime.open("trainer", settings, client_id=client, pool_size=None) as rt:
-        await store.ensure_bucket()
+        rt.on_close(artifacts.aclose)
+        await AddressedTopics(settings, "round.assigned").ensure([settings.client_id])
         compute = compute_executor(settings.compute_nice)
         rt.on_close(functools.partial(_shut_down, compute))
         deps = Deps(
             client_id=settings.client_id,
             datasets=datasets,
-            store=store,
+            artifacts=artifacts,
             publisher=rt.producer,
             submitted=SubmittedLog(settings.client_state_dir() / "submitted.json"),
             device=device,
@@ -128,7 +143,8 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
         )
         group = settings.group_id()
         idempotency = InMemoryIdempotencyStore()  # no PostgreSQL: `submitted` answers redeliveries
-        await rt.run(HANDLERS, deps, group_id=group, tasks=[beats], idempotency=idempotency)
+        await rt.run(HANDLERS, deps, group_id=group, tasks=[beats], idempotency=idempotency,
+                     topics=[topic])  # fmt: skip
 
 
 async def _shut_down(compute: Executor) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from fedbus.bus import Publisher
-from fedbus.events import Phase, Progress, RoundStarted, child_traceparent
+from fedbus.events import Phase, Progress, RoundAssigned, child_traceparent
 from fedbus_executor import ProgressEvent
 
 __all__ = ["ProgressRelay", "TrainingAbortedError", "progress_event"]
@@ -31,7 +31,7 @@ _PHASES = {"setup": Phase.LOADING_DATA, "train": Phase.TRAINING, "epoch_end": Ph
 
 
 def progress_event(
-    cause: RoundStarted,
+    cause: RoundAssigned,
     *,
     client_id: str,
     phase: Phase,
@@ -64,7 +64,7 @@ class ProgressRelay:
 
     def __init__(
         self,
-        cause: RoundStarted,
+        cause: RoundAssigned,
         *,
         client_id: str,
         publisher: Publisher,

@@ -1,12 +1,19 @@
-"""Trainer settings: the shared ``FEDBUS_*`` fields plus who this trainer is and what it holds."""
+"""Trainer settings: the shared ``FEDBUS_*`` fields plus who this trainer is and what it holds.
+
+A trainer holds no MinIO credentials and no PostgreSQL DSN: its storage is the presigned URLs
+of each ``round.assigned``. Of the shared settings it uses Kafka's (its own principal), the
+artifact keyring (it decrypts the global model and encrypts its update) and
+``FEDBUS_MINIO_CA_FILE`` (to verify the object store behind the URLs).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from fedbus.settings import FedbusSettings
+from fedbus.events import check_client_id
+from fedbus.settings import FedbusSettings, KafkaSecurityProtocol
 
 __all__ = ["TrainerSettings"]
 
@@ -17,7 +24,8 @@ class TrainerSettings(FedbusSettings):
     Attributes
     ----------
     client_id
-        The trainer's client id (``FEDBUS_CLIENT_ID``).
+        The trainer's client id (``FEDBUS_CLIENT_ID``): 1 to 100 letters, digits, ``.``, ``_``
+        and ``-``, not ``dlq`` (it names the topic ``round.assigned.<client_id>``).
     data
         ``NAME=PATH`` pairs separated by commas (``FEDBUS_DATA``); ``--data`` adds to them.
     device
@@ -48,6 +56,24 @@ class TrainerSettings(FedbusSettings):
     # Trainers are idle between rounds and receive one round.started at a time: a longer
     # long poll halves their idle fetches (each about 1 ms of CPU) at no cost in latency.
     kafka_fetch_max_wait_ms: int = Field(default=1000, ge=1, le=10_000)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id_names_a_topic(cls, value: str) -> str:
+        return check_client_id(value) if value else value
+
+    def insecure_values(self) -> list[str]:
+        """What would be insecure for a trainer in production: plaintext Kafka.
+
+        Neither MinIO credentials nor a DSN is asked for (a trainer has none); the object
+        store's URLs must be https, which the artifact adapter checks on each one.
+        """
+        if self.kafka_security_protocol in {
+            KafkaSecurityProtocol.PLAINTEXT,
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+        }:
+            return [f"Kafka security protocol is {self.kafka_security_protocol.value}"]
+        return []
 
     def group_id(self) -> str:
         """The consumer group: ``consumer_group`` when set, else ``trainer-<client_id>``."""

@@ -1,10 +1,12 @@
 """What this trainer already submitted, kept in a small JSON file that survives restarts.
 
-Kafka delivers ``round.started`` at least once. The trainer records the
-``update.submitted`` it emits for each (job, round, ``round.started`` event id) *before*
-the consumer commits; when the same event comes again (a redelivery after a crash or a
-restart) the stored event is emitted again, unchanged, instead of training twice.
-A retried round (same job and round, a new ``round.started`` event) trains again.
+Kafka delivers ``round.assigned`` at least once, and the aggregator assigns the same
+``round.started`` again (with new URLs) when that event reaches it again. The trainer records
+the ``update.submitted`` it emits for each (job, round, ``round.started`` event id) *before*
+the consumer commits; when an assignment of the same attempt comes again (a redelivery
+after a crash or a restart, or a new grant) the stored event is emitted again, unchanged,
+instead of training twice. A retried round (same job and round, a new ``round.started``)
+trains again.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure mapping from a ``round.started`` event to the executor's task, and back to facts.
+"""Pure mapping from a ``round.assigned`` event to the executor's task, and back to facts.
 
 No I/O: what the round asks for (epochs, learning rate, FedProx, DP) becomes a
 :class:`~fedbus_executor.TrainingTask`; what the run produced becomes the update's
@@ -16,8 +16,7 @@ import numpy.typing as npt
 import torch
 
 from fedbus.aggregation import clip_update
-from fedbus.events import DpUsage, PrivacyMode, RoundStarted, Strategy
-from fedbus.storage import object_prefix
+from fedbus.events import DpUsage, PrivacyMode, RoundAssigned, Strategy
 from fedbus_executor import (
     DataRef,
     DPSettings,
@@ -34,11 +33,9 @@ __all__ = [
     "client_seed",
     "clip_for_central_dp",
     "delta_arrays",
-    "is_selected",
     "local_dp_usage",
     "training_task",
     "update_metrics",
-    "update_prefix",
 ]
 
 Arrays = dict[str, npt.NDArray[np.float32]]
@@ -46,11 +43,6 @@ Arrays = dict[str, npt.NDArray[np.float32]]
 
 class TaskConfigError(ValueError):
     """The round asks for something this trainer cannot do (named in the message)."""
-
-
-def is_selected(event: RoundStarted, client_id: str) -> bool:
-    """Whether the round asks this client to train."""
-    return client_id in event.selected_clients
 
 
 def client_seed(*, round_seed: int, round_number: int, client_id: str) -> int:
@@ -65,13 +57,8 @@ def client_seed(*, round_seed: int, round_number: int, client_id: str) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
-def update_prefix(job_id: str, round_number: int, client_id: str) -> str:
-    """Where a client's update for a round goes (the store appends the SHA-256)."""
-    return object_prefix(job_id, round_number, f"updates/{client_id}")
-
-
 def training_task(
-    event: RoundStarted,
+    event: RoundAssigned,
     *,
     client_id: str,
     data: DataRef,
@@ -104,7 +91,7 @@ def training_task(
     )
 
 
-def _fedprox_mu(event: RoundStarted) -> float | None:
+def _fedprox_mu(event: RoundAssigned) -> float | None:
     if event.strategy.name is not Strategy.FEDPROX:
         return None
     mu = event.strategy.options.get("proximal_mu")
@@ -113,7 +100,7 @@ def _fedprox_mu(event: RoundStarted) -> float | None:
     return mu
 
 
-def _local_dp(event: RoundStarted) -> DPSettings | None:
+def _local_dp(event: RoundAssigned) -> DPSettings | None:
     privacy = event.privacy
     if privacy.mode is not PrivacyMode.LOCAL_DP:
         return None
@@ -132,7 +119,7 @@ def _local_dp(event: RoundStarted) -> DPSettings | None:
     )
 
 
-def central_dp_norm(event: RoundStarted) -> float | None:
+def central_dp_norm(event: RoundAssigned) -> float | None:
     """The L2 bound for the whole update under central DP, else None.
 
     Raises
