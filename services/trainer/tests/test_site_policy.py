@@ -283,3 +283,14 @@ def test_check_reads_the_rounds_own_fields() -> None:
         event.model_copy(update={"model": "cnn", "privacy": local_dp(0.9, noise=5.0)}),
         attempt_id="other", client_id="c1", num_samples=300,
     ) is None  # fmt: skip
+
+
+def test_the_example_policy_in_docs_services_md_loads(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[3] / "docs" / "services.md").read_text()
+    block = page.split("<!-- site-policy-example -->", 1)[1].split("```yaml\n", 1)[1]
+    path = tmp_path / "site-policy.yaml"
+    path.write_text(block.split("```", 1)[0])
+
+    assert load_policy(path) == SitePolicy(
+        max_epsilon=2.0, max_delta=1e-5, allowed_models=["cnn", "mlp"], max_rounds_per_day=24
+    )

@@ -13,6 +13,7 @@ from fedbus_executor import ProgressCallback, TrainingResult, TrainingTask
 from fedbus_trainer.adapters.executor import ExecutorTrainer
 from fedbus_trainer.datasets import LocalDataset
 from fedbus_trainer.heartbeat import Activity
+from fedbus_trainer.site import SiteGate
 from fedbus_trainer.state import SubmittedLog
 
 __all__ = ["Deps", "GrantedArtifacts", "TrainFn"]
@@ -61,6 +62,8 @@ class Deps:
         At most one training progress event per this many seconds.
     compute
         Where training runs (the trainer's lowered-priority thread); None: asyncio's default.
+    site
+        The site policy: a round it refuses is declined, not trained (none: accept all).
     """
 
     client_id: str
@@ -73,3 +76,4 @@ class Deps:
     train: TrainFn = field(default_factory=ExecutorTrainer)
     progress_interval_s: float = 0.5
     compute: Executor | None = None
+    site: SiteGate = field(default_factory=SiteGate)

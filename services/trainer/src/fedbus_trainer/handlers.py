@@ -44,8 +44,9 @@ async def on_round_assigned(event: RoundAssigned, *, deps: Deps) -> list[Event]:
 
     Returns ``update.submitted`` (and a closing ``progress``), the stored
     ``update.submitted`` again when the same ``round.started`` is assigned again (a
-    redelivery, or the aggregator granting new URLs for it), or a ``progress`` with phase
-    ``failed`` when the round asks for something this client cannot do.
+    redelivery, or the aggregator granting new URLs for it), ``round.declined`` when the site
+    policy refuses the round, or a ``progress`` with phase ``failed`` when the round asks for
+    something this client cannot do.
     """
     if event.client_id != deps.client_id:
         log.warning("ignoring an assignment for client %r", event.client_id)
@@ -55,6 +56,12 @@ async def on_round_assigned(event: RoundAssigned, *, deps: Deps) -> list[Event]:
         if prior is not None:
             log.info("round already submitted; sending the same update.submitted again")
             return [prior]
+        held = deps.datasets.get(event.dataset)
+        declined = deps.site.check(event, attempt_id=event.started_event_id,
+                                   client_id=deps.client_id,
+                                   num_samples=held.num_samples if held else 0)  # fmt: skip
+        if declined is not None:  # the site policy refuses: say so instead of training
+            return [declined]
         deps.activity.begin(event.job_id)
         try:
             return await _train_round(event, deps)

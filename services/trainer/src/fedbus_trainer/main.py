@@ -36,6 +36,7 @@ from fedbus_trainer.handlers import HANDLERS
 from fedbus_trainer.heartbeat import heartbeat_loop
 from fedbus_trainer.memory import release_free_memory
 from fedbus_trainer.settings import TrainerSettings
+from fedbus_trainer.site import SiteGate
 from fedbus_trainer.state import SubmittedLog
 
 __all__ = ["build_parser", "run", "serve", "startup"]
@@ -87,6 +88,10 @@ def startup(
         device = _device_name(settings.device)
     except (DataArgumentError, DatasetError, DeviceError) as exc:
         parser.exit(2, f"fedbus-trainer: error: {exc}\n")
+    try:  # a bad site policy (or its unreadable history) stops the trainer before it connects
+        SiteGate.load(settings.site_policy_file, settings.client_state_dir())
+    except ValueError as exc:
+        parser.exit(2, f"fedbus-trainer: error: {exc}\n")
     release_free_memory()  # the validation above read every file and let it go
     return settings, datasets, device
 
@@ -124,7 +129,9 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
             device=device,
             progress_interval_s=settings.progress_interval_s,
             compute=compute,
+            site=SiteGate.load(settings.site_policy_file, settings.client_state_dir()),
         )
+        log.info("site policy %s", deps.site.policy.model_dump(exclude_defaults=True) or "none")
         rt.add_readiness("datasets", lambda: bool(datasets))
         log.info(
             "trainer %s on %s, group %s, datasets %s",

@@ -42,6 +42,9 @@ class TrainerSettings(FedbusSettings):
         How far below the trainer's own priority its training thread runs
         (``FEDBUS_COMPUTE_NICE``, 0-19; 0 keeps it equal): heartbeats, downloads and uploads,
         and whatever shares its scheduling group, are not queued behind training.
+    site_policy_file
+        The site policy, a YAML or JSON file (``FEDBUS_SITE_POLICY_FILE``; docs/services.md,
+        *A data owner's site policy*); None: every round is accepted.
     """
 
     service_name: str = "trainer"
@@ -53,6 +56,7 @@ class TrainerSettings(FedbusSettings):
     state_dir: Path = Path(".fedbus/state")
     progress_interval_s: float = Field(default=0.5, ge=0)
     compute_nice: int = Field(default=10, ge=0, le=19)
+    site_policy_file: Path | None = None
     # Trainers are idle between rounds and receive one round.started at a time: a longer
     # long poll halves their idle fetches (each about 1 ms of CPU) at no cost in latency.
     kafka_fetch_max_wait_ms: int = Field(default=1000, ge=1, le=10_000)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from fedbus.events import (
@@ -29,6 +30,7 @@ from fedbus_trainer.site_policy import (
     SitePolicy,
     TrainedRound,
     decide,
+    load_policy,
     round_mechanism,
 )
 
@@ -83,6 +85,20 @@ class SiteGate:
     policy: SitePolicy = field(default_factory=SitePolicy)
     log: SiteLog = field(default_factory=SiteLog)
     clock: Callable[[], datetime] = utc_now
+
+    @classmethod
+    def load(cls, policy_file: Path | None, client_state_dir: Path) -> SiteGate:
+        """The policy of ``policy_file`` (None: accept all) with the client's history.
+
+        Raises
+        ------
+        PolicyFileError
+            The policy file is missing or invalid (the message names it).
+        ValueError
+            ``<client_state_dir>/site-rounds.json`` is unreadable (the message names it).
+        """
+        policy = SitePolicy() if policy_file is None else load_policy(policy_file)
+        return cls(policy, SiteLog(client_state_dir / "site-rounds.json"))
 
     def admit(self, ask: RoundAsk, *, attempt_id: str) -> Decision:
         """Decide whether this site trains ``ask``; an accepted round is counted at once.
