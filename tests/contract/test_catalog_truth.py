@@ -59,9 +59,29 @@ def catalog_topics(service: str, role: str) -> set[str]:
     return {t.name for t in load_topics().event_topics() if service in getattr(t, role)}
 
 
+def read_topics(service: str) -> set[str]:
+    """What the service's runner reads: each routed event type's topic, and every topic family
+    carrying a routed type (``ServiceRuntime.run`` subscribes to their members)."""
+    types = set(routes(service).topics)
+    return types | {f.name for f in load_topics().families_carrying(types)}
+
+
 @pytest.mark.parametrize("service", sorted(PACKAGES))
 def test_consumers_are_exactly_what_the_routing_table_reads(service: str) -> None:
-    assert catalog_topics(service, "consumers") == set(routes(service).topics)
+    assert catalog_topics(service, "consumers") == read_topics(service)
+
+
+def test_only_an_outside_producer_writes_its_own_intake_and_only_the_gateway_the_requests() -> None:
+    catalog = load_topics()
+    assert catalog.get("job.requested").producers == ["gateway"]
+    assert catalog.get("job.cancel.requested").producers == ["gateway"]
+    for name in ("upstream.job.requested", "upstream.job.cancel.requested"):
+        family = catalog.get(name)
+        assert (family.addressed_by, family.writer, family.producers) == (
+            "tenant",
+            "upstream-{}",
+            ["upstream"],
+        )
 
 
 @pytest.mark.parametrize("service", sorted(PACKAGES))

@@ -30,7 +30,17 @@ def test_every_event_type_is_on_a_topic_and_every_topic_has_a_schema() -> None:
 
 def test_event_topics_are_named_after_their_event_type() -> None:
     for topic in load_topics().event_topics():
-        assert topic.event_types == [topic.name]
+        if topic.addressed_by is None or topic.writer is None:
+            assert topic.event_types == [topic.name]
+        else:  # an intake family: one writer per member, named after the type it carries
+            assert topic.name.endswith("." + topic.event_types[0]), topic.name
+
+
+def test_a_family_names_a_field_of_its_event_and_a_writer_per_member() -> None:
+    for family in load_topics().families():
+        fields = {field["name"] for field in event_spec(family.event_types[0]).schema["fields"]}
+        assert family.addressed_by in fields, family.name
+        assert family.writer is None or family.writer.count("{}") == 1, family.name
 
 
 def test_every_event_topic_has_a_dead_letter_topic() -> None:

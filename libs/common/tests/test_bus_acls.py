@@ -36,6 +36,8 @@ def writers_of(topic: str) -> set[str]:
     }
     principals |= {b.principal for b in trainer_acls(CATALOG, "x") if b.resource_name == topic
                    and b.operation is Operation.WRITE}  # fmt: skip
+    principals |= {b.principal for b in upstream_acls(CATALOG, "x") if b.resource_name == topic
+                   and b.operation is Operation.WRITE}  # fmt: skip
     return principals
 
 
@@ -92,8 +94,36 @@ def test_an_upstream_principal_is_bound_to_its_tenant_and_may_only_request() -> 
     acls = upstream_acls(CATALOG, "acme")
 
     assert {b.principal for b in acls} == {"upstream-acme"}
-    assert topics(acls, Operation.WRITE) == {"job.requested", "job.cancel.requested"}
+    assert topics(acls, Operation.WRITE) == {
+        "upstream.job.requested.acme",
+        "upstream.job.cancel.requested.acme",
+    }
     assert topics(acls, Operation.READ) == set()
+    assert topics(acls, Operation.CREATE) == set()  # its topics are made for it
+    assert all(b.pattern is PatternType.LITERAL for b in acls)  # never another tenant's
+
+
+def test_only_the_gateway_writes_the_requests_and_the_services_read_every_intake() -> None:
+    assert writers_of("job.requested") == {"svc-gateway"}
+    assert writers_of("job.cancel.requested") == {"svc-gateway"}
+    for service, families in {
+        "orchestration": {"upstream.job.requested.", "upstream.job.cancel.requested."},
+        "gateway": {"upstream.job.requested."},
+    }.items():
+        reads = {
+            b.resource_name
+            for b in service_acls(CATALOG, service)
+            if b.resource_type is ResourceType.TOPIC
+            and b.operation is Operation.READ
+            and b.pattern is PatternType.PREFIXED
+        }
+        assert reads == families, service
+
+
+@pytest.mark.parametrize("tenant", ["dlq", "", "-x", "a b", "x" * 101, "a/b"])
+def test_a_tenant_that_cannot_name_its_topics_gets_no_principal(tenant: str) -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        upstream_acls(CATALOG, tenant)
 
 
 def test_describe_covers_every_catalog_topic_and_nothing_else_is_granted_on_others() -> None:

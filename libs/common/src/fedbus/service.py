@@ -42,6 +42,7 @@ from fedbus.bus import (
     Routes,
     ensure_topics,
 )
+from fedbus.events import load_topics
 from fedbus.settings import FedbusSettings
 
 __all__ = ["Service", "ServiceRuntime"]
@@ -251,15 +252,23 @@ class ServiceRuntime:
 
         ``group_id`` is the consumer group; the event ids it handled go to PostgreSQL unless
         ``idempotency`` says otherwise. ``topics`` replaces the routed event types as the
-        topics subscribed to (a trainer reads its own ``round.assigned.<client_id>``).
+        topics subscribed to (a trainer reads its own ``round.assigned.<client_id>``);
+        without it the runner also reads every member of each topic family that carries a
+        routed event (``upstream.job.requested.<tenant>`` for ``job.requested``).
         """
+        families: list[str] = []
+        if topics is None:
+            found = load_topics().families_carrying(routes.topics)
+            families = [f.name for f in found]
+            topics = [t for t in routes.topics if t not in families]
         runner = ConsumerRunner(
             self.settings,
             group_id=group_id,
             handlers=routes.bind(deps),
             producer=self.producer,
             idempotency=idempotency or await PostgresIdempotencyStore.create(self.pool),
-            topics=list(topics) if topics is not None else routes.topics,
+            topics=list(topics),
+            families=families,
         )
         service = Service(self.name, self.settings, app=app)
         consuming = False

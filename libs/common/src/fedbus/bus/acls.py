@@ -15,20 +15,24 @@ Kafka ACL bindings for one SCRAM principal:
   assignments, or ``update.submitted``;
 * the aggregator, producer of the ``round.assigned`` family, may write, create and describe
   every ``round.assigned.*`` topic (PREFIXED) and reads none of them;
-* an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes
-  ``job.requested`` and ``job.cancel.requested`` and reads nothing.
+* an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes only its
+  own intake topics ``upstream.job.requested.<tenant>`` and
+  ``upstream.job.cancel.requested.<tenant>`` and reads nothing; orchestration and the
+  gateway read every tenant's (PREFIXED), and take the tenant from the topic
+  (:meth:`fedbus.events.TopicCatalog.admit`). Only the gateway writes ``job.requested``.
 
-Every principal may DESCRIBE every catalog topic but the family's members (names and
+Every principal may DESCRIBE every catalog topic but the families' members (names and
 partitions, never records) and
 the group ``fedbus-topics``, because :func:`fedbus.bus.ensure_topics` lists the catalog's
-topics and finds a group coordinator at start. The broker cannot check payloads: a
-principal allowed to write ``job.requested`` can claim any tenant in it (docs/security.md).
+topics and finds a group coordinator at start. The broker cannot check payloads; the
+consumer checks what the topic implies (docs/security.md).
 
     python -m fedbus.bus.acls apply --services          # every service principal
     python -m fedbus.bus.acls apply --trainer site-a    # one trainer principal
     python -m fedbus.bus.acls apply --upstream acme     # one tenant's outside producer
     python -m fedbus.bus.acls show --services           # print, apply nothing
     python -m fedbus.bus.acls topics --trainer site-a   # catalog topics + round.assigned.site-a
+    python -m fedbus.bus.acls topics --upstream acme    # catalog topics + acme's intake topics
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from fedbus.bus.topics import AddressedTopics, ensure_topics
-from fedbus.events import TopicCatalog, TopicSpec, check_client_id, load_topics
+from fedbus.events import TopicCatalog, TopicSpec, check_client_id, check_tenant, load_topics
 from fedbus.settings import FedbusSettings, load_settings
 
 __all__ = [
@@ -171,16 +175,31 @@ def role_acls(
 def _family_acls(
     family: TopicSpec, role: str, principal: str, address: str | None
 ) -> set[AclBinding]:
-    out: set[AclBinding] = set()
+    """A family's bindings: a service reaches every member, an addressed party its own.
+
+    A service (no ``address``) that produces the family may WRITE, CREATE and DESCRIBE every
+    member (PREFIXED ``round.assigned.``); one that consumes it may READ and DESCRIBE every
+    member (``upstream.job.requested.*``). A party with an address (a trainer, a tenant's
+    outside producer) gets the same operations on its own member only, and never CREATE on a
+    family it writes (its topic is made for it, with the catalog's configuration).
+    """
+    ops: set[Operation] = set()
     if role in family.producers:
-        for op in (Operation.WRITE, Operation.CREATE, Operation.DESCRIBE):
-            out.add(AclBinding(principal, ResourceType.TOPIC, f"{family.name}.",
-                               PatternType.PREFIXED, op))  # fmt: skip
-    if role in family.consumers and address is not None:
-        member = family.member(address)
-        for op in (Operation.READ, Operation.DESCRIBE, Operation.CREATE):
-            out.add(_topic(principal, member, op))
-    return out
+        ops |= {Operation.WRITE, Operation.DESCRIBE}
+    if role in family.consumers:
+        ops |= {Operation.READ, Operation.DESCRIBE}
+    if not ops:
+        return set()
+    if address is None:
+        if role in family.producers:
+            ops.add(Operation.CREATE)
+        return {
+            AclBinding(principal, ResourceType.TOPIC, f"{family.name}.", PatternType.PREFIXED, op)
+            for op in ops
+        }
+    if role in family.consumers:
+        ops.add(Operation.CREATE)  # a trainer makes its own topic at start
+    return {_topic(principal, family.member(address), op) for op in ops}
 
 
 def service_acls(catalog: TopicCatalog, service: str) -> list[AclBinding]:
@@ -200,8 +219,10 @@ def trainer_acls(catalog: TopicCatalog, client_id: str) -> list[AclBinding]:
 
 
 def upstream_acls(catalog: TopicCatalog, tenant: str) -> list[AclBinding]:
-    """The bindings of one tenant's outside producer (no consumer group)."""
-    return role_acls(catalog, "upstream", upstream_principal(tenant))
+    """The bindings of one tenant's outside producer (no consumer group): it writes only its
+    own ``upstream.job.requested.<tenant>`` and ``upstream.job.cancel.requested.<tenant>``."""
+    check_tenant(tenant)
+    return role_acls(catalog, "upstream", upstream_principal(tenant), address=tenant)
 
 
 def _topic(principal: str, name: str, operation: Operation) -> AclBinding:
@@ -245,11 +266,18 @@ def _bindings(args: argparse.Namespace, catalog: TopicCatalog) -> list[AclBindin
     return out
 
 
-async def _ensure_topics(settings: FedbusSettings, trainers: Sequence[str]) -> list[str]:
+async def _ensure_topics(
+    settings: FedbusSettings, trainers: Sequence[str], tenants: Sequence[str] = ()
+) -> list[str]:
     for client_id in trainers:
         check_client_id(client_id)
+    for tenant in tenants:
+        check_tenant(tenant)
     created = await ensure_topics(settings)
-    return created + await AddressedTopics(settings, "round.assigned").ensure(trainers)
+    created += await AddressedTopics(settings, "round.assigned").ensure(trainers)
+    for family in ("upstream.job.requested", "upstream.job.cancel.requested"):
+        created += await AddressedTopics(settings, family).ensure(tenants)
+    return created
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--upstream", action="append", default=[], metavar="TENANT")
     args = parser.parse_args(argv)
     if args.command == "topics":
-        created = asyncio.run(_ensure_topics(load_settings(), args.trainer))
+        created = asyncio.run(_ensure_topics(load_settings(), args.trainer, args.upstream))
         print(f"created {len(created)} topics: {', '.join(created) or 'none'}")
         return 0
     bindings = _bindings(args, load_topics())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -36,10 +37,18 @@ from fedbus.bus.idempotency import IdempotencyStore
 from fedbus.bus.producer import Publisher
 from fedbus.bus.topics import dlq_topic
 from fedbus.bus.tracing import consume_span, tracing_enabled
-from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
+from fedbus.events import MAX_EVENT_BYTES, DecodeFailure, TopicCatalog, load_topics
+from fedbus.events.topics import DEAD_LETTER_SUFFIX
 from fedbus.settings import FedbusSettings
 
-__all__ = ["ConsumerRunner", "Handler", "RawPublisher", "RetryPolicy", "consumer_options"]
+__all__ = [
+    "ConsumerRunner",
+    "Handler",
+    "RawPublisher",
+    "RetryPolicy",
+    "consumer_options",
+    "subscription_pattern",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,27 @@ class RawPublisher(Publisher, Protocol):
         self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         """Publish ``value`` as it is."""
+
+
+FAMILY_REFRESH_MS = 10_000
+"""How often a runner that reads topic families looks for new members (metadata refresh)."""
+
+
+@functools.cache
+def _catalog() -> TopicCatalog:
+    return load_topics()
+
+
+def subscription_pattern(topics: Sequence[str], families: Sequence[str]) -> str:
+    """A regular expression matching ``topics`` exactly and every member of ``families``.
+
+    A member is ``<family>.<value>``; the family's own dead-letter topic
+    (``<family>.dlq``) is no member and is not matched.
+    """
+    exact = "|".join(re.escape(t) for t in topics)
+    members = "|".join(re.escape(f) for f in families)
+    dlq = re.escape(DEAD_LETTER_SUFFIX[1:])
+    return rf"^(?:{exact})$|^(?:{members})\.(?!{dlq}$)[A-Za-z0-9._-]+$"
 
 
 def consumer_options(settings: FedbusSettings, *, group_id: str) -> dict[str, Any]:
@@ -109,12 +139,14 @@ class ConsumerRunner:
         producer: RawPublisher,
         idempotency: IdempotencyStore,
         topics: Sequence[str] | None = None,
+        families: Sequence[str] = (),
         retry: RetryPolicy | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         commit_interval_s: float = 0.0,
     ) -> None:
         self._handlers = dict(handlers)
         self._topics = list(topics or sorted({_event_type(cls) for cls in handlers}))
+        self._families = list(families)
         self._group = group_id
         self._producer = producer
         self._rules = DeliveryRules(
@@ -126,7 +158,12 @@ class ConsumerRunner:
         )
         self._max_bytes = max_event_bytes
         self._commit_interval_s = commit_interval_s
-        self._consumer = AIOKafkaConsumer(**consumer_options(settings, group_id=group_id))
+        options = consumer_options(settings, group_id=group_id)
+        if self._families:
+            # A new member (a tenant's intake topic made today) is found at the next
+            # metadata refresh: every FAMILY_REFRESH_MS, not aiokafka's five minutes.
+            options["metadata_max_age_ms"] = FAMILY_REFRESH_MS
+        self._consumer = AIOKafkaConsumer(**options)
         self._pending: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._committing: asyncio.Task[None] | None = None
@@ -142,14 +179,19 @@ class ConsumerRunner:
 
     @property
     def topics(self) -> list[str]:
-        """The topics this runner subscribes to."""
-        return list(self._topics)
+        """The topics this runner subscribes to (a family as ``<name>.*``)."""
+        return [*self._topics, *(f"{family}.*" for family in self._families)]
 
     async def start(self) -> None:
         """Join the consumer group."""
         self._tracing = tracing_enabled()  # a service installs its tracer provider first
         await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
+        listener = _CommitOnRevoke(self)
+        if self._families:
+            pattern = subscription_pattern(self._topics, self._families)
+            self._consumer.subscribe(pattern=pattern, listener=listener)
+        else:
+            self._consumer.subscribe(self._topics, listener=listener)
 
     async def commit_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit what was handled on partitions this member is about to lose.
@@ -269,12 +311,16 @@ class ConsumerRunner:
             event = decode_event(raw)
         except EventDecodeError as exc:
             return Failure(exc, 0)
-        if event.topic() != record.topic:
-            # An addressed event names its topic: one for another trainer is refused too.
-            problem = f"type: {event.type!r} events do not belong on topic {record.topic!r}"
-            err = EventDecodeError(DecodeFailure.SCHEMA_VIOLATION, [problem], event_type=event.type)
+        try:
+            # The type must be the topic's; on a family's member the addressed field must name
+            # it (another trainer's assignment, another tenant's request are refused), and the
+            # source becomes the member's one writer.
+            return _catalog().admit(event, record.topic)
+        except ValueError as exc:
+            err = EventDecodeError(
+                DecodeFailure.SCHEMA_VIOLATION, [str(exc)], event_type=event.type
+            )
             return Failure(err, 0)
-        return event
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], failure: Failure) -> None:
         letter = dead_letter_for(

@@ -39,6 +39,7 @@ from fedbus.events.jobs import (
     JobRequested,
     JobSpec,
     RejectionReason,
+    check_tenant,
 )
 from fedbus.events.ops import (
     DatasetInfo,
@@ -159,6 +160,7 @@ __all__ = [
     "b64",
     "check_client_id",
     "check_storable",
+    "check_tenant",
     "child_traceparent",
     "decode",
     "encode",

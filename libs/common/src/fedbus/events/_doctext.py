@@ -19,7 +19,8 @@ event is a pydantic model in `fedbus.events`, checked field by field against its
 A job, as events:
 
 ```
-upstream / gateway --job.requested--> orchestration --job.accepted | job.rejected-->
+gateway --job.requested--> orchestration --job.accepted | job.rejected-->
+upstream --upstream.job.requested.<tenant> (its own topic, its tenant)--> orchestration
 orchestration --round.started--> aggregator, privacy-accountant, gateway
 aggregator --round.assigned.<client_id> (one per selected trainer, presigned URLs)--> that trainer
 trainer --update.submitted (weights by reference: key, size, SHA-256)--> aggregator, accountant
@@ -110,20 +111,25 @@ and the number of attempts. Nobody consumes them automatically: replay one by de
 OUTSIDE = """\
 ## Publishing `job.requested` from outside fedbus
 
-No fedbus code is needed: publish the JSON object below on topic `job.requested`, keyed
-by the job id. Give every request a fresh `event_id` (UUID) and `job_id`, `time` in epoch
-milliseconds, and a `traceparent` (`00-` + 32 hex digits + `-` + 16 hex digits + `-01`).
-Orchestration answers on `job.accepted` or `job.rejected` (with a list of
-`{{code, field, message}}` reasons), under the same key.
+No fedbus code is needed: publish the JSON object below on your tenant's intake topic
+`upstream.job.requested.<tenant>`, keyed by the job id. Give every request a fresh
+`event_id` (UUID) and `job_id`, `time` in epoch milliseconds, and a `traceparent` (`00-` +
+32 hex digits + `-` + 16 hex digits + `-01`). Orchestration answers on `job.accepted` or
+`job.rejected` (with a list of `{{code, field, message}}` reasons), under the same key.
+Cancel a job of yours on `upstream.job.cancel.requested.<tenant>`. `job.requested` and
+`job.cancel.requested` themselves are written by the gateway only.
 
-On a stack with Kafka SASL (the default of `make up`), publish as your tenant's principal:
-`python deploy/local/stack.py principal upstream <tenant>` writes its SCRAM-SHA-256 user
-and password to `<state dir>/principals/upstream-<tenant>.env`. Give the console producer
-`--producer.config` with `security.protocol=SASL_PLAINTEXT`, `sasl.mechanism=SCRAM-SHA-256`
-and a `ScramLoginModule` `sasl.jaas.config`, and aiokafka `security_protocol="SASL_PLAINTEXT"`,
-`sasl_mechanism="SCRAM-SHA-256"`, `sasl_plain_username` and `sasl_plain_password`. That
-principal may write `job.requested` and `job.cancel.requested` only; the broker does not
-check the `tenant` in the body (`docs/security.md`).
+`python deploy/local/stack.py principal upstream <tenant>` creates the two intake topics
+and, on a stack with Kafka SASL (the default of `make up`), the principal
+`upstream-<tenant>`, the only one that may write them: its SCRAM-SHA-256 user and password
+go to `<state dir>/principals/upstream-<tenant>.env`, with the protocol (`SASL_SSL` with
+the local CA when the stack runs TLS) and the CA file. Give the console producer
+`--producer.config` with `security.protocol`, `sasl.mechanism=SCRAM-SHA-256`, a
+`ScramLoginModule` `sasl.jaas.config` and the truststore, and aiokafka the same as
+`security_protocol`, `sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password` and
+an `ssl_context`. The tenant of a request is the topic's: a body whose `tenant` names
+another tenant is dead-lettered on `upstream.job.requested.dlq` with the reason, and
+consumers set `source` to `upstream-<tenant>` whatever the body says.
 
 The full body (`schemas/examples/job.requested.json`):
 
@@ -134,7 +140,7 @@ The full body (`schemas/examples/job.requested.json`):
 With the Kafka console producer (one message per line, key and value split by `|`):
 
 ```bash
-kafka-console-producer.sh --bootstrap-server localhost:9092 --topic job.requested \\
+kafka-console-producer.sh --bootstrap-server localhost:9092 --topic upstream.job.requested.acme \\
   --property parse.key=true --property key.separator='|' <<'JSON'
 {key}|{compact}
 JSON
@@ -166,7 +172,7 @@ async def main() -> None:
     await producer.start()
     try:
         await producer.send_and_wait(
-            "job.requested", key=job_id.encode(), value=json.dumps(event).encode()
+            "upstream.job.requested.acme", key=job_id.encode(), value=json.dumps(event).encode()
         )
     finally:
         await producer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -18,6 +19,7 @@ from fedbus.events.records import (
 )
 
 __all__ = [
+    "TENANT_PATTERN",
     "JobAccepted",
     "JobCancelRequested",
     "JobCompleted",
@@ -26,7 +28,27 @@ __all__ = [
     "JobRequested",
     "JobSpec",
     "RejectionReason",
+    "check_tenant",
 ]
+
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A tenant that may have an outside producer: it names a principal and two topics."""
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` when it may have an outside producer; else a ``ValueError`` saying why.
+
+    1 to 100 letters, digits, ``.``, ``_`` and ``-`` (not first), and not ``dlq`` (its intake
+    topic would be the intake family's dead-letter topic).
+    """
+    if not TENANT_PATTERN.fullmatch(tenant):
+        raise ValueError(
+            f"tenant {tenant!r}: use 1 to 100 letters, digits, '.', '_' and '-' (not first); "
+            "it names a Kafka principal and its topics"
+        )
+    if tenant == "dlq":
+        raise ValueError("tenant 'dlq' is reserved (upstream.job.requested.dlq)")
+    return tenant
 
 
 class JobSpec(Record):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedbus.events.schemas import schema_dir
+
+if TYPE_CHECKING:
+    from fedbus.events.envelope import Event
+
+E = TypeVar("E", bound="Event")
 
 __all__ = ["DEAD_LETTER_SUFFIX", "TopicCatalog", "TopicSpec", "load_topics"]
 
@@ -37,6 +44,10 @@ class TopicSpec(BaseModel):
     addressed_by
         For a family of topics, one per addressee: the event field naming it. The topics are
         ``<name>.<value>`` (``round.assigned.<client_id>``); ``name`` itself is no topic.
+    writer
+        For a family whose members each have one writer (``upstream-{}`` for
+        ``upstream.job.requested.<tenant>``): that principal, ``{}`` standing for the value.
+        A consumer sets the event's ``source`` to it (:meth:`TopicCatalog.admit`).
     description
         One line for the docs.
     """
@@ -52,6 +63,7 @@ class TopicSpec(BaseModel):
     consumers: list[str]
     dead_letter_of: str | None = None
     addressed_by: str | None = None
+    writer: str | None = None
     description: str
 
     def member(self, value: str) -> str:
@@ -59,6 +71,12 @@ class TopicSpec(BaseModel):
         if self.addressed_by is None:
             raise ValueError(f"topic {self.name} is not a family")
         return f"{self.name}.{value}"
+
+    def value_of(self, topic: str) -> str:
+        """The addressee a member names: ``acme`` for ``upstream.job.requested.acme``."""
+        if self.addressed_by is None or not topic.startswith(self.name + "."):
+            raise ValueError(f"topic {topic} is no member of {self.name}")
+        return topic[len(self.name) + 1 :]
 
     def kafka_config(self) -> dict[str, str]:
         """Return the topic configuration to create the topic with."""
@@ -112,6 +130,45 @@ class TopicCatalog(BaseModel):
             ):
                 return spec
         return None
+
+    def families(self) -> list[TopicSpec]:
+        """Return the topic families (entries with ``addressed_by``)."""
+        return [topic for topic in self.topics if topic.addressed_by is not None]
+
+    def families_carrying(self, event_types: Iterable[str]) -> list[TopicSpec]:
+        """Return the families whose members carry any of ``event_types``."""
+        wanted = set(event_types)
+        return [f for f in self.families() if wanted & set(f.event_types)]
+
+    def admit(self, event: E, topic: str) -> E:
+        """``event`` as read from ``topic``, or a ``ValueError`` saying why it does not belong.
+
+        On a plain topic the event's type must be the topic's. On a family's member the type
+        must be the family's and the addressed field must name that member (an event for
+        tenant ``b`` on ``upstream.job.requested.a`` is refused); with a ``writer``, the
+        returned event's ``source`` is that principal (``upstream-a``), never the payload's.
+        """
+        if event.topic() == topic:
+            return self._bind(event, topic)
+        family = self.family_of(topic)
+        if family is None or event.type not in family.event_types:
+            raise ValueError(f"type: {event.type!r} events do not belong on topic {topic!r}")
+        field = family.addressed_by or ""
+        claimed = getattr(event, field, None)
+        value = family.value_of(topic)
+        if claimed != value:
+            raise ValueError(
+                f"{field}: {claimed!r} in the event, but topic {topic!r} is {field} {value!r}'s "
+                f"(its {field} comes from the topic its producer may write)"
+            )
+        return self._bind(event, topic)
+
+    def _bind(self, event: E, topic: str) -> E:
+        family = self.family_of(topic)
+        if family is None or family.writer is None:
+            return event
+        writer = family.writer.replace("{}", family.value_of(topic))
+        return event if event.source == writer else event.model_copy(update={"source": writer})
 
     def event_topics(self) -> list[TopicSpec]:
         """Return the topics that are not dead-letter topics."""
