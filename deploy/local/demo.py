@@ -6,8 +6,9 @@ orchestration, aggregator and gateway services and 10 trainer processes, submits
 the final accuracy, the rounds, the model version and where its artifact is, then stops every
 process it started. On a stack with Kafka SASL (the default of ``make up``) every
 service runs as its own principal ``svc-<name>`` and every trainer as ``trainer-<client_id>``
-(created on first use), each limited by the ACLs of its role. Run with the project's
-virtualenv after `make up`:
+(created on first use), each limited by the ACLs of its role. Every trainer runs from its own
+env file (``stack.py principal trainer``), without the PostgreSQL DSN or MinIO keys. Run with
+the project's virtualenv after `make up`:
 
     .venv/bin/python deploy/local/demo.py [--spec examples/demo-mnist.yaml] [--trainers 10]
 """
@@ -32,7 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from httpx_sse import connect_sse
 
 from fedbus.bus import ensure_topics, reset_group_to_end
-from fedbus.events import TrainerHeartbeat, decode, load_topics
+from fedbus.events import TrainerHeartbeat, assigned_topic, decode, load_topics
 from fedbus.settings import FedbusSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,14 +54,17 @@ class Processes:
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], base: dict[str, str] | None = None
+    ) -> None:
+        """Start ``python <args>`` with ``env`` over ``base`` (default: this environment)."""
         LOGS.mkdir(parents=True, exist_ok=True)
         with (LOGS / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                env={**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1", **env},
                 cwd=REPO,
                 start_new_session=True,
             )
@@ -113,52 +117,64 @@ def prepare_data(dataset: str, clients: int) -> Path:
     return root / dataset
 
 
-async def fresh_groups(groups: list[str]) -> None:
+async def fresh_groups(groups: list[str], clients: list[str]) -> None:
     """Each demo run is a fresh deployment: its consumer groups start at the end of the log,
-    so events left by earlier runs or tests on the same broker are not replayed."""
+    so events left by earlier runs or tests on the same broker are not replayed (a trainer's
+    group on its own ``round.assigned.<client_id>``)."""
     settings: FedbusSettings = load_settings()
     await ensure_topics(settings)
-    topics = [t.name for t in load_topics().event_topics()]
-    await asyncio.gather(*(reset_group_to_end(settings, t, g) for g in groups for t in topics))
+    # A family name moves every member there is (each tenant's upstream.job.requested.<t>).
+    topics = [t.name for t in load_topics().event_topics() if t.name != "round.assigned"]
+    await asyncio.gather(
+        *(reset_group_to_end(settings, t, g) for g in groups for t in topics),
+        *(reset_group_to_end(settings, assigned_topic(c), f"trainer-{c}") for c in clients),
+    )
 
 
 def principal_env(name: str, settings: FedbusSettings) -> dict[str, str]:
-    """Kafka credentials of principal ``name`` (made by ``stack.py principal`` for a trainer
-    that has none yet); empty on a stack without SASL, whose ``.env`` serves everyone."""
+    """Kafka credentials of service principal ``name``; empty on a stack without SASL, whose
+    ``.env`` serves every service."""
     if settings.kafka_sasl_mechanism is None:
         return {}
-    path = PRINCIPALS / f"{name}.env"
-    if not path.exists() and name.startswith("trainer-"):
+    lines = (PRINCIPALS / f"{name}.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith("FEDBUS_KAFKA_"))
+
+
+def trainer_base_env(client: str, settings: FedbusSettings) -> dict[str, str]:
+    """A trainer's whole environment, as a data owner runs it: ``FEDBUS_ENV_FILE`` names its
+    own file from ``stack.py principal trainer`` (its principal with SASL, the CAs, the
+    artifact keys; no DSN, no MinIO keys), and no other ``FEDBUS_*`` variable of this shell."""
+    path = PRINCIPALS / f"trainer-{client}.env"
+    if not path.exists() or f"FEDBUS_CLIENT_ID={client}" not in path.read_text():
         port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
         subprocess.run(
             [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "principal",
-             "trainer", name.removeprefix("trainer-")],
+             "trainer", client],
             env={**os.environ, "FEDBUS_STATE_DIR": str(STATE), "FEDBUS_KAFKA_PORT": port},
             check=True,
         )  # fmt: skip
-    lines = path.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.startswith("FEDBUS_KAFKA_"))
+    kept = {"FEDBUS_ARTIFACT_KEYS", "FEDBUS_ARTIFACT_KEY_ID"}  # keys a trainer must hold
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FEDBUS_") or k in kept}
+    return {**base, "FEDBUS_ENV_FILE": str(path)}
 
 
 def start_services(procs: Processes, data: Path, dataset: str, trainers: int, key: str) -> None:
     run = secrets.token_hex(4)
     clients = [f"client-{i:03d}" for i in range(trainers)]
     names = ["model-registry", "orchestration", "aggregator", "gateway", "privacy-accountant"]
-    # A service's principal may use the groups named after it; a trainer's, only its own.
-    groups = {n: f"{n}-demo-{run}" for n in names} | {
-        f"trainer-{c}": f"trainer-{c}" for c in clients
-    }
-    say(f"run {run}: moving {len(groups)} fresh consumer groups to the end of the log")
-    asyncio.run(fresh_groups(list(groups.values())))
+    # A service's principal may use the groups named after it; a trainer's, only its own
+    # (trainer-<client_id>, its default).
+    groups = {n: f"{n}-demo-{run}" for n in names}
+    settings: FedbusSettings = load_settings()
+    trainer_bases = {c: trainer_base_env(c, settings) for c in clients}  # makes their topics
+    say(f"run {run}: moving {len(groups) + len(clients)} consumer groups to the end of the log")
+    asyncio.run(fresh_groups(list(groups.values()), clients))
     keys = json.dumps(
         [{"key": key, "tenant": "demo", "scopes": ["jobs:write", "jobs:read", "models:read"]}]
     )
 
-    settings: FedbusSettings = load_settings()
-
     def env(name: str, **extra: str) -> dict[str, str]:
-        principal = name if name.startswith("trainer-") else f"svc-{name}"
-        return {"FEDBUS_CONSUMER_GROUP": groups[name], **principal_env(principal, settings),
+        return {"FEDBUS_CONSUMER_GROUP": groups[name], **principal_env(f"svc-{name}", settings),
                 **extra}  # fmt: skip
 
     procs.start(
@@ -197,7 +213,8 @@ def start_services(procs: Processes, data: Path, dataset: str, trainers: int, ke
                 "--device",
                 "cpu",
             ],
-            env(f"trainer-{client}", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
+            {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            trainer_bases[client],
         )
     say(f"started {', '.join(names)} and {trainers} trainers")
 

@@ -19,7 +19,10 @@ formatted, and a state directory formatted before this setting existed stays ``n
 env file holds the super user ``admin``; each service gets its own principal ``svc-<name>``
 (credentials in ``<state>/principals/svc-<name>.env``, mode 0600) and the ACLs of its role in
 ``schemas/topics.yaml`` (``python -m fedbus.bus.acls``). ``principal trainer <client_id>``
-and ``principal upstream <tenant>`` create one more principal with its ACLs.
+and ``principal upstream <tenant>`` create one more principal with its ACLs. A trainer's file
+``principals/trainer-<client_id>.env`` is its complete env file (``FEDBUS_ENV_FILE``): Kafka,
+the CA, the artifact keys, and no PostgreSQL DSN or MinIO keys (it gets presigned URLs);
+it is written, with the trainer's topic ``round.assigned.<client_id>``, without SASL too.
 
 Kafka's client listener and MinIO speak TLS (``FEDBUS_TLS=on``, the default for a new state
 directory; ``FEDBUS_TLS=off`` opts out; the choice is kept in ``<state>/tls-mode``, and a state
@@ -581,21 +584,75 @@ def add_scram_user(name: str) -> None:
 
 
 def cmd_principal(args: list[str]) -> None:
-    """``principal trainer <client_id>`` or ``principal upstream <tenant>``."""
+    """``principal trainer <client_id>`` or ``principal upstream <tenant>``.
+
+    A trainer also gets its topic ``round.assigned.<client_id>`` and a complete env file of its
+    own (without SASL too): Kafka, the CAs, the artifact keys; no DSN, no MinIO keys. An
+    outside producer gets its intake topics ``upstream.job.requested.<tenant>`` and
+    ``upstream.job.cancel.requested.<tenant>`` (without SASL too: then anyone may write them,
+    and ``job.requested`` as well).
+    """
     if len(args) != 2 or args[0] not in {"trainer", "upstream"}:
         raise StackError("usage: stack.py principal trainer <client_id> | upstream <tenant>")
-    if kafka_auth() != "scram":
-        raise StackError("kafka: this stack runs without SASL (FEDBUS_KAFKA_AUTH=none)")
     role, ident = args
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", ident):
         raise StackError(
             f"{role} id {ident!r}: use letters, digits, '.', '_' and '-' (it names a principal "
             "and its credentials file)"
         )
+    if ident == "dlq":
+        raise StackError(f"{role} id 'dlq' is reserved (it would name a dead-letter topic)")
+    scram = kafka_auth() == "scram"
     name = f"{role}-{ident}"
-    add_scram_user(name)
-    apply_acls([f"--{role}", ident])
+    if scram:
+        add_scram_user(name)
+        apply_acls([f"--{role}", ident])
+    if role == "trainer":
+        write_trainer_env(ident, principal_password(name) if scram else None)
+        provision_topics(["--trainer", ident])
+    else:  # its intake topics, upstream.job.requested.<tenant> and the cancel one
+        provision_topics(["--upstream", ident])
     say(f"principal {name}: credentials in {PRINCIPALS / (name + '.env')}")
+
+
+def trainer_env_lines(client_id: str, password: str | None) -> list[str]:
+    """A trainer's whole configuration: what it needs and nothing it must not hold."""
+    name = f"trainer-{client_id}"
+    kafka = kafka_env_lines(name, password) if password is not None else kafka_env_lines()
+    return [
+        f"# Trainer {client_id} (deploy/local/stack.py principal trainer): its complete env file.",
+        "# No PostgreSQL DSN and no MinIO keys: it reads and writes through presigned URLs.",
+        "FEDBUS_ENV=development",
+        f"FEDBUS_STATE_DIR={STATE}",
+        f"FEDBUS_CLIENT_ID={client_id}",
+        f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
+        *kafka,
+        *([f"FEDBUS_MINIO_CA_FILE={TLS_CA}"] if tls_on() else []),
+        f"FEDBUS_ARTIFACT_KEYS_FILE={artifact_keys_file()}",
+        "FEDBUS_LOG_LEVEL=INFO",
+    ]
+
+
+def write_trainer_env(client_id: str, password: str | None) -> Path:
+    """``<state>/principals/trainer-<client_id>.env`` (0600), written anew each time."""
+    PRINCIPALS.mkdir(parents=True, exist_ok=True)
+    PRINCIPALS.chmod(0o700)
+    path = PRINCIPALS / f"trainer-{client_id}.env"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("\n".join(trainer_env_lines(client_id, password)) + "\n")
+    return path
+
+
+def provision_topics(args: list[str]) -> None:
+    """Create the catalog's topics and the named trainers' ones as admin (``acls topics``)."""
+    run_logged(
+        "kafka",
+        [venv_python(), "-m", "fedbus.bus.acls", "topics", *args],
+        LOGS / "kafka-acls.log",
+        env=dict(os.environ, FEDBUS_ENV_FILE=str(ENV_FILE)),
+        cwd=REPO,
+    )
 
 
 def _property(text: str, key: str, default: str) -> str:

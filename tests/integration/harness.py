@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 from pydantic import SecretStr
 
 from fedbus.bus import reset_group_to_end
-from fedbus.events import Event, EventDecodeError, decode
+from fedbus.events import Event, EventDecodeError, decode, load_topics
 from fedbus.settings import FedbusSettings
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "principal_env",
     "principal_settings",
     "state_dir",
+    "trainer_env",
     "unique",
 ]
 
@@ -89,6 +90,25 @@ def create_principal(settings: FedbusSettings, role: str, ident: str) -> str:
     return f"{role}-{ident}"
 
 
+TRAINER_KEPT = frozenset({"FEDBUS_ARTIFACT_KEYS", "FEDBUS_ARTIFACT_KEY_ID"})
+"""``FEDBUS_*`` variables a trainer process may inherit: the artifact keys it must hold."""
+
+
+def trainer_env(settings: FedbusSettings, client_id: str) -> dict[str, str]:
+    """The environment a trainer process starts with, as a data owner would run it.
+
+    ``stack.py principal trainer <client_id>`` writes its env file (its own Kafka principal
+    when the stack has SASL, the CAs, the artifact keys; no DSN, no MinIO keys) and creates its
+    topic; the process gets ``FEDBUS_ENV_FILE`` naming that file and none of this session's
+    other ``FEDBUS_*`` variables, so no database or storage secret reaches it.
+    """
+    create_principal(settings, "trainer", client_id)
+    path = state_dir() / "principals" / f"trainer-{client_id}.env"
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("FEDBUS_") or k in TRAINER_KEPT}  # fmt: skip
+    return {**base, "FEDBUS_ENV_FILE": str(path)}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -102,8 +122,14 @@ def unique(prefix: str) -> str:
 
 
 async def fresh_group(settings: FedbusSettings, group: str, topics: Sequence[str]) -> str:
-    """Move consumer group ``group`` to the end of ``topics`` so it ignores older events."""
-    for topic in topics:
+    """Move consumer group ``group`` to the end of ``topics`` so it ignores older events.
+
+    A family carrying one of their event types is moved too (every tenant's
+    ``upstream.job.requested.<tenant>`` with ``job.requested``), as the service's runner reads
+    its members.
+    """
+    families = [f.name for f in load_topics().families_carrying(topics) if f.name not in topics]
+    for topic in [*topics, *families]:
         await reset_group_to_end(settings, topic, group)
     return group
 
@@ -124,15 +150,19 @@ class ServiceProcess:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         principal: str | None = None,
+        base_env: Mapping[str, str] | None = None,
     ) -> ServiceProcess:
         """Start the process (``FEDBUS_HTTP_PORT=0`` unless ``env`` sets it).
 
         ``principal``: the Kafka principal whose credentials it uses, when the stack has
         them (``FEDBUS_KAFKA_AUTH=scram``); otherwise, and by default, the ``.env``'s.
+        ``base_env``: the environment ``env`` is added to (default this process's; a trainer's
+        is :func:`trainer_env`).
         """
         log = log_dir / f"{name}.log"
         creds = principal_env(principal) if principal else {}
-        full_env = {**os.environ, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **creds,
+        base = os.environ if base_env is None else base_env
+        full_env = {**base, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **creds,
                     **(env or {})}  # fmt: skip
         with log.open("ab") as out:
             proc = subprocess.Popen(

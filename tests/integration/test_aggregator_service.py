@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from fedbus.bus import EventProducer, ensure_topics
@@ -23,15 +23,18 @@ from fedbus.events import (
     Event,
     ModelRef,
     PrivacySpec,
+    RoundAssigned,
     RoundCompleted,
     RoundStarted,
     StrategySpec,
     TrainingConfig,
     UpdateSubmitted,
+    assigned_topic,
+    decode,
     utc_now,
 )
 from fedbus.settings import FedbusSettings
-from fedbus.storage import S3ArtifactStore
+from fedbus.storage import S3ArtifactStore, tensors_to_bytes, update_key
 from fedbus_executor import DataRef, PrepareOptions, initial_weights, prepare_dataset
 
 from .harness import EventWatcher, ServiceProcess, fresh_group, unique
@@ -143,11 +146,30 @@ def small_delta(initial: Arrays, value: float) -> Arrays:
 async def upload(
     artifacts: S3ArtifactStore, job: str, client: str, delta: Arrays, *, n: int = 50
 ) -> UpdateSubmitted:
-    ref = await artifacts.put_tensors(delta, prefix=f"jobs/{job}/round-1/updates/{client}")
+    # Where the client's grant lets it write (the aggregator accepts no other key).
+    ref = await artifacts.put_at(tensors_to_bytes(delta), key=update_key(job, 1, client))
     return UpdateSubmitted.create(
         source="trainer", job_id=job, round=1, client_id=client, update=ref, num_samples=n,
         metrics={"loss": 2.0, "accuracy": 0.1},
     )  # fmt: skip
+
+
+async def read_topic(settings: FedbusSettings, topic: str) -> list[Event]:
+    """Every event on ``topic`` (one partition) from its start, as the admin."""
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: list[Event] = []
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                out += [decode(r.value or b"") for r in records]
+        return out
+    finally:
+        await consumer.stop()
 
 
 def _for_job(job: str) -> Callable[[Event], bool]:
@@ -182,6 +204,16 @@ async def test_full_round_produces_a_verified_global_model_with_accuracy(
     assert 0.0 <= done.metrics["accuracy"] <= 1.0
     assert done.metrics["loss"] > 0
     assert done.metrics["train_loss"] == pytest.approx(2.0)
+    # Each selected client was granted its round on its own topic: its key, URLs, expiry.
+    for client in ("a", "b", "c"):
+        [grant] = [e for e in await read_topic(settings, assigned_topic(client))
+                   if isinstance(e, RoundAssigned) and e.job_id == job]  # fmt: skip
+        assert grant.client_id == client
+        assert grant.update_key == update_key(job, 1, client)
+        assert f"/{grant.update_key}?" in grant.update_url
+        assert "X-Amz-Signature=" in grant.update_url
+        assert grant.global_model_url is None  # round 1: built from the seed
+        assert grant.urls_expire_at > grant.deadline
 
 
 async def test_straggler_is_dropped_at_the_deadline(

@@ -45,7 +45,7 @@ from fedbus.settings import FedbusSettings, load_settings
 from fedbus.storage import S3ArtifactStore, artifact_cipher
 from fedbus_executor import PrepareOptions, prepare_dataset
 
-from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, unique
+from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, trainer_env, unique
 
 E = TypeVar("E", bound=Event)
 
@@ -102,6 +102,7 @@ def _starters(
     )
     gw_port, reg_port = cluster.gateway.rsplit(":", 1)[1], cluster.registry.rsplit(":", 1)[1]
     common = {"FEDBUS_HEARTBEAT_SECONDS": "1", "FEDBUS_STATE_DIR": str(cluster.log_dir / "state")}
+    bases: dict[str, dict[str, str]] = {}  # trainers: their own env file, no DSN, no MinIO keys
     specs: dict[str, tuple[str, list[str], dict[str, str]]] = {
         "model-registry": ("fedbus_registry", [], {"FEDBUS_HTTP_PORT": reg_port}),
         "orchestration": (
@@ -126,23 +127,21 @@ def _starters(
     }
     for i in range(3):
         part = data / "clients" / f"client-{i:03d}.parquet"
+        client = f"{cluster.dataset}-c{i}"
         specs[f"trainer-{i}"] = (
             "fedbus_trainer",
-            [
-                "--client-id",
-                f"{cluster.dataset}-c{i}",
-                "--data",
-                f"{cluster.dataset}={part}",
-                "--device",
-                "cpu",
-            ],
+            ["--client-id", client, "--data", f"{cluster.dataset}={part}", "--device", "cpu"],
             {"OMP_NUM_THREADS": "1"},
         )
+        bases[f"trainer-{i}"] = trainer_env(cluster.settings, client)
     for name, (module, args, env) in specs.items():
-        full_env = {**common, **env, **(extra_env or {}), "FEDBUS_CONSUMER_GROUP": groups[name]}
+        full_env = {**common, **env, **(extra_env or {})}
+        if name not in bases:  # a trainer's group is its principal's own, trainer-<client_id>
+            full_env["FEDBUS_CONSUMER_GROUP"] = groups[name]
         cluster.starters[name] = functools.partial(
-            ServiceProcess.start, name, module, log_dir=cluster.log_dir, args=args, env=full_env
-        )
+            ServiceProcess.start, name, module, log_dir=cluster.log_dir, args=args, env=full_env,
+            base_env=bases.get(name),
+        )  # fmt: skip
 
 
 async def _prepare_groups(settings: FedbusSettings, names: list[str]) -> dict[str, str]:

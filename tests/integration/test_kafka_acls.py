@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
@@ -33,9 +34,16 @@ from fedbus.events import (
     JobSpec,
     JobStatus,
     ModelRegistered,
+    PrivacySpec,
+    RoundAssigned,
     RoundCompleted,
+    StrategySpec,
     TrainerHeartbeat,
     TrainerStatus,
+    TrainingConfig,
+    decode,
+    encode,
+    utc_now,
 )
 from fedbus.settings import FedbusSettings, KafkaSecurityProtocol
 from fedbus.storage import S3ArtifactStore
@@ -164,7 +172,7 @@ async def test_a_trainer_cannot_read_updates_but_sends_its_heartbeat(
         await read_from_start(trainer, "update.submitted", own_group)
     with pytest.raises(TopicAuthorizationFailedError):
         await send(trainer, bare_completed())
-    await read_from_start(trainer, "round.started", own_group)  # what is addressed to trainers
+    await read_from_start(trainer, f"round.assigned.{client_id}", own_group)  # addressed to it
     async with EventWatcher(secured, ["trainer.heartbeat"]) as watch:
         await send(trainer, beat)
         seen = await watch.wait_for(lambda e: e.event_id == beat.event_id, limit_s=30)
@@ -173,23 +181,117 @@ async def test_a_trainer_cannot_read_updates_but_sends_its_heartbeat(
 
 
 async def test_a_trainer_cannot_use_another_consumer_group(secured: FedbusSettings) -> None:
-    trainer = principal_settings(secured, create_principal(secured, "trainer", unique("site")))
+    client_id = unique("site")
+    trainer = principal_settings(secured, create_principal(secured, "trainer", client_id))
 
     with pytest.raises(KafkaError):  # GroupAuthorizationFailed: not its trainer-<id> group
-        await read_from_start(trainer, "round.started", "aggregator")
+        await read_from_start(trainer, f"round.assigned.{client_id}", "aggregator")
+
+
+async def test_a_trainer_reads_only_its_own_assignments(secured: FedbusSettings) -> None:
+    """Not round.started (every round, every selection) and not another trainer's grants."""
+    mine, other = unique("site-a"), unique("site-b")
+    trainer = principal_settings(secured, create_principal(secured, "trainer", mine))
+    create_principal(secured, "trainer", other)  # its topic exists, with the other's grants
+    group = f"trainer-{mine}"
+
+    aggregator = principal_settings(secured, "svc-aggregator")
+    theirs, grant = _assignment(other), _assignment(mine)
+    await send(aggregator, theirs)  # the aggregator writes every trainer's topic
+    await send(aggregator, grant)
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read_from_start(trainer, "round.started", group)
+    # The other's topic: the broker will not even describe it to this principal, and a fetch
+    # from offset 0 gets nothing (aiokafka waits for metadata it never gets, without raising).
+    assert await describe_errors(trainer, [f"round.assigned.{other}"]) == [
+        TopicAuthorizationFailedError.errno
+    ]
+    assert await fetch_from_zero(trainer, f"round.assigned.{other}", group) == []
+    with pytest.raises(TopicAuthorizationFailedError):  # nor write (forge) another's grants
+        await send(trainer, _assignment(other))
+    with pytest.raises(TopicAuthorizationFailedError):  # nor its own: only the aggregator
+        await send(trainer, _assignment(mine))
+
+    seen = await read_all(trainer, f"round.assigned.{mine}", group)
+    assert [e.event_id for e in seen] == [grant.event_id]
+    assert await fetch_from_zero(trainer, f"round.assigned.{mine}", group) != []
+
+
+async def describe_errors(settings: FedbusSettings, topics: list[str]) -> list[int]:
+    """The error code the broker answers a DescribeTopics of each topic with."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="it-acls")
+    await admin.start()
+    try:
+        return [int(t["error_code"]) for t in await admin.describe_topics(topics)]
+    finally:
+        await admin.close()
+
+
+async def fetch_from_zero(settings: FedbusSettings, topic: str, group: str) -> list[bytes]:
+    """Every record value partition 0 of ``topic`` yields from offset 0 within a few seconds."""
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)  # no ListOffsets: only the fetch itself is asked for
+        for _ in range(3):
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                got += [r.value or b"" for r in records]
+        return got
+    finally:
+        await consumer.stop()
+
+
+def _assignment(client_id: str) -> RoundAssigned:
+    key = f"jobs/j/round-1/updates/{client_id}/update"
+    return RoundAssigned.create(
+        source="aggregator", job_id=str(uuid.uuid4()), round=1, client_id=client_id,
+        started_event_id=str(uuid.uuid4()), deadline=utc_now(), model="mlp", dataset="d",
+        training=TrainingConfig(), strategy=StrategySpec(), privacy=PrivacySpec(), seed=1,
+        update_url="https://minio.invalid/" + key, update_key=key, urls_expire_at=utc_now(),
+    )  # fmt: skip
+
+
+async def read_all(settings: FedbusSettings, topic: str, group: str) -> list[Event]:
+    """Every event on ``topic``'s partition 0 so far, read as ``settings``' principal."""
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: list[Event] = []
+        async with asyncio.timeout(SEND_LIMIT_S):
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    out += [decode(r.value or b"") for r in records]
+        return out
+    finally:
+        await consumer.stop()
 
 
 async def test_an_upstream_principal_may_request_and_cancel_jobs_only(
     secured: FedbusSettings,
 ) -> None:
+    """On its own intake topics (tests/integration/test_upstream_intake.py has the rest)."""
     tenant = unique("acme")
     upstream = principal_settings(secured, create_principal(secured, "upstream", tenant))
     job_id = str(uuid.uuid4())
     cancel = JobCancelRequested.create(source="upstream", job_id=job_id, tenant=tenant,
                                        requested_by="it")  # fmt: skip
+    intake = f"upstream.job.cancel.requested.{tenant}"
 
-    async with EventWatcher(secured, ["job.cancel.requested"]) as watch:
-        await send(upstream, cancel)
+    async with EventWatcher(secured, [intake]) as watch:
+        async with EventProducer(upstream, client_id="it-acls") as producer:
+            await producer.publish_raw(intake, encode(cancel), key=job_id.encode())
         assert (await watch.wait_for(lambda e: e.event_id == cancel.event_id)).job_id == job_id
     with pytest.raises(TopicAuthorizationFailedError):
         await send(upstream, bare_completed(job_id))
@@ -228,5 +330,9 @@ def test_a_job_runs_end_to_end_with_every_process_as_its_own_principal(
     assert "ended: job.completed completed" in demo.stdout
     for principal in ["svc-orchestration", "svc-aggregator", "trainer-client-000"]:
         assert (state / "principals" / f"{principal}.env").exists()
+    trainer_file = (state / "principals" / "trainer-client-000.env").read_text()
+    assert "FEDBUS_ENV_FILE" not in trainer_file  # it is the file the trainer was started with
+    for secret in ("FEDBUS_POSTGRES_DSN", "FEDBUS_MINIO_ACCESS_KEY", "FEDBUS_MINIO_SECRET_KEY"):
+        assert secret not in trainer_file
     logs = "".join(p.read_text(errors="replace") for p in (state / "logs" / "demo").glob("*.log"))
     assert "AuthorizationFailed" not in logs

@@ -1,7 +1,12 @@
 """Two trainer processes on the real stack: heartbeats, a round for one of them, a round 2.
 
-Each trainer holds one digits partition under a unique dataset name; its consumer group
-starts at the end of ``round.started`` so older rounds of other tests do not reach it.
+Each trainer runs as a data owner would: ``FEDBUS_ENV_FILE`` names its own env file from
+``stack.py principal trainer`` (its Kafka principal when the stack has SASL; no DSN, no MinIO
+keys) and nothing else of this session's ``FEDBUS_*`` reaches it. The test plays the
+aggregator: it grants each round with the aggregator's own code (presigned URLs signed with
+the stack's MinIO credentials) and publishes the ``round.assigned`` on each trainer's topic.
+Each trainer holds one digits partition under a unique dataset name and a unique client id,
+so its topic and consumer group are new.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from fedbus.events import (
     Phase,
     PrivacySpec,
     Progress,
+    RoundAssigned,
     RoundStarted,
     StrategySpec,
     TrainerHeartbeat,
@@ -28,10 +34,11 @@ from fedbus.events import (
     UpdateSubmitted,
 )
 from fedbus.settings import FedbusSettings
-from fedbus.storage import S3ArtifactStore, sha256_hex
+from fedbus.storage import S3ArtifactStore, sha256_hex, update_key
+from fedbus_aggregator.grants import assignments
 from fedbus_executor import DataRef, PrepareOptions, initial_weights, prepare_dataset
 
-from .harness import EventWatcher, ServiceProcess, fresh_group, unique
+from .harness import EventWatcher, ServiceProcess, trainer_env, unique
 
 TOPICS = ["trainer.heartbeat", "progress", "update.submitted"]
 SEED = 5
@@ -54,27 +61,25 @@ def _rows(root: Path, rel: str) -> int:
     return int(json.loads((root / "manifest.json").read_text())["files"][rel]["rows"])
 
 
-async def _start_trainer(
-    settings: FedbusSettings,
-    tmp_path: Path,
-    client: str,
-    dataset: str,
-    data: Path,
-    group: str | None = None,
+def _start_trainer(
+    settings: FedbusSettings, tmp_path: Path, client: str, dataset: str, data: Path
 ) -> ServiceProcess:
-    """Start a trainer; a new consumer group at the end of the topic unless ``group`` is given."""
-    group = group or await fresh_group(settings, unique(f"trainer-{client}"), ["round.started"])
+    """Start a trainer with its own env file (and principal), its group ``trainer-<client>``."""
     return ServiceProcess.start(
         client,
         "fedbus_trainer",
         log_dir=tmp_path,
         args=["--client-id", client, "--data", f"{dataset}={data}", "--device", "cpu"],
-        env={
-            "FEDBUS_CONSUMER_GROUP": group,
-            "FEDBUS_HEARTBEAT_SECONDS": "1",
-            "FEDBUS_STATE_DIR": str(tmp_path / "state"),
-        },
+        base_env=trainer_env(settings, client),
+        env={"FEDBUS_HEARTBEAT_SECONDS": "1", "FEDBUS_STATE_DIR": str(tmp_path / "state")},
     )
+
+
+def _grants(settings: FedbusSettings, started: RoundStarted) -> list[RoundAssigned]:
+    """What the aggregator sends for ``started``: its own code, MinIO's real signatures."""
+    presigner = S3ArtifactStore.from_settings(settings)
+    return assignments(started, started.selected_clients, presigner=presigner,
+                       now=datetime.now(UTC), grace_s=60)  # fmt: skip
 
 
 def _round(
@@ -112,11 +117,9 @@ def _update_of(job: str, rnd: int, client: str) -> Callable[[Event], bool]:
 async def _check_update(
     store: S3ArtifactStore, update: UpdateSubmitted, shapes: dict[str, tuple[int, ...]]
 ) -> None:
-    raw = await store.get_bytes(update.update)
+    raw = await store.get_bytes(update.update)  # decrypted with the stack's keyring
     assert sha256_hex(raw) == update.update.sha256
-    assert update.update.object_key == (
-        f"jobs/{update.job_id}/round-{update.round}/updates/{update.client_id}/{sha256_hex(raw)}"
-    )
+    assert update.update.object_key == update_key(update.job_id, update.round, update.client_id)
     delta = await store.get_tensors(update.update)
     assert {k: v.shape for k, v in delta.items()} == shapes
     assert update.num_samples > 0
@@ -142,7 +145,7 @@ async def test_two_trainers_announce_themselves_and_train_only_when_selected(
     ):
         for client in (a, b):
             trainers.append(
-                await _start_trainer(settings, tmp_path, client, dataset, digits / files[client])
+                _start_trainer(settings, tmp_path, client, dataset, digits / files[client])
             )
         for client in (a, b):
 
@@ -157,7 +160,7 @@ async def test_two_trainers_announce_themselves_and_train_only_when_selected(
             assert (beat.device, beat.capacity, beat.interval_seconds) == ("cpu", 1, 1)
 
         # Round 1 selects only a; no global model yet.
-        await producer.publish(_round(job, 1, dataset, [a], None))
+        await producer.publish_many(_grants(settings, _round(job, 1, dataset, [a], None)))
         first = await watch.wait_for(_update_of(job, 1, a), limit_s=180)
         assert isinstance(first, UpdateSubmitted)
         await _check_update(store, first, shapes)
@@ -170,7 +173,7 @@ async def test_two_trainers_announce_themselves_and_train_only_when_selected(
         global_ref = await store.put_tensors(
             initial_weights("mlp", SEED + 1, spec), prefix=f"jobs/{job}/round-1/global"
         )
-        await producer.publish(_round(job, 2, dataset, [a, b], global_ref))
+        await producer.publish_many(_grants(settings, _round(job, 2, dataset, [a, b], global_ref)))
         for client in (a, b):
             update = await watch.wait_for(_update_of(job, 2, client), limit_s=180)
             assert isinstance(update, UpdateSubmitted)
@@ -192,25 +195,31 @@ async def test_a_restarted_trainer_answers_a_redelivered_round_without_training_
     await ensure_topics(settings)
     dataset, job, client = unique("digits"), unique("job-trainer"), unique("trn-r")
     data = digits / "clients" / "client-000.parquet"
-    group = await fresh_group(settings, unique(f"trainer-{client}"), ["round.started"])
     started = _round(job, 1, dataset, [client], None)
+    [assigned] = _grants(settings, started)
 
     async with (
         EventWatcher(settings, TOPICS) as watch,
         EventProducer(settings, client_id="test-trainer") as producer,
     ):
-        trainers.append(await _start_trainer(settings, tmp_path, client, dataset, data, group))
-        await producer.publish(started)
+        trainers.append(_start_trainer(settings, tmp_path, client, dataset, data))
+        await producer.publish(assigned)
         first = await watch.wait_for(_update_of(job, 1, client), limit_s=180)
         trainers[0].stop()
         assert "trainer stopped" in trainers[0].text()
 
-        # The same round.started again (a redelivery), to a new process with the same state.
-        await producer.publish(started)
-        trainers.append(await _start_trainer(settings, tmp_path, client, dataset, data, group))
+        # The same assignment again (a redelivery), and the same round.started granted anew
+        # (new URLs), to a new process with the same state.
+        [regranted] = _grants(settings, started)
+        await producer.publish_many([assigned, regranted])
+        trainers.append(_start_trainer(settings, tmp_path, client, dataset, data))
         seen_before = len(watch.seen)
         again = await watch.wait_for(
             lambda e: _update_of(job, 1, client)(e) and e is not first, limit_s=180
+        )
+        await watch.wait_for(
+            lambda e: _update_of(job, 1, client)(e) and e is not first and e is not again,
+            limit_s=180,
         )
         await watch.poll()
 

@@ -111,7 +111,7 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
     # Before any connection: in production, no artifact keys refuses to start here.
     artifacts = PresignedArtifacts(
         artifact_cipher(settings),
-        ca_file=settings.minio_ca_file,
+        ssl_context=settings.minio_ssl_context(),
         require_https=settings.env is Environment.PRODUCTION,
     )
     topic = assigned_topic(settings.client_id)

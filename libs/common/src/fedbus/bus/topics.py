@@ -203,17 +203,31 @@ async def reset_group_to_end(settings: FedbusSettings, topic: str, group_id: str
 
     A new consumer group starts at the beginning of the log; this makes it start with the
     next event instead (for example a dashboard that only wants what happens from now on).
+    ``topic`` may name a family (``upstream.job.requested``): then every member that exists
+    now is moved to its end (a member made later is read from its beginning).
     """
     consumer = AIOKafkaConsumer(
         **settings.kafka_client_options(), group_id=group_id, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        catalog = _catalog()
+        is_family = any(f.name == topic for f in catalog.families())
+        partitions = None if is_family else consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if is_family:
+            members = [t for t in consumer._client.cluster.topics()
+                       if (f := catalog.family_of(t)) is not None and f.name == topic]  # fmt: skip
+        else:
+            members = [topic]
+        tps = [
+            TopicPartition(name, p)
+            for name in sorted(members)
+            for p in sorted(consumer.partitions_for_topic(name) or set())
+        ]
+        if not tps:  # no such topic (a family without members, or not created yet)
+            return
         consumer.assign(tps)
         await consumer.commit(await consumer.end_offsets(tps))
     finally:

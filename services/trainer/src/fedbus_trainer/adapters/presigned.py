@@ -11,7 +11,6 @@ are checked against the reference.
 from __future__ import annotations
 
 import ssl
-from pathlib import Path
 
 import httpx
 
@@ -40,8 +39,9 @@ class PresignedArtifacts:
     ----------
     cipher
         The artifact keyring (None: bodies are plaintext, development only).
-    ca_file
-        A CA bundle that verifies the object store's certificate (``FEDBUS_MINIO_CA_FILE``).
+    ssl_context
+        Verifies the object store's certificate: ``settings.minio_ssl_context()`` (the CA of
+        ``FEDBUS_MINIO_CA_FILE``, else the system's); None: the system's CAs.
     require_https
         Refuse ``http://`` URLs (production).
     timeout_s
@@ -54,16 +54,14 @@ class PresignedArtifacts:
         self,
         cipher: AesGcmCipher | None,
         *,
-        ca_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         require_https: bool = False,
         timeout_s: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._cipher = cipher
         self._require_https = require_https
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
-        )
+        verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._http = httpx.AsyncClient(
             verify=verify, timeout=timeout_s, follow_redirects=False, transport=transport
         )
