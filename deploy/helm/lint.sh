@@ -5,7 +5,8 @@
 # time (a few minutes, only the Go module proxy is needed), then reused.
 # Checks: helm lint (both value sets), helm template (both), the rendered YAML parses, and every
 # Deployment/StatefulSet container has a liveness (/healthz) and a readiness (/readyz) probe, and
-# the artifact keys Secret reaches the aggregator, model-registry and trainers and no other pod.
+# the artifact keys Secret reaches the aggregator, model-registry and trainers and no other pod,
+# and no trainer gets the MinIO keys or the PostgreSQL DSN (it gets presigned URLs).
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -68,6 +69,12 @@ for path in sys.argv[1:]:
             print(f"{path}: {doc['kind']}/{doc['metadata']['name']}: artifact keys mounted "
                   f"{keyed}, FEDBUS_ARTIFACT_KEYS_FILE set {'FEDBUS_ARTIFACT_KEYS_FILE' in env}, "
                   f"expected {wants}")
+        # Trainers get presigned URLs: no MinIO keys and no PostgreSQL DSN in their pods.
+        secrets = {"FEDBUS_MINIO_ACCESS_KEY", "FEDBUS_MINIO_SECRET_KEY", "FEDBUS_POSTGRES_DSN"}
+        if component == "trainer" and env & secrets:
+            failed = True
+            print(f"{path}: {doc['kind']}/{doc['metadata']['name']}: a trainer gets "
+                  f"{sorted(env & secrets)}")
         for c in pod["containers"]:
             live = c.get("livenessProbe", {}).get("httpGet", {}).get("path")
             ready = c.get("readinessProbe", {}).get("httpGet", {}).get("path")
@@ -81,6 +88,7 @@ if failed:
     sys.exit("[helm-lint] a workload lacks its probes, or has the wrong artifact keys")
 print("[helm-lint] every Deployment/StatefulSet has /healthz liveness and /readyz readiness probes")
 print("[helm-lint] artifact keys are mounted in the aggregator, model-registry and trainers only")
+print("[helm-lint] trainers get no MinIO keys and no PostgreSQL DSN")
 PYEOF
 
 HELM="$HELM" PY="$PY" HELM_K8S_MINOR="$K8S_MINOR" "$ROOT/deploy/helm/lint-site.sh"

@@ -93,6 +93,7 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
 {{- $_ := set $vars "FEDBUS_KAFKA_SSL_KEYFILE" (printf "/etc/fedbus/kafka-client/%s" $v.kafka.tls.keyKey) }}
 {{- end }}
 {{- if $v.minio.caSecret }}{{ $_ := set $vars "FEDBUS_MINIO_CA_FILE" (printf "/etc/fedbus/minio-ca/%s" $v.minio.caKey) }}{{ end }}
+{{- if $v.minio.publicEndpoint }}{{ $_ := set $vars "FEDBUS_MINIO_PUBLIC_ENDPOINT" $v.minio.publicEndpoint }}{{ end }}
 {{- if $v.otelExporterOtlpEndpoint }}{{ $_ := set $vars "FEDBUS_OTEL_EXPORTER_OTLP_ENDPOINT" $v.otelExporterOtlpEndpoint }}{{ end }}
 {{- if $v.privacy.clientLifetimeEpsilon }}{{ $_ := set $vars "FEDBUS_CLIENT_LIFETIME_EPSILON" (toString $v.privacy.clientLifetimeEpsilon) }}{{ end }}
 {{- $vars = merge (dict) (.c.env | default dict) (.extra | default dict) ($v.env | default dict) $vars }}
@@ -108,6 +109,8 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
   valueFrom:
     secretKeyRef: {name: {{ $v.kafka.sasl.existingSecret | quote }}, key: {{ $v.kafka.sasl.passwordKey | quote }}}
 {{- end }}
+{{- if not .trainer }}
+{{- /* A trainer holds no MinIO keys and no DSN: it gets presigned URLs from the aggregator. */}}
 - name: FEDBUS_MINIO_ACCESS_KEY
   valueFrom:
     secretKeyRef: {name: {{ $v.minio.existingSecret | quote }}, key: {{ $v.minio.accessKeyKey | quote }}}
@@ -117,6 +120,7 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
 - name: FEDBUS_POSTGRES_DSN
   valueFrom:
     secretKeyRef: {name: {{ $v.postgres.existingSecret | quote }}, key: {{ $v.postgres.dsnKey | quote }}}
+{{- end }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
