@@ -75,6 +75,10 @@ async def test_a_job_asking_too_large_an_epsilon_is_declined_and_nothing_else_ha
     assert "at most 1 (max_epsilon)" in declined.reasons[0].message
     assert declined.retry_after_s is None
     assert declined.traceparent.split("-")[1] == event.traceparent.split("-")[1]
+    # The aggregator grants the same attempt again: the same answer, the same event id.
+    again = round_assigned(round=2, privacy=local_dp(8.0), global_model=GLOBAL,
+                           started_event_id=event.started_event_id)  # fmt: skip
+    assert await on_round_assigned(again, deps=deps) == [declined]
     # Not downloaded, not trained (refuse_to_train), not uploaded, no progress, not counted.
     assert grants.requests == []
     assert bus.events("update.submitted") == []

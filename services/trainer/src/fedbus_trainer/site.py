@@ -9,6 +9,7 @@ training (and instead of an update or a failed ``progress``).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,9 @@ from fedbus_trainer.site_policy import (
 __all__ = ["RoundFields", "SiteGate", "declined_event"]
 
 log = logging.getLogger(__name__)
+
+_KEEP_DECLINED = 1000
+"""Declines remembered (in memory) to answer a repeated attempt with the same event."""
 
 
 class RoundFields(Protocol):
@@ -85,6 +89,7 @@ class SiteGate:
     policy: SitePolicy = field(default_factory=SitePolicy)
     log: SiteLog = field(default_factory=SiteLog)
     clock: Callable[[], datetime] = utc_now
+    _declined: OrderedDict[str, RoundDeclined] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def load(cls, policy_file: Path | None, client_state_dir: Path) -> SiteGate:
@@ -128,8 +133,11 @@ class SiteGate:
         """The ``round.declined`` to publish instead of training ``event``; None: train it.
 
         ``num_samples``: the records of the dataset the round trains here (0 when it is not
-        held: the round then fails as it would without a policy).
+        held: the round then fails as it would without a policy). An attempt declined before
+        (the aggregator granting it again, or a redelivery) gets the same event again, same id.
         """
+        if (earlier := self._declined.get(attempt_id)) is not None:
+            return earlier
         ask = RoundAsk(
             job_id=event.job_id,
             round=event.round,
@@ -141,7 +149,7 @@ class SiteGate:
         decision = self.admit(ask, attempt_id=attempt_id)
         if decision.accepted:
             return None
-        return declined_event(
+        declined = declined_event(
             decision,
             job_id=event.job_id,
             round_number=event.round,
@@ -149,6 +157,10 @@ class SiteGate:
             started_event_id=attempt_id,
             traceparent=event.traceparent,
         )
+        self._declined[attempt_id] = declined
+        while len(self._declined) > _KEEP_DECLINED:
+            self._declined.popitem(last=False)
+        return declined
 
 
 def declined_event(
