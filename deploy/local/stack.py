@@ -628,9 +628,15 @@ def trainer_env_lines(client_id: str, password: str | None) -> list[str]:
         f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
         *kafka,
         *([f"FEDBUS_MINIO_CA_FILE={TLS_CA}"] if tls_on() else []),
-        f"FEDBUS_ARTIFACT_KEYS_FILE={artifact_keys_file()}",
+        # The services' keyring, as the stack's env file names it (none: none written here).
+        *[line for line in stack_env_file_lines() if line.startswith("FEDBUS_ARTIFACT_KEY")],
         "FEDBUS_LOG_LEVEL=INFO",
     ]
+
+
+def stack_env_file_lines() -> list[str]:
+    """The lines of the env file ``up`` wrote (empty when there is none)."""
+    return ENV_FILE.read_text().splitlines() if ENV_FILE.exists() else []
 
 
 def write_trainer_env(client_id: str, password: str | None) -> Path:

@@ -17,6 +17,7 @@ def test_a_trainer_env_file_is_complete_and_holds_no_storage_or_database_secret(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, auth: str
 ) -> None:
     stack = load_stack(monkeypatch, tmp_path, auth)
+    stack.write_env()  # what `up` writes first
     password = stack.principal_password("trainer-site-a") if auth == "scram" else None
 
     path = stack.write_trainer_env("site-a", password)
@@ -40,6 +41,18 @@ def test_a_trainer_env_file_is_complete_and_holds_no_storage_or_database_secret(
         assert "FEDBUS_KAFKA_SASL_USERNAME" not in env
     if stack.tls_on():
         assert env["FEDBUS_MINIO_CA_FILE"] == env["FEDBUS_KAFKA_SSL_CAFILE"] == str(stack.TLS_CA)
+
+
+def test_a_stack_env_file_without_artifact_keys_gives_the_trainer_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stack = load_stack(monkeypatch, tmp_path, "none")
+    (tmp_path / "test.env").write_text("FEDBUS_ENV=development\n")  # written before keys existed
+
+    text = stack.write_trainer_env("site-a", None).read_text()
+
+    assert "FEDBUS_ARTIFACT_KEY" not in text  # the session's own key reaches it instead
+    assert not (tmp_path / "artifact-keys").exists()  # and no keyring of its own is made
 
 
 def test_the_trainer_id_dlq_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
