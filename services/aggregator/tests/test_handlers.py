@@ -113,6 +113,7 @@ async def test_bad_updates_are_rejected_with_reasons_and_the_round_still_complet
 
 async def test_hash_mismatch_and_missing_object_are_rejected(
     deps: Deps,
+    clock: ManualClock,
     started: Callable[..., RoundStarted],
     submit: Callable[..., Any],
     artifacts: InMemoryArtifactStore,
@@ -126,11 +127,46 @@ async def test_hash_mismatch_and_missing_object_are_rejected(
     missing = await submit("c", delta(1.0))
     del artifacts.objects[missing.update.object_key]  # announced, never written
 
-    await run(bus, deps, started(min_clients=1), good, tampered, missing)
+    await run(bus, deps, started(min_clients=1, deadline_s=30), good, tampered, missing)
+    assert completed(bus) == []  # b and c may still send the event of what they wrote
+    clock.advance(31)
+    await close_due_rounds(deps=deps, publisher=bus)
 
     [done] = completed(bus)
     codes = {d.client_id: d.code for d in done.dropped}
     assert codes == {"b": "integrity", "c": "artifact_missing"}
+
+
+@pytest.mark.parametrize("forgery", ["other_hash", "before_upload"])
+async def test_an_update_forged_in_another_clients_name_does_not_shut_it_out(
+    deps: Deps,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+    artifacts: InMemoryArtifactStore,
+    forgery: str,
+) -> None:
+    """Any trainer may publish an ``update.submitted`` naming client b. It cannot know b's
+    SHA-256 (no trainer reads update.submitted) nor write b's key, so the forgery is refused;
+    b's own event, arriving after it, is still judged and aggregated."""
+    bus = InMemoryBus()
+    genuine = await submit("b", delta(2.0))
+    stored = artifacts.objects.pop(genuine.update.object_key)
+    wrong = "f" * 64 if forgery == "other_hash" else genuine.update.sha256
+    forged = UpdateSubmitted.create(
+        source="trainer", job_id="job-1", round=1, client_id="b",
+        update=genuine.update.model_copy(update={"sha256": wrong}), num_samples=10_000,
+    )  # fmt: skip
+    if forgery == "other_hash":
+        artifacts.objects[genuine.update.object_key] = stored  # b uploaded; forger guessed
+    await run(bus, deps, started(min_clients=2), await submit("a", delta(1.0)), forged)
+    assert completed(bus) == []
+    artifacts.objects[genuine.update.object_key] = stored
+
+    await run(bus, deps, genuine, await submit("c", delta(1.0)))
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "b", "c"]
+    assert done.total_samples == 30  # b's own sample count, not the forger's 10,000
 
 
 @pytest.mark.parametrize(

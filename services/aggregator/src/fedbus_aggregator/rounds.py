@@ -54,6 +54,13 @@ class RejectCode(StrEnum):
     DEADLINE = "deadline"
 
 
+NOT_ITS_OBJECT = frozenset({RejectCode.ARTIFACT_MISSING, RejectCode.INTEGRITY})
+"""Rejections that say the event did not describe the object its client wrote (nothing at the
+granted key yet, or other bytes than the event's size and SHA-256). Any trainer may send an
+``update.submitted`` naming another client; such a rejection therefore does not settle the
+client: its own event, coming later, is still judged."""
+
+
 class Admission(StrEnum):
     """First look at an update, before its tensors are read."""
 
@@ -159,7 +166,7 @@ class RoundState:
         if self.status is RoundStatus.AGGREGATED:
             return Admission.CLOSED
         existing = self.updates.get(client_id)
-        if existing is not None and existing.status is not UpdateStatus.PENDING:
+        if existing is not None and _settled(existing):
             return Admission.DUPLICATE
         if client_id not in self.selected:
             return Admission.NOT_SELECTED
@@ -182,12 +189,9 @@ class RoundState:
         return [u for u in self.updates.values() if u.status is UpdateStatus.PENDING]
 
     def reported(self) -> set[str]:
-        """Selected clients whose update was judged (accepted or rejected)."""
-        return {
-            c
-            for c in self.selected
-            if (u := self.updates.get(c)) is not None and u.status is not UpdateStatus.PENDING
-        }
+        """Selected clients judged for good: accepted, or rejected for what their object holds
+        (not a missing object or other bytes than the event said: see :data:`NOT_ITS_OBJECT`)."""
+        return {c for c in self.selected if (u := self.updates.get(c)) is not None and _settled(u)}
 
     def decide(self, now: datetime) -> Decision:
         """Close once all selected reported or at the deadline: aggregate if enough, else expire.
@@ -227,6 +231,13 @@ class RoundState:
             f"round {self.round}: {len(self.accepted())} of min {self.min_clients} "
             f"clients reported an acceptable update by the deadline"
         )
+
+
+def _settled(record: UpdateRecord) -> bool:
+    """Judged for good: accepted, or rejected for what the client's own object holds."""
+    if record.status is UpdateStatus.PENDING:
+        return False
+    return not (record.status is UpdateStatus.REJECTED and record.code in NOT_ITS_OBJECT)
 
 
 def weighted_train_metrics(records: Iterable[UpdateRecord]) -> dict[str, float]:
