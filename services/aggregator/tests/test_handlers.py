@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 from fedbus.aggregation import FedAvgM, Model
 from fedbus.bus import InMemoryBus
 from fedbus.events import (
+    DeclineReason,
     ModelRef,
     Phase,
     Progress,
     RoundCompleted,
+    RoundDeclined,
     RoundStarted,
     Strategy,
     StrategySpec,
@@ -23,7 +26,7 @@ from fedbus.events import (
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import HANDLERS, Deps, RoundStatus, close_due_rounds
 
-from .fakes import CountingStore, FakeModels, FakeRoundStore, ManualClock
+from .fakes import T0, CountingStore, FakeModels, FakeRoundStore, ManualClock
 from .fakes import constant_delta as delta
 
 
@@ -510,3 +513,43 @@ async def test_the_kept_global_model_is_what_was_stored_and_handed_over_once(
         np.testing.assert_array_equal(kept[name], stored[name])
         assert not kept[name].flags.writeable
     assert deps.globals.written(done.global_model) is None  # handed over to its round
+
+
+def declined(start: RoundStarted, client: str) -> RoundDeclined:
+    return RoundDeclined.create(
+        source="trainer", job_id=start.job_id, round=start.round, client_id=client,
+        started_event_id=start.event_id,
+        reasons=[DeclineReason(code="epsilon_too_large", message="asks 8.0, site allows 1.0")],
+    )  # fmt: skip
+
+
+async def test_a_declining_client_is_dropped_at_once_and_the_round_does_not_wait_for_it(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    start = started(min_clients=2, deadline_s=3600)
+    await run(bus, deps, start, await submit("a", delta(1.0)), declined(start, "b"))
+    assert completed(bus) == []
+
+    await run(bus, deps, await submit("c", delta(1.0)))  # the last one closes it, no deadline
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "c"]
+    [dropped] = done.dropped
+    assert (dropped.client_id, dropped.code) == ("b", "declined")
+    assert "epsilon_too_large" in dropped.message
+
+
+async def test_a_decline_of_an_earlier_attempt_or_after_an_update_changes_nothing(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    earlier = started(min_clients=2)
+    start = started(min_clients=2, time=T0 + timedelta(seconds=5))  # the round restarted
+    await run(bus, deps, earlier, start, await submit("a", delta(1.0)))
+    await run(bus, deps, declined(earlier, "b"), declined(start, "a"))
+
+    await run(bus, deps, await submit("b", delta(1.0)), await submit("c", delta(1.0)))
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "b", "c"]

@@ -1,5 +1,6 @@
-"""Event handlers: ``round.started`` and ``update.submitted`` in; ``round.assigned`` (one per
-selected trainer, with its presigned URLs) and ``round.completed`` out.
+"""Event handlers: ``round.started``, ``update.submitted`` and ``round.declined`` in;
+``round.assigned`` (one per selected trainer, with its presigned URLs) and
+``round.completed`` out.
 
 Each handler takes one typed event and the :class:`~fedbus_aggregator.deps.Deps`, and
 returns the events to publish; the consumer runner publishes them before it commits the
@@ -12,7 +13,15 @@ import logging
 
 from fedbus.bus import Publisher, Routes, route
 from fedbus.errors import FedbusError, NonRetryableError
-from fedbus.events import Event, RoundCompleted, RoundStarted, UpdateSubmitted
+from fedbus.events import (
+    Event,
+    ModelRef,
+    RoundCompleted,
+    RoundDeclined,
+    RoundStarted,
+    UpdateSubmitted,
+)
+from fedbus.storage import update_key
 from fedbus.telemetry import log_context
 from fedbus_aggregator.aggregate import expire, global_model, judge, settle
 from fedbus_aggregator.deps import Deps
@@ -26,7 +35,13 @@ from fedbus_aggregator.rounds import (
     UpdateStatus,
 )
 
-__all__ = ["HANDLERS", "close_due_rounds", "on_round_started", "on_update_submitted"]
+__all__ = [
+    "HANDLERS",
+    "close_due_rounds",
+    "on_round_declined",
+    "on_round_started",
+    "on_update_submitted",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +110,35 @@ async def on_update_submitted(event: UpdateSubmitted, *, deps: Deps) -> list[Eve
                 await deps.store.record_update(event.job_id, event.round, record)
                 return await _unusable(state, deps, exc)
             return await settle(state, deps, published=True)
+
+
+async def on_round_declined(event: RoundDeclined, *, deps: Deps) -> list[Event]:
+    """A selected trainer will not train this attempt (its site policy): drop it now.
+
+    So a round whose other clients have all reported closes without waiting for the
+    deadline. A decline of an earlier attempt, of a client not selected, or of one whose
+    update was already judged changes nothing.
+    """
+    with log_context(job_id=event.job_id, round=event.round, client_id=event.client_id):
+        async with deps.locks.hold((event.job_id, event.round)):
+            state = await deps.store.get(event.job_id, event.round)
+            if state is None or state.started.event_id != event.started_event_id:
+                log.info("decline of an attempt this aggregator is not running; ignored")
+                return []
+            if state.admit(event.client_id) is not Admission.CHECK:
+                return []
+            reasons = "; ".join(f"{r.code}: {r.message}" for r in event.reasons)
+            key = update_key(event.job_id, event.round, event.client_id)
+            record = UpdateRecord(
+                client_id=event.client_id,
+                ref=ModelRef(object_key=key, size_bytes=0, sha256="0" * 64),  # nothing stored
+                num_samples=0,
+                metrics={},
+                status=UpdateStatus.PENDING,
+            ).rejected(RejectCode.DECLINED, f"declined by its site policy ({reasons})")
+            log.info("client declined the round: %s", reasons)
+            await deps.store.record_update(event.job_id, event.round, record)
+            return await settle(state.with_update(record), deps, published=True)
 
 
 async def close_due_rounds(*, deps: Deps, publisher: Publisher) -> int:
@@ -206,5 +250,6 @@ def _after_close(state: RoundState, event: UpdateSubmitted) -> list[Event]:
 HANDLERS = Routes[Deps](
     route(RoundStarted, on_round_started),
     route(UpdateSubmitted, on_update_submitted),
+    route(RoundDeclined, on_round_declined),
 )
 """The routing table: event class -> handler; ``HANDLERS.bind(deps)`` feeds the consumer."""

@@ -52,6 +52,7 @@ class RejectCode(StrEnum):
     INTEGRITY = "integrity"
     INVALID_UPDATE = "invalid_update"
     DEADLINE = "deadline"
+    DECLINED = "declined"
 
 
 NOT_ITS_OBJECT = frozenset({RejectCode.ARTIFACT_MISSING, RejectCode.INTEGRITY})
