@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +103,17 @@ async def test_what_the_server_answers_decides_retry_or_not(
         await store.put_bytes(URL, b"x", key=KEY)
     assert "Signature" not in str(raised.value)  # the URL is a credential: never in messages
     assert issubclass(error, NonRetryableError) != (error is StorageUnavailableError)
+
+
+async def test_no_url_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    data = b"weights"
+    store = PresignedArtifacts(CIPHER, transport=transport(200, seal(CIPHER, data, key=KEY)))
+
+    with caplog.at_level(logging.DEBUG):
+        await store.get_bytes(URL, ref_of(data))
+        await store.put_bytes(URL, data, key=KEY)
+
+    assert "X-Amz-Signature" not in caplog.text
 
 
 async def test_production_refuses_a_plain_http_url() -> None:

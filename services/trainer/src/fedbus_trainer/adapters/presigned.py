@@ -10,6 +10,7 @@ are checked against the reference.
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import httpx
@@ -62,6 +63,9 @@ class PresignedArtifacts:
         self._cipher = cipher
         self._require_https = require_https
         verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        # httpx logs every request's full URL at INFO; a presigned URL is a credential until it
+        # expires, so only its warnings reach the trainer's logs.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=timeout_s, follow_redirects=False, transport=transport
         )
