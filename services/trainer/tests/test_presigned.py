@@ -213,3 +213,22 @@ async def test_a_global_model_without_a_url_is_not_trained(
 
     assert [e.phase for e in out if isinstance(e, Progress)] == [Phase.FAILED]
     assert _grants(deps).requests == []
+
+
+async def test_no_url_reaches_the_trainers_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """As the trainer logs (JSON lines at INFO): httpx would log each request's signed URL."""
+    from fedbus.telemetry import configure_logging
+
+    data = b"weights"
+    store = PresignedArtifacts(CIPHER, transport=transport(200, seal(CIPHER, data, key=KEY)))
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("trainer", "INFO")
+    try:
+        await store.get_bytes(URL, ref_of(data))
+        await store.put_bytes(URL, data, key=KEY)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+    assert "X-Amz-" not in capsys.readouterr().err

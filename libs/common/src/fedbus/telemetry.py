@@ -62,5 +62,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "botocore", "urllib3", "uvicorn.access"):
+    # httpx logs every request's full URL at INFO: a presigned URL is a bearer credential.
+    for noisy in ("aiokafka", "botocore", "urllib3", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
