@@ -140,7 +140,7 @@ async def test_hash_mismatch_and_missing_object_are_rejected(
     assert codes == {"b": "integrity", "c": "artifact_missing"}
 
 
-@pytest.mark.parametrize("forgery", ["other_hash", "before_upload"])
+@pytest.mark.parametrize("forgery", ["other_hash", "before_upload", "other_key"])
 async def test_an_update_forged_in_another_clients_name_does_not_shut_it_out(
     deps: Deps,
     started: Callable[..., RoundStarted],
@@ -155,11 +155,15 @@ async def test_an_update_forged_in_another_clients_name_does_not_shut_it_out(
     genuine = await submit("b", delta(2.0))
     stored = artifacts.objects.pop(genuine.update.object_key)
     wrong = "f" * 64 if forgery == "other_hash" else genuine.update.sha256
+    claimed = genuine.update.model_copy(update={"sha256": wrong})
+    if forgery == "other_key":  # the forger's own object, announced as b's
+        mine = await submit("x", delta(9.0))
+        claimed = mine.update
     forged = UpdateSubmitted.create(
-        source="trainer", job_id="job-1", round=1, client_id="b",
-        update=genuine.update.model_copy(update={"sha256": wrong}), num_samples=10_000,
+        source="trainer", job_id="job-1", round=1, client_id="b", update=claimed,
+        num_samples=10_000,
     )  # fmt: skip
-    if forgery == "other_hash":
+    if forgery != "before_upload":
         artifacts.objects[genuine.update.object_key] = stored  # b uploaded; forger guessed
     await run(bus, deps, started(min_clients=2), await submit("a", delta(1.0)), forged)
     assert completed(bus) == []
@@ -183,6 +187,7 @@ async def test_an_update_forged_in_another_clients_name_does_not_shut_it_out(
 )
 async def test_an_update_naming_any_object_but_the_key_granted_to_it_is_refused(
     deps: Deps,
+    clock: ManualClock,
     started: Callable[..., RoundStarted],
     submit: Callable[..., Any],
     artifacts: InMemoryArtifactStore,
@@ -195,12 +200,16 @@ async def test_an_update_naming_any_object_but_the_key_granted_to_it_is_refused(
     artifacts.objects[key] = artifacts.objects[own.update.object_key]
     forged = own.model_copy(update={"update": own.update.model_copy(update={"object_key": key})})
 
-    await run(bus, deps, started(clients=("a", "b"), min_clients=1), other, forged)
+    start = started(clients=("a", "b"), min_clients=1, deadline_s=30)
+    await run(bus, deps, start, other, forged)
+    assert completed(bus) == []  # a may still announce what it wrote at its key
+    clock.advance(31)
+    await close_due_rounds(deps=deps, publisher=bus)
 
     [done] = completed(bus)
     assert done.participants == ["b"]
     [dropped] = done.dropped
-    assert (dropped.client_id, dropped.code) == ("a", "invalid_update")
+    assert (dropped.client_id, dropped.code) == ("a", "not_granted")
     assert "jobs/job-1/round-1/updates/a/update" in dropped.message
 
 
@@ -553,3 +562,18 @@ async def test_a_decline_of_an_earlier_attempt_or_after_an_update_changes_nothin
 
     [done] = completed(bus)
     assert done.participants == ["a", "b", "c"]
+
+
+async def test_a_client_that_declined_an_earlier_attempt_takes_part_in_the_next(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    """A decline belongs to one attempt (a daily limit frees): the retry grants and judges it."""
+    bus = InMemoryBus()
+    first = started(clients=("a", "b"), min_clients=2)
+    await run(bus, deps, first, declined(first, "b"))
+    retry = started(clients=("a", "b"), min_clients=2, time=T0 + timedelta(seconds=5))
+    await run(bus, deps, retry)
+    await run(bus, deps, await submit("a", delta(1.0)), await submit("b", delta(1.0)))
+
+    [done] = completed(bus)
+    assert done.participants == ["a", "b"]

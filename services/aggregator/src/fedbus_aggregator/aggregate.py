@@ -106,7 +106,7 @@ async def judge(
     expected = update_key(state.job_id, state.round, record.client_id)
     if record.ref.object_key != expected:
         return record.rejected(
-            RejectCode.INVALID_UPDATE,
+            RejectCode.NOT_GRANTED,
             f"object key {record.ref.object_key!r} is not the key granted, {expected}",
         )
     try:

@@ -53,13 +53,16 @@ class RejectCode(StrEnum):
     INVALID_UPDATE = "invalid_update"
     DEADLINE = "deadline"
     DECLINED = "declined"
+    NOT_GRANTED = "not_granted"
 
 
-NOT_ITS_OBJECT = frozenset({RejectCode.ARTIFACT_MISSING, RejectCode.INTEGRITY})
-"""Rejections that say the event did not describe the object its client wrote (nothing at the
-granted key yet, or other bytes than the event's size and SHA-256). Any trainer may send an
-``update.submitted`` naming another client; such a rejection therefore does not settle the
-client: its own event, coming later, is still judged."""
+NOT_ITS_OBJECT = frozenset(
+    {RejectCode.NOT_GRANTED, RejectCode.ARTIFACT_MISSING, RejectCode.INTEGRITY}
+)
+"""Rejections that say the event did not describe the object its client wrote (another key
+than the one granted, nothing at the granted key yet, or other bytes than the event's size and
+SHA-256). Any trainer may send an ``update.submitted`` naming another client; such a rejection
+therefore does not settle the client: its own event, coming later, is still judged."""
 
 
 class Admission(StrEnum):
@@ -147,11 +150,16 @@ class RoundState:
         """The round after a newer ``round.started`` (a retry): new selection and deadline.
 
         Updates of clients still selected are kept when the global model is unchanged
-        (they are deltas against it); all others are forgotten.
+        (they are deltas against it); all others are forgotten, and so are a decline (it was of
+        the earlier attempt) and a rejection that did not settle its client.
         """
         same_model = event.global_model == self.started.global_model
         keep = set(event.selected_clients) if same_model else set()
-        kept = {c: u for c, u in self.updates.items() if c in keep}
+        kept = {
+            c: u
+            for c, u in self.updates.items()
+            if c in keep and _settled(u) and u.code is not RejectCode.DECLINED
+        }
         return replace(
             self,
             started=event,
