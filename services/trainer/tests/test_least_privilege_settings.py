@@ -59,3 +59,46 @@ def test_a_trainer_with_its_own_env_file_reads_no_other(
 
     assert settings.client_id == "a"
     assert settings.postgres_dsn.get_secret_value() == ""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("minio_secret_key", "root-secret", "FEDBUS_MINIO_SECRET_KEY"),
+        ("minio_access_key", "root", "FEDBUS_MINIO_ACCESS_KEY"),
+        ("postgres_dsn", "postgresql://fedbus:pw@db/fedbus", "FEDBUS_POSTGRES_DSN"),
+    ],
+)
+def test_a_production_trainer_given_the_operators_credentials_refuses_to_start(
+    field: str, value: str, named: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        TrainerSettings(  # type: ignore[call-arg]
+            _env_file=None, env=Environment.PRODUCTION, client_id="site-a",
+            kafka_security_protocol=KafkaSecurityProtocol.SASL_SSL, **{field: value},
+        )  # fmt: skip
+
+    assert named in str(refused.value)
+    assert value not in str(refused.value)  # named, never shown
+
+
+def test_a_development_trainer_run_with_the_stacks_env_file_says_what_it_holds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    stack_env = tmp_path / ".env"
+    stack_env.write_text(
+        "FEDBUS_MINIO_SECRET_KEY=root-secret\nFEDBUS_KAFKA_SASL_USERNAME=admin\n"
+        "FEDBUS_POSTGRES_DSN=postgresql://u:pw@h/db\n"
+    )
+    monkeypatch.setenv("FEDBUS_ENV_FILE", str(stack_env))
+    for name in ("FEDBUS_MINIO_ACCESS_KEY", "FEDBUS_MINIO_SECRET_KEY", "FEDBUS_POSTGRES_DSN"):
+        monkeypatch.delenv(name, raising=False)
+
+    startup(["--client-id", "a", "--data", f"d={client_file}", "--device", "cpu"])
+
+    err = capsys.readouterr().err
+    assert "FEDBUS_MINIO_SECRET_KEY" in err
+    assert "FEDBUS_POSTGRES_DSN" in err
+    assert "admin, not trainer-a" in err
+    assert "root-secret" not in err

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -92,6 +93,13 @@ def startup(
         SiteGate.load(settings.site_policy_file, settings.client_state_dir())
     except ValueError as exc:
         parser.exit(2, f"fedbus-trainer: error: {exc}\n")
+    held = [*settings.operator_secrets(), *filter(None, [settings.foreign_kafka_user()])]
+    if held:  # production refuses them (insecure_values); here they are only unused
+        print(
+            f"fedbus-trainer: warning: {', '.join(held)} set; a trainer uses none of them "
+            "(give it its own env file: stack.py principal trainer <id> writes one)",
+            file=sys.stderr,
+        )
     release_free_memory()  # the validation above read every file and let it go
     return settings, datasets, device
 

@@ -67,17 +67,45 @@ class TrainerSettings(FedbusSettings):
         return check_client_id(value) if value else value
 
     def insecure_values(self) -> list[str]:
-        """What would be insecure for a trainer in production: plaintext Kafka.
+        """What would be insecure for a trainer in production: plaintext Kafka, or holding
+        storage or database credentials (:meth:`operator_secrets`).
 
         Neither MinIO credentials nor a DSN is asked for (a trainer has none); the object
         store's URLs must be https, which the artifact adapter checks on each one.
         """
+        problems = []
         if self.kafka_security_protocol in {
             KafkaSecurityProtocol.PLAINTEXT,
             KafkaSecurityProtocol.SASL_PLAINTEXT,
         }:
-            return [f"Kafka security protocol is {self.kafka_security_protocol.value}"]
-        return []
+            problems.append(f"Kafka security protocol is {self.kafka_security_protocol.value}")
+        held = self.operator_secrets()
+        if held:
+            problems.append(
+                f"a trainer holds no storage or database credentials, but {', '.join(held)} "
+                "are set (give it its own env file: stack.py principal trainer <id> writes one)"
+            )
+        return problems
+
+    def operator_secrets(self) -> list[str]:
+        """The settings a trainer must not hold that are set: MinIO keys and the DSN."""
+        return [
+            name
+            for name, value in (
+                ("FEDBUS_MINIO_ACCESS_KEY", self.minio_access_key),
+                ("FEDBUS_MINIO_SECRET_KEY", self.minio_secret_key.get_secret_value()),
+                ("FEDBUS_POSTGRES_DSN", self.postgres_dsn.get_secret_value()),
+            )
+            if value
+        ]
+
+    def foreign_kafka_user(self) -> str | None:
+        """The Kafka user when it is not this trainer's own ``trainer-<client_id>``, else None
+        (a warning: a deployment may name its principals otherwise)."""
+        user = self.kafka_sasl_username
+        if user and self.client_id and user != f"trainer-{self.client_id}":
+            return f"FEDBUS_KAFKA_SASL_USERNAME ({user}, not trainer-{self.client_id})"
+        return None
 
     def group_id(self) -> str:
         """The consumer group: ``consumer_group`` when set, else ``trainer-<client_id>``."""
