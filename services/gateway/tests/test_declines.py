@@ -50,3 +50,24 @@ async def test_a_decline_is_streamed_with_the_job_and_a_made_up_job_is_not_recor
     assert data["reasons"] == [REASON.model_dump()]
     assert data["client_id"] == "hospital-a"
     assert await env.jobs.events_after("no-such-job", after=0) == []
+
+
+async def test_another_tenants_request_under_a_known_job_id_stays_out_of_its_stream(
+    env: Env, spec: Spec
+) -> None:
+    """Outside producers pick their job ids: globex reusing acme's shows nothing to acme."""
+    from fedbus.events import JobRequested, JobSpec
+
+    reply = await env.client.post("/v1/jobs", json={"spec": spec()}, headers=env.auth("acme"))
+    job_id = str(reply.json()["job_id"])
+    handlers = HANDLERS.bind(Deps(jobs=env.jobs, hub=env.hub))
+    before = await env.jobs.events_after(job_id, after=0)
+    squat = JobRequested.create(source="upstream-globex", job_id=job_id, tenant="globex",
+                                spec=JobSpec.model_validate(spec()))  # fmt: skip
+
+    await handlers[JobRequested](squat)
+
+    assert await env.jobs.events_after(job_id, after=0) == before
+    view = await env.jobs.get(job_id)
+    assert view is not None
+    assert view.tenant == "acme"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fedbus.bus import Routes, route
 from fedbus.events import (
     BudgetUpdated,
@@ -22,6 +24,8 @@ from fedbus_gateway.store import StoredEvent
 
 __all__ = ["HANDLERS", "on_job_event", "on_progress", "on_round_declined"]
 
+log = logging.getLogger(__name__)
+
 
 async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
     """Record the event, update the job's view, then pass it to the job's live streams.
@@ -30,6 +34,13 @@ async def on_job_event(event: Event, *, deps: Deps) -> list[Event]:
     event in the record, so a resumed stream of an ended job is complete.
     """
     with log_context(job_id=event.job_id, event_type=event.type):
+        if isinstance(event, JobRequested):
+            known = await deps.jobs.get(event.job_id)
+            if known is not None and known.tenant != event.tenant:
+                # Another tenant's request under this job's id (outside producers pick their
+                # ids): orchestration ignores it, and this job's stream does not show it.
+                log.warning("job.requested of another tenant under a known job id; ignored")
+                return []
         seq = await deps.jobs.record(event)
         await deps.jobs.apply(event)
         deps.hub.publish(StoredEvent(seq=seq, event=event))
