@@ -204,3 +204,4 @@ async def test_a_trainer_runs_without_any_database_or_storage_secret_and_still_t
     finally:
         proc.stop()
     assert "Traceback" not in proc.text(), proc.text()[-3000:]
+    assert "X-Amz-Signature" not in proc.text()  # its URLs are credentials: never logged
