@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -72,10 +73,11 @@ def test_a_trainer_with_its_own_env_file_reads_no_other(
 def test_a_production_trainer_given_the_operators_credentials_refuses_to_start(
     field: str, value: str, named: str
 ) -> None:
+    given: dict[str, Any] = {field: value}
     with pytest.raises(ValidationError) as refused:
         TrainerSettings(  # type: ignore[call-arg]
             _env_file=None, env=Environment.PRODUCTION, client_id="site-a",
-            kafka_security_protocol=KafkaSecurityProtocol.SASL_SSL, **{field: value},
+            kafka_security_protocol=KafkaSecurityProtocol.SASL_SSL, **given,
         )  # fmt: skip
 
     assert named in str(refused.value)
