@@ -256,8 +256,10 @@ async def test_corrupted_updates_are_rejected_and_the_service_keeps_running(
     )  # fmt: skip
     wrong_shape = {name: np.zeros((2, 2), np.float32) for name in initial}
     async with EventWatcher(settings, ["round.completed"]) as watch:
+        # c's event names other bytes than c's object: any trainer may send one in c's name,
+        # so the round waits for c's own event until the deadline, then drops c.
         await producer.publish(
-            round_started(job, dataset[0], ["a", "b", "c", "d"], min_clients=2, deadline_s=300)
+            round_started(job, dataset[0], ["a", "b", "c", "d"], min_clients=2, deadline_s=20)
         )
         for client in ("a", "b"):
             await producer.publish(await upload(artifacts, job, client, small_delta(initial, 0.01)))
