@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fedbus.privacy import GaussianSteps
 from fedbus_trainer.site_policy import DAY, TrainedRound
+from fedbus_trainer.state import write_json_atomically
 
 __all__ = ["SiteLog"]
 
@@ -68,15 +68,8 @@ class SiteLog:
         self._write()
 
     def _write(self) -> None:
-        if self._path is None:
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
-            json.dump(self._entries, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+        if self._path is not None:
+            write_json_atomically(self._path, self._entries)
 
 
 def _round(entry: dict[str, Any]) -> TrainedRound:

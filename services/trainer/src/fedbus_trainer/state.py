@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fedbus.events import UpdateSubmitted, decode, encode
 
-__all__ = ["SubmittedLog"]
+__all__ = ["SubmittedLog", "write_json_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,22 @@ class SubmittedLog:
         self._write()
 
     def _write(self) -> None:
-        if self._path is None:
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
-            json.dump(self._entries, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+        if self._path is not None:
+            write_json_atomically(self._path, self._entries)
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` so a crash leaves the old file or the new one.
+
+    Written to ``<path>.tmp``, flushed to disk, then renamed over ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> dict[str, str]:
