@@ -12,7 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fedbus.settings import FedbusSettings
-from fedbus.storage import AesGcmCipher, ArtifactIntegrityError, S3ArtifactStore, sha256_hex
+from fedbus.storage import (
+    AesGcmCipher,
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    S3ArtifactStore,
+    sha256_hex,
+)
 
 
 def _download(url: str, settings: FedbusSettings) -> bytes:
@@ -83,3 +89,19 @@ async def test_an_encrypted_artifact_is_sent_with_the_ciphertexts_sha256(
     assert sha256_hex(stored) != ref.sha256  # at rest it is ciphertext
     head = store._s3.head_object(Bucket=store.bucket, Key=ref.object_key, ChecksumMode="ENABLED")
     assert base64.b64decode(head["ChecksumSHA256"]).hex() == sha256_hex(stored)
+
+
+async def test_the_stored_size_comes_from_a_head_request_without_reading_the_body(
+    settings: FedbusSettings,
+) -> None:
+    store = S3ArtifactStore.from_settings(settings)  # encrypted when the stack has keys
+    await store.ensure_bucket()
+    data = b"x" * 10_000
+    ref = await store.put_bytes(data, prefix=f"test/{uuid.uuid4().hex[:8]}")
+
+    stored = await store.stored_size(ref.object_key)
+
+    body = store._s3.get_object(Bucket=store.bucket, Key=ref.object_key)["Body"].read()
+    assert stored == len(body)
+    with pytest.raises(ArtifactNotFoundError):
+        await store.stored_size(ref.object_key + "-missing")

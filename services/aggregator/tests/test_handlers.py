@@ -577,3 +577,31 @@ async def test_a_client_that_declined_an_earlier_attempt_takes_part_in_the_next(
 
     [done] = completed(bus)
     assert done.participants == ["a", "b"]
+
+
+async def test_an_oversized_upload_is_refused_before_a_byte_of_it_is_read(
+    deps: Deps,
+    clock: ManualClock,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+    artifacts: CountingStore,
+) -> None:
+    """A PUT URL does not bound the upload: the size is checked with a HEAD first."""
+    bus = InMemoryBus()
+    b = await submit("b", delta(1.0))
+    artifacts.objects[b.update.object_key] += b"\0" * 10_000_000  # far more than it claims
+    huge = await submit("c", delta(1.0))
+    claims_too_much = huge.model_copy(
+        update={"update": huge.update.model_copy(update={"size_bytes": 1 << 40})}
+    )
+
+    start = started(min_clients=1, deadline_s=30)
+    await run(bus, deps, start, await submit("a", delta(1.0)), b, claims_too_much)
+    clock.advance(31)
+    await close_due_rounds(deps=deps, publisher=bus)
+
+    [done] = completed(bus)
+    assert done.participants == ["a"]
+    assert {d.client_id: d.code for d in done.dropped} == {"b": "oversized", "c": "oversized"}
+    assert artifacts.reads.get(b.update.object_key, 0) == 0
+    assert artifacts.reads.get(huge.update.object_key, 0) == 0

@@ -97,6 +97,31 @@ async def global_model(state: RoundState, deps: Deps) -> Model:
     return model
 
 
+ENVELOPE_MAX_OVERHEAD = 128
+"""Most bytes the FBE2 envelope adds to a plaintext (header, key id, nonce, tag)."""
+
+
+def max_update_bytes(reference: Model) -> int:
+    """The largest plaintext an update of ``reference`` can be: its arrays (as float32 or
+    wider, twice over for safety) plus a safetensors header of at most 1 MiB."""
+    return 2 * sum(int(a.nbytes) for a in reference.values()) + (1 << 20)
+
+
+async def _oversized(record: UpdateRecord, reference: Model, deps: Deps) -> str | None:
+    """Why the update is too large to read, or None: checked before a byte is downloaded.
+
+    A trainer's PUT URL does not bound what it uploads; without these checks the aggregator
+    would read a multi-gigabyte object into memory to find out.
+    """
+    limit, claimed = max_update_bytes(reference), record.ref.size_bytes
+    if claimed > limit:
+        return f"the event claims {claimed} bytes; an update of this model has at most {limit}"
+    stored = await deps.artifacts.stored_size(record.ref.object_key)
+    if stored is not None and stored > claimed + ENVELOPE_MAX_OVERHEAD:
+        return f"{stored} bytes are stored at {record.ref.object_key}; the event says {claimed}"
+    return None
+
+
 async def judge(
     record: UpdateRecord, *, state: RoundState, reference: Model, deps: Deps
 ) -> UpdateRecord:
@@ -110,6 +135,9 @@ async def judge(
             f"object key {record.ref.object_key!r} is not the key granted, {expected}",
         )
     try:
+        too_big = await _oversized(record, reference, deps)
+        if too_big is not None:
+            return record.rejected(RejectCode.OVERSIZED, too_big)
         tensors = await deps.artifacts.get_tensors(record.ref)
     except ArtifactNotFoundError as exc:
         return record.rejected(RejectCode.ARTIFACT_MISSING, str(exc))

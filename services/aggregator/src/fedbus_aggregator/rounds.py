@@ -54,15 +54,22 @@ class RejectCode(StrEnum):
     DEADLINE = "deadline"
     DECLINED = "declined"
     NOT_GRANTED = "not_granted"
+    OVERSIZED = "oversized"
 
 
 NOT_ITS_OBJECT = frozenset(
-    {RejectCode.NOT_GRANTED, RejectCode.ARTIFACT_MISSING, RejectCode.INTEGRITY}
+    {
+        RejectCode.NOT_GRANTED,
+        RejectCode.ARTIFACT_MISSING,
+        RejectCode.INTEGRITY,
+        RejectCode.OVERSIZED,
+    }
 )
 """Rejections that say the event did not describe the object its client wrote (another key
-than the one granted, nothing at the granted key yet, or other bytes than the event's size and
-SHA-256). Any trainer may send an ``update.submitted`` naming another client; such a rejection
-therefore does not settle the client: its own event, coming later, is still judged."""
+than the one granted, nothing at the granted key yet, other bytes than the event's size and
+SHA-256, or a size no update of the model can have). Any trainer may send an
+``update.submitted`` naming another client; such a rejection therefore does not settle the
+client: its own event, coming later, is still judged."""
 
 
 class Admission(StrEnum):

@@ -116,6 +116,11 @@ class ArtifactStore(ABC):
     async def exists(self, key: str) -> bool:
         """True when an object is stored under ``key``."""
 
+    async def stored_size(self, key: str) -> int | None:
+        """Bytes stored under ``key`` (ciphertext when encrypted), without reading them;
+        None when the store cannot tell. Raises :class:`ArtifactNotFoundError` when absent."""
+        return None
+
     async def put_bytes(self, data: bytes, *, prefix: str) -> ModelRef:
         """Store ``data`` under ``<prefix>/<sha256>`` and return its reference."""
         digest = sha256_hex(data)

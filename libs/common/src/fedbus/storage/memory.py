@@ -24,6 +24,12 @@ class InMemoryArtifactStore(ArtifactStore):
         except KeyError:
             raise ArtifactNotFoundError(f"no artifact {key}") from None
 
+    async def stored_size(self, key: str) -> int | None:
+        """See :class:`ArtifactStore`."""
+        if key not in self.objects:
+            raise ArtifactNotFoundError(f"no artifact {key}")
+        return len(self.objects[key])
+
     async def exists(self, key: str) -> bool:
         """See :class:`ArtifactStore`."""
         return key in self.objects

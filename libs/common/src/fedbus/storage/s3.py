@@ -101,6 +101,18 @@ class S3ArtifactStore(ArtifactStore):
         except (BotoCoreError, EndpointConnectionError) as exc:
             raise StorageUnavailableError(f"get {key}: {exc}") from exc
 
+    async def stored_size(self, key: str) -> int | None:
+        """See :class:`ArtifactStore` (a HEAD request: its ``Content-Length``)."""
+        try:
+            head = await asyncio.to_thread(self._s3.head_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise ArtifactNotFoundError(f"no artifact {self.bucket}/{key}") from exc
+            raise StorageUnavailableError(f"head {key}: {exc}") from exc
+        except (BotoCoreError, EndpointConnectionError) as exc:
+            raise StorageUnavailableError(f"head {key}: {exc}") from exc
+        return int(head["ContentLength"])
+
     async def exists(self, key: str) -> bool:
         """See :class:`ArtifactStore`."""
         try:
