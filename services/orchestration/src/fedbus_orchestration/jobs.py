@@ -314,9 +314,10 @@ def after_decline(
     """Remember a site's decline; when the running round can no longer close, act now.
 
     The round keeps running while enough of its selected clients do not decline (the aggregator
-    drops the decliner from the attempt at once and closes it when the others have reported). Otherwise, without waiting for the
-    deadline: a new attempt from the trainers that do not decline, or ``job.failed`` with code
-    ``clients_declined`` when too few remain (or the round's retries are spent).
+    drops the decliner from the attempt at once and closes it when the others have reported).
+    Otherwise, without waiting for the deadline: a new attempt from the trainers that do not
+    decline, or ``job.failed`` with code ``clients_declined`` when too few remain (or the
+    round's retries are spent).
     """
     if job.state.final:
         return Transition(job, [])
