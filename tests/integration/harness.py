@@ -38,6 +38,7 @@ __all__ = [
     "fresh_group",
     "principal_env",
     "principal_settings",
+    "read_all",
     "state_dir",
     "trainer_env",
     "unique",
@@ -245,3 +246,30 @@ class EventWatcher:
                     return event
             await asyncio.sleep(0)
         raise TimeoutError(f"no matching event within {limit_s}s; saw {len(self.seen)} events")
+
+
+async def read_all(
+    settings: FedbusSettings, topic: str, group: str | None = None, *, limit_s: float = 30
+) -> list[Event]:
+    """Every event on ``topic``'s partition 0 so far, read as ``settings``' principal.
+
+    ``group`` is the consumer group the principal may use (None: none, for the admin); the
+    broker's refusal (TopicAuthorizationFailed, GroupAuthorizationFailed) is raised as is.
+    """
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: list[Event] = []
+        async with asyncio.timeout(limit_s):
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    out += [decode(r.value or b"") for r in records]
+        return out
+    finally:
+        await consumer.stop()

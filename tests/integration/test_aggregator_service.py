@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from fedbus.bus import EventProducer, ensure_topics
@@ -30,14 +30,13 @@ from fedbus.events import (
     TrainingConfig,
     UpdateSubmitted,
     assigned_topic,
-    decode,
     utc_now,
 )
 from fedbus.settings import FedbusSettings
 from fedbus.storage import S3ArtifactStore, tensors_to_bytes, update_key
 from fedbus_executor import DataRef, PrepareOptions, initial_weights, prepare_dataset
 
-from .harness import EventWatcher, ServiceProcess, fresh_group, unique
+from .harness import EventWatcher, ServiceProcess, fresh_group, read_all, unique
 
 CONSUMED = ["round.started", "update.submitted"]
 SEED = 3
@@ -154,24 +153,6 @@ async def upload(
     )  # fmt: skip
 
 
-async def read_topic(settings: FedbusSettings, topic: str) -> list[Event]:
-    """Every event on ``topic`` (one partition) from its start, as the admin."""
-    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        out: list[Event] = []
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                out += [decode(r.value or b"") for r in records]
-        return out
-    finally:
-        await consumer.stop()
-
-
 def _for_job(job: str) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, RoundCompleted) and e.job_id == job
 
@@ -206,7 +187,7 @@ async def test_full_round_produces_a_verified_global_model_with_accuracy(
     assert done.metrics["train_loss"] == pytest.approx(2.0)
     # Each selected client was granted its round on its own topic: its key, URLs, expiry.
     for client in ("a", "b", "c"):
-        [grant] = [e for e in await read_topic(settings, assigned_topic(client))
+        [grant] = [e for e in await read_all(settings, assigned_topic(client))
                    if isinstance(e, RoundAssigned) and e.job_id == job]  # fmt: skip
         assert grant.client_id == client
         assert grant.update_key == update_key(job, 1, client)

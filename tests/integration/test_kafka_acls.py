@@ -41,7 +41,6 @@ from fedbus.events import (
     TrainerHeartbeat,
     TrainerStatus,
     TrainingConfig,
-    decode,
     encode,
     utc_now,
 )
@@ -56,6 +55,7 @@ from .harness import (
     free_port,
     fresh_group,
     principal_settings,
+    read_all,
     state_dir,
     unique,
 )
@@ -255,27 +255,6 @@ def _assignment(client_id: str) -> RoundAssigned:
         training=TrainingConfig(), strategy=StrategySpec(), privacy=PrivacySpec(), seed=1,
         update_url="https://minio.invalid/" + key, update_key=key, urls_expire_at=utc_now(),
     )  # fmt: skip
-
-
-async def read_all(settings: FedbusSettings, topic: str, group: str) -> list[Event]:
-    """Every event on ``topic``'s partition 0 so far, read as ``settings``' principal."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        out: list[Event] = []
-        async with asyncio.timeout(SEND_LIMIT_S):
-            while await consumer.position(tp) < end:
-                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                    out += [decode(r.value or b"") for r in records]
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def test_an_upstream_principal_may_request_and_cancel_jobs_only(

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from fedbus.bus import EventProducer
 from fedbus.events import (
     DeadLetter,
     Event,
+    JobAccepted,
     JobCancelRequested,
     JobRejected,
     JobRequested,
@@ -28,13 +32,16 @@ from fedbus.events import (
     encode,
     schema_dir,
 )
+from fedbus.events.docgen import render
 from fedbus.settings import FedbusSettings
 
 from .harness import (
+    REPO,
     EventWatcher,
     ServiceProcess,
     create_principal,
     fresh_group,
+    principal_env,
     principal_settings,
     unique,
 )
@@ -127,4 +134,36 @@ async def test_orchestration_takes_the_tenant_from_the_intake_not_the_payload(
     assert not [e for e in seen if e.job_id == forged.job_id and e.type != "dead.letter"]
     # No trainer announced the dataset, so the honest request is refused: for its own tenant.
     assert isinstance(answer, JobRejected)
+    assert answer.tenant == tenant
+
+
+async def test_the_documented_aiokafka_example_publishes_a_request_for_its_tenant(
+    secured: FedbusSettings, orchestration: str, tmp_path: Path
+) -> None:
+    """docs/events.md's outside-publisher block, run as written with a principal's env file."""
+    page = render()
+    block = page.split("With plain aiokafka")[1].split("```python\n")[1].split("```")[0]
+    script = tmp_path / "publish.py"
+    script.write_text(block)
+    tenant = unique("acme")
+    principal = create_principal(secured, "upstream", tenant)
+    env = {
+        **os.environ,
+        **principal_env(principal),
+        "FEDBUS_KAFKA_BOOTSTRAP_SERVERS": secured.kafka_bootstrap_servers,
+        "TENANT": tenant,
+    }
+
+    async with EventWatcher(secured, ["job.accepted", "job.rejected"]) as watch:
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(script)], cwd=REPO, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.strip()
+        answer = await watch.wait_for(lambda e: e.job_id == job_id, limit_s=90)
+
+    # Orchestration answered for the tenant of the intake (rejected, unless a live trainer
+    # holds the example's dataset).
+    assert isinstance(answer, JobAccepted | JobRejected)
     assert answer.tenant == tenant

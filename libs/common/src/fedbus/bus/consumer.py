@@ -35,9 +35,9 @@ from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_ev
 from fedbus.bus.delivery import DeliveryRules, Failure, Handler, Outcome, RetryPolicy
 from fedbus.bus.idempotency import IdempotencyStore
 from fedbus.bus.producer import Publisher
-from fedbus.bus.topics import dlq_topic
+from fedbus.bus.topics import catalog, dlq_topic
 from fedbus.bus.tracing import consume_span, tracing_enabled
-from fedbus.events import MAX_EVENT_BYTES, DecodeFailure, TopicCatalog, load_topics
+from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
 from fedbus.events.topics import DEAD_LETTER_SUFFIX
 from fedbus.settings import FedbusSettings
 
@@ -69,11 +69,6 @@ class RawPublisher(Publisher, Protocol):
 
 FAMILY_REFRESH_MS = 10_000
 """How often a runner that reads topic families looks for new members (metadata refresh)."""
-
-
-@functools.cache
-def _catalog() -> TopicCatalog:
-    return load_topics()
 
 
 def subscription_pattern(topics: Sequence[str], families: Sequence[str]) -> str:
@@ -315,7 +310,7 @@ class ConsumerRunner:
             # The type must be the topic's; on a family's member the addressed field must name
             # it (another trainer's assignment, another tenant's request are refused), and the
             # source becomes the member's one writer.
-            return _catalog().admit(event, record.topic)
+            return catalog().admit(event, record.topic)
         except ValueError as exc:
             err = EventDecodeError(
                 DecodeFailure.SCHEMA_VIOLATION, [str(exc)], event_type=event.type

@@ -20,6 +20,7 @@ from fedbus.settings import FedbusSettings
 __all__ = [
     "AddressedTopics",
     "TopicsUnavailableError",
+    "catalog",
     "dlq_topic",
     "ensure_topics",
     "reset_group_to_end",
@@ -34,12 +35,13 @@ READY_TIMEOUT_S = 60.0
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic of ``topic``; a family's members share one
     (``round.assigned.c1`` -> ``round.assigned.dlq``)."""
-    family = _catalog().family_of(topic)
+    family = catalog().family_of(topic)
     return (family.name if family is not None else topic) + DEAD_LETTER_SUFFIX
 
 
 @functools.cache
-def _catalog() -> TopicCatalog:
+def catalog() -> TopicCatalog:
+    """The topic catalog (``schemas/topics.yaml``), loaded once per process."""
     return load_topics()
 
 
@@ -211,14 +213,14 @@ async def reset_group_to_end(settings: FedbusSettings, topic: str, group_id: str
     )
     await consumer.start()
     try:
-        catalog = _catalog()
-        is_family = any(f.name == topic for f in catalog.families())
+        topics = catalog()
+        is_family = any(f.name == topic for f in topics.families())
         partitions = None if is_family else consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer._client.force_metadata_update()
         if is_family:
             members = [t for t in consumer._client.cluster.topics()
-                       if (f := catalog.family_of(t)) is not None and f.name == topic]  # fmt: skip
+                       if (f := topics.family_of(t)) is not None and f.name == topic]  # fmt: skip
         else:
             members = [topic]
         tps = [

@@ -146,36 +146,50 @@ kafka-console-producer.sh --bootstrap-server localhost:9092 --topic upstream.job
 JSON
 ```
 
-With plain aiokafka (no fedbus imports):
+With plain aiokafka (no fedbus imports), run from the repository with your principal's file
+loaded (`set -a; . <state dir>/principals/upstream-acme.env; set +a`),
+`FEDBUS_KAFKA_BOOTSTRAP_SERVERS` (`127.0.0.1:19092` for `make up`) and `TENANT=acme`; it
+prints the job id (`tests/integration/test_upstream_intake.py` runs this block):
 
 ```python
-import asyncio, json, os, time, uuid
+import asyncio, json, os, ssl, time, uuid
 
 from aiokafka import AIOKafkaProducer
 
 
 async def main() -> None:
-    job_id = f"job-{{uuid.uuid4().hex[:8]}}"
+    tenant, job_id = os.environ["TENANT"], f"job-{{uuid.uuid4()}}"
     with open("schemas/examples/job.requested.json") as body:
         event = json.load(body)
     event.update(
         event_id=str(uuid.uuid4()),
         time=int(time.time() * 1000),
         job_id=job_id,
+        tenant=tenant,
         traceparent=f"00-{{os.urandom(16).hex()}}-{{os.urandom(8).hex()}}-01",
         source="my-upstream",
         idempotency_key=None,
     )
+    cafile = os.environ.get("FEDBUS_KAFKA_SSL_CAFILE")
     producer = AIOKafkaProducer(
-        bootstrap_servers="localhost:9092", acks="all", enable_idempotence=True
+        bootstrap_servers=os.environ["FEDBUS_KAFKA_BOOTSTRAP_SERVERS"],
+        security_protocol=os.environ["FEDBUS_KAFKA_SECURITY_PROTOCOL"],
+        sasl_mechanism=os.environ["FEDBUS_KAFKA_SASL_MECHANISM"],
+        sasl_plain_username=os.environ["FEDBUS_KAFKA_SASL_USERNAME"],
+        sasl_plain_password=os.environ["FEDBUS_KAFKA_SASL_PASSWORD"],
+        ssl_context=ssl.create_default_context(cafile=cafile) if cafile else None,
+        acks="all",
+        enable_idempotence=True,
     )
     await producer.start()
     try:
         await producer.send_and_wait(
-            "upstream.job.requested.acme", key=job_id.encode(), value=json.dumps(event).encode()
+            f"upstream.job.requested.{{tenant}}", key=job_id.encode(),
+            value=json.dumps(event).encode(),
         )
     finally:
         await producer.stop()
+    print(job_id)
 
 
 asyncio.run(main())
