@@ -17,7 +17,7 @@ SERVICES = {
     "privacy-accountant",
     "model-registry",
 }
-EXTERNAL = {"upstream", "dashboard"}
+EXTERNAL = {"upstream", "dashboard", "operator", "auditor"}
 
 
 def test_every_event_type_is_on_a_topic_and_every_topic_has_a_schema() -> None:

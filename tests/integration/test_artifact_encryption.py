@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedbus.bus.signing import generate_key, public_key_b64, write_private_key
 from fedbus.events import ModelRef
 from fedbus.settings import FedbusSettings
 from fedbus.storage import AesGcmCipher, DecryptionError, S3ArtifactStore, tensors_to_bytes
@@ -111,6 +112,8 @@ def test_a_service_in_production_without_artifact_keys_refuses_to_start(
 ) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
+    key_file = tmp_path / "signing.pem"
+    write_private_key(key_file, generate_key())
     production = {
         "FEDBUS_ENV_FILE": str(empty),  # not the local stack's .env (and its keys)
         "FEDBUS_ENV": "production",
@@ -122,6 +125,8 @@ def test_a_service_in_production_without_artifact_keys_refuses_to_start(
         "FEDBUS_POSTGRES_DSN": "postgresql://fedbus:x@127.0.0.1:1/fedbus",
         "FEDBUS_ARTIFACT_KEYS": "",  # set but empty is no key either
         "FEDBUS_ARTIFACT_KEYS_FILE": "",
+        "FEDBUS_SIGNING_KEY_FILE": str(key_file),
+        "FEDBUS_ROOT_PUBLIC_KEYS": public_key_b64(generate_key()),
     }
     proc = ServiceProcess.start(module, module, log_dir=tmp_path, env=production)
     deadline = time.monotonic() + 60

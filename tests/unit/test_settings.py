@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from fedbus.bus.signing import generate_key, public_key_b64
 from fedbus.settings import Environment, FedbusSettings, KafkaSecurityProtocol, load_settings
 
 
@@ -45,6 +46,37 @@ def test_production_refuses_plaintext_and_empty_secrets() -> None:
     assert "Kafka security protocol is PLAINTEXT" in message
     assert "MinIO endpoint is not https" in message
     assert "PostgreSQL DSN is empty" in message
+    assert "FEDBUS_SIGNING_KEY_FILE is not set" in message
+    assert "FEDBUS_ROOT_PUBLIC_KEYS is empty" in message
+
+
+def test_production_refuses_to_turn_signature_checks_off() -> None:
+    with pytest.raises(ValidationError, match="FEDBUS_REQUIRE_SIGNATURES is off"):
+        FedbusSettings(  # type: ignore[call-arg]
+            _env_file=None, env=Environment.PRODUCTION, require_signatures=False
+        )
+
+
+def test_signatures_are_required_by_default_outside_development() -> None:
+    required = {
+        env: FedbusSettings(_env_file=None, env=env, **_SECURE).signatures_required  # type: ignore[call-arg]
+        for env in Environment
+    }
+    assert required == {
+        Environment.DEVELOPMENT: False, Environment.TEST: False, Environment.PRODUCTION: True
+    }  # fmt: skip
+    forced = FedbusSettings(_env_file=None, require_signatures=True)  # type: ignore[call-arg]
+    assert forced.signatures_required
+
+
+_SECURE = {
+    "kafka_security_protocol": KafkaSecurityProtocol.SASL_SSL,
+    "minio_endpoint": "https://minio.example:9000",
+    "minio_secret_key": SecretStr("s3cret"),
+    "postgres_dsn": SecretStr("postgresql://u:p@db/fedbus"),
+    "signing_key_file": Path("/run/secrets/fedbus-signing/key.pem"),
+    "root_public_keys": public_key_b64(generate_key()),
+}
 
 
 def test_production_accepts_tls_and_secrets() -> None:
@@ -58,6 +90,8 @@ def test_production_accepts_tls_and_secrets() -> None:
         minio_endpoint="https://minio.example:9000",
         minio_secret_key=SecretStr("s3cret"),
         postgres_dsn=SecretStr("postgresql://u:p@db/fedbus"),
+        signing_key_file=Path("/run/secrets/fedbus-signing/key.pem"),
+        root_public_keys=public_key_b64(generate_key()),
     )
 
     opts = cfg.kafka_client_options()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fedbus.bus.signing import generate_key, public_key_b64
 from fedbus.events import ModelRef
 from fedbus.settings import FedbusSettings, InsecureSettingsError
 from fedbus.storage import (
@@ -46,6 +47,8 @@ def _production(**values: Any) -> FedbusSettings:
         minio_endpoint="https://minio.example",
         minio_secret_key="s3cret",
         postgres_dsn="postgresql://u:p@db/fedbus",
+        signing_key_file="/run/secrets/fedbus-signing/key.pem",
+        root_public_keys=public_key_b64(generate_key()),
         **values,
     )
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from fedbus.bus.signing import generate_key, public_key_b64
 from fedbus.settings import Environment, KafkaSecurityProtocol
 from fedbus_trainer.main import startup
 from fedbus_trainer.settings import TrainerSettings
@@ -34,6 +35,7 @@ def test_a_production_trainer_needs_no_minio_credentials_and_no_dsn(
     settings = TrainerSettings(  # type: ignore[call-arg]
         _env_file=None, env=Environment.PRODUCTION, client_id="site-a",
         kafka_security_protocol=KafkaSecurityProtocol.SASL_SSL, minio_endpoint="http://ignored",
+        signing_key_file=tmp_path / "key.pem", root_public_keys=public_key_b64(generate_key()),
     )  # fmt: skip
 
     assert settings.insecure_values() == []

@@ -42,6 +42,8 @@ from fedbus.bus import (
     Routes,
     ensure_topics,
 )
+from fedbus.bus.signing import KafkaKeyDirectory
+from fedbus.bus.topics import catalog
 from fedbus.events import load_topics
 from fedbus.settings import FedbusSettings
 
@@ -165,7 +167,10 @@ class ServiceRuntime:
     settings
         The service's settings.
     producer
-        The started, idempotent producer.
+        The started, idempotent producer (it signs with ``FEDBUS_SIGNING_KEY_FILE``).
+    keys
+        The published signing keys the consumer checks records against (None when neither
+        root keys nor required signatures are configured).
     """
 
     def __init__(self, name: str, settings: FedbusSettings, producer: EventProducer) -> None:
@@ -176,6 +181,7 @@ class ServiceRuntime:
         self._checks: dict[str, Callable[[], bool]] = {}
         self._watchers: list[Coroutine[Any, Any, None]] = []
         self._closers = contextlib.AsyncExitStack()
+        self.keys: KafkaKeyDirectory | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -203,8 +209,14 @@ class ServiceRuntime:
             producer = EventProducer(settings, client_id=client_id or name)
             await producer.start()
             stack.push_async_callback(producer.stop)
+            keys: KafkaKeyDirectory | None = None
+            if settings.root_public_keys.strip() or settings.signatures_required:
+                keys = KafkaKeyDirectory(settings, catalog())
+                await keys.start()
+                stack.push_async_callback(keys.stop)
             runtime = cls(name, settings, producer)
             runtime._pool = pool
+            runtime.keys = keys
             stack.push_async_callback(runtime._closers.aclose)
             yield runtime
 
@@ -269,6 +281,8 @@ class ServiceRuntime:
             idempotency=idempotency or await PostgresIdempotencyStore.create(self.pool),
             topics=list(topics),
             families=families,
+            keys=self.keys,
+            require_signatures=self.settings.signatures_required,
         )
         service = Service(self.name, self.settings, app=app)
         consuming = False

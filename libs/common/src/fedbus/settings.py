@@ -139,6 +139,55 @@ class FedbusSettings(BaseSettings):
         # A chart or .env that renders FEDBUS_ARTIFACT_KEYS_FILE= must not mean ".".
         return None if value == "" else value
 
+    signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "This process's Ed25519 private key, PEM (FEDBUS_SIGNING_KEY_FILE): every event it "
+            "publishes is signed with it (fedbus.bus.signing). `make up` makes one per "
+            "principal; a chart mounts it from a secret. Required in production."
+        ),
+    )
+    root_public_keys: str = Field(
+        default="",
+        description=(
+            "The operator's root public keys (FEDBUS_ROOT_PUBLIC_KEYS): base64, comma "
+            "separated. A key on `key.published` counts only when one of them signed it."
+        ),
+    )
+    require_signatures: bool | None = Field(
+        default=None,
+        description=(
+            "Dead-letter every consumed event that is not signed by a published key allowed to "
+            "say it (FEDBUS_REQUIRE_SIGNATURES). Unset: on outside development and test."
+        ),
+    )
+    keys_refresh_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "How old the consumers' copy of `key.published` may grow before they read it "
+            "again (FEDBUS_KEYS_REFRESH_S): a revocation takes effect within it."
+        ),
+    )
+
+    @field_validator("signing_key_file", "require_signatures", mode="before")
+    @classmethod
+    def _empty_signing_setting_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def signatures_required(self) -> bool:
+        """Whether consumers refuse unsigned events (FEDBUS_REQUIRE_SIGNATURES, else by env)."""
+        if self.require_signatures is not None:
+            return self.require_signatures
+        return self.env not in (Environment.DEVELOPMENT, Environment.TEST)
+
+    def root_public_key_list(self) -> list[Any]:
+        """The parsed ``root_public_keys`` (Ed25519 public keys)."""
+        from fedbus.bus.signing import parse_public_key
+
+        return [parse_public_key(k) for k in self.root_public_keys.split(",") if k.strip()]
+
     otel_exporter_otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     http_host: str = "127.0.0.1"
@@ -178,6 +227,19 @@ class FedbusSettings(BaseSettings):
             problems.append("MinIO secret key is empty")
         if not self.postgres_dsn.get_secret_value():
             problems.append("PostgreSQL DSN is empty")
+        problems += self.signing_problems()
+        return problems
+
+    def signing_problems(self) -> list[str]:
+        """What keeps this process from signing and checking signatures (production needs
+        both)."""
+        problems = []
+        if self.signing_key_file is None:
+            problems.append("FEDBUS_SIGNING_KEY_FILE is not set (events would go unsigned)")
+        if not self.signatures_required:
+            problems.append("FEDBUS_REQUIRE_SIGNATURES is off")
+        if not self.root_public_keys.strip():
+            problems.append("FEDBUS_ROOT_PUBLIC_KEYS is empty (no signature could be checked)")
         return problems
 
     def kafka_client_options(self) -> dict[str, Any]:

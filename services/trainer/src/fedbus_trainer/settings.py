@@ -85,7 +85,7 @@ class TrainerSettings(FedbusSettings):
                 f"a trainer holds no storage or database credentials, but {', '.join(held)} "
                 "are set (give it its own env file: stack.py principal trainer <id> writes one)"
             )
-        return problems
+        return problems + self.signing_problems()
 
     def operator_secrets(self) -> list[str]:
         """The settings a trainer must not hold that are set: MinIO keys and the DSN."""

@@ -4,6 +4,8 @@ Delivery rules, in the order the runner applies them to each record:
 
 1. A record larger than ``max_event_bytes``, one that cannot be decoded or validated, or one
    whose event ``type`` does not belong on its topic goes to ``<topic>.dlq`` with the reason.
+   So does one whose signature does not verify, or whose signer may not say it
+   (:mod:`fedbus.bus.signing`), and, when signatures are required, an unsigned one.
 2. An event id the consumer group already handled or dead-lettered is skipped (redelivery
    after a crash).
 3. The handler runs; :class:`~fedbus.errors.RetryableError` is retried with bounded
@@ -35,6 +37,7 @@ from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_ev
 from fedbus.bus.delivery import DeliveryRules, Failure, Handler, Outcome, RetryPolicy
 from fedbus.bus.idempotency import IdempotencyStore
 from fedbus.bus.producer import Publisher
+from fedbus.bus.signing import EventSignatureError, KafkaKeyDirectory, SignedBy, is_signed
 from fedbus.bus.topics import catalog, dlq_topic
 from fedbus.bus.tracing import consume_span, tracing_enabled
 from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
@@ -123,6 +126,10 @@ class ConsumerRunner:
         Publishes handler output and dead letters.
     idempotency
         Remembers handled event ids.
+    keys
+        The published signing keys; a signed record is checked against them.
+    require_signatures
+        Dead-letter unsigned records (and, without ``keys``, every record).
     """
 
     def __init__(
@@ -138,7 +145,11 @@ class ConsumerRunner:
         retry: RetryPolicy | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         commit_interval_s: float = 0.0,
+        keys: KafkaKeyDirectory | None = None,
+        require_signatures: bool = False,
     ) -> None:
+        self._keys = keys
+        self._require_signatures = require_signatures
         self._handlers = dict(handlers)
         self._topics = list(topics or sorted({_event_type(cls) for cls in handlers}))
         self._families = list(families)
@@ -275,7 +286,7 @@ class ConsumerRunner:
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
         """Apply the delivery rules to one record; returns the outcome label."""
-        event_or_error = self._decode(record)
+        event_or_error = await self._admit(record)
         if isinstance(event_or_error, Failure):
             # No event id to remember: an undecodable record has none we could trust, so the
             # same bad bytes sent again are dead-lettered again.
@@ -297,11 +308,32 @@ class ConsumerRunner:
         )
         return self._count(record.topic, outcome)
 
-    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Event | Failure:
+    async def _admit(self, record: ConsumerRecord[bytes, bytes]) -> Event | Failure:
+        """The record's event, when its size, signature, bytes and signer all pass."""
         raw = record.value or b""
         if len(raw) > self._max_bytes:
             problem = f"{len(raw)} bytes exceed the limit of {self._max_bytes}"
             return Failure(EventDecodeError(DecodeFailure.OVERSIZED, [problem]), 0)
+        headers = list(record.headers or ())
+        signer: SignedBy | None = None
+        if is_signed(headers) and self._keys is not None:
+            try:  # before a byte is parsed: only what a known key said is decoded
+                signer = await self._keys.verify(record.topic, record.key, raw, headers)
+            except EventSignatureError as exc:
+                return Failure(exc, 0)
+        elif self._require_signatures:
+            why = "unsigned" if not is_signed(headers) else "no FEDBUS_ROOT_PUBLIC_KEYS to check it"
+            return Failure(EventSignatureError("unsigned", f"signatures are required: {why}"), 0)
+        decoded = self._decode(record, raw)
+        if isinstance(decoded, Failure) or signer is None or self._keys is None:
+            return decoded
+        try:
+            self._keys.check_authority(signer, record.topic, decoded)
+        except EventSignatureError as exc:
+            return Failure(exc, 0)
+        return decoded
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes], raw: bytes) -> Event | Failure:
         try:
             event = decode_event(raw)
         except EventDecodeError as exc:

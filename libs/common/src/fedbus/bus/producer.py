@@ -12,6 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from fedbus.bus.codec import Event, WireFormat, encode_event, event_key
+from fedbus.bus.signing import Signer
 from fedbus.bus.tracing import (
     Headers,
     event_trace_headers,
@@ -90,11 +91,20 @@ class EventProducer:
         The Kafka client id, usually the service name.
     wire_format
         ``"json"`` (default) or ``"avro"``.
+    signer
+        Signs every record (:mod:`fedbus.bus.signing`); by default the key of
+        ``FEDBUS_SIGNING_KEY_FILE``, none when it is not set.
     """
 
     def __init__(
-        self, settings: FedbusSettings, *, client_id: str, wire_format: WireFormat = "json"
+        self,
+        settings: FedbusSettings,
+        *,
+        client_id: str,
+        wire_format: WireFormat = "json",
+        signer: Signer | None = None,
     ) -> None:
+        self._signer = signer if signer is not None else Signer.from_settings(settings)
         options = producer_options(settings)
         self._partitioner: KeyHashCache = options["partitioner"]
         self._producer = AIOKafkaProducer(**options, client_id=client_id)
@@ -159,7 +169,7 @@ class EventProducer:
                 # by key as send() would; no key: any partition (aiokafka picks at random)
                 tp = (topic, self._partitioner(key, known, known))
                 value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES < request size
-                headers = self._headers(event)
+                headers = self._headers(event, topic, key, value)
                 batch = batches.get(tp)
                 if batch is None:
                     batch = batches[tp] = self._producer.create_batch()
@@ -186,24 +196,33 @@ class EventProducer:
             batch, topic, partition=partition
         )
 
-    def _headers(self, event: Event) -> Headers:
+    def _headers(self, event: Event, topic: str, key: bytes | None, value: bytes) -> Headers:
         content_type = ("content-type", _content_type(self._format))
         if not self._tracing:
-            return [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
-        with produce_span(event.type):  # the span's context travels in the headers
-            return inject_headers([content_type])
+            headers = [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
+        else:
+            with produce_span(event.type):  # the span's context travels in the headers
+                headers = inject_headers([content_type])
+        if self._signer is None:
+            return headers
+        return self._signer.sign(topic, key, value, headers)
 
     async def publish_raw(
         self, topic: str, value: bytes, *, key: bytes | None, headers: Headers | None = None
     ) -> None:
-        """Publish bytes as they are (dead letters, tests of malformed input)."""
-        await self._producer.send_and_wait(topic, value, key=key, headers=headers or [])
+        """Publish bytes as they are (dead letters, tests of malformed input), signed by this
+        producer's key (any signature in ``headers`` is replaced)."""
+        out = list(headers or [])
+        if self._signer is not None:
+            out = self._signer.sign(topic, key, value, out)
+        await self._producer.send_and_wait(topic, value, key=key, headers=out)
 
     async def _send(self, event: Event) -> asyncio.Future[Any]:
         value = encode_event(event, self._format)
-        headers = self._headers(event)
+        topic, key = event.topic(), event_key(event)
+        headers = self._headers(event, topic, key, value)
         return await self._producer.send(  # type: ignore[no-any-return]
-            event.topic(), value, key=event_key(event), headers=headers
+            topic, value, key=key, headers=headers
         )
 
 

@@ -41,6 +41,7 @@ from fedbus.events.jobs import (
     RejectionReason,
     check_tenant,
 )
+from fedbus.events.keys import KeyPublished
 from fedbus.events.ops import (
     DatasetInfo,
     DeadLetter,
@@ -128,6 +129,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "KafkaHeader",
+    "KeyPublished",
     "Metrics",
     "ModelRef",
     "ModelRegistered",

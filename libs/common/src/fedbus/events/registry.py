@@ -17,6 +17,7 @@ from fedbus.events.jobs import (
     JobRejected,
     JobRequested,
 )
+from fedbus.events.keys import KeyPublished
 from fedbus.events.ops import DeadLetter, Progress, TrainerHeartbeat
 from fedbus.events.privacy import BudgetUpdated, ClientBudgetUpdated, ModelRegistered
 from fedbus.events.rounds import RoundAssigned, RoundCompleted, RoundStarted, UpdateSubmitted
@@ -49,6 +50,7 @@ _MODELS: tuple[type[Event], ...] = (
     ClientBudgetUpdated,
     ModelRegistered,
     TrainerHeartbeat,
+    KeyPublished,
     DeadLetter,
 )
 EVENT_MODELS: Mapping[str, type[Event]] = MappingProxyType(
