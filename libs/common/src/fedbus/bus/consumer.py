@@ -37,7 +37,7 @@ from fedbus.bus.codec import Event, EventDecodeError, dead_letter_for, decode_ev
 from fedbus.bus.delivery import DeliveryRules, Failure, Handler, Outcome, RetryPolicy
 from fedbus.bus.idempotency import IdempotencyStore
 from fedbus.bus.producer import Publisher
-from fedbus.bus.signing import EventSignatureError, KafkaKeyDirectory, SignedBy, is_signed
+from fedbus.bus.signing import EventSignatureError, KeyDirectory, SignedBy, is_signed
 from fedbus.bus.topics import catalog, dlq_topic
 from fedbus.bus.tracing import consume_span, tracing_enabled
 from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
@@ -145,7 +145,7 @@ class ConsumerRunner:
         retry: RetryPolicy | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         commit_interval_s: float = 0.0,
-        keys: KafkaKeyDirectory | None = None,
+        keys: KeyDirectory | None = None,
         require_signatures: bool = False,
     ) -> None:
         self._keys = keys

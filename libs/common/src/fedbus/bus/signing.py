@@ -68,6 +68,7 @@ __all__ = [
     "generate_key",
     "is_signed",
     "key_id_of",
+    "key_record",
     "load_private_key",
     "parse_public_key",
     "public_key_b64",
@@ -340,6 +341,16 @@ class KeyDirectory:
                 "verify: the record was changed or signed for another topic or key",
             ) from None
         return signer
+
+    async def verify(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> SignedBy:
+        """:meth:`verify_signature` (a directory that can learn new keys reads them first)."""
+        return self.verify_signature(topic, key, value, headers)
 
     def check_authority(self, signer: SignedBy, topic: str, event: Event) -> None:
         """Check that ``signer`` may say ``event`` on ``topic``.

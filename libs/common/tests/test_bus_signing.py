@@ -1,0 +1,298 @@
+"""Signed events as an attacker would try them: a consumer's verdict on each forged record.
+
+Kafka is replaced by the consumer runner's fakes (tests/integration/test_signed_events.py
+runs the same attacks on the real broker).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedbus.bus import ConsumerRunner, InMemoryIdempotencyStore, RetryPolicy
+from fedbus.bus.codec import encode_event
+from fedbus.bus.signing import (
+    KEY_TOPIC,
+    EventSignatureError,
+    KeyDirectory,
+    Signer,
+    generate_key,
+    key_id_of,
+    key_record,
+    load_private_key,
+    parse_public_key,
+    public_key_b64,
+    signing_input,
+    write_private_key,
+)
+from fedbus.bus.topics import catalog
+from fedbus.events import (
+    DeadLetter,
+    Event,
+    RoundCompleted,
+    TrainerHeartbeat,
+    TrainerStatus,
+    decode,
+)
+from fedbus.settings import FedbusSettings
+
+CT = [("content-type", b"application/json")]
+
+
+def heartbeat(client_id: str) -> TrainerHeartbeat:
+    return TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id=client_id, device="cpu",
+        status=TrainerStatus.IDLE, capacity=1, interval_seconds=5,
+    )  # fmt: skip
+
+
+class Parties:
+    """A root key, a directory that trusts it, and published keys for a few principals."""
+
+    def __init__(self) -> None:
+        self.root = generate_key()
+        self.directory = KeyDirectory([self.root.public_key()], catalog())
+        self.keys: dict[str, Ed25519PrivateKey] = {}
+
+    def publish(
+        self,
+        name: str,
+        role: str,
+        binds: dict[str, str] | None = None,
+        *,
+        revoked: bool = False,
+        signed_by: Ed25519PrivateKey | None = None,
+    ) -> Ed25519PrivateKey:
+        key = self.keys.setdefault(name, generate_key())
+        event = key_record(key, principal=name, role=role, binds=binds, revoked=revoked)
+        value = encode_event(event)
+        headers = Signer(signed_by or self.root).sign(KEY_TOPIC, event.kafka_key(), value, CT)
+        self.directory.add_record(event.kafka_key(), value, headers)
+        return key
+
+
+def signed(key: Ed25519PrivateKey, event: Event) -> tuple[str, bytes | None, bytes, list[Any]]:
+    topic, value = event.topic(), encode_event(event)
+    return topic, event.kafka_key(), value, Signer(key).sign(topic, event.kafka_key(), value, CT)
+
+
+def reason(
+    directory: KeyDirectory, topic: str, key: bytes | None, value: bytes, headers: Any
+) -> str:
+    """The verdict on one record: 'ok' or the refusal's reason."""
+    try:
+        signer = directory.verify_signature(topic, key, value, headers)
+        directory.check_authority(signer, topic, decode(value))
+    except EventSignatureError as exc:
+        return exc.reason
+    return "ok"
+
+
+@pytest.fixture
+def parties() -> Parties:
+    p = Parties()
+    p.publish("trainer-a", "trainer", {"client_id": "a"})
+    p.publish("trainer-b", "trainer", {"client_id": "b"})
+    p.publish("svc-aggregator", "aggregator")
+    return p
+
+
+def test_a_trainers_own_heartbeat_passes(parties: Parties) -> None:
+    assert reason(parties.directory, *signed(parties.keys["trainer-a"], heartbeat("a"))) == "ok"
+
+
+def test_trainer_b_cannot_speak_for_trainer_a_on_a_shared_topic(parties: Parties) -> None:
+    # The broker lets B write trainer.heartbeat (its role produces it); its key is bound to b.
+    forged = signed(parties.keys["trainer-b"], heartbeat("a"))
+
+    assert reason(parties.directory, *forged) == "bound_field"
+
+
+def test_a_trainer_key_cannot_sign_what_its_role_does_not_produce(parties: Parties) -> None:
+    completed = RoundCompleted.model_validate_json(
+        Path(__file__).parents[3].joinpath("schemas/examples/round.completed.json").read_text()
+    )
+
+    assert reason(parties.directory, *signed(parties.keys["trainer-a"], completed)) == (
+        "not_a_producer"
+    )
+    assert reason(parties.directory, *signed(parties.keys["svc-aggregator"], completed)) == "ok"
+
+
+def test_every_single_flipped_byte_is_refused(parties: Parties) -> None:
+    topic, key, value, headers = signed(parties.keys["trainer-a"], heartbeat("a"))
+    rng = random.Random(16)
+    for _ in range(60):
+        i = rng.randrange(len(value))
+        tampered = value[:i] + bytes([value[i] ^ (1 << rng.randrange(8))]) + value[i + 1 :]
+        assert reason(parties.directory, topic, key, tampered, headers) == "bad_signature"
+
+
+def test_moving_a_signed_record_to_another_key_topic_or_content_type_breaks_it(
+    parties: Parties,
+) -> None:
+    topic, key, value, headers = signed(parties.keys["trainer-a"], heartbeat("a"))
+    avro = [("content-type", b"avro/binary"), *headers[1:]]
+
+    assert reason(parties.directory, topic, b"b", value, headers) == "bad_signature"
+    assert reason(parties.directory, "progress", key, value, headers) == "bad_signature"
+    assert reason(parties.directory, topic, None, value, headers) == "bad_signature"
+    assert reason(parties.directory, topic, key, value, avro) == "bad_signature"
+
+
+def test_unsigned_unknown_and_doubled_signatures(parties: Parties) -> None:
+    topic, key, value, headers = signed(generate_key(), heartbeat("a"))
+    own = signed(parties.keys["trainer-a"], heartbeat("a"))[3]
+
+    assert reason(parties.directory, topic, key, value, CT) == "unsigned"
+    assert reason(parties.directory, topic, key, value, headers) == "unknown_key"
+    assert reason(parties.directory, topic, key, value, [*headers, own[-1]]) == "unsigned"
+
+
+def test_a_key_record_not_signed_by_the_root_is_ignored(parties: Parties) -> None:
+    rogue = parties.publish("trainer-evil", "operator", signed_by=generate_key())
+
+    assert parties.directory.get(key_id_of(rogue)) is None
+    assert reason(parties.directory, *signed(rogue, heartbeat("a"))) == "unknown_key"
+
+
+def test_a_tampered_key_record_is_ignored(parties: Parties) -> None:
+    key = generate_key()
+    event = key_record(key, principal="trainer-c", role="trainer", binds={"client_id": "c"})
+    value = encode_event(event)
+    headers = Signer(parties.root).sign(KEY_TOPIC, event.kafka_key(), value, CT)
+    widened = value.replace(b'"trainer"', b'"operator"')
+
+    assert parties.directory.add_record(event.kafka_key(), widened, headers) is None
+    assert parties.directory.get(key_id_of(key)) is None
+
+
+def test_revocation_sticks_and_an_old_active_record_does_not_undo_it(parties: Parties) -> None:
+    key = parties.keys["trainer-a"]
+    record = key_record(key, principal="trainer-a", role="trainer", binds={"client_id": "a"})
+    old_value = encode_event(record)
+    old_headers = Signer(parties.root).sign(KEY_TOPIC, record.kafka_key(), old_value, CT)
+
+    parties.publish("trainer-a", "trainer", {"client_id": "a"}, revoked=True)
+    parties.directory.add_record(record.kafka_key(), old_value, old_headers)  # replayed
+
+    assert reason(parties.directory, *signed(key, heartbeat("a"))) == "revoked_key"
+
+
+def test_rotation_the_new_key_works_and_the_revoked_one_does_not(parties: Parties) -> None:
+    old = parties.keys.pop("trainer-a")
+    new = parties.publish("trainer-a", "trainer", {"client_id": "a"})
+    parties.keys["trainer-a-old"] = old
+    parties.publish("trainer-a-old", "trainer", {"client_id": "a"}, revoked=True)
+
+    assert reason(parties.directory, *signed(new, heartbeat("a"))) == "ok"
+    assert reason(parties.directory, *signed(old, heartbeat("a"))) == "revoked_key"
+
+
+def test_the_signing_input_is_unambiguous() -> None:
+    # Moving a byte from the key into the topic (or value) changes what is signed.
+    assert signing_input("ab", b"c", b"v", CT) != signing_input("a", b"bc", b"v", CT)
+    assert signing_input("t", None, b"v", CT) != signing_input("t", b"", b"v", CT)
+    assert signing_input("t", b"k", b"v", []) != signing_input(
+        "t", b"k", b"v", [("content-type", b"")]
+    )
+
+
+def test_key_files_round_trip_private_to_their_owner(tmp_path: Path) -> None:
+    key = generate_key()
+    path = tmp_path / "keys" / "svc.pem"
+    write_private_key(path, key)
+
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert key_id_of(load_private_key(path)) == key_id_of(key)
+    assert key_id_of(parse_public_key(public_key_b64(key))) == key_id_of(key)
+    path.write_text("not a key")
+    with pytest.raises(ValueError, match=str(path)):
+        load_private_key(path)
+    with pytest.raises(ValueError, match="not 32"):
+        parse_public_key("AAAA")
+
+
+# The consumer runner applies the verdict: a refused record is dead-lettered with its reason.
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.raw: list[tuple[str, bytes]] = []
+
+    async def publish(self, event: Event) -> None:
+        return None
+
+    async def publish_many(self, events: Any) -> None:
+        return None
+
+    async def publish_raw(self, topic: str, value: bytes, *, key: Any, headers: Any) -> None:
+        self.raw.append((topic, value))
+
+
+def as_record(
+    topic: str, key: bytes | None, value: bytes, headers: Any
+) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=topic, partition=0, offset=3, timestamp=0, timestamp_type=0, key=key,
+        value=value, checksum=None, serialized_key_size=0, serialized_value_size=len(value),
+        headers=headers,
+    )  # fmt: skip
+
+
+def heartbeat_runner(
+    directory: KeyDirectory | None, publisher: Publisher, seen: list[Event], *, required: bool
+) -> ConsumerRunner:
+    async def handle(event: Event) -> None:
+        seen.append(event)
+
+    return ConsumerRunner(
+        FedbusSettings(_env_file=None),  # type: ignore[call-arg]
+        group_id="orchestration", handlers={TrainerHeartbeat: handle}, producer=publisher,
+        idempotency=InMemoryIdempotencyStore(), retry=RetryPolicy(attempts=1),
+        keys=directory, require_signatures=required,
+    )  # fmt: skip
+
+
+async def test_the_runner_dead_letters_a_forged_heartbeat_and_handles_the_real_one(
+    parties: Parties,
+) -> None:
+    publisher, seen = Publisher(), list[Event]()
+    runner = heartbeat_runner(parties.directory, publisher, seen, required=True)
+
+    forged = await runner.handle_record(
+        as_record(*signed(parties.keys["trainer-b"], heartbeat("a")))
+    )
+    unsigned = await runner.handle_record(
+        as_record("trainer.heartbeat", b"a", encode_event(heartbeat("a")), CT)
+    )
+    real = await runner.handle_record(as_record(*signed(parties.keys["trainer-a"], heartbeat("a"))))
+
+    assert (forged, unsigned, real) == ("dead_lettered", "dead_lettered", "handled")
+    assert [getattr(e, "client_id", None) for e in seen] == ["a"]
+    letters = [decode(v) for t, v in publisher.raw]
+    assert {t for t, _ in publisher.raw} == {"trainer.heartbeat.dlq"}
+    assert all(isinstance(d, DeadLetter) for d in letters)
+    messages = [d.error_message for d in letters if isinstance(d, DeadLetter)]
+    assert messages[0].startswith("bound_field: trainer-b's key is bound to client_id 'b'")
+    assert messages[1].startswith("unsigned: signatures are required")
+
+
+async def test_in_development_an_unsigned_record_passes_but_a_bad_signature_never_does(
+    parties: Parties,
+) -> None:
+    publisher, seen = Publisher(), list[Event]()
+    runner = heartbeat_runner(parties.directory, publisher, seen, required=False)
+    topic, key, value, headers = signed(parties.keys["trainer-a"], heartbeat("a"))
+
+    unsigned = await runner.handle_record(as_record(topic, key, value, CT))
+    tampered = await runner.handle_record(
+        as_record(topic, key, value.replace(b'"a"', b'"b"'), headers)
+    )
+
+    assert (unsigned, tampered) == ("handled", "dead_lettered")
