@@ -62,6 +62,7 @@ def test_a_service_writes_what_it_produces_and_its_dead_letters_reads_what_it_co
         "job.completed",
         "round.completed",
         "budget.updated",
+        "key.published",
     }
     assert {b.principal for b in acls} == {"svc-model-registry"}
 
@@ -84,7 +85,7 @@ def test_a_trainer_writes_its_beats_progress_and_updates_and_reads_no_updates() 
         "round.assigned.dlq",
         *declines,
     }
-    assert topics(acls, Operation.READ) == {"round.assigned.site-a"}
+    assert topics(acls, Operation.READ) == {"round.assigned.site-a", "key.published"}
     groups = {(b.resource_name, b.pattern) for b in acls if b.resource_type is ResourceType.GROUP
               and b.operation is Operation.READ}  # fmt: skip
     assert groups == {("trainer-site-a", PatternType.LITERAL)}
@@ -98,7 +99,7 @@ def test_an_upstream_principal_is_bound_to_its_tenant_and_may_only_request() -> 
         "upstream.job.requested.acme",
         "upstream.job.cancel.requested.acme",
     }
-    assert topics(acls, Operation.READ) == set()
+    assert topics(acls, Operation.READ) == {"key.published"}  # the keys, to verify
     assert topics(acls, Operation.CREATE) == set()  # its topics are made for it
     assert all(b.pattern is PatternType.LITERAL for b in acls)  # never another tenant's
 
@@ -167,3 +168,19 @@ def test_the_reserved_client_id_dlq_gets_no_principal() -> None:
         trainer_acls(CATALOG, "dlq")
     with pytest.raises(ValueError, match="letters"):
         trainer_acls(CATALOG, "../evil")
+
+
+def test_every_principal_reads_the_published_keys_and_none_of_them_writes_them() -> None:
+    principals = [service_acls(CATALOG, service) for service in SERVICES]
+    principals += [trainer_acls(CATALOG, "site-a"), upstream_acls(CATALOG, "acme")]
+
+    for acls in principals:
+        who = acls[0].principal
+        keys = {(b.operation, b.pattern) for b in acls if b.resource_name == "key.published"}
+        assert keys == {
+            (Operation.READ, PatternType.LITERAL),
+            (Operation.DESCRIBE, PatternType.LITERAL),
+        }, who
+    assert writers_of("key.published") == set()  # only the super user (the operator) writes
+    assert not [b for acls in principals for b in acls if b.pattern is PatternType.PREFIXED
+                and "key.published".startswith(b.resource_name)]  # fmt: skip

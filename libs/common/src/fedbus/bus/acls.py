@@ -10,22 +10,31 @@ Kafka ACL bindings for one SCRAM principal:
   name;
 * a trainer ``trainer-<client_id>`` has the ``trainer`` role: it writes heartbeats,
   progress and updates (and dead letters to ``round.assigned.dlq``), reads only its own
-  topic ``round.assigned.<client_id>`` (which it may create) and its own group
-  ``trainer-<client_id>``; it cannot read ``round.started``, another trainer's
-  assignments, or ``update.submitted``;
+  topic ``round.assigned.<client_id>`` (which it may create) and ``key.published``, and
+  its own group ``trainer-<client_id>``; it cannot read ``round.started``, another
+  trainer's assignments, or ``update.submitted``;
 * the aggregator, producer of the ``round.assigned`` family, may write, create and describe
   every ``round.assigned.*`` topic (PREFIXED) and reads none of them;
 * an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes only its
   own intake topics ``upstream.job.requested.<tenant>`` and
-  ``upstream.job.cancel.requested.<tenant>`` and reads nothing; orchestration and the
-  gateway read every tenant's (PREFIXED), and take the tenant from the topic
+  ``upstream.job.cancel.requested.<tenant>`` and reads only ``key.published``;
+  orchestration and the gateway read every tenant's (PREFIXED), and take the tenant from
+  the topic
   (:meth:`fedbus.events.TopicCatalog.admit`). Only the gateway writes ``job.requested``.
 
 Every principal may DESCRIBE every catalog topic but the families' members (names and
-partitions, never records) and
-the group ``fedbus-topics``, because :func:`fedbus.bus.ensure_topics` lists the catalog's
-topics and finds a group coordinator at start. The broker cannot check payloads; the
-consumer checks what the topic implies (docs/security.md).
+partitions, never records) and the group ``fedbus-topics``, because
+:func:`fedbus.bus.ensure_topics` lists the catalog's topics and finds a group coordinator
+at start.
+
+Every principal (service, trainer, outside producer) may READ ``key.published`` (LITERAL),
+whatever the catalog's consumers say: it holds the public keys every consumer verifies
+signatures with (:mod:`fedbus.bus.signing`, which reads it without a consumer group). No
+role produces it, so no principal here may write it: only the operator's super user
+publishes keys (``deploy/local/stack.py up`` does, with ``python -m fedbus.bus.signing``).
+
+The broker cannot check payloads; the consumer checks what the topic implies
+(docs/security.md).
 
     python -m fedbus.bus.acls apply --services          # every service principal
     python -m fedbus.bus.acls apply --trainer site-a    # one trainer principal
@@ -47,6 +56,7 @@ from enum import IntEnum
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
+from fedbus.bus.signing import KEY_TOPIC
 from fedbus.bus.topics import AddressedTopics, ensure_topics
 from fedbus.events import TopicCatalog, TopicSpec, check_client_id, check_tenant, load_topics
 from fedbus.settings import FedbusSettings, load_settings
@@ -154,8 +164,10 @@ def role_acls(
     producers may WRITE, CREATE and DESCRIBE every member (PREFIXED ``round.assigned.``);
     a consumer may READ, DESCRIBE and CREATE only the member of its own ``address``
     (``round.assigned.<client_id>``), and nothing of the family without one.
+
+    Every principal may READ (and DESCRIBE) ``key.published``, to verify signatures.
     """
-    out: set[AclBinding] = set()
+    out: set[AclBinding] = {_topic(principal, KEY_TOPIC, Operation.READ)}
     for topic in catalog.topics:
         if topic.addressed_by is not None:
             out |= _family_acls(topic, role, principal, address)
@@ -211,7 +223,7 @@ def service_acls(catalog: TopicCatalog, service: str) -> list[AclBinding]:
 
 def trainer_acls(catalog: TopicCatalog, client_id: str) -> list[AclBinding]:
     """One trainer's bindings: its only consumer group is ``trainer-<client_id>`` and the only
-    records it reads are its own ``round.assigned.<client_id>``."""
+    records it reads are its own ``round.assigned.<client_id>`` and ``key.published``."""
     check_client_id(client_id)
     principal = trainer_principal(client_id)
     return role_acls(catalog, "trainer", principal, groups=[(principal, PatternType.LITERAL)],
@@ -220,7 +232,8 @@ def trainer_acls(catalog: TopicCatalog, client_id: str) -> list[AclBinding]:
 
 def upstream_acls(catalog: TopicCatalog, tenant: str) -> list[AclBinding]:
     """The bindings of one tenant's outside producer (no consumer group): it writes only its
-    own ``upstream.job.requested.<tenant>`` and ``upstream.job.cancel.requested.<tenant>``."""
+    own ``upstream.job.requested.<tenant>`` and ``upstream.job.cancel.requested.<tenant>``
+    and reads only ``key.published``."""
     check_tenant(tenant)
     return role_acls(catalog, "upstream", upstream_principal(tenant), address=tenant)
 
