@@ -263,6 +263,7 @@ class KeyDirectory:
         self._roots = {key_id_of(k): k for k in roots}
         self._catalog = catalog
         self._keys: dict[str, SignedBy] = {}
+        self._producer_cache: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -342,6 +343,18 @@ class KeyDirectory:
             ) from None
         return signer
 
+    def _producers(self, topic: str) -> frozenset[str]:
+        """The roles that produce ``topic`` (a family member: its family's); none if unknown."""
+        found = self._producer_cache.get(topic)
+        if found is None:
+            spec = self._catalog.family_of(topic)
+            if spec is None:
+                spec = next((t for t in self._catalog.topics if t.name == topic), None)
+            found = frozenset(spec.producers) if spec is not None else frozenset()
+            if len(self._producer_cache) < 100_000:
+                self._producer_cache[topic] = found
+        return found
+
     async def verify(
         self,
         topic: str,
@@ -361,13 +374,11 @@ class KeyDirectory:
             ``not_a_producer`` when its role does not produce the topic; ``bound_field`` when
             a field its key is bound to says another party.
         """
-        if signer.role != OPERATOR_ROLE:
-            spec = self._catalog.family_of(topic) or self._catalog.get(topic)
-            if signer.role not in spec.producers:
-                raise EventSignatureError(
-                    "not_a_producer",
-                    f"{signer.principal} signs as {signer.role}, which does not produce {topic}",
-                )
+        if signer.role != OPERATOR_ROLE and signer.role not in self._producers(topic):
+            raise EventSignatureError(
+                "not_a_producer",
+                f"{signer.principal} signs as {signer.role}, which does not produce {topic}",
+            )
         for name, bound in signer.binds.items():
             if name in type(event).model_fields and getattr(event, name) != bound:
                 raise EventSignatureError(
