@@ -6,9 +6,10 @@ orchestration, aggregator and gateway services and 10 trainer processes, submits
 the final accuracy, the rounds, the model version and where its artifact is, then stops every
 process it started. On a stack with Kafka SASL (the default of ``make up``) every
 service runs as its own principal ``svc-<name>`` and every trainer as ``trainer-<client_id>``
-(created on first use), each limited by the ACLs of its role. Every trainer runs from its own
-env file (``stack.py principal trainer``), without the PostgreSQL DSN or MinIO keys. Run with
-the project's virtualenv after `make up`:
+(created on first use), each limited by the ACLs of its role. Each service signs its events
+with its own key (named in ``principals/svc-<name>.env``, with or without SASL), each trainer
+with its own. Every trainer runs from its own env file (``stack.py principal trainer``),
+without the PostgreSQL DSN or MinIO keys. Run with the project's virtualenv after `make up`:
 
     .venv/bin/python deploy/local/demo.py [--spec examples/demo-mnist.yaml] [--trainers 10]
 """
@@ -132,12 +133,16 @@ async def fresh_groups(groups: list[str], clients: list[str]) -> None:
 
 
 def principal_env(name: str, settings: FedbusSettings) -> dict[str, str]:
-    """Kafka credentials of service principal ``name``; empty on a stack without SASL, whose
-    ``.env`` serves every service."""
-    if settings.kafka_sasl_mechanism is None:
+    """Service principal ``name``'s Kafka credentials (none on a stack without SASL, whose
+    ``.env`` serves every service) and its signing key, so it signs as itself."""
+    path = PRINCIPALS / f"{name}.env"
+    if not path.exists():
         return {}
-    lines = (PRINCIPALS / f"{name}.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.startswith("FEDBUS_KAFKA_"))
+    kept: tuple[str, ...] = ("FEDBUS_SIGNING_KEY_FILE",)
+    if settings.kafka_sasl_mechanism is not None:
+        kept += ("FEDBUS_KAFKA_",)
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith(kept))
 
 
 def trainer_base_env(client: str, settings: FedbusSettings) -> dict[str, str]:
@@ -145,7 +150,8 @@ def trainer_base_env(client: str, settings: FedbusSettings) -> dict[str, str]:
     own file from ``stack.py principal trainer`` (its principal with SASL, the CAs, the
     artifact keys; no DSN, no MinIO keys), and no other ``FEDBUS_*`` variable of this shell."""
     path = PRINCIPALS / f"trainer-{client}.env"
-    if not path.exists() or f"FEDBUS_CLIENT_ID={client}" not in path.read_text():
+    text = path.read_text() if path.exists() else ""
+    if f"FEDBUS_CLIENT_ID={client}" not in text or "FEDBUS_SIGNING_KEY_FILE=" not in text:
         port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1]
         subprocess.run(
             [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "principal",

@@ -24,6 +24,23 @@ and ``principal upstream <tenant>`` create one more principal with its ACLs. A t
 the CA, the artifact keys, and no PostgreSQL DSN or MinIO keys (it gets presigned URLs);
 it is written, with the trainer's topic ``round.assigned.<client_id>``, without SASL too.
 
+Every event is signed (``fedbus.bus.signing``), with or without SASL. Under ``<state>/keys/``
+(0700) ``up`` makes, once, the operator's root key ``root.pem`` (its public half in
+``root.pub``), the operator's key ``operator.pem`` and one key ``svc-<name>.pem`` per service,
+and publishes each key's record on ``key.published``, signed by the root, as admin
+(``python -m fedbus.bus.signing issue``): ``operator.pem`` as principal ``admin`` with role
+``operator`` (it may sign any topic), ``svc-<name>.pem`` as ``svc-<name>`` with role
+``<name>``. ``keys/published`` remembers what was published to this Kafka cluster with this
+root, so a later ``up`` publishes only new keys (delete it to publish every key again). The
+env file signs with ``operator.pem`` and requires signatures (``FEDBUS_SIGNING_KEY_FILE``,
+``FEDBUS_ROOT_PUBLIC_KEYS``, ``FEDBUS_REQUIRE_SIGNATURES=true``); each service's
+``principals/svc-<name>.env`` (written without SASL too) names its own key, so a service
+started as its principal signs as itself. ``principal trainer <client_id>`` issues
+``trainer-<client_id>.pem`` (role ``trainer``, bound to ``client_id=<client_id>``), named with
+the root keys in the trainer's env file; ``principal upstream <tenant>`` issues
+``upstream-<tenant>.pem`` (role ``upstream``, bound to ``tenant=<tenant>``), named in its
+principal env file.
+
 Kafka's client listener and MinIO speak TLS (``FEDBUS_TLS=on``, the default for a new state
 directory; ``FEDBUS_TLS=off`` opts out; the choice is kept in ``<state>/tls-mode``, and a state
 directory that held Kafka or MinIO data before this setting existed stays ``off``). The CA and
@@ -36,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -51,6 +69,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +98,10 @@ KAFKA_AUTH_FILE = STATE / "kafka" / "auth"
 TLS_MODE_FILE = STATE / "tls-mode"
 TLS_DIR = STATE / "tls"
 TLS_CA = TLS_DIR / "ca.crt"
+KEYS = STATE / "keys"
+ROOT_KEY = KEYS / "root.pem"
+ROOT_PUB = KEYS / "root.pub"
+PUBLISHED_KEYS = KEYS / "published"
 SERVICES = ("gateway", "orchestration", "aggregator", "privacy-accountant", "model-registry")
 START_TIMEOUT_S = float(os.environ.get("FEDBUS_START_TIMEOUT_S", "120"))
 
@@ -327,17 +350,45 @@ def principal_password(name: str) -> str:
             if line.startswith("FEDBUS_KAFKA_SASL_PASSWORD="):
                 password = line.partition("=")[2]
     password = password or secrets.token_urlsafe(24)
+    write_principal_env(name, password)
+    return password
+
+
+def write_principal_env(name: str, password: str | None) -> Path:
+    """``<state>/principals/<name>.env`` (0600): Kafka (its SCRAM user when ``password`` is
+    given) and its own signing key ``<state>/keys/<name>.pem``, written anew each time."""
+    path = PRINCIPALS / f"{name}.env"
     PRINCIPALS.mkdir(parents=True, exist_ok=True)
     PRINCIPALS.chmod(0o700)
     path.touch(mode=0o600)
     path.chmod(0o600)
+    kafka = kafka_env_lines(name, password) if password is not None else kafka_env_lines()
     path.write_text(
-        f"# Kafka principal {name} (deploy/local/stack.py); its process's own credentials.\n"
-        + "\n".join(kafka_env_lines(name, password))
+        f"# Principal {name} (deploy/local/stack.py); its process's own credentials.\n"
+        + "\n".join([*kafka, f"FEDBUS_SIGNING_KEY_FILE={signing_key_file(name)}"])
         + "\n"
     )
     path.chmod(0o600)
-    return password
+    return path
+
+
+def signing_key_file(name: str) -> Path:
+    """The signing key of principal ``name`` (``operator`` for the env file's admin)."""
+    return KEYS / f"{name}.pem"
+
+
+def root_public_key() -> str:
+    """The root key's public half (``FEDBUS_ROOT_PUBLIC_KEYS``); empty before ``up`` made it."""
+    return ROOT_PUB.read_text().strip() if ROOT_PUB.exists() else ""
+
+
+def signature_env_lines(name: str) -> list[str]:
+    """Sign as principal ``name``'s key, check with the root key, refuse what is unsigned."""
+    return [
+        f"FEDBUS_SIGNING_KEY_FILE={signing_key_file(name)}",
+        f"FEDBUS_ROOT_PUBLIC_KEYS={root_public_key()}",
+        "FEDBUS_REQUIRE_SIGNATURES=true",
+    ]
 
 
 def env_lines() -> list[str]:
@@ -362,6 +413,7 @@ def env_lines() -> list[str]:
         "FEDBUS_MINIO_BUCKET=fedbus",
         f"FEDBUS_POSTGRES_DSN={pg}",
         f"FEDBUS_ARTIFACT_KEYS_FILE={artifact_keys_file()}",
+        *signature_env_lines("operator"),
         "FEDBUS_LOG_LEVEL=INFO",
     ]
 
@@ -560,6 +612,101 @@ def apply_acls(args: list[str]) -> None:
     )
 
 
+# --------------------------------------------------------------------------- signing keys
+
+
+def keys_dir() -> Path:
+    """``<state>/keys/``, mode 0700."""
+    KEYS.mkdir(parents=True, exist_ok=True)
+    KEYS.chmod(0o700)
+    return KEYS
+
+
+def ensure_root_key() -> str:
+    """Make the root key once (``python -m fedbus.bus.signing root``); its public half."""
+    keys_dir()
+    if ROOT_KEY.exists() and root_public_key():
+        return root_public_key()
+    out = subprocess.run(
+        [venv_python(), "-m", "fedbus.bus.signing", "root", "--key", str(ROOT_KEY)],
+        capture_output=True, text=True, check=False, cwd=REPO,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise StackError(f"keys: making the root key failed: {out.stderr.strip()[-500:]}")
+    public = out.stdout.strip().splitlines()[-1]
+    ROOT_PUB.write_text(public + "\n")
+    say(f"keys: root key {ROOT_KEY} made (FEDBUS_ROOT_PUBLIC_KEYS={public})")
+    return public
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One signing key and the record ``key.published`` holds for it."""
+
+    name: str  # the key file's stem under <state>/keys/
+    principal: str
+    role: str
+    binds: tuple[tuple[str, str], ...] = ()
+
+
+def service_key_specs() -> list[KeySpec]:
+    """The operator's key (principal ``admin``) and one per service principal."""
+    specs = [KeySpec("operator", "admin", "operator")]
+    return specs + [KeySpec(f"svc-{s}", f"svc-{s}", s) for s in SERVICES]
+
+
+def _published_line(spec: KeySpec) -> str | None:
+    """What ``keys/published`` says once ``spec``'s key is published on this cluster with this
+    root; None while its key file does not exist."""
+    key = signing_key_file(spec.name)
+    cluster = STATE / "kafka" / "cluster-id"
+    if not key.exists() or not ROOT_KEY.exists() or not cluster.exists():
+        return None
+    digest = hashlib.sha256(key.read_bytes() + b"\0" + ROOT_KEY.read_bytes()).hexdigest()[:32]
+    binds = ",".join(f"{k}={v}" for k, v in spec.binds) or "-"
+    return f"{cluster.read_text().strip()} {digest} {spec.principal} {spec.role} {binds}"
+
+
+def unpublished(specs: list[KeySpec]) -> list[KeySpec]:
+    """The keys of ``specs`` that ``keys/published`` does not list (or that are missing)."""
+    done = set(PUBLISHED_KEYS.read_text().splitlines()) if PUBLISHED_KEYS.exists() else set()
+    return [s for s in specs if (line := _published_line(s)) is None or line not in done]
+
+
+def publish_keys(specs: list[KeySpec]) -> int:
+    """Make each missing key and publish the records of those :func:`unpublished` names
+    (signed by the root, as admin; in parallel processes). How many were published."""
+    keys_dir()
+    todo = unpublished(specs)
+    log = LOGS / "keys.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for spec in todo:
+        cmd = [venv_python(), "-m", "fedbus.bus.signing", "issue", "--root", str(ROOT_KEY),
+               "--key", str(signing_key_file(spec.name)), "--principal", spec.principal,
+               "--role", spec.role, *[f"--bind={k}={v}" for k, v in spec.binds]]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+            env=dict(os.environ, FEDBUS_ENV_FILE=str(ENV_FILE)),
+        )  # fmt: skip
+        procs.append((spec, cmd, proc))
+    failed = []
+    with log.open("ab") as out:
+        for spec, cmd, proc in procs:
+            output, _ = proc.communicate()
+            out.write(f"\n$ {' '.join(cmd)}\n".encode() + output)
+            if proc.returncode != 0:
+                failed.append(spec.name)
+                continue
+            line = _published_line(spec)
+            if line is not None:
+                with PUBLISHED_KEYS.open("a") as marker:
+                    marker.write(line + "\n")
+    if failed:
+        raise StackError(f"keys: publishing {', '.join(failed)} failed; see {log}\n{tail(log)}")
+    return len(todo)
+
+
 def add_scram_user(name: str) -> None:
     """Create (or reset to the stored password) SCRAM user ``name`` on the running broker."""
     admin_conf = STATE / "kafka" / "admin.properties"
@@ -604,6 +751,7 @@ def cmd_principal(args: list[str]) -> None:
         raise StackError(f"{role} id 'dlq' is reserved (it would name a dead-letter topic)")
     scram = kafka_auth() == "scram"
     name = f"{role}-{ident}"
+    ensure_root_key()
     if scram:
         add_scram_user(name)
         apply_acls([f"--{role}", ident])
@@ -611,8 +759,13 @@ def cmd_principal(args: list[str]) -> None:
         write_trainer_env(ident, principal_password(name) if scram else None)
         provision_topics(["--trainer", ident])
     else:  # its intake topics, upstream.job.requested.<tenant> and the cancel one
+        if not scram:
+            write_principal_env(name, None)  # its signing key (add_scram_user wrote it with SASL)
         provision_topics(["--upstream", ident])
-    say(f"principal {name}: credentials in {PRINCIPALS / (name + '.env')}")
+    bind = "client_id" if role == "trainer" else "tenant"
+    publish_keys([KeySpec(name, name, role, ((bind, ident),))])
+    say(f"principal {name}: credentials in {PRINCIPALS / (name + '.env')}, "
+        f"signing key {signing_key_file(name)}")  # fmt: skip
 
 
 def trainer_env_lines(client_id: str, password: str | None) -> list[str]:
@@ -630,6 +783,7 @@ def trainer_env_lines(client_id: str, password: str | None) -> list[str]:
         *([f"FEDBUS_MINIO_CA_FILE={TLS_CA}"] if tls_on() else []),
         # The services' keyring, as the stack's env file names it (none: none written here).
         *[line for line in stack_env_file_lines() if line.startswith("FEDBUS_ARTIFACT_KEY")],
+        *signature_env_lines(name),
         "FEDBUS_LOG_LEVEL=INFO",
     ]
 
@@ -1008,10 +1162,25 @@ def cmd_up(names: list[str]) -> None:
             f"{name}: up in {time.monotonic() - t0:.1f}s "
             f"(pid {read_pid(name)}, log {LOGS / (name + '.log')})"
         )
+    ensure_root_key()
     say(f"wrote {write_env()}")
-    if "kafka" in names and kafka_auth() == "scram":
+    scram = kafka_auth() == "scram"
+    for service in SERVICES:  # each names its signing key; with SASL, its password too
+        name = f"svc-{service}"
+        if not scram:
+            write_principal_env(name, None)
+        elif (PRINCIPALS / f"{name}.env").exists():  # made with its SCRAM user at format
+            principal_password(name)
+    if "kafka" in names and scram:
         apply_acls(["--services"])
         say(f"kafka: service principals' ACLs applied; credentials under {PRINCIPALS}")
+    if "kafka" in names:
+        specs = service_key_specs()
+        if unpublished(specs):
+            provision_topics([])  # key.published among the catalog's topics
+        count = publish_keys(specs)
+        say(f"keys: {count} key records published ({len(specs) - count} already); "
+            f"keys under {KEYS}")  # fmt: skip
 
 
 def cmd_down(names: list[str]) -> None:

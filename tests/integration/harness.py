@@ -58,9 +58,11 @@ def state_dir() -> Path:
 
 
 def principal_env(name: str) -> dict[str, str]:
-    """Kafka credentials of principal ``name`` (``FEDBUS_KAFKA_SASL_*``), for a process's env.
+    """Principal ``name``'s env file, for a process's env: its Kafka credentials
+    (``FEDBUS_KAFKA_SASL_*``, when the stack has SASL) and its signing key
+    (``FEDBUS_SIGNING_KEY_FILE``), so the process signs as itself.
 
-    Empty when the stack runs Kafka without SASL: the process then uses the ``.env``'s.
+    Empty when ``stack.py`` wrote no file for it: the process then uses the ``.env``'s.
     """
     path = state_dir() / "principals" / f"{name}.env"
     if not path.exists():
@@ -69,14 +71,18 @@ def principal_env(name: str) -> dict[str, str]:
 
 
 def principal_settings(settings: FedbusSettings, name: str) -> FedbusSettings:
-    """``settings`` with principal ``name``'s Kafka credentials instead of the admin's."""
+    """``settings`` with principal ``name``'s Kafka credentials and signing key instead of the
+    admin's (the root keys stay the ``.env``'s: they are the same for every principal)."""
     creds = principal_env(name)
     if not creds:
         raise LookupError(f"no credentials for Kafka principal {name} under {state_dir()}")
-    return settings.model_copy(update={
-        "kafka_sasl_username": creds["FEDBUS_KAFKA_SASL_USERNAME"],
-        "kafka_sasl_password": SecretStr(creds["FEDBUS_KAFKA_SASL_PASSWORD"]),
-    })  # fmt: skip
+    update: dict[str, object] = {}
+    if "FEDBUS_KAFKA_SASL_USERNAME" in creds:
+        update["kafka_sasl_username"] = creds["FEDBUS_KAFKA_SASL_USERNAME"]
+        update["kafka_sasl_password"] = SecretStr(creds["FEDBUS_KAFKA_SASL_PASSWORD"])
+    if creds.get("FEDBUS_SIGNING_KEY_FILE"):
+        update["signing_key_file"] = Path(creds["FEDBUS_SIGNING_KEY_FILE"])
+    return settings.model_copy(update=update)
 
 
 def create_principal(settings: FedbusSettings, role: str, ident: str) -> str:
