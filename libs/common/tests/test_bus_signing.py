@@ -7,6 +7,7 @@ runs the same attacks on the real broker).
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,20 @@ from fedbus.bus import ConsumerRunner, InMemoryIdempotencyStore, RetryPolicy
 from fedbus.bus.codec import encode_event
 from fedbus.bus.signing import (
     KEY_TOPIC,
+    PROOF_HEADER,
+    SIGNATURE_HEADER,
     EventSignatureError,
     KeyDirectory,
     Signer,
     generate_key,
     key_id_of,
     key_record,
+    leaf_hash,
     load_private_key,
+    merkle_tree,
     parse_public_key,
     public_key_b64,
+    root_from_path,
     signing_input,
     write_private_key,
 )
@@ -151,7 +157,13 @@ def test_unsigned_unknown_and_doubled_signatures(parties: Parties) -> None:
 
     assert reason(parties.directory, topic, key, value, CT) == "unsigned"
     assert reason(parties.directory, topic, key, value, headers) == "unknown_key"
-    assert reason(parties.directory, topic, key, value, [*headers, own[-1]]) == "unsigned"
+    second = next(h for h in own if h[0] == SIGNATURE_HEADER)
+    assert reason(parties.directory, topic, key, value, [*headers, second]) == "unsigned"
+    no_proof = [h for h in own if h[0] != PROOF_HEADER]
+    assert (
+        reason(parties.directory, *signed(parties.keys["trainer-a"], heartbeat("a"))[:3], no_proof)
+        == "bad_signature"
+    )
 
 
 def test_a_key_record_not_signed_by_the_root_is_ignored(parties: Parties) -> None:
@@ -192,6 +204,46 @@ def test_rotation_the_new_key_works_and_the_revoked_one_does_not(parties: Partie
 
     assert reason(parties.directory, *signed(new, heartbeat("a"))) == "ok"
     assert reason(parties.directory, *signed(old, heartbeat("a"))) == "revoked_key"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_every_record_of_a_batch_verifies_alone_and_only_with_its_own_proof(
+    parties: Parties, size: int
+) -> None:
+    events = [heartbeat("a") for _ in range(size)]
+    records = [(e.topic(), e.kafka_key(), encode_event(e), CT) for e in events]
+    signed_headers = Signer(parties.keys["trainer-a"]).sign_batch(records)
+    signatures = {dict(h)[SIGNATURE_HEADER] for h in signed_headers}
+
+    assert len(signatures) == 1  # one Ed25519 signature for the whole batch
+    for (topic, key, value, _), headers in zip(records, signed_headers, strict=True):
+        assert reason(parties.directory, topic, key, value, headers) == "ok"
+    topic, key, value, _ = records[-1]
+    proof = dict(signed_headers[-1])[PROOF_HEADER]
+    for index, claimed in [(size - 1, size + 1), (size, size), (0, size)]:
+        forged = struct.pack(">II", index, claimed) + proof[8:]
+        headers = [(k, forged if k == PROOF_HEADER else v) for k, v in signed_headers[-1]]
+        if (index, claimed) != (0, 1):  # a batch of one: index 0 of 1 is the real proof
+            assert reason(parties.directory, topic, key, value, headers) == "bad_signature"
+    if size > 1:  # a record with its neighbour's proof does not verify
+        topic, key, value, _ = records[0]
+        assert reason(parties.directory, topic, key, value, signed_headers[1]) == "bad_signature"
+        fresh = KeyDirectory([parties.root.public_key()], catalog())  # no cached root
+        fresh._keys = parties.directory._keys
+        assert reason(fresh, topic, key, value, signed_headers[1]) == "bad_signature"
+
+
+def test_merkle_proofs_match_rfc_6962() -> None:
+    leaves = [bytes([i]) * 32 for i in range(7)]
+    root, paths = merkle_tree(leaves)
+    for i, path in enumerate(paths):
+        assert root_from_path(i, 7, leaves[i], path) == root
+    assert root_from_path(7, 7, leaves[0], paths[0]) is None
+    # RFC 6962 2.1: MTH of two leaves is SHA-256(0x01 || l0 || l1)
+    import hashlib
+
+    assert merkle_tree(leaves[:2])[0] == hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    assert leaf_hash("t", b"k", b"v", CT) != leaf_hash("t", b"k", b"w", CT)
 
 
 def test_the_signing_input_is_unambiguous() -> None:

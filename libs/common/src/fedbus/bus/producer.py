@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -25,6 +26,9 @@ from fedbus.settings import FedbusSettings
 __all__ = ["EventProducer", "Publisher", "producer_options"]
 
 log = logging.getLogger(__name__)
+
+SIGN_BATCH = 64
+"""Events of one ``publish_many`` signed together (one signature, a proof each: 6 hashes)."""
 
 
 class Publisher(Protocol):
@@ -161,26 +165,49 @@ class EventProducer:
         partitions: dict[str, list[int]] = {}
         batches: dict[tuple[str, int], BatchBuilder] = {}
         try:
-            for event in events:
-                topic, key = event.topic(), event_key(event)
-                known = partitions.get(topic)
-                if known is None:
-                    known = partitions[topic] = sorted(await self._producer.partitions_for(topic))
-                # by key as send() would; no key: any partition (aiokafka picks at random)
-                tp = (topic, self._partitioner(key, known, known))
-                value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES < request size
-                headers = self._headers(event, topic, key, value)
-                batch = batches.get(tp)
-                if batch is None:
-                    batch = batches[tp] = self._producer.create_batch()
-                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                    futures.append(await self._send_batch(batch, *tp))  # full: send, start anew
-                    batch = batches[tp] = self._producer.create_batch()
-                    batch.append(timestamp=None, key=key, value=value, headers=headers)  # empty
-        except Exception:  # what was packed before an event that failed to encode goes out
+            # Up to SIGN_BATCH events are encoded, then signed with one signature (each keeps
+            # its own inclusion proof: fedbus.bus.signing), then packed.
+            stream = iter(events)
+            while chunk := list(itertools.islice(stream, SIGN_BATCH)):
+                records: list[tuple[str, bytes | None, bytes, Headers]] = []
+                try:
+                    for event in chunk:
+                        topic, key = event.topic(), event_key(event)
+                        value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES
+                        records.append((topic, key, value, self._trace_headers(event)))
+                except Exception:  # an event that fails to encode: those before it go out
+                    if records:
+                        await self._pack(records, partitions, batches, futures)
+                    raise
+                await self._pack(records, partitions, batches, futures)
+        except Exception:
             await self._send_all(batches, futures)
             raise
         await self._send_all(batches, futures)
+
+    async def _pack(
+        self,
+        records: list[tuple[str, bytes | None, bytes, Headers]],
+        partitions: dict[str, list[int]],
+        batches: dict[tuple[str, int], BatchBuilder],
+        futures: list[asyncio.Future[Any]],
+    ) -> None:
+        signed = self._signer.sign_batch(records) if self._signer is not None else None
+        for i, (topic, key, value, headers) in enumerate(records):
+            if signed is not None:
+                headers = signed[i]
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = sorted(await self._producer.partitions_for(topic))
+            # by key as send() would; no key: any partition (aiokafka picks at random)
+            tp = (topic, self._partitioner(key, known, known))
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = self._producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                futures.append(await self._send_batch(batch, *tp))  # full: send, start anew
+                batch = batches[tp] = self._producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value, headers=headers)  # empty
 
     async def _send_all(
         self, batches: dict[tuple[str, int], BatchBuilder], futures: list[asyncio.Future[Any]]
@@ -196,13 +223,15 @@ class EventProducer:
             batch, topic, partition=partition
         )
 
-    def _headers(self, event: Event, topic: str, key: bytes | None, value: bytes) -> Headers:
+    def _trace_headers(self, event: Event) -> Headers:
         content_type = ("content-type", _content_type(self._format))
         if not self._tracing:
-            headers = [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
-        else:
-            with produce_span(event.type):  # the span's context travels in the headers
-                headers = inject_headers([content_type])
+            return [content_type, *event_trace_headers(event.traceparent, event.tracestate)]
+        with produce_span(event.type):  # the span's context travels in the headers
+            return inject_headers([content_type])
+
+    def _headers(self, event: Event, topic: str, key: bytes | None, value: bytes) -> Headers:
+        headers = self._trace_headers(event)
         if self._signer is None:
             return headers
         return self._signer.sign(topic, key, value, headers)

@@ -1,29 +1,36 @@
 """Signed events: who said it, checked by every consumer.
 
 Every process has an Ed25519 key (``FEDBUS_SIGNING_KEY_FILE``). The producer signs each
-record over its topic, its key, the headers that carry meaning and its value, and puts the
-signature and the key's id in two headers (``fedbus-signature``, ``fedbus-key-id``). The
-operator publishes each public key on the compacted ``key.published`` topic with whose it is
-(``principal``), what it may sign (``role``: a producer name of the topic catalog) and the
-event fields it is bound to (``binds``: a trainer's ``client_id``, a tenant's ``tenant``);
-each of those records is signed in turn by an operator root key, whose public half every
-consumer is given (``FEDBUS_ROOT_PUBLIC_KEYS``). A consumer that requires signatures
+record over its topic, its key, the headers that carry meaning and its value; the key's id,
+the signature and an inclusion proof travel in three headers (``fedbus-key-id``,
+``fedbus-signature``, ``fedbus-proof``). The operator publishes each public key on the
+compacted ``key.published`` topic with whose it is (``principal``), what it may sign
+(``role``: a producer name of the topic catalog) and the event fields it is bound to
+(``binds``: a trainer's ``client_id``, a tenant's ``tenant``); each of those records is signed
+in turn by an operator root key, whose public half every consumer is given
+(``FEDBUS_ROOT_PUBLIC_KEYS``). A consumer that requires signatures
 (``FEDBUS_REQUIRE_SIGNATURES``, on by default outside development) dead-letters a record
 that is unsigned, signed by a key it cannot find or that was revoked, whose signature does
 not verify, whose key's role does not produce the topic, or whose bound field says another
 party. So a trainer can no longer speak for another trainer on a shared topic, although the
 broker lets it write there.
 
-The signed bytes (``signing_input``) are length-prefixed fields under a fixed label::
+One Ed25519 signature costs about as much as encoding a 1 KB event, so the records of one
+``publish_many`` are signed in batches: a record's leaf is ``SHA-256(0x00 || input)``, the
+batch's RFC 6962 Merkle root is signed once (with the batch size), and each record carries
+its index, the size and its audit path, so it still verifies on its own (RFC 9162 2.1.3.2);
+a consumer checks each distinct (key, signature, root) once. A single record is a batch of
+one. The signed input of a record is length-prefixed fields under a fixed label::
 
     b"fedbus-event-signature-v1" | topic | key (or absent) | content-type | value
 
-Trace headers are not signed: they steer tracing, never a decision.
+and the signed message of a batch is the label, its size (4 bytes) and its root. Trace
+headers are not signed: they steer tracing, never a decision.
 
 >>> signer = Signer(generate_key())
 >>> headers = signer.sign("progress", b"job-1", b"{}", [("content-type", b"application/json")])
 >>> [name for name, _ in headers]
-['content-type', 'fedbus-key-id', 'fedbus-signature']
+['content-type', 'fedbus-key-id', 'fedbus-signature', 'fedbus-proof']
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ __all__ = [
     "KEY_ID_HEADER",
     "KEY_TOPIC",
     "OPERATOR_ROLE",
+    "PROOF_HEADER",
     "SIGNATURE_HEADER",
     "EventSignatureError",
     "KafkaKeyDirectory",
@@ -69,10 +77,13 @@ __all__ = [
     "is_signed",
     "key_id_of",
     "key_record",
+    "leaf_hash",
     "load_private_key",
+    "merkle_tree",
     "parse_public_key",
     "public_key_b64",
     "publish_key",
+    "root_from_path",
     "signing_input",
     "write_private_key",
 ]
@@ -81,6 +92,8 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "fedbus-signature"
 KEY_ID_HEADER = "fedbus-key-id"
+PROOF_HEADER = "fedbus-proof"
+_OWN_HEADERS = (SIGNATURE_HEADER, KEY_ID_HEADER, PROOF_HEADER)
 SIGNED_HEADERS = ("content-type",)
 """Headers that change what the value means, and so are signed."""
 KEY_TOPIC = "key.published"
@@ -199,11 +212,74 @@ def _header(headers: Sequence[tuple[str, bytes | None]], name: str) -> bytes | N
 
 def is_signed(headers: Sequence[tuple[str, bytes | None]]) -> bool:
     """Whether a record carries a signature header (valid or not)."""
-    return any(k in (SIGNATURE_HEADER, KEY_ID_HEADER) for k, _ in headers)
+    return any(k in _OWN_HEADERS for k, _ in headers)
+
+
+def leaf_hash(
+    topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+) -> bytes:
+    """A record's leaf in its batch's Merkle tree: SHA-256(0x00 || signing input)."""
+    return hashlib.sha256(b"\x00" + signing_input(topic, key, value, headers)).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The RFC 6962 Merkle tree hash of ``leaves`` and each leaf's audit path (deepest first)."""
+    if len(leaves) == 1:
+        return leaves[0], [[]]
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)  # largest power of two below n
+    left, left_paths = merkle_tree(leaves[:split])
+    right, right_paths = merkle_tree(leaves[split:])
+    paths = [[*p, right] for p in left_paths] + [[*p, left] for p in right_paths]
+    return _node(left, right), paths
+
+
+def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
+    """The root an inclusion proof leads to (RFC 9162, 2.1.3.2); None when it is malformed."""
+    if index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return r if sn == 0 else None
+
+
+def _proven_root(
+    topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+) -> tuple[int, bytes] | None:
+    """The batch size and Merkle root a record's inclusion proof leads to; None if malformed."""
+    proof = _header(headers, PROOF_HEADER)
+    if proof is None or len(proof) < 8 or (len(proof) - 8) % 32:
+        return None
+    index, size = struct.unpack(">II", proof[:8])
+    path = [proof[i : i + 32] for i in range(8, len(proof), 32)]
+    root = root_from_path(index, size, leaf_hash(topic, key, value, headers), path)
+    return None if root is None else (size, root)
+
+
+def _root_message(size: int, root: bytes) -> bytes:
+    """What the key signs: a batch's size and Merkle root, under a fixed label."""
+    return _LABEL + struct.pack(">I", size) + root
 
 
 class Signer:
     """Signs records with one private key.
+
+    A batch of records gets one Ed25519 signature, over the RFC 6962 Merkle root of their
+    leaf hashes; each record carries that signature, the key id and its own inclusion proof
+    (``fedbus-proof``: its index, the batch size, the audit path), so each still verifies
+    alone. A single record is a batch of one (its leaf is the root, the path empty).
 
     Parameters
     ----------
@@ -230,10 +306,28 @@ class Signer:
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> list[tuple[str, bytes]]:
-        """``headers`` without any earlier signature, plus this key's id and signature."""
-        kept = [(k, v) for k, v in headers if k not in (SIGNATURE_HEADER, KEY_ID_HEADER)]
-        signature = self._key.sign(signing_input(topic, key, value, kept))
-        return [*kept, (KEY_ID_HEADER, self._key_id_bytes), (SIGNATURE_HEADER, signature)]
+        """``headers`` without any earlier signature, plus this key's id, signature and proof."""
+        return self.sign_batch([(topic, key, value, headers)])[0]
+
+    def sign_batch(
+        self, records: Sequence[tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]]
+    ) -> list[list[tuple[str, bytes]]]:
+        """Each record's headers with one signature over the batch (see the class)."""
+        kept = [
+            [(k, v) for k, v in headers if k not in _OWN_HEADERS] for _, _, _, headers in records
+        ]
+        leaves = [
+            leaf_hash(topic, key, value, h)
+            for (topic, key, value, _), h in zip(records, kept, strict=True)
+        ]
+        root, paths = merkle_tree(leaves)
+        size = len(leaves)
+        signature = self._key.sign(_root_message(size, root))
+        own = [(KEY_ID_HEADER, self._key_id_bytes), (SIGNATURE_HEADER, signature)]
+        return [
+            [*h, *own, (PROOF_HEADER, struct.pack(">II", i, size) + b"".join(path))]
+            for i, (h, path) in enumerate(zip(kept, paths, strict=True))
+        ]
 
 
 @dataclass
@@ -264,6 +358,7 @@ class KeyDirectory:
         self._catalog = catalog
         self._keys: dict[str, SignedBy] = {}
         self._producer_cache: dict[str, frozenset[str]] = {}
+        self._verified: dict[tuple[str, bytes], bytes] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -283,8 +378,11 @@ class KeyDirectory:
         if root is None or signature is None:
             log.warning("%s skipped: not signed by a root key of FEDBUS_ROOT_PUBLIC_KEYS", where)
             return None
+        proven = _proven_root(KEY_TOPIC, key, value, headers)
         try:
-            root.verify(signature, signing_input(KEY_TOPIC, key, value, headers))
+            if proven is None:
+                raise InvalidSignature
+            root.verify(signature, _root_message(*proven))
         except InvalidSignature:
             log.warning("%s skipped: its root signature does not verify", where)
             return None
@@ -333,14 +431,26 @@ class KeyDirectory:
             raise EventSignatureError("unknown_key", f"key {kid} is not on {KEY_TOPIC}")
         if signer.revoked:
             raise EventSignatureError("revoked_key", f"key {kid} of {signer.principal} was revoked")
+        proven = _proven_root(topic, key, value, headers)
+        if proven is None:
+            raise EventSignatureError(
+                "bad_signature", f"no well-formed {PROOF_HEADER} header (key {kid})"
+            )
+        size, root = proven
+        # A batch's records share one signature: check it once per (key, signature, root).
+        if self._verified.get((kid, signature)) == root:
+            return signer
         try:
-            signer.public_key.verify(signature, signing_input(topic, key, value, headers))
+            signer.public_key.verify(signature, _root_message(size, root))
         except InvalidSignature:
             raise EventSignatureError(
                 "bad_signature",
                 f"the signature of key {kid} ({signer.principal}) does not "
                 "verify: the record was changed or signed for another topic or key",
             ) from None
+        if len(self._verified) >= 65_536:
+            self._verified.clear()
+        self._verified[(kid, signature)] = root
         return signer
 
     def _producers(self, topic: str) -> frozenset[str]:
