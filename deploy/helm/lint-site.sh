@@ -3,7 +3,10 @@
 # ci/gpu-values.yaml, and check what a site relies on:
 # - exactly one workload (a StatefulSet of 1 replica, one container) and its policy ConfigMap;
 # - no MinIO key, no PostgreSQL DSN, no Secret but the trainer's own Kafka credentials, the
-#   artifact keys and CA certificates;
+#   artifact keys, its signing key and CA certificates;
+# - its signing key: only signing.key of signing.existingSecret, mounted read-only where
+#   FEDBUS_SIGNING_KEY_FILE points; FEDBUS_ROOT_PUBLIC_KEYS is signing.rootPublicKeys and
+#   FEDBUS_REQUIRE_SIGNATURES=true, and the environment loads as the trainer's production settings;
 # - the policy file mounted read-only where FEDBUS_SITE_POLICY_FILE points, and read by the
 #   trainer's own loader to what the values say; the data mounted read-only;
 # - non-root, read-only root filesystem, a writable state directory, /healthz and /readyz probes;
@@ -44,6 +47,9 @@ bad=(
   "dataVolume: {existingClaim: '', hostPath: ''}"            # no data volume
   "dataVolume: {existingClaim: a, hostPath: /srv}"           # two data volumes
   "minio: {endpoint: http://minio:9000}"                     # MinIO settings it has no use for
+  "signing: {existingSecret: ''}"                            # no signing key
+  "signing: {rootPublicKeys: []}"                            # no root public key
+  "signing: {rootPublicKeys: [not-a-key]}"                   # a root key that is not Ed25519
 )
 for mistake in "${bad[@]}"; do
   printf '%s\n' "$mistake" > "$out/bad.yaml"
@@ -61,16 +67,18 @@ done
 echo "[helm-lint] fedbus-site: ${#bad[@]} bad value sets refused by helm lint --strict"
 
 "$PY" - "$out/cpu.yaml" "$out/gpu.yaml" "$CHART/ci/cpu-values.yaml" "$CHART/ci/gpu-values.yaml" <<'PYEOF'
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-try:  # the trainer's own loader, when the workspace is installed
+try:  # the trainer's own loader and settings, when the workspace is installed
+    from fedbus_trainer.settings import TrainerSettings
     from fedbus_trainer.site_policy import load_policy
 except ImportError:  # pragma: no cover - plain python3 without the workspace
-    load_policy = None
+    load_policy = TrainerSettings = None
 
 FORBIDDEN = ("FEDBUS_MINIO_ACCESS_KEY", "FEDBUS_MINIO_SECRET_KEY", "FEDBUS_POSTGRES_DSN")
 problems = []
@@ -101,14 +109,48 @@ def check(rendered: str, values_path: str) -> None:
     if refs != {values["kafka"]["sasl"]["existingSecret"]}:
         problems.append(f"{where}: env reads Secrets {sorted(refs)}, expected only Kafka's")
     secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    allowed = {values["artifactKeys"]["existingSecret"], values.get("kafka", {}).get("tls", {})
-               .get("caSecret"), values.get("minio", {}).get("caSecret")} - {None, ""}
-    if not secrets <= allowed or values["artifactKeys"]["existingSecret"] not in secrets:
+    signing = values["signing"]
+    allowed = {values["artifactKeys"]["existingSecret"], signing["existingSecret"],
+               values.get("kafka", {}).get("tls", {}).get("caSecret"),
+               values.get("minio", {}).get("caSecret")} - {None, ""}
+    if not secrets <= allowed or values["artifactKeys"]["existingSecret"] not in secrets \
+            or signing["existingSecret"] not in secrets:
         problems.append(f"{where}: Secret volumes {sorted(secrets)}, expected within {allowed}")
     if "FEDBUS_ARTIFACT_KEYS_FILE" not in env:
         problems.append(f"{where}: no FEDBUS_ARTIFACT_KEYS_FILE")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
+    # The signing key: only its entry of the Secret, read-only, where FEDBUS_SIGNING_KEY_FILE is.
+    key_file = Path(env.get("FEDBUS_SIGNING_KEY_FILE", {}).get("value", "/nowhere/x"))
+    mount = mounts.get(str(key_file.parent))
+    secret = volumes.get(mount["name"], {}).get("secret", {}) if mount else {}
+    if not mount or not mount.get("readOnly") or secret.get("secretName") != \
+            signing["existingSecret"] or secret.get("items") != [
+            {"key": signing.get("key", "key.pem"), "path": key_file.name}]:
+        problems.append(f"{where}: the signing key {key_file} is not only "
+                        f"{signing.get('key', 'key.pem')} of {signing['existingSecret']}, "
+                        "mounted read-only")
+    if env.get("FEDBUS_ROOT_PUBLIC_KEYS", {}).get("value") != ",".join(signing["rootPublicKeys"]) \
+            or env.get("FEDBUS_REQUIRE_SIGNATURES", {}).get("value") != "true":
+        problems.append(f"{where}: FEDBUS_ROOT_PUBLIC_KEYS or FEDBUS_REQUIRE_SIGNATURES wrong")
+    if TrainerSettings is not None:  # the env, secrets filled in, loads as production settings
+        plain = {k: e["value"] for k, e in env.items() if "value" in e}
+        plain |= {k: "x" for k, e in env.items() if "valueFrom" in e}
+        kept = {k: v for k, v in os.environ.items() if k.startswith("FEDBUS_")}
+        for k in kept:
+            del os.environ[k]
+        os.environ.update(plain)
+        try:
+            loaded = TrainerSettings(_env_file=None)
+            if loaded.env != "production" or not loaded.signatures_required:
+                problems.append(f"{where}: loads as {loaded.env}, signatures required "
+                                f"{loaded.signatures_required}")
+        except ValueError as exc:
+            problems.append(f"{where}: the environment does not load as settings: {exc}")
+        finally:
+            for k in plain:
+                os.environ.pop(k, None)
+            os.environ.update(kept)
     # The policy: the file FEDBUS_SITE_POLICY_FILE names is a key of a mounted ConfigMap.
     policy_path = Path(env.get("FEDBUS_SITE_POLICY_FILE", {}).get("value", "/nowhere/x"))
     mount = mounts.get(str(policy_path.parent))
@@ -161,4 +203,7 @@ if problems:
     sys.exit("[helm-lint] fedbus-site:\n  " + "\n  ".join(problems))
 print("[helm-lint] fedbus-site: no MinIO key or DSN; the policy mounted and read back; "
       "data read-only; non-root, read-only root; probes; GPU only with gpu.enabled")
+print("[helm-lint] fedbus-site: its own signing key mounted read-only, FEDBUS_SIGNING_KEY_FILE, "
+      "FEDBUS_ROOT_PUBLIC_KEYS, FEDBUS_REQUIRE_SIGNATURES=true"
+      + ("" if TrainerSettings is None else "; loads as production trainer settings"))
 PYEOF

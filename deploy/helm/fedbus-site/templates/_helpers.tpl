@@ -44,7 +44,8 @@ fedbus.io/client-id: {{ .Values.clientId | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The trainer's environment: who it is, its data, its policy, Kafka, TLS CAs, artifact keys.
+{{/* The trainer's environment: who it is, its data, its policy, Kafka, TLS CAs, artifact keys,
+its signing key and the root public keys.
 No MinIO access or secret key and no PostgreSQL DSN: the trainer has none. */}}
 {{- define "site.env" -}}
 {{- $v := .Values }}
@@ -61,7 +62,10 @@ No MinIO access or secret key and no PostgreSQL DSN: the trainer has none. */}}
   "FEDBUS_KAFKA_BOOTSTRAP_SERVERS" $v.kafka.bootstrapServers
   "FEDBUS_KAFKA_SECURITY_PROTOCOL" $v.kafka.securityProtocol
   "FEDBUS_KAFKA_SASL_MECHANISM" $v.kafka.sasl.mechanism
-  "FEDBUS_ARTIFACT_KEYS_FILE" "/etc/fedbus/artifact-keys" }}
+  "FEDBUS_ARTIFACT_KEYS_FILE" "/etc/fedbus/artifact-keys"
+  "FEDBUS_SIGNING_KEY_FILE" "/etc/fedbus/signing/key.pem"
+  "FEDBUS_ROOT_PUBLIC_KEYS" (join "," $v.signing.rootPublicKeys)
+  "FEDBUS_REQUIRE_SIGNATURES" "true" }}
 {{- if $v.artifactKeys.currentKeyId }}{{ $_ := set $vars "FEDBUS_ARTIFACT_KEY_ID" $v.artifactKeys.currentKeyId }}{{ end }}
 {{- if $v.kafka.tls.caSecret }}{{ $_ := set $vars "FEDBUS_KAFKA_SSL_CAFILE" (printf "/etc/fedbus/kafka-ca/%s" $v.kafka.tls.caKey) }}{{ end }}
 {{- if $v.minio.caSecret }}{{ $_ := set $vars "FEDBUS_MINIO_CA_FILE" (printf "/etc/fedbus/minio-ca/%s" $v.minio.caKey) }}{{ end }}

@@ -186,6 +186,52 @@ global `env`/`extraEnv` and the component's own. Call with (dict "root" $ "c" <c
 {{- end }}
 {{- end }}
 
+{{/*
+Signed events (fedbus.bus.signing). "fedbus.signingCheck" fails the render when a pod would
+start without what production needs: call with (dict "root" $ "secret" <Secret name> "what"
+<the value that names it>). Outside development and test a missing Secret is an error; with a
+Secret, signing.rootPublicKeys must be set.
+*/}}
+{{- define "fedbus.signingCheck" -}}
+{{- $v := .root.Values }}
+{{- if not .secret }}
+{{- if not (has $v.fedbusEnv (list "development" "test")) }}
+{{- fail (printf "%s is empty: with fedbusEnv %s every fedbus process refuses to start without its Ed25519 signing key (FEDBUS_SIGNING_KEY_FILE). Create the Secret (README.md, \"Signing keys\": python -m fedbus.bus.signing issue ...) and name it here, or use fedbusEnv development" .what $v.fedbusEnv) }}
+{{- end }}
+{{- else if and (eq $v.fedbusEnv "production") (not $v.signing.requireSignatures) }}
+{{- fail "signing.requireSignatures is false: with fedbusEnv production every fedbus process refuses to start with FEDBUS_REQUIRE_SIGNATURES off" }}
+{{- else if not $v.signing.rootPublicKeys }}
+{{- fail (printf "signing.rootPublicKeys is empty: %s mounts a signing key, but no consumer could check a signature without the operator's root public keys (FEDBUS_ROOT_PUBLIC_KEYS; python -m fedbus.bus.signing root --key root.pem prints one)" .what) }}
+{{- end }}
+{{- end }}
+
+{{/* The signing variables as YAML (a dict for "extra"): (dict "root" $ "secret" .. "file" ..). */}}
+{{- define "fedbus.signingVars" -}}
+{{- if .secret }}
+FEDBUS_SIGNING_KEY_FILE: {{ .file | quote }}
+FEDBUS_ROOT_PUBLIC_KEYS: {{ join "," .root.Values.signing.rootPublicKeys | quote }}
+FEDBUS_REQUIRE_SIGNATURES: {{ ternary "true" "false" (.root.Values.signing.requireSignatures | default false) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* A service's own key: the entry <component>.pem of signing.existingSecret, mounted as
+/etc/fedbus/signing/key.pem; call with (dict "root" $ "component" ..). */}}
+{{- define "fedbus.signingVolumes" -}}
+{{- with .root.Values.signing.existingSecret }}
+- name: signing-key
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+    items: [{key: {{ printf "%s.pem" $.component | quote }}, path: key.pem}]
+{{- end }}
+{{- end }}
+
+{{- define "fedbus.signingVolumeMounts" -}}
+{{- if .Values.signing.existingSecret }}
+- {name: signing-key, mountPath: /etc/fedbus/signing, readOnly: true}
+{{- end }}
+{{- end }}
+
 {{/* Writable scratch space for a read-only root filesystem. */}}
 {{- define "fedbus.scratchVolumes" -}}
 - name: tmp
