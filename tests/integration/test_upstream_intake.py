@@ -142,7 +142,8 @@ async def test_the_documented_aiokafka_example_publishes_a_request_for_its_tenan
 ) -> None:
     """docs/events.md's outside-publisher block, run as written with a principal's env file."""
     page = render()
-    block = page.split("With plain aiokafka")[1].split("```python\n")[1].split("```")[0]
+    block = page.split("With aiokafka and fedbus's signer")[1].split("```python\n")[1]
+    block = block.split("```")[0]
     script = tmp_path / "publish.py"
     script.write_text(block)
     tenant = unique("acme")

@@ -111,10 +111,10 @@ and the number of attempts. Nobody consumes them automatically: replay one by de
 OUTSIDE = """\
 ## Publishing `job.requested` from outside fedbus
 
-No fedbus code is needed: publish the JSON object below on your tenant's intake topic
-`upstream.job.requested.<tenant>`, keyed by the job id. Give every request a fresh
-`event_id` (UUID) and `job_id`, `time` in epoch milliseconds, and a `traceparent` (`00-` +
-32 hex digits + `-` + 16 hex digits + `-01`). Orchestration answers on `job.accepted` or
+Publish the JSON object below on your tenant's intake topic `upstream.job.requested.<tenant>`,
+keyed by the job id and signed with your key. Give every request a fresh `event_id` (UUID)
+and `job_id`, `time` in epoch milliseconds, and a `traceparent` (`00-` + 32 hex digits +
+`-` + 16 hex digits + `-01`). Orchestration answers on `job.accepted` or
 `job.rejected` (with a list of `{{code, field, message}}` reasons), under the same key.
 Cancel a job of yours on `upstream.job.cancel.requested.<tenant>`. `job.requested` and
 `job.cancel.requested` themselves are written by the gateway only.
@@ -123,13 +123,20 @@ Cancel a job of yours on `upstream.job.cancel.requested.<tenant>`. `job.requeste
 and, on a stack with Kafka SASL (the default of `make up`), the principal
 `upstream-<tenant>`, the only one that may write them: its SCRAM-SHA-256 user and password
 go to `<state dir>/principals/upstream-<tenant>.env`, with the protocol (`SASL_SSL` with
-the local CA when the stack runs TLS) and the CA file. Give the console producer
-`--producer.config` with `security.protocol`, `sasl.mechanism=SCRAM-SHA-256`, a
-`ScramLoginModule` `sasl.jaas.config` and the truststore, and aiokafka the same as
+the local CA when the stack runs TLS) and the CA file. Give aiokafka these as
 `security_protocol`, `sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password` and
 an `ssl_context`. The tenant of a request is the topic's: a body whose `tenant` names
 another tenant is dead-lettered on `upstream.job.requested.dlq` with the reason, and
 consumers set `source` to `upstream-<tenant>` whatever the body says.
+
+Every record must be signed (`fedbus.bus.signing`): a consumer that requires signatures
+(the default outside development, and set by `make up`) dead-letters an unsigned record as
+`unsigned`. `stack.py principal upstream <tenant>` also makes the tenant's Ed25519 key
+`<state dir>/keys/upstream-<tenant>.pem`, names it in the principal's file
+(`FEDBUS_SIGNING_KEY_FILE`) and publishes it on `key.published` with role `upstream`, bound
+to `tenant=<tenant>`: a record it signs that names another tenant is dead-lettered. Sign each
+record with `fedbus.bus.signing.Signer(load_private_key(path)).sign(topic, key, value,
+headers)` and send the headers it returns with it, as below.
 
 The full body (`schemas/examples/job.requested.json`):
 
@@ -137,24 +144,17 @@ The full body (`schemas/examples/job.requested.json`):
 {example}
 ```
 
-With the Kafka console producer (one message per line, key and value split by `|`):
-
-```bash
-kafka-console-producer.sh --bootstrap-server localhost:9092 --topic upstream.job.requested.acme \\
-  --property parse.key=true --property key.separator='|' <<'JSON'
-{key}|{compact}
-JSON
-```
-
-With plain aiokafka (no fedbus imports), run from the repository with your principal's file
-loaded (`set -a; . <state dir>/principals/upstream-acme.env; set +a`),
+With aiokafka and fedbus's signer, run from the repository (its virtualenv) with your
+principal's file loaded (`set -a; . <state dir>/principals/upstream-acme.env; set +a`),
 `FEDBUS_KAFKA_BOOTSTRAP_SERVERS` (`127.0.0.1:19092` for `make up`) and `TENANT=acme`; it
 prints the job id (`tests/integration/test_upstream_intake.py` runs this block):
 
 ```python
 import asyncio, json, os, ssl, time, uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from fedbus.bus.signing import Signer, load_private_key
 
 
 async def main() -> None:
@@ -170,6 +170,10 @@ async def main() -> None:
         source="my-upstream",
         idempotency_key=None,
     )
+    topic, key = f"upstream.job.requested.{{tenant}}", job_id.encode()
+    value = json.dumps(event).encode()
+    signer = Signer(load_private_key(Path(os.environ["FEDBUS_SIGNING_KEY_FILE"])))
+    headers = signer.sign(topic, key, value, [("content-type", b"application/json")])
     cafile = os.environ.get("FEDBUS_KAFKA_SSL_CAFILE")
     producer = AIOKafkaProducer(
         bootstrap_servers=os.environ["FEDBUS_KAFKA_BOOTSTRAP_SERVERS"],
@@ -183,10 +187,7 @@ async def main() -> None:
     )
     await producer.start()
     try:
-        await producer.send_and_wait(
-            f"upstream.job.requested.{{tenant}}", key=job_id.encode(),
-            value=json.dumps(event).encode(),
-        )
+        await producer.send_and_wait(topic, key=key, value=value, headers=headers)
     finally:
         await producer.stop()
     print(job_id)

@@ -173,11 +173,7 @@ def _event_section(event_type: str, catalog: TopicCatalog, envelope_size: int) -
 
 def _outside_section() -> str:
     example = load_json(schema_dir() / "examples" / "job.requested.json")
-    return _doctext.OUTSIDE.format(
-        example=json.dumps(example, indent=2),
-        key=example["job_id"],
-        compact=json.dumps(example, separators=(",", ":")),
-    )
+    return _doctext.OUTSIDE.format(example=json.dumps(example, indent=2))
 
 
 def render() -> str:
