@@ -36,6 +36,7 @@ from fedbus.bus.signing import (
     signing_input,
     write_private_key,
 )
+from fedbus.bus.signing import main as signing_main
 from fedbus.bus.topics import catalog
 from fedbus.events import (
     DeadLetter,
@@ -348,3 +349,20 @@ async def test_in_development_an_unsigned_record_passes_but_a_bad_signature_neve
     )
 
     assert (unsigned, tampered) == ("handled", "dead_lettered")
+
+
+def test_the_key_tool_prints_a_public_key_and_takes_one_instead_of_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "site.pem"
+    root_path = tmp_path / "root.pem"
+    assert signing_main(["root", "--key", str(root_path)]) == 0
+    root_public = capsys.readouterr().out.strip()
+    write_private_key(path, generate_key())
+
+    assert signing_main(["public", "--key", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == public_key_b64(load_private_key(path))
+    assert root_public == public_key_b64(load_private_key(root_path))
+    with pytest.raises(SystemExit):  # a key file or a public key, not both
+        signing_main(["issue", "--root", str(root_path), "--key", str(path), "--public-key",
+                      root_public, "--principal", "p", "--role", "trainer"])  # fmt: skip

@@ -646,7 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``root --key FILE`` makes the root key if it is missing and prints its public half (the
     value of ``FEDBUS_ROOT_PUBLIC_KEYS``). ``issue --root FILE --key FILE --principal P
     --role R [--bind field=value]`` makes the key if missing and publishes its record signed
-    by the root. ``revoke`` publishes the record with ``status: revoked``. ``list`` prints
+    by the root; ``--public-key B64`` instead of ``--key`` publishes a key whose private half
+    never leaves its owner (``public`` prints it from a key file). ``revoke`` publishes the record with ``status: revoked``. ``list`` prints
     the directory as a consumer sees it.
     """
     from fedbus.bus.topics import catalog
@@ -656,10 +657,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     root_cmd = sub.add_parser("root")
     root_cmd.add_argument("--key", type=Path, required=True)
+    public_cmd = sub.add_parser("public")
+    public_cmd.add_argument("--key", type=Path, required=True)
     for name in ("issue", "revoke"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--root", type=Path, required=True)
-        cmd.add_argument("--key", type=Path, required=True)
+        which = cmd.add_mutually_exclusive_group(required=True)
+        which.add_argument("--key", type=Path, help="the private key file (made if missing)")
+        which.add_argument(
+            "--public-key", help="the public key, base64: a site keeps its private key"
+        )
         cmd.add_argument("--principal", required=True)
         cmd.add_argument("--role", required=True)
         cmd.add_argument("--bind", action="append", default=[], metavar="FIELD=VALUE")
@@ -669,12 +676,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "root":
         print(public_key_b64(_load_or_make(args.key)))
         return 0
+    if args.command == "public":
+        print(public_key_b64(load_private_key(args.key)))
+        return 0
     settings: FedbusSettings = load_settings()
     if args.command == "list":
         return asyncio.run(_list(settings, catalog()))
     binds = dict(b.split("=", 1) for b in args.bind)
     root = load_private_key(args.root)
-    key = _load_or_make(args.key) if args.command == "issue" else load_private_key(args.key)
+    key: Ed25519PrivateKey | Ed25519PublicKey
+    if args.public_key:
+        key = parse_public_key(args.public_key)
+    else:
+        key = _load_or_make(args.key) if args.command == "issue" else load_private_key(args.key)
     event = key_record(key, principal=args.principal, role=args.role, binds=binds,
                        revoked=args.command == "revoke", reason=args.reason)  # fmt: skip
     asyncio.run(publish_key(settings, root, event))
