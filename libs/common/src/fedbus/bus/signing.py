@@ -647,8 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     value of ``FEDBUS_ROOT_PUBLIC_KEYS``). ``issue --root FILE --key FILE --principal P
     --role R [--bind field=value]`` makes the key if missing and publishes its record signed
     by the root; ``--public-key B64`` instead of ``--key`` publishes a key whose private half
-    never leaves its owner (``public`` prints it from a key file). ``revoke`` publishes the record with ``status: revoked``. ``list`` prints
-    the directory as a consumer sees it.
+    never leaves its owner (``public`` prints it from a key file). ``revoke`` publishes the
+    record with ``status: revoked``. ``list`` prints the directory as a consumer sees it.
     """
     from fedbus.bus.topics import catalog
     from fedbus.settings import load_settings
