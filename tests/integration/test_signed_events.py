@@ -26,6 +26,7 @@ from fedbus.bus.codec import encode_event
 from fedbus.bus.signing import Signer, generate_key, load_private_key
 from fedbus.events import (
     DatasetInfo,
+    DeclineReason,
     DeadLetter,
     Event,
     JobAccepted,
@@ -33,6 +34,7 @@ from fedbus.events import (
     JobRequested,
     JobSpec,
     RoundCompleted,
+    RoundDeclined,
     TrainerHeartbeat,
     TrainerStatus,
     schema_dir,
@@ -175,7 +177,7 @@ async def test_a_forged_heartbeat_is_refused_and_does_not_make_a_trainer_live(
     assert isinstance(accepted, JobAccepted)
 
 
-async def test_unsigned_tampered_unknown_revoked_and_out_of_role_records_are_dead_lettered(
+async def test_forged_unsigned_tampered_unknown_revoked_and_out_of_role_are_dead_lettered(
     secured: FedbusSettings, trainers: dict[str, FedbusSettings], orchestration: ServiceProcess
 ) -> None:
     a, a_id = trainers["a"], str(trainers["a_id"])
@@ -187,7 +189,16 @@ async def test_unsigned_tampered_unknown_revoked_and_out_of_role_records_are_dea
         value, k = encode_event(event), event.kafka_key() or b""
         return k, value, Signer(key).sign(event.topic(), k, value, CT)  # type: ignore[arg-type]
 
-    async with EventWatcher(secured, ["trainer.heartbeat.dlq", "round.completed.dlq"]) as watch:
+    dlqs = ["trainer.heartbeat.dlq", "round.completed.dlq", "round.declined.dlq"]
+    async with EventWatcher(secured, dlqs) as watch:
+        # B declines a round in A's name (a decline takes a client out of a job).
+        decline = RoundDeclined.create(
+            source="trainer", job_id=str(uuid.uuid4()), round=1, client_id=a_id,
+            started_event_id=str(uuid.uuid4()),
+            reasons=[DeclineReason(code="epsilon_too_large", message="forged")],
+        )  # fmt: skip
+        await publish(trainers["b"], decline)
+
         unsigned = heartbeat(a_id, dataset)
         await publish_raw(a, "trainer.heartbeat", a_id.encode(), encode_event(unsigned), CT)
 
@@ -206,6 +217,7 @@ async def test_unsigned_tampered_unknown_revoked_and_out_of_role_records_are_dea
         await publish_raw(secured, "round.completed", *signed(completed))
 
         for event_id, reason in [
+            (decline.event_id, "bound_field"),
             (unsigned.event_id, "unsigned"),
             (tampered.event_id, "bad_signature"),
             (stranger.event_id, "unknown_key"),
