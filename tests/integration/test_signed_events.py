@@ -26,8 +26,8 @@ from fedbus.bus.codec import encode_event
 from fedbus.bus.signing import Signer, generate_key, load_private_key
 from fedbus.events import (
     DatasetInfo,
-    DeclineReason,
     DeadLetter,
+    DeclineReason,
     Event,
     JobAccepted,
     JobRejected,
