@@ -6,6 +6,7 @@ runs the same attacks on the real broker).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from pathlib import Path
@@ -232,6 +233,22 @@ def test_every_record_of_a_batch_verifies_alone_and_only_with_its_own_proof(
         fresh = KeyDirectory([parties.root.public_key()], catalog())  # no cached root
         fresh._keys = parties.directory._keys
         assert reason(fresh, topic, key, value, signed_headers[1]) == "bad_signature"
+
+
+def rfc6962_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962 2.1's MTH, as the RFC defines it (split at the largest power of two below n)."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + rfc6962_root(leaves[:k]) + rfc6962_root(leaves[k:])).digest()
+
+
+def test_the_tree_is_rfc_6962s_and_every_audit_path_leads_to_its_root() -> None:
+    for n in range(1, 130):
+        leaves = [hashlib.sha256(n.to_bytes(2) + i.to_bytes(2)).digest() for i in range(n)]
+        root, paths = merkle_tree(leaves)
+        assert root == rfc6962_root(leaves)
+        assert [root_from_path(i, n, leaves[i], p) for i, p in enumerate(paths)] == [root] * n
 
 
 def test_merkle_proofs_match_rfc_6962() -> None:

@@ -227,14 +227,28 @@ def _node(left: bytes, right: bytes) -> bytes:
 
 
 def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The RFC 6962 Merkle tree hash of ``leaves`` and each leaf's audit path (deepest first)."""
-    if len(leaves) == 1:
-        return leaves[0], [[]]
-    split = 1 << ((len(leaves) - 1).bit_length() - 1)  # largest power of two below n
-    left, left_paths = merkle_tree(leaves[:split])
-    right, right_paths = merkle_tree(leaves[split:])
-    paths = [[*p, right] for p in left_paths] + [[*p, left] for p in right_paths]
-    return _node(left, right), paths
+    """The RFC 6962 Merkle tree hash of ``leaves`` and each leaf's audit path (deepest first).
+
+    Built level by level: adjacent nodes pair up and an odd last node rises unchanged, which
+    gives RFC 6962's tree (its left subtrees are complete).
+    """
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        above = [_node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            above.append(below[-1])
+        levels.append(above)
+    paths = []
+    for index in range(len(leaves)):
+        path, i = [], index
+        for level in levels[:-1]:
+            sibling = i ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            i >>= 1
+        paths.append(path)
+    return levels[-1][0], paths
 
 
 def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
