@@ -220,19 +220,23 @@ def test_every_record_of_a_batch_verifies_alone_and_only_with_its_own_proof(
     assert len(signatures) == 1  # one Ed25519 signature for the whole batch
     for (topic, key, value, _), headers in zip(records, signed_headers, strict=True):
         assert reason(parties.directory, topic, key, value, headers) == "ok"
+    # A directory that has not yet seen this batch (one that has knows each record's leaf is
+    # in the signed tree, whatever proof it comes with).
+    fresh = KeyDirectory([parties.root.public_key()], catalog())
+    fresh._keys = parties.directory._keys
     topic, key, value, _ = records[-1]
     proof = dict(signed_headers[-1])[PROOF_HEADER]
     for index, claimed in [(size - 1, size + 1), (size, size), (0, size)]:
         forged = struct.pack(">II", index, claimed) + proof[8:]
         headers = [(k, forged if k == PROOF_HEADER else v) for k, v in signed_headers[-1]]
         if (index, claimed) != (0, 1):  # a batch of one: index 0 of 1 is the real proof
-            assert reason(parties.directory, topic, key, value, headers) == "bad_signature"
+            assert reason(fresh, topic, key, value, headers) == "bad_signature"
     if size > 1:  # a record with its neighbour's proof does not verify
         topic, key, value, _ = records[0]
-        assert reason(parties.directory, topic, key, value, signed_headers[1]) == "bad_signature"
-        fresh = KeyDirectory([parties.root.public_key()], catalog())  # no cached root
-        fresh._keys = parties.directory._keys
         assert reason(fresh, topic, key, value, signed_headers[1]) == "bad_signature"
+        # nor does a changed record, once its batch is known
+        changed = value.replace(b'"cpu"', b'"gpu"')
+        assert reason(parties.directory, topic, key, changed, signed_headers[0]) == "bad_signature"
 
 
 def rfc6962_root(leaves: list[bytes]) -> bytes:

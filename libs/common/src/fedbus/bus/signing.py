@@ -253,9 +253,16 @@ def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
 
 def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
     """The root an inclusion proof leads to (RFC 9162, 2.1.3.2); None when it is malformed."""
+    nodes = _path_nodes(index, size, leaf, path)
+    return None if nodes is None else nodes[-1]
+
+
+def _path_nodes(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> list[bytes] | None:
+    """RFC 9162 2.1.3.2's walk, keeping each node from the leaf up to the root."""
     if index >= size:
         return None
     fn, sn, r = index, size - 1, leaf
+    nodes = [leaf]
     for p in path:
         if sn == 0:
             return None
@@ -265,8 +272,22 @@ def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) ->
                 fn, sn = fn >> 1, sn >> 1
         else:
             r = _node(r, p)
+        nodes.append(r)
         fn, sn = fn >> 1, sn >> 1
-    return r if sn == 0 else None
+    return nodes if sn == 0 else None
+
+
+def _proof_walk(
+    topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+) -> tuple[int, list[bytes]] | None:
+    """The batch size and the nodes from a record's leaf up to its root; None if malformed."""
+    proof = _header(headers, PROOF_HEADER)
+    if proof is None or len(proof) < 8 or (len(proof) - 8) % 32:
+        return None
+    index, size = struct.unpack(">II", proof[:8])
+    path = [proof[i : i + 32] for i in range(8, len(proof), 32)]
+    nodes = _path_nodes(index, size, leaf_hash(topic, key, value, headers), path)
+    return None if nodes is None else (size, nodes)
 
 
 def _proven_root(
@@ -372,7 +393,7 @@ class KeyDirectory:
         self._catalog = catalog
         self._keys: dict[str, SignedBy] = {}
         self._producer_cache: dict[str, frozenset[str]] = {}
-        self._verified: dict[tuple[str, bytes], bytes] = {}
+        self._proven: dict[bytes, str] = {}  # tree node -> the key whose signature covers it
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -445,26 +466,31 @@ class KeyDirectory:
             raise EventSignatureError("unknown_key", f"key {kid} is not on {KEY_TOPIC}")
         if signer.revoked:
             raise EventSignatureError("revoked_key", f"key {kid} of {signer.principal} was revoked")
-        proven = _proven_root(topic, key, value, headers)
-        if proven is None:
+        walk = _proof_walk(topic, key, value, headers)
+        if walk is None:
             raise EventSignatureError(
                 "bad_signature", f"no well-formed {PROOF_HEADER} header (key {kid})"
             )
-        size, root = proven
-        # A batch's records share one signature: check it once per (key, signature, root).
-        if self._verified.get((kid, signature)) == root:
-            return signer
+        # A batch's records share one signature. Every node on a path whose root this key's
+        # signature covered is proven; a record whose path meets one is in that signed tree
+        # (SHA-256 with 0x00/0x01 domain separation), so its signature is already checked.
+        size, nodes = walk
+        proven = self._proven
+        for node in nodes:
+            if proven.get(node) == kid:
+                return signer
         try:
-            signer.public_key.verify(signature, _root_message(size, root))
+            signer.public_key.verify(signature, _root_message(size, nodes[-1]))
         except InvalidSignature:
             raise EventSignatureError(
                 "bad_signature",
                 f"the signature of key {kid} ({signer.principal}) does not "
                 "verify: the record was changed or signed for another topic or key",
             ) from None
-        if len(self._verified) >= 65_536:
-            self._verified.clear()
-        self._verified[(kid, signature)] = root
+        if len(proven) >= 262_144:
+            proven.clear()
+        for node in nodes:
+            proven[node] = kid
         return signer
 
     def _producers(self, topic: str) -> frozenset[str]:
