@@ -5,6 +5,11 @@ Routes (every one takes ``?tenant=T``; another tenant's model answers 404 like a
 - ``GET /v1/models``: ``{"tenant", "models": [{"name", "latest_version", "updated_at"}]}``
 - ``GET /v1/models/{name}/versions``: ``{"tenant", "name", "versions": [<version>, ...]}``
 - ``GET /v1/models/{name}/versions/{version}``: ``<version>`` plus ``download_url`` (presigned)
+- ``GET /v1/models/{name}/versions/{version}/artifact`` (only with ``read_artifact``): the
+  version's weights as plaintext safetensors, decrypted and checked against the registered
+  size and SHA-256; headers ``X-Fedbus-Sha256``, ``X-Fedbus-Model`` and ``X-Fedbus-Dataset``
+  (the job spec's ``model`` and ``dataset``, percent-encoded). The gateway serves predictions
+  with it, so it needs neither MinIO credentials nor the artifact keys.
 - ``GET /v1/jobs/{job_id}/model``: the version registered for a job, as the route above
 - ``GET /v1/jobs/{job_id}/checkpoints`` (only with ``checkpoints=True``): ``{"tenant",
   "job_id", "checkpoints": [{"round", "participants", "metrics", "artifact", "download_url"}]}``
@@ -16,11 +21,13 @@ delta}, participants, parent_version, created_at}``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Response
 
+from fedbus.errors import NonRetryableError, RetryableError
 from fedbus.events import ModelRef, StorableText
 from fedbus_registry.store import RegistryStore
 from fedbus_registry.versions import ModelVersion
@@ -65,8 +72,16 @@ def version_body(version: ModelVersion) -> dict[str, Any]:
     }
 
 
+ArtifactReader = Callable[[ModelRef], Awaitable[bytes]]
+"""Reads an artifact's plaintext, checked against its reference (``ArtifactStore.get_bytes``)."""
+
+
 def build_app(
-    store: RegistryStore, *, presign: Callable[[ModelRef], str], checkpoints: bool = False
+    store: RegistryStore,
+    *,
+    presign: Callable[[ModelRef], str],
+    checkpoints: bool = False,
+    read_artifact: ArtifactReader | None = None,
 ) -> FastAPI:
     """A FastAPI app with the read routes; pass it to ``fedbus.service.Service(app=...)``.
 
@@ -78,6 +93,8 @@ def build_app(
         Turns an artifact reference into a time-limited download URL.
     checkpoints
         Also serve each round's global model of a job as a checkpoint.
+    read_artifact
+        Serve each version's verified plaintext weights (``.../artifact``); None: no such route.
     """
     app = FastAPI(title="fedbus model-registry", docs_url=None, redoc_url=None)
 
@@ -122,7 +139,35 @@ def build_app(
 
     if checkpoints:
         _add_checkpoint_route(app, store, presign)
+    if read_artifact is not None:
+        _add_artifact_route(app, store, read_artifact)
     return app
+
+
+def _add_artifact_route(app: FastAPI, store: RegistryStore, read: ArtifactReader) -> None:
+    @app.get("/v1/models/{name}/versions/{version}/artifact")
+    async def version_artifact(name: Name, version: Version, tenant: Tenant) -> Response:
+        found = await store.version(tenant, name, version)
+        if found is None:
+            raise HTTPException(404, f"no version {version} of model {name!r} in tenant {tenant!r}")
+        job = await store.job(found.spec.job_id)
+        if job is None:  # a version is registered only for a job the registry saw accepted
+            raise HTTPException(500, f"version {version} of {name!r}: its job spec is missing")
+        try:
+            data = await read(found.spec.artifact)
+        except NonRetryableError as exc:  # missing, tampered with, or not decryptable
+            raise HTTPException(
+                500, f"version {version} of {name!r}: its artifact is unreadable: {exc}"
+            ) from exc
+        except RetryableError as exc:  # the object store is away
+            raise HTTPException(503, f"the artifact store is unavailable: {exc}") from exc
+        # Percent-encoded: a header is Latin-1, a job's model or dataset name need not be.
+        headers = {
+            "X-Fedbus-Sha256": found.spec.artifact.sha256,
+            "X-Fedbus-Model": quote(job.spec.model, safe=""),
+            "X-Fedbus-Dataset": quote(job.spec.dataset, safe=""),
+        }
+        return Response(data, media_type="application/octet-stream", headers=headers)
 
 
 def _add_checkpoint_route(

@@ -46,7 +46,12 @@ async def main(settings: RegistrySettings) -> None:
         def presign(ref: ModelRef) -> str:
             return artifacts.presigned_url(ref, expires_s=settings.download_url_ttl_s)
 
-        app = build_app(store, presign=presign, checkpoints=settings.register_round_checkpoints)
+        app = build_app(
+            store,
+            presign=presign,
+            checkpoints=settings.register_round_checkpoints,
+            read_artifact=artifacts.get_bytes if settings.registry_serve_artifacts else None,
+        )
         overdue = _refuse_overdue_every(deps, wait=timedelta(seconds=settings.ledger_wait_s))
         await rt.run(HANDLERS, deps, group_id=settings.consumer_group, app=app, tasks=[overdue])
 

@@ -26,6 +26,10 @@ class RegistrySettings(FedbusSettings):
     ledger_wait_s
         ``FEDBUS_LEDGER_WAIT_S``: how long a DP job's ``job.completed`` waits for the privacy
         accountant's ``budget.updated`` of its rounds before it is refused (dead-lettered).
+    registry_serve_artifacts
+        ``FEDBUS_REGISTRY_SERVE_ARTIFACTS``: serve each version's decrypted, verified weights
+        at ``GET /v1/models/{name}/versions/{v}/artifact`` (the gateway's predictions read
+        them there); false: no such route, and the gateway cannot serve predictions.
     """
 
     service_name: str = "model-registry"
@@ -34,3 +38,4 @@ class RegistrySettings(FedbusSettings):
     download_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     register_round_checkpoints: bool = False
     ledger_wait_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    registry_serve_artifacts: bool = True
