@@ -24,6 +24,14 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from fedbus.bus import EventProducer
+from fedbus.bus.acls import SERVICES
+from fedbus.bus.signing import (
+    KafkaKeyDirectory,
+    key_id_of,
+    key_record,
+    load_private_key,
+    publish_key,
+)
 from fedbus.events import (
     DatasetInfo,
     Event,
@@ -42,6 +50,7 @@ from fedbus.events import (
     TrainerStatus,
     TrainingConfig,
     encode,
+    load_topics,
     utc_now,
 )
 from fedbus.settings import FedbusSettings, KafkaSecurityProtocol
@@ -315,3 +324,34 @@ def test_a_job_runs_end_to_end_with_every_process_as_its_own_principal(
         assert secret not in trainer_file
     logs = "".join(p.read_text(errors="replace") for p in (state / "logs" / "demo").glob("*.log"))
     assert "AuthorizationFailed" not in logs
+
+
+async def test_every_principal_reads_the_published_keys_and_none_may_publish_one(
+    secured: FedbusSettings,
+) -> None:
+    """`stack.py up` published the operator's and each service's key, `principal` the
+    trainer's and tenant's (bound to them); those principals read the directory (no group) as
+    a consumer does, and the broker refuses a key record they write."""
+    client_id, tenant = unique("site"), unique("acme")
+    trainer = principal_settings(secured, create_principal(secured, "trainer", client_id))
+    upstream = principal_settings(secured, create_principal(secured, "upstream", tenant))
+
+    for reader in (trainer, upstream):
+        directory = KafkaKeyDirectory(reader, load_topics())
+        await directory.start()
+        try:
+            keys = {k.principal: k for k in directory._keys.values() if not k.revoked}
+        finally:
+            await directory.stop()
+        assert keys["admin"].role == "operator"
+        for service in SERVICES:
+            assert keys[f"svc-{service}"].role == service
+        assert keys[f"trainer-{client_id}"].binds == {"client_id": client_id}
+        assert keys[f"upstream-{tenant}"].binds == {"tenant": tenant}
+        assert trainer.signing_key_file is not None
+        own = load_private_key(trainer.signing_key_file)
+        assert keys[f"trainer-{client_id}"].key_id == key_id_of(own)
+        with pytest.raises(TopicAuthorizationFailedError):  # only the operator publishes keys
+            async with asyncio.timeout(SEND_LIMIT_S):
+                await publish_key(reader, own, key_record(
+                    own, principal=f"trainer-{client_id}", role="operator"))  # fmt: skip
