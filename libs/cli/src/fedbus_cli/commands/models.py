@@ -15,6 +15,7 @@ from fedbus_cli.commands._gateway import (
     add_connection_flags,
     run_with_client,
 )
+from fedbus_cli.commands.predict import add_predict_parser
 
 __all__ = ["register", "version_sha256"]
 
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     download.set_defaults(handler=_download)
     for parser in (listing, versions, download):
         add_connection_flags(parser)
+    add_predict_parser(commands)
 
 
 def _list(args: argparse.Namespace) -> int:
