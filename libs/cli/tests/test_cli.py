@@ -45,7 +45,8 @@ def test_prepare_digits_then_train(
         == 0
     )
     printed = capsys.readouterr().out
-    assert printed.count("client-") == 3
+    for i in range(3):
+        assert f"data/digits/clients/client-00{i}.parquet: n=" in printed
     manifest = json.loads(Path("data/digits/manifest.json").read_text())
     assert len(list(Path("data/digits/clients").glob("client-*.parquet"))) == 3
     assert manifest["partition"] == "dirichlet"

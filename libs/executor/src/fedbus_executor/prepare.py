@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,6 +19,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedbus.datalayout import (
+    CLIENT_FILE_PATTERN,
+    CLIENTS_DIR,
+    DEFAULT_CLIENT_NAMES,
+    MANIFEST_FILE,
+    client_ids,
+    client_relpath,
+)
 from fedbus_executor.dataset import DatasetSpec
 from fedbus_executor.partition import (
     dirichlet_partition,
@@ -23,7 +36,13 @@ from fedbus_executor.partition import (
 )
 from fedbus_executor.sources import SOURCES, RawDataset
 
-__all__ = ["PrepareOptions", "PreparedDataset", "prepare_dataset", "write_parquet"]
+__all__ = [
+    "PrepareOptions",
+    "PreparedDataset",
+    "prepare_dataset",
+    "write_dataset_folder",
+    "write_parquet",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +65,9 @@ class PrepareOptions:
         Share held out for testing when the source has no test split.
     limit
         Keep at most this many training examples (for quick runs); ``None`` keeps all.
+    client_names
+        Names of the client files, ``{i}`` being 0, 1, ...: ``clients/client-000.parquet``
+        by default (:func:`fedbus.datalayout.client_ids`).
     """
 
     num_clients: int = 4
@@ -54,6 +76,7 @@ class PrepareOptions:
     seed: int = 0
     test_fraction: float = 0.2
     limit: int | None = None
+    client_names: str = DEFAULT_CLIENT_NAMES
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,7 @@ def prepare_dataset(name: str, out_dir: str | Path, options: PrepareOptions) -> 
     """
     if name not in SOURCES:
         raise KeyError(f"unknown dataset {name!r}; choose from {sorted(SOURCES)}")
+    names = client_ids(options.client_names, options.num_clients)
     raw = SOURCES[name]()
     train, test = _split(raw, options)
     spec = DatasetSpec(
@@ -87,15 +111,20 @@ def prepare_dataset(name: str, out_dir: str | Path, options: PrepareOptions) -> 
         classes=raw.classes,
     )
     root = Path(out_dir) / name
-    (root / "clients").mkdir(parents=True, exist_ok=True)
     files = {"test.parquet": test, "train.parquet": train}
-    parts = _partition(train.labels, options)
-    for i, idx in enumerate(parts):
-        files[f"clients/client-{i:03d}.parquet"] = _take(train, idx)
-    histograms = [
-        label_histogram(_take(train, p).labels, num_classes=spec.num_classes) for p in parts
-    ]
-    manifest = _write_all(root, spec, files, options, histograms)
+    parts = {
+        cid: _take(train, idx)
+        for cid, idx in zip(names, _partition(train.labels, options), strict=True)
+    }
+    histograms = [label_histogram(p.labels, num_classes=spec.num_classes) for p in parts.values()]
+    extra: dict[str, object] = {
+        "partition": options.partition,
+        "alpha": options.alpha if options.partition == "dirichlet" else None,
+        "seed": options.seed,
+        "num_clients": options.num_clients,
+        "client_label_histograms": histograms,
+    }
+    manifest = write_dataset_folder(root, spec, files, parts, extra, replace=True)
     return PreparedDataset(root, spec, manifest, histograms)
 
 
@@ -153,33 +182,68 @@ def write_parquet(
     pq.write_table(table, path, compression="zstd")
 
 
-def _write_all(
+def write_dataset_folder(
     root: Path,
     spec: DatasetSpec,
-    files: dict[str, RawDataset],
-    options: PrepareOptions,
-    histograms: list[list[int]],
+    files: Mapping[str, RawDataset],
+    clients: Mapping[str, RawDataset],
+    extra: Mapping[str, object],
+    *,
+    replace: bool,
 ) -> dict[str, object]:
-    entries = {}
-    for rel, data in files.items():
-        path = root / rel
-        write_parquet(path, spec, labels=data.labels, features=data.features, texts=data.texts)
-        entries[rel] = {"rows": len(data.labels), "sha256": _sha256(path)}
-        logger.info("wrote %s (%s rows)", path, len(data.labels))
-    manifest: dict[str, object] = {
-        "dataset": spec.name,
-        "spec": spec.model_dump(mode="json"),
-        "schema": {f.name: str(f.type) for f in spec.arrow_schema()},
-        "classes": list(spec.classes),
-        "partition": options.partition,
-        "alpha": options.alpha if options.partition == "dirichlet" else None,
-        "seed": options.seed,
-        "num_clients": options.num_clients,
-        "client_label_histograms": histograms,
-        "files": entries,
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    """Write a dataset folder at ``root`` in one step: all of it, or nothing.
+
+    ``files`` are written under their names (``train.parquet``, ``test.parquet``), each
+    client's data at :func:`fedbus.datalayout.client_relpath`, then ``manifest.json`` (the
+    spec, ``extra``, the client ids, each file's rows and SHA-256). Everything goes to a
+    temporary folder beside ``root`` that is renamed to ``root`` at the end; an existing
+    ``root`` is replaced only when ``replace`` (else ``FileExistsError``).
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the folder keeps the umask's permissions once renamed into place.
+    staging = root.parent / f".{root.name}.tmp-{secrets.token_hex(6)}"
+    staging.mkdir()
+    try:
+        (staging / CLIENTS_DIR).mkdir()
+        entries: dict[str, dict[str, object]] = {}
+        named = {**files, **{client_relpath(cid): data for cid, data in clients.items()}}
+        for rel, data in named.items():
+            path = staging / rel
+            write_parquet(path, spec, labels=data.labels, features=data.features, texts=data.texts)
+            entries[rel] = {"rows": len(data.labels), "sha256": _sha256(path)}
+            logger.info("wrote %s (%s rows)", root / rel, len(data.labels))
+        manifest: dict[str, object] = {
+            "dataset": spec.name,
+            "spec": spec.model_dump(mode="json"),
+            "schema": {f.name: str(f.type) for f in spec.arrow_schema()},
+            "classes": list(spec.classes),
+            **extra,
+            "client_file_pattern": CLIENT_FILE_PATTERN,
+            "clients": list(clients),
+            "files": entries,
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        _move_into_place(staging, root, replace=replace)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _move_into_place(staging: Path, root: Path, *, replace: bool) -> None:
+    if not root.exists():
+        os.rename(staging, root)
+        return
+    if not replace:
+        raise FileExistsError(f"{root} already exists")
+    old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+    os.rename(root, old / root.name)
+    try:
+        os.rename(staging, root)
+    except OSError:
+        os.rename(old / root.name, root)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
