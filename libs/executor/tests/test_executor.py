@@ -17,7 +17,7 @@ from fedbus_executor import (
     ProgressEvent,
     TrainingExecutor,
     TrainingTask,
-    models,
+    plugins,
 )
 from fedbus_executor.bookkeeping import BookKeepingClipper
 from fedbus_executor.dataset import DatasetSpec
@@ -126,7 +126,7 @@ class _Scaled(torch.nn.Module):
 @pytest.fixture
 def scaled_model(monkeypatch: pytest.MonkeyPatch) -> str:
     """Registers ``_Scaled`` for one test (other tests list every registered model)."""
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(plugins, "_LOCAL", dict(plugins._LOCAL))
     register_model("test-scaled-mlp")(_Scaled)
     return "test-scaled-mlp"
 

@@ -51,7 +51,7 @@ def test_cnn_uses_groupnorm_not_batchnorm() -> None:
 def test_unknown_model_and_bad_kwargs_are_refused() -> None:
     with pytest.raises(ModelError, match="unknown model 'resnet'"):
         build_model("resnet", MNIST)
-    with pytest.raises(ModelError, match="bad arguments"):
+    with pytest.raises(ModelError, match=r"bad options for model 'cnn': depth"):
         build_model("cnn", MNIST, depth=3)
 
 

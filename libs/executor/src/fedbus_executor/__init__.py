@@ -19,8 +19,19 @@ from fedbus_executor.errors import (
 )
 from fedbus_executor.executor import EvaluationResult, TrainingExecutor
 from fedbus_executor.init import initial_weights
-from fedbus_executor.models import available_models, build_model, register_model
+from fedbus_executor.models import available_models, build_model, get_model_entry, register_model
 from fedbus_executor.partition import dirichlet_partition, iid_partition, label_histogram
+from fedbus_executor.plugins import (
+    ModelEntry,
+    ModelOptionsError,
+    ModelPlugin,
+    NoOptions,
+    OptionProblem,
+    PluginError,
+    model_problems,
+    plugin_errors,
+    validate_options,
+)
 from fedbus_executor.prepare import PreparedDataset, PrepareOptions, prepare_dataset, write_parquet
 from fedbus_executor.progress import ProgressCallback, ProgressEvent
 from fedbus_executor.task import (
@@ -59,8 +70,14 @@ __all__ = [
     "ExecutorError",
     "LoRASettings",
     "LoadedDataset",
+    "ModelEntry",
     "ModelError",
+    "ModelOptionsError",
+    "ModelPlugin",
     "ModelRef",
+    "NoOptions",
+    "OptionProblem",
+    "PluginError",
     "PrepareOptions",
     "PreparedDataset",
     "PrivacyConfigError",
@@ -77,17 +94,21 @@ __all__ = [
     "build_model",
     "bytes_to_state_dict",
     "dirichlet_partition",
+    "get_model_entry",
     "iid_partition",
     "initial_weights",
     "key_from_env",
     "label_histogram",
     "load_dataset",
     "load_spec",
+    "model_problems",
+    "plugin_errors",
     "prepare_dataset",
     "register_model",
     "select_device",
     "sha256_hex",
     "state_dict_to_bytes",
+    "validate_options",
     "warm_up",
     "write_parquet",
 ]

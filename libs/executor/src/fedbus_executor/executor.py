@@ -17,7 +17,8 @@ from fedbus_executor.crypto import key_from_env
 from fedbus_executor.dataset import LoadedDataset, load_dataset
 from fedbus_executor.devices import DeviceProbe, is_device_failure, select_device
 from fedbus_executor.errors import CheckpointError
-from fedbus_executor.models import build_model, get_model_entry
+from fedbus_executor.models import get_model_entry
+from fedbus_executor.plugins import validate_options
 from fedbus_executor.progress import ProgressCallback, ProgressEvent, discard_progress
 from fedbus_executor.task import (
     DataRef,
@@ -196,8 +197,9 @@ def _build(
     ref: ModelRef, data: LoadedDataset, lora: LoRASettings | None
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     entry = get_model_entry(ref.name)
-    tensors = entry.encode_inputs(data, **ref.kwargs)
-    model = build_model(ref.name, data.spec, **ref.kwargs)
+    options = validate_options(ref.name, ref.kwargs)
+    tensors = entry.encode_inputs(data, **options.model_dump())
+    model = entry.build(options, data.spec)
     if lora is not None:
         from fedbus_executor.lora import apply_lora  # peft is slow to import; only when used
 

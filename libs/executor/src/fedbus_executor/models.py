@@ -1,97 +1,93 @@
-"""A registry of model builders by name, and how each turns a dataset into inputs."""
+"""The model facade (names, building, inputs) and the built-in models.
+
+Models are plugins (:mod:`fedbus_executor.plugins`): the entry-point group ``fedbus.models``
+of every installed distribution, this one included (``cnn``, ``cnn-batchnorm``, ``mlp``;
+``minilm-classifier`` in :mod:`fedbus_executor.text_model`). :func:`get_model_entry`,
+:func:`build_model` and :func:`available_models` read that registry.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from fedbus_executor.dataset import DatasetSpec, LoadedDataset
+from fedbus_executor.dataset import DatasetSpec
 from fedbus_executor.errors import ModelError
+from fedbus_executor.plugins import (
+    ModelEntry,
+    ModelPlugin,
+    NoOptions,
+    image_inputs,
+    load_entries,
+    plugin_errors,
+    register_model,
+    validate_options,
+)
 
 __all__ = [
+    "CNN",
+    "CNN_BATCHNORM",
+    "MLP",
+    "CNNOptions",
+    "MLPOptions",
     "ModelEntry",
     "SmallCNN",
     "available_models",
     "build_model",
     "get_model_entry",
+    "image_inputs",
+    "model_inputs",
+    "plugin_errors",
     "register_model",
 ]
 
 logger = logging.getLogger(__name__)
 
-Builder = Callable[..., nn.Module]
-InputEncoder = Callable[..., tuple[torch.Tensor, ...]]
-
-
-def image_inputs(data: LoadedDataset, **_: Any) -> tuple[torch.Tensor, ...]:
-    """Image datasets feed their feature array as the one model input."""
-    if data.features is None:
-        raise ModelError(f"dataset {data.spec.name!r} has no numeric features for this model")
-    return (torch.from_numpy(data.features.copy()),)
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A registered model: its builder and the function making its input tensors."""
-
-    name: str
-    builder: Builder
-    encode_inputs: InputEncoder = image_inputs
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(
-    name: str, *, encode_inputs: InputEncoder = image_inputs
-) -> Callable[[Builder], Builder]:
-    """Register ``builder(spec, **kwargs) -> nn.Module`` under ``name`` (decorator)."""
-
-    def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = ModelEntry(name, builder, encode_inputs)
-        return builder
-
-    return wrap
-
 
 def get_model_entry(name: str) -> ModelEntry:
-    """Look up a registered model.
+    """The model ``name``: its plugin, options schema and providing distribution.
 
     Raises
     ------
     ModelError
-        When no model has that name.
+        When no installed plugin provides that name.
     """
-    _load_optional_models()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; known: {available_models()}") from None
+    entries = load_entries()
+    if name in entries:
+        return entries[name]
+    broken = [e.error for e in plugin_errors() if e.entry_point == name]
+    why = f" (its plugin failed to load: {broken[0]})" if broken else ""
+    raise ModelError(f"unknown model {name!r}{why}; known: {sorted(entries)}")
 
 
 def available_models() -> list[str]:
-    """Names of all registered models."""
-    _load_optional_models()
-    return sorted(_REGISTRY)
+    """Names of every model this environment can build."""
+    return sorted(load_entries())
 
 
-def build_model(name: str, spec: DatasetSpec, **kwargs: Any) -> nn.Module:
-    """Build model ``name`` for a dataset with ``spec`` (kwargs go to the builder)."""
-    try:
-        return get_model_entry(name).builder(spec, **kwargs)
-    except TypeError as exc:
-        raise ModelError(f"bad arguments for model {name!r}: {exc}") from exc
+def build_model(name: str, spec: DatasetSpec, **options: Any) -> nn.Module:
+    """Build model ``name`` for a dataset with ``spec``; ``options`` are the model's options.
+
+    Raises
+    ------
+    ModelError
+        Unknown model, options its schema refuses
+        (:class:`~fedbus_executor.plugins.ModelOptionsError`), or a dataset it does not fit.
+    """
+    entry = get_model_entry(name)
+    return entry.build(validate_options(name, options), spec)
 
 
-def _load_optional_models() -> None:
-    # The transformer model registers itself on import; it pulls in transformers.
-    from fedbus_executor import text_model  # noqa: F401
+def model_inputs(name: str, data: Any, options: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+    """The input tensors of model ``name`` for a loaded dataset (its plugin's encoder)."""
+    validated = validate_options(name, options)
+    return get_model_entry(name).encode_inputs(data, **validated.model_dump())
 
 
 class SmallCNN(nn.Module):
@@ -127,31 +123,53 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
-@register_model("cnn")
-def build_cnn(spec: DatasetSpec, *, channels: int = 32, hidden: int = 128) -> nn.Module:
-    """Small CNN for 1x28x28 (or any CxHxW with H, W >= 4) images."""
+class CNNOptions(BaseModel):
+    """Options of ``cnn``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channels: int = Field(default=32, ge=8, multiple_of=8, description="first conv's channels")
+    hidden: int = Field(default=128, ge=1, description="width of the hidden dense layer")
+
+
+def build_cnn(options: CNNOptions, spec: DatasetSpec) -> nn.Module:
+    """Small CNN (GroupNorm, Opacus-compatible) for CxHxW images with H, W >= 4."""
     if len(spec.feature_shape) != 3:
         raise ModelError(f"cnn needs (C, H, W) features, dataset has {spec.feature_shape}")
     return SmallCNN(
-        in_shape=spec.feature_shape, num_classes=spec.num_classes, channels=channels, hidden=hidden
+        in_shape=spec.feature_shape,
+        num_classes=spec.num_classes,
+        channels=options.channels,
+        hidden=options.hidden,
     )
 
 
-@register_model("mlp")
-def build_mlp(spec: DatasetSpec, *, hidden: tuple[int, ...] | list[int] = (256, 128)) -> nn.Module:
+class MLPOptions(BaseModel):
+    """Options of ``mlp``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hidden: tuple[int, ...] = Field(default=(256, 128), description="hidden layer widths")
+
+
+def build_mlp(options: MLPOptions, spec: DatasetSpec) -> nn.Module:
     """Multi-layer perceptron on the flattened features."""
+    if not spec.feature_shape:
+        raise ModelError(f"mlp needs numeric features, dataset {spec.name!r} has none")
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(spec.feature_shape)
-    for size in hidden:
+    for size in options.hidden:
         layers += [nn.Linear(width, size), nn.ReLU()]
         width = size
     layers.append(nn.Linear(width, spec.num_classes))
     return nn.Sequential(*layers)
 
 
-@register_model("cnn-batchnorm")
-def build_cnn_batchnorm(spec: DatasetSpec) -> nn.Module:
+def build_cnn_batchnorm(options: NoOptions, spec: DatasetSpec) -> nn.Module:
     """A CNN with BatchNorm: for showing that DP-SGD fixes or refuses it."""
+    del options
+    if len(spec.feature_shape) != 3:
+        raise ModelError(
+            f"cnn-batchnorm needs (C, H, W) features, dataset has {spec.feature_shape}"
+        )
     c = spec.feature_shape[0]
     return nn.Sequential(
         nn.Conv2d(c, 8, 3, padding=1),
@@ -161,3 +179,11 @@ def build_cnn_batchnorm(spec: DatasetSpec) -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, spec.num_classes),
     )
+
+
+CNN = ModelPlugin("cnn", build_cnn, CNNOptions)
+"""Entry point ``cnn`` of ``fedbus-executor``."""
+MLP = ModelPlugin("mlp", build_mlp, MLPOptions)
+"""Entry point ``mlp`` of ``fedbus-executor``."""
+CNN_BATCHNORM = ModelPlugin("cnn-batchnorm", build_cnn_batchnorm, NoOptions)
+"""Entry point ``cnn-batchnorm`` of ``fedbus-executor``."""

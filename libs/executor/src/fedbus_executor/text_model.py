@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from fedbus_executor.dataset import DatasetSpec, LoadedDataset
 from fedbus_executor.errors import ModelError
-from fedbus_executor.models import register_model
+from fedbus_executor.plugins import ModelPlugin
 
-__all__ = ["MiniLMClassifier", "minilm_path", "text_inputs"]
+__all__ = ["MINILM_CLASSIFIER", "MiniLMClassifier", "MiniLMOptions", "minilm_path", "text_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,34 @@ class MiniLMClassifier(nn.Module):
         return self.head(pooled)  # type: ignore[no-any-return]
 
 
-@register_model("minilm-classifier", encode_inputs=text_inputs)
-def build_minilm(
-    spec: DatasetSpec, *, freeze_encoder: bool = False, max_length: int = 64
-) -> nn.Module:
-    """MiniLM text classifier; ``max_length`` is used by the input encoder."""
-    del max_length  # consumed by text_inputs
+class MiniLMOptions(BaseModel):
+    """Options of ``minilm-classifier``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    freeze_encoder: bool = Field(default=False, description="train the head only")
+    max_length: int = Field(default=64, ge=1, le=512, description="tokens per text (padded)")
+
+
+def check_minilm(options: MiniLMOptions, spec: DatasetSpec) -> None:
+    """Refuse a dataset that is not text (without loading the weights)."""
+    del options
     if spec.kind != "text":
         raise ModelError(f"minilm-classifier needs a text dataset, {spec.name!r} is {spec.kind}")
-    return MiniLMClassifier(num_classes=spec.num_classes, freeze_encoder=freeze_encoder)
+
+
+def build_minilm(options: MiniLMOptions, spec: DatasetSpec) -> nn.Module:
+    """MiniLM text classifier; ``max_length`` is used by the input encoder."""
+    check_minilm(options, spec)
+    return MiniLMClassifier(num_classes=spec.num_classes, freeze_encoder=options.freeze_encoder)
+
+
+MINILM_CLASSIFIER = ModelPlugin(
+    "minilm-classifier",
+    build_minilm,
+    MiniLMOptions,
+    lora_targets=("query", "key", "value", "dense"),
+    encode_inputs=text_inputs,
+    description="all-MiniLM-L6-v2 encoder, mean pooling and a linear head (text datasets)",
+    check=check_minilm,
+)
+"""Entry point ``minilm-classifier`` of ``fedbus-executor``."""

@@ -15,6 +15,7 @@ from fedbus_cli.commands._gateway import (
     add_connection_flags,
     run_with_client,
 )
+from fedbus_cli.commands.available import add_available_parser
 from fedbus_cli.commands.predict import add_predict_parser
 
 __all__ = ["register", "version_sha256"]
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
     for parser in (listing, versions, download):
         add_connection_flags(parser)
     add_predict_parser(commands)
+    add_available_parser(commands)
 
 
 def _list(args: argparse.Namespace) -> int:
