@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -167,18 +166,20 @@ class EventProducer:
         try:
             # Up to SIGN_BATCH events are encoded, then signed with one signature (each keeps
             # its own inclusion proof: fedbus.bus.signing), then packed.
-            stream = iter(events)
-            while chunk := list(itertools.islice(stream, SIGN_BATCH)):
-                records: list[tuple[str, bytes | None, bytes, Headers]] = []
-                try:
-                    for event in chunk:
-                        topic, key = event.topic(), event_key(event)
-                        value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES
-                        records.append((topic, key, value, self._trace_headers(event)))
-                except Exception:  # an event that fails to encode: those before it go out
-                    if records:
+            records: list[tuple[str, bytes | None, bytes, Headers]] = []
+            try:
+                for event in events:
+                    topic, key = event.topic(), event_key(event)
+                    value = encode_event(event, self._format)  # <= MAX_EVENT_BYTES
+                    records.append((topic, key, value, self._trace_headers(event)))
+                    if len(records) == SIGN_BATCH:
                         await self._pack(records, partitions, batches, futures)
-                    raise
+                        records = []
+            except Exception:  # an event that fails to be made or encoded: those before go out
+                if records:
+                    await self._pack(records, partitions, batches, futures)
+                raise
+            if records:
                 await self._pack(records, partitions, batches, futures)
         except Exception:
             await self._send_all(batches, futures)
