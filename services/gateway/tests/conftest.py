@@ -25,7 +25,7 @@ from fedbus_gateway.adapters import RegistryClient
 
 from .fakes import FakeClock, FakeJobStore, FakeRegistry
 
-ALL = [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.MODELS_READ]
+ALL = [Scope.JOBS_WRITE, Scope.JOBS_READ, Scope.MODELS_READ, Scope.MODELS_PREDICT]
 KEYS = {
     "acme": "acme-secret-key",
     "acme-reader": "acme-read-only",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,8 @@ class FakeRegistry:
     models: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
     down: bool = False
+    artifacts: dict[tuple[str, str, int], tuple[bytes, str, str]] = field(default_factory=dict)
+    """(tenant, name, version) -> (weights, the job's model, its dataset) for ``.../artifact``."""
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -119,4 +122,15 @@ class FakeRegistry:
         match = [v for v in versions if v["version"] == int(parts[4])]
         if not match:
             return httpx.Response(404, json={"detail": f"no version {parts[4]}"})
+        if len(parts) == 6 and parts[5] == "artifact":
+            return self._artifact(tenant, parts[2], int(parts[4]))
         return httpx.Response(200, json=match[0])
+
+    def _artifact(self, tenant: str, name: str, version: int) -> httpx.Response:
+        found = self.artifacts.get((tenant, name, version))
+        if found is None:
+            return httpx.Response(404, json={"detail": "no artifact"})
+        data, model, dataset = found
+        headers = {"X-Fedbus-Sha256": hashlib.sha256(data).hexdigest(),
+                   "X-Fedbus-Model": model, "X-Fedbus-Dataset": dataset}  # fmt: skip
+        return httpx.Response(200, content=data, headers=headers)

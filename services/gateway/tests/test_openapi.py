@@ -20,8 +20,13 @@ OPERATIONS = [
     ("get", "/v1/models"),
     ("get", "/v1/models/{name}/versions"),
     ("get", "/v1/models/{name}/versions/{version}"),
+    ("post", "/v1/models/{name}/versions/{version}:predict"),
 ]
-WITH_BODY = [("post", "/v1/jobs"), ("post", "/v1/jobs/{job_id}/cancel")]
+WITH_BODY = [
+    ("post", "/v1/jobs"),
+    ("post", "/v1/jobs/{job_id}/cancel"),
+    ("post", "/v1/models/{name}/versions/{version}:predict"),
+]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from fedbus_gateway.deps import Deps
 from fedbus_gateway.fanout import JobEventHub
 from fedbus_gateway.handlers import HANDLERS
 from fedbus_gateway.oidc import JwksCache, OidcConfig, OidcVerifier, http_jwks_fetcher
+from fedbus_gateway.predict import Predictor
 from fedbus_gateway.settings import GatewaySettings
 
 __all__ = ["main", "run"]
@@ -54,10 +55,23 @@ async def main(settings: GatewaySettings | None = None) -> None:
             failures=FailureLimiter(limit=settings.gateway_auth_failures,
                                     window_s=settings.gateway_auth_failure_window_s),
             oidc=oidc_verifier(settings, rt.on_close),
+            predictor=predictor(settings, registry),
         )  # fmt: skip
         deps = Deps(jobs=jobs, hub=hub)
         app = create_app(gateway, max_body_bytes=settings.gateway_max_body_bytes)
         await rt.run(HANDLERS, deps, group_id=settings.consumer_group, app=app)
+
+
+def predictor(settings: GatewaySettings, registry: RegistryClient) -> Predictor:
+    """Predictions over the registry with the ``FEDBUS_GATEWAY_PREDICT_*`` settings."""
+    return Predictor(
+        registry,
+        capacity=settings.gateway_predict_cache_models,
+        max_rows=settings.gateway_predict_max_rows,
+        batch_rows=settings.gateway_predict_batch_rows,
+        batch_wait_s=settings.gateway_predict_batch_wait_ms / 1000,
+        datasets=settings.gateway_predict_datasets,
+    )
 
 
 def oidc_verifier(

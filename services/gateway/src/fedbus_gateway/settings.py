@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from fedbus.settings import FedbusSettings
+from fedbus_gateway.predict.serving import DatasetFacts
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "OIDC_ALGORITHMS", "ApiKeyConfig", "GatewaySettings", "Scope"]
 
@@ -28,6 +29,7 @@ class Scope(StrEnum):
     JOBS_WRITE = "jobs:write"
     JOBS_READ = "jobs:read"
     MODELS_READ = "models:read"
+    MODELS_PREDICT = "models:predict"
 
 
 class ApiKeyConfig(BaseModel):
@@ -89,6 +91,17 @@ class GatewaySettings(FedbusSettings):
     gateway_oidc_jwks_min_refetch_s: float = Field(default=30.0, ge=0)
     """At most one JWKS fetch per this many seconds, however many unknown ``kid``s arrive."""
     gateway_oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
+    gateway_predict_max_rows: int = Field(default=256, ge=1, le=100_000)
+    """Rows one ``:predict`` request may send; more is 413."""
+    gateway_predict_batch_rows: int = Field(default=64, ge=1, le=100_000)
+    """Rows one forward pass takes at most: concurrent requests are batched up to this."""
+    gateway_predict_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    """How long a request waits for others to share its forward pass."""
+    gateway_predict_cache_models: int = Field(default=4, ge=1, le=1000)
+    """Model versions kept loaded for predictions (least recently used is unloaded first)."""
+    gateway_predict_datasets: dict[str, DatasetFacts] = Field(default_factory=dict)
+    """JSON ``{"<dataset>": {"feature_shape": [...], "classes": [...]}}``: datasets beyond
+    the built-in ones (mnist, fashion-mnist, digits) whose models can be served."""
     registry_url: str = "http://127.0.0.1:8081"
     registry_timeout_s: float = Field(default=10.0, gt=0)
     sse_ping_s: float = Field(default=15.0, ge=0)

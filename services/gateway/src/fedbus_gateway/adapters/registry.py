@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
-__all__ = ["RegistryClient", "RegistryReply", "RegistryUnavailableError"]
+__all__ = ["RegistryArtifact", "RegistryClient", "RegistryReply", "RegistryUnavailableError"]
 
 
 class RegistryUnavailableError(Exception):
@@ -21,6 +21,28 @@ class RegistryReply:
 
     status_code: int
     body: Any
+
+
+@dataclass(frozen=True)
+class RegistryArtifact:
+    """A version's plaintext weights as the registry served them, with its job's facts.
+
+    Attributes
+    ----------
+    data
+        The safetensors bytes (the registry decrypted them and checked size and SHA-256).
+    sha256
+        The registered SHA-256 the registry says ``data`` has (the caller checks it again).
+    model
+        The job spec's ``model`` (the name the executor builds it by).
+    dataset
+        The job spec's ``dataset``.
+    """
+
+    data: bytes
+    sha256: str
+    model: str
+    dataset: str
 
 
 class RegistryClient:
@@ -64,15 +86,44 @@ class RegistryClient:
         """``GET /v1/models/{name}/versions/{v}?tenant=T``."""
         return await self._get(f"/v1/models/{quote(name, safe='')}/versions/{version}", tenant)
 
+    async def artifact(
+        self, tenant: str, name: str, version: int
+    ) -> RegistryArtifact | RegistryReply:
+        """``GET /v1/models/{name}/versions/{v}/artifact?tenant=T``: the weights, or the
+        registry's error reply (404 for another tenant's model, as for the other routes)."""
+        path = f"/v1/models/{quote(name, safe='')}/versions/{version}/artifact"
+        response = await self._send(path, tenant)
+        if response.status_code != 200:
+            return _reply(response)
+        headers = response.headers
+        missing = [h for h in _ARTIFACT_HEADERS if h not in headers]
+        if missing:
+            return RegistryReply(502, {"detail": f"the registry's artifact lacks {missing}"})
+        return RegistryArtifact(
+            data=response.content,
+            sha256=headers["x-fedbus-sha256"].lower(),
+            model=unquote(headers["x-fedbus-model"]),
+            dataset=unquote(headers["x-fedbus-dataset"]),
+        )
+
     async def _get(self, path: str, tenant: str) -> RegistryReply:
+        return _reply(await self._send(path, tenant))
+
+    async def _send(self, path: str, tenant: str) -> httpx.Response:
         try:
-            response = await self._client.get(path, params={"tenant": tenant})
+            return await self._client.get(path, params={"tenant": tenant})
         except httpx.TransportError as exc:
             raise RegistryUnavailableError(
                 f"model registry at {self.base_url} is unreachable: {type(exc).__name__}"
             ) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"detail": response.text[:500]}
-        return RegistryReply(response.status_code, body)
+
+
+_ARTIFACT_HEADERS = ("x-fedbus-sha256", "x-fedbus-model", "x-fedbus-dataset")
+
+
+def _reply(response: httpx.Response) -> RegistryReply:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:500]}
+    return RegistryReply(response.status_code, body)

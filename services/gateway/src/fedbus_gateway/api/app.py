@@ -8,7 +8,7 @@ from fedbus_gateway.api.deps import Gateway
 from fedbus_gateway.api.errors import add_error_handlers
 from fedbus_gateway.api.middleware import BodyLimitMiddleware
 from fedbus_gateway.api.openapi import install_openapi
-from fedbus_gateway.api.routes import events, jobs, models
+from fedbus_gateway.api.routes import events, jobs, models, predict
 from fedbus_gateway.settings import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["create_app"]
@@ -19,7 +19,8 @@ cancel them, and read the models they produced.
 
 Authenticate with an API key, as `Authorization: Bearer <key>` or `X-API-Key: <key>`, or,
 where the gateway trusts an OIDC issuer, with a JWT from it as `Authorization: Bearer <token>`.
-Scopes: `jobs:write` (submit, cancel), `jobs:read` (list, show, events), `models:read`.
+Scopes: `jobs:write` (submit, cancel), `jobs:read` (list, show, events), `models:read`,
+`models:predict` (`POST /v1/models/{name}/versions/{version}:predict`).
 A tenant sees only its own jobs and models.
 
 Every error has the body `{"detail": "<what went wrong>"}`; a 422 adds `errors`, one entry
@@ -39,6 +40,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(models.router)
+    app.include_router(predict.router)
     add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     install_openapi(app)

@@ -21,6 +21,7 @@ from fedbus_gateway.oidc import (
     TokenRejectedError,
     looks_like_jwt,
 )
+from fedbus_gateway.predict import Predictor
 from fedbus_gateway.settings import Scope
 from fedbus_gateway.store import JobStore
 
@@ -50,6 +51,14 @@ class Gateway:
     )
     oidc: OidcVerifier | None = None
     """Verifies JWT bearer tokens; None when no OIDC issuer is configured."""
+    predictor: Predictor | None = None
+    """Serves ``:predict``; None: one with the defaults over ``registry``, made on first use."""
+
+    def predictions(self) -> Predictor:
+        """The predictor (made with the defaults on first use when none was given)."""
+        if self.predictor is None:
+            self.predictor = Predictor(self.registry)
+        return self.predictor
 
 
 def get_gateway(request: Request) -> Gateway:

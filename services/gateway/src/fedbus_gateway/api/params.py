@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from fedbus.events import StorableText
 
-__all__ = ["INT32_MAX", "JobId", "ModelName", "ModelVersion", "Text"]
+__all__ = ["INT32_MAX", "VERSION_SEGMENT", "JobId", "ModelName", "ModelVersion", "Text"]
 
 INT32_MAX = 2**31 - 1
 """The largest PostgreSQL ``integer`` (and Avro ``int``)."""
@@ -33,3 +34,16 @@ ModelName = Annotated[Text, Path(description="The model's name (no NUL, no lone 
 
 ModelVersion = Annotated[int, Path(ge=1, le=INT32_MAX, description="The version number.")]
 """The ``{version}`` path parameter: 1 to 2**31 - 1, what the registry's column holds."""
+
+
+class _VersionSegment(StringConvertor):
+    """A path segment without ``:``, so ``/versions/{version}`` never matches the custom
+    method ``/versions/1:predict`` (which would then also answer GET, with a 422)."""
+
+    regex = "[^/:]+"
+
+
+register_url_convertor("version_segment", _VersionSegment())
+VERSION_SEGMENT = "{version:version_segment}"
+"""The ``{version}`` segment of a path that must not swallow a ``:method`` suffix (the
+document still shows ``{version}``; the value is validated as :data:`ModelVersion`)."""

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from fedbus_gateway.adapters.registry import RegistryReply, RegistryUnavailableError
 from fedbus_gateway.api.deps import Gateway, get_gateway, require
-from fedbus_gateway.api.params import ModelName, ModelVersion
+from fedbus_gateway.api.params import VERSION_SEGMENT, ModelName, ModelVersion
 from fedbus_gateway.api.schemas import AUTH_ERRORS, INVALID, ErrorBody
 from fedbus_gateway.auth import Principal
 from fedbus_gateway.settings import Scope
@@ -43,7 +43,7 @@ async def list_versions(name: ModelName, gateway: GatewayDep, principal: Reader)
 
 
 @router.get(
-    "/{name}/versions/{version}",
+    f"/{{name}}/versions/{VERSION_SEGMENT}",
     summary="Show a model version (with a presigned `download_url`)",
     responses=_PARAM_ERRORS,
 )
