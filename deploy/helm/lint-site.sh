@@ -79,6 +79,10 @@ try:  # the trainer's own loader and settings, when the workspace is installed
     from fedbus_trainer.site_policy import load_policy
 except ImportError:  # pragma: no cover - plain python3 without the workspace
     load_policy = TrainerSettings = None
+try:  # where a client's file is (docs/data.md), when the workspace is installed
+    from fedbus.datalayout import client_file
+except ImportError:  # pragma: no cover - plain python3 without the workspace
+    client_file = None
 
 FORBIDDEN = ("FEDBUS_MINIO_ACCESS_KEY", "FEDBUS_MINIO_SECRET_KEY", "FEDBUS_POSTGRES_DSN")
 problems = []
@@ -173,8 +177,12 @@ def check(rendered: str, values_path: str) -> None:
     data = mounts.get(values.get("dataVolume", {}).get("mountPath", "/data"))
     if not data or not data.get("readOnly"):
         problems.append(f"{where}: the data volume is not mounted read-only")
-    if env.get("FEDBUS_DATA", {}).get("value") != ",".join(values["data"]):
-        problems.append(f"{where}: FEDBUS_DATA does not list the datasets")
+    mount = values.get("dataVolume", {}).get("mountPath", "/data")
+    want = [d if "=" in d or client_file is None
+            else f"{d}={client_file(f'{mount}/{d}', values['clientId'])}"
+            for d in values["data"]]  # fmt: skip
+    if client_file is not None and env.get("FEDBUS_DATA", {}).get("value") != ",".join(want):
+        problems.append(f"{where}: FEDBUS_DATA is not {','.join(want)}")
     state = env.get("FEDBUS_STATE_DIR", {}).get("value")
     if state not in mounts or mounts[state].get("readOnly"):
         problems.append(f"{where}: the state directory {state} is not a writable volume")

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from httpx_sse import connect_sse
 
 from fedbus.bus import ensure_topics, reset_group_to_end
+from fedbus.datalayout import DEFAULT_CLIENT_NAMES, client_file, client_ids
 from fedbus.events import TrainerHeartbeat, assigned_topic, decode, load_topics
 from fedbus.settings import FedbusSettings, load_settings
 
@@ -91,7 +92,8 @@ class Processes:
 def prepare_data(dataset: str, clients: int) -> Path:
     root = REPO / "data"
     manifest = root / dataset / "manifest.json"
-    if manifest.exists() and len(list((root / dataset / "clients").glob("*.parquet"))) == clients:
+    wanted = [client_file(root / dataset, c) for c in client_ids(DEFAULT_CLIENT_NAMES, clients)]
+    if manifest.exists() and all(path.is_file() for path in wanted):
         say(f"data: reusing {root / dataset}")
         return root / dataset
     say(f"data: preparing {dataset} into {clients} non-IID partitions (Dirichlet alpha 0.5)")
@@ -166,7 +168,7 @@ def trainer_base_env(client: str, settings: FedbusSettings) -> dict[str, str]:
 
 def start_services(procs: Processes, data: Path, dataset: str, trainers: int, key: str) -> None:
     run = secrets.token_hex(4)
-    clients = [f"client-{i:03d}" for i in range(trainers)]
+    clients = client_ids(DEFAULT_CLIENT_NAMES, trainers)  # client_file() names their data
     names = ["model-registry", "orchestration", "aggregator", "gateway", "privacy-accountant"]
     # A service's principal may use the groups named after it; a trainer's, only its own
     # (trainer-<client_id>, its default).
@@ -206,7 +208,7 @@ def start_services(procs: Processes, data: Path, dataset: str, trainers: int, ke
         ),
     )
     for client in clients:
-        part = data / "clients" / f"{client}.parquet"
+        part = client_file(data, client)
         procs.start(
             f"trainer-{client}",
             [
@@ -391,7 +393,7 @@ def main() -> int:
         start_services(procs, data, spec["dataset"], args.trainers, key)
         with httpx.Client() as http:
             wait_ready(procs, http)
-            clients = {f"client-{i:03d}" for i in range(args.trainers)}
+            clients = set(client_ids(DEFAULT_CLIENT_NAMES, args.trainers))
             asyncio.run(wait_heartbeats(clients, procs))
             started = time.monotonic()
             response = http.post(

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,59 @@ def test_both_charts_lint_render_and_keep_their_promises() -> None:
     assert "fedbusEnv development without signing keys renders" in run.stdout
     assert "fedbus-site: its own signing key mounted read-only" in run.stdout
     assert "loads as production trainer settings" in run.stdout
+
+
+def _render(chart: str, *values: str) -> list[dict[str, Any]]:
+    import yaml
+
+    args = [a for v in values for a in ("-f", str(ROOT / "deploy" / "helm" / chart / v))]
+    out = subprocess.run(
+        [str(HELM), "template", "fedbus", str(ROOT / "deploy" / "helm" / chart), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _trainer_data(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    pod0 = f"{doc['metadata']['name']}-0"
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    args = container.get("args", [])
+    data = [args[i + 1] for i, a in enumerate(args) if a == "--data"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    if env.get("FEDBUS_DATA"):
+        data += env["FEDBUS_DATA"].split(",")
+    return pod0, data
+
+
+@pytest.mark.skipif(not HELM.exists(), reason="helm is not built (the test above builds it)")
+def test_each_trainer_reads_the_client_file_named_after_its_client_id() -> None:
+    """Both charts spell fedbus.datalayout's path: <dataset folder>/clients/<client id>.parquet
+    (the fedbus chart's client id is the pod name, fedbus-site's is clientId)."""
+    from fedbus.datalayout import client_file
+
+    pools = {
+        d["metadata"]["name"]: _trainer_data(d)
+        for d in _render("fedbus", "ci/signing-values.yaml", "ci/gpu-values.yaml")
+        if d["kind"] == "StatefulSet"
+    }
+    assert set(pools) == {"fedbus-trainer-cpu", "fedbus-trainer-gpu"}
+    pod, data = pools["fedbus-trainer-gpu"]  # `root: /srv/text`, no `path`
+    assert data == ["text=/srv/text/clients/$(POD_NAME).parquet"]
+    assert data[0].split("=")[1].replace("$(POD_NAME)", pod) == str(
+        client_file("/srv/text", "fedbus-trainer-gpu-0")
+    )
+    defaults = [
+        d for d in _render("fedbus", "ci/signing-values.yaml") if d["kind"] == "StatefulSet"
+    ]
+    pod, data = _trainer_data(defaults[0])  # the default values: neither root nor path
+    assert pod == "fedbus-trainer-cpu-0"
+    assert [d.replace("$(POD_NAME)", pod) for d in data] == [
+        f"mnist={client_file('/data/mnist', pod)}"
+    ]
+
+    site = [d for d in _render("fedbus-site", "ci/cpu-values.yaml") if d["kind"] == "StatefulSet"]
+    _, data = _trainer_data(site[0])  # data: [mnist], clientId hospital-a
+    assert data == [f"mnist={client_file('/data/mnist', 'hospital-a')}"]

@@ -55,7 +55,7 @@ No MinIO access or secret key and no PostgreSQL DSN: the trainer has none. */}}
   "FEDBUS_HTTP_HOST" "0.0.0.0"
   "FEDBUS_HTTP_PORT" (toString $v.httpPort)
   "FEDBUS_CLIENT_ID" $v.clientId
-  "FEDBUS_DATA" (join "," $v.data)
+  "FEDBUS_DATA" (include "site.data" . | fromYamlArray | join ",")
   "FEDBUS_DEVICE" (ternary "cuda" $v.device $v.gpu.enabled)
   "FEDBUS_STATE_DIR" "/var/lib/fedbus/state"
   "FEDBUS_SITE_POLICY_FILE" "/etc/fedbus/site-policy/policy.yaml"
@@ -94,4 +94,18 @@ No MinIO access or secret key and no PostgreSQL DSN: the trainer has none. */}}
 {{- $_ := set $res "requests" $requests }}
 {{- end }}
 {{- toYaml $res }}
+{{- end }}
+
+{{/* The datasets as NAME=PATH: an entry NAME alone is the site's own client file of the
+dataset folder <mountPath>/NAME, named as fedbus.datalayout names it,
+clients/<clientId>.parquet; NAME=PATH is kept as written. */}}
+{{- define "site.data" -}}
+{{- $v := .Values }}
+{{- range $v.data }}
+{{- if contains "=" . }}
+- {{ . | quote }}
+{{- else }}
+- {{ printf "%s=%s/%s/clients/%s.parquet" . (trimSuffix "/" $v.dataVolume.mountPath) . $v.clientId | quote }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -313,3 +313,16 @@ priorityClassName: {{ . }}
 runtimeClassName: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* A trainer pool dataset's --data PATH: `path` when given, else the pod's own client file
+of the dataset folder `root` (default: mountPath, default /data/<name>), named as
+fedbus.datalayout names it: <root>/clients/<client id>.parquet, the client id being the pod
+name. tests/unit/test_helm_charts.py renders it and compares it with client_file(). */}}
+{{- define "fedbus.clientDataPath" -}}
+{{- if .path }}
+{{- .path }}
+{{- else }}
+{{- $root := .root | default .mountPath | default (printf "/data/%s" .name) }}
+{{- printf "%s/clients/$(POD_NAME).parquet" (trimSuffix "/" $root) }}
+{{- end }}
+{{- end }}
