@@ -122,3 +122,19 @@ def test_submitted_log_keeps_the_most_recent_and_shrugs_off_a_torn_file(tmp_path
     assert SubmittedLog(path).get("j", 3, "e3") is not None
     path.write_text("{torn")
     assert SubmittedLog(path).get("j", 3, "e3") is None
+
+
+def test_a_dataset_folder_means_this_trainers_own_client_file(
+    digits_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FEDBUS_CONSUMER_GROUP", raising=False)
+    from fedbus.datalayout import client_file
+
+    _, datasets, _ = startup(["--client-id", "client-001", "--data", f"digits={digits_root}"])
+    assert datasets["digits"].path == client_file(digits_root, "client-001")
+
+    with pytest.raises(SystemExit) as exit_:
+        startup(["--client-id", "hospital-z", "--data", f"digits={digits_root}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{digits_root}/clients/hospital-z.parquet: no file for client 'hospital-z'" in err

@@ -1,6 +1,8 @@
 """The datasets a trainer holds: ``NAME=PATH`` arguments, validated once at start-up.
 
-Each path is a client Parquet file written by ``fedbus data prepare``; its spec comes from
+Each path is a client Parquet file written by ``fedbus data prepare`` or ``fedbus data
+import``, or the dataset folder they write, where the trainer reads its own file
+``clients/<client id>.parquet`` (:func:`fedbus.datalayout.client_file`). Its spec comes from
 the ``manifest.json`` found in a parent folder, exactly as the executor's ``DataRef`` finds
 it. A file that does not validate stops the trainer before it announces anything.
 """
@@ -11,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedbus.datalayout import MANIFEST_FILE, client_file
 from fedbus.events import DatasetInfo
 from fedbus_executor import DataRef, DatasetError, DatasetSpec, load_dataset
 
@@ -59,8 +62,13 @@ def parse_data_args(values: Iterable[str]) -> dict[str, Path]:
     return pairs
 
 
-def load_local_datasets(paths: dict[str, Path]) -> dict[str, LocalDataset]:
+def load_local_datasets(
+    paths: dict[str, Path], client_id: str | None = None
+) -> dict[str, LocalDataset]:
     """Validate every file with the executor's loader and count its examples.
+
+    A path that is a dataset folder (it holds ``manifest.json``) stands for the file of
+    ``client_id`` in it, ``clients/<client_id>.parquet``.
 
     Raises
     ------
@@ -68,7 +76,18 @@ def load_local_datasets(paths: dict[str, Path]) -> dict[str, LocalDataset]:
         Naming the file, when one is missing, has no manifest or breaks its schema.
     """
     loaded: dict[str, LocalDataset] = {}
-    for name, path in paths.items():
+    for name, given in paths.items():
+        path = given
+        if given.is_dir() and (given / MANIFEST_FILE).is_file():
+            if client_id is None:
+                raise DatasetError(str(given), "a dataset folder needs the trainer's client id")
+            path = client_file(given, client_id)
+            if not path.is_file():
+                raise DatasetError(
+                    str(path),
+                    f"no file for client {client_id!r} in this dataset folder (write it with "
+                    f"`fedbus data prepare/import --client-names`, docs/data.md)",
+                )
         if not path.is_file():
             raise DatasetError(str(path), "no such file")
         spec = DataRef(path=str(path)).resolve_spec()

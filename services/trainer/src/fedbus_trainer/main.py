@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="a dataset: announced name and client Parquet file (repeatable; FEDBUS_DATA)",
+        help="a dataset: announced name and client Parquet file, or the dataset folder "
+        "holding clients/<client id>.parquet (repeatable; FEDBUS_DATA)",
     )
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (FEDBUS_DEVICE)")
     return parser
@@ -85,7 +86,7 @@ def startup(
         paths = parse_data_args([settings.data, *args.data])
         if not paths:
             raise DataArgumentError("no dataset: give --data NAME=PATH (or FEDBUS_DATA)")
-        datasets = load_local_datasets(paths)
+        datasets = load_local_datasets(paths, settings.client_id)
         device = _device_name(settings.device)
     except (DataArgumentError, DatasetError, DeviceError) as exc:
         parser.exit(2, f"fedbus-trainer: error: {exc}\n")
