@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -104,6 +106,8 @@ class FakeRegistry:
     down: bool = False
     artifacts: dict[tuple[str, str, int], tuple[bytes, str, str]] = field(default_factory=dict)
     """(tenant, name, version) -> (weights, the job's model, its dataset) for ``.../artifact``."""
+    model_options: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    """The job's ``model_options`` of a version (none: the header is not sent)."""
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -133,4 +137,7 @@ class FakeRegistry:
         data, model, dataset = found
         headers = {"X-Fedbus-Sha256": hashlib.sha256(data).hexdigest(),
                    "X-Fedbus-Model": model, "X-Fedbus-Dataset": dataset}  # fmt: skip
+        options = self.model_options.get((tenant, name, version))
+        if options is not None:
+            headers["X-Fedbus-Model-Options"] = quote(json.dumps(options), safe="")
         return httpx.Response(200, content=data, headers=headers)

@@ -180,6 +180,23 @@ async def test_weights_that_do_not_fit_the_model_are_500_saying_so(predicting: E
     assert "do not fit the model" in response.json()["detail"]
 
 
+async def test_the_jobs_model_options_build_the_model(predicting: Env) -> None:
+    torch.manual_seed(0)
+    small = build_model("cnn", MNIST, channels=16, hidden=32).eval()
+    register(predicting, "acme", state_dict_to_bytes(small.state_dict()))
+    predicting.registry.model_options[("acme", "cnn-mnist", 1)] = {"channels": 16, "hidden": 32}
+    rows = images(2)
+
+    response = await predicting.client.post(
+        URL, json={"inputs": rows.tolist()}, headers=predicting.auth("acme")
+    )
+
+    assert response.status_code == 200, response.text
+    with torch.inference_mode():
+        expected = torch.softmax(small(torch.from_numpy(rows)), dim=1).numpy()
+    np.testing.assert_allclose(np.array(response.json()["probabilities"]), expected, rtol=1e-4)
+
+
 async def test_a_version_is_loaded_once_for_concurrent_requests_and_batched(
     predicting: Env,
 ) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -33,7 +35,10 @@ async def setup() -> AsyncIterator[Setup]:
     store = FakeRegistryStore()
     artifacts = InMemoryArtifactStore(AesGcmCipher(os.urandom(32), key_id="k1"))
     ref = await artifacts.put_tensors(WEIGHTS, prefix="jobs/job-1/round-1/global")
-    spec = JobSpec(mode=JobMode.FEDERATED, model="cnn", dataset="mnist", rounds=1)
+    spec = JobSpec(
+        mode=JobMode.FEDERATED, model="cnn", dataset="mnist", rounds=1,
+        model_options={"channels": 16, "hidden": 64},
+    )  # fmt: skip
     await store.save_job(JobInfo(job_id="job-1", tenant="acme", spec=spec))
     await store.register(
         NewVersion(
@@ -59,6 +64,8 @@ async def test_the_artifact_is_served_decrypted_and_checked_with_the_jobs_model_
     assert response.status_code == 200
     assert response.headers["x-fedbus-model"] == "cnn"
     assert response.headers["x-fedbus-dataset"] == "mnist"
+    options = json.loads(unquote(response.headers["x-fedbus-model-options"]))
+    assert options == {"channels": 16, "hidden": 64}
     assert response.headers["x-fedbus-sha256"] == hashlib.sha256(response.content).hexdigest()
     stored = setup.artifacts.objects[setup.object_key]
     assert stored[:4] == b"FBE2"  # encrypted at rest, plaintext on this route

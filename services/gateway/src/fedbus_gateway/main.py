@@ -71,6 +71,7 @@ def predictor(settings: GatewaySettings, registry: RegistryClient) -> Predictor:
         batch_rows=settings.gateway_predict_batch_rows,
         batch_wait_s=settings.gateway_predict_batch_wait_ms / 1000,
         datasets=settings.gateway_predict_datasets,
+        torch_threads=settings.gateway_predict_torch_threads,
     )
 
 

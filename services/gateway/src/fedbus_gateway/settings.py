@@ -99,6 +99,8 @@ class GatewaySettings(FedbusSettings):
     """How long a request waits for others to share its forward pass."""
     gateway_predict_cache_models: int = Field(default=4, ge=1, le=1000)
     """Model versions kept loaded for predictions (least recently used is unloaded first)."""
+    gateway_predict_torch_threads: int | None = Field(default=1, ge=1, le=1024)
+    """torch's intra-op threads for forward passes; null: one per core (torch's default)."""
     gateway_predict_datasets: dict[str, DatasetFacts] = Field(default_factory=dict)
     """JSON ``{"<dataset>": {"feature_shape": [...], "classes": [...]}}``: datasets beyond
     the built-in ones (mnist, fashion-mnist, digits) whose models can be served."""

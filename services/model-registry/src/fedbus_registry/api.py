@@ -7,8 +7,9 @@ Routes (every one takes ``?tenant=T``; another tenant's model answers 404 like a
 - ``GET /v1/models/{name}/versions/{version}``: ``<version>`` plus ``download_url`` (presigned)
 - ``GET /v1/models/{name}/versions/{version}/artifact`` (only with ``read_artifact``): the
   version's weights as plaintext safetensors, decrypted and checked against the registered
-  size and SHA-256; headers ``X-Fedbus-Sha256``, ``X-Fedbus-Model`` and ``X-Fedbus-Dataset``
-  (the job spec's ``model`` and ``dataset``, percent-encoded). The gateway serves predictions
+  size and SHA-256; headers ``X-Fedbus-Sha256``, ``X-Fedbus-Model``, ``X-Fedbus-Dataset`` and
+  ``X-Fedbus-Model-Options`` (the job spec's ``model``, ``dataset`` and ``model_options`` as
+  JSON, percent-encoded). The gateway serves predictions
   with it, so it needs neither MinIO credentials nor the artifact keys.
 - ``GET /v1/jobs/{job_id}/model``: the version registered for a job, as the route above
 - ``GET /v1/jobs/{job_id}/checkpoints`` (only with ``checkpoints=True``): ``{"tenant",
@@ -21,6 +22,7 @@ delta}, participants, parent_version, created_at}``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -166,6 +168,7 @@ def _add_artifact_route(app: FastAPI, store: RegistryStore, read: ArtifactReader
             "X-Fedbus-Sha256": found.spec.artifact.sha256,
             "X-Fedbus-Model": quote(job.spec.model, safe=""),
             "X-Fedbus-Dataset": quote(job.spec.dataset, safe=""),
+            "X-Fedbus-Model-Options": quote(json.dumps(job.spec.model_options), safe=""),
         }
         return Response(data, media_type="application/octet-stream", headers=headers)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -37,12 +38,15 @@ class RegistryArtifact:
         The job spec's ``model`` (the name the executor builds it by).
     dataset
         The job spec's ``dataset``.
+    model_options
+        The job spec's ``model_options`` (empty from a registry that does not send them).
     """
 
     data: bytes
     sha256: str
     model: str
     dataset: str
+    model_options: dict[str, Any] = field(default_factory=dict)
 
 
 class RegistryClient:
@@ -99,11 +103,20 @@ class RegistryClient:
         missing = [h for h in _ARTIFACT_HEADERS if h not in headers]
         if missing:
             return RegistryReply(502, {"detail": f"the registry's artifact lacks {missing}"})
+        try:
+            options = json.loads(unquote(headers.get("x-fedbus-model-options", "%7B%7D")))
+        except ValueError:
+            options = None
+        if not isinstance(options, dict):
+            return RegistryReply(
+                502, {"detail": "the registry's model options are not a JSON object"}
+            )
         return RegistryArtifact(
             data=response.content,
             sha256=headers["x-fedbus-sha256"].lower(),
             model=unquote(headers["x-fedbus-model"]),
             dataset=unquote(headers["x-fedbus-dataset"]),
+            model_options=options,
         )
 
     async def _get(self, path: str, tenant: str) -> RegistryReply:
