@@ -237,6 +237,8 @@ def _forward_alone() -> None:
 
     spec = DatasetSpec(name="mnist", feature_shape=(1, 28, 28), classes=tuple("0123456789"))
     model = build_model("cnn", spec).eval()
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the gateway runs it (FEDBUS_GATEWAY_PREDICT_TORCH_THREADS)
     for rows in (1, 64):
         x = torch.rand(rows, 1, 28, 28)
         times = []
@@ -247,8 +249,9 @@ def _forward_alone() -> None:
                 start = time.perf_counter()
                 torch.softmax(model(x), dim=1)
                 times.append(time.perf_counter() - start)
-        print(f"forward pass alone (no HTTP), {rows} rows: median "
+        print(f"forward pass alone (no HTTP, 1 torch thread), {rows} rows: median "
               f"{statistics.median(times) * 1000:.2f} ms")  # fmt: skip
+    torch.set_num_threads(default_threads)
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,6 +166,23 @@ async def test_a_dataset_the_gateway_has_no_facts_for_is_501_naming_the_setting(
     assert response.status_code == 501
     assert "'hospital-xrays'" in response.json()["detail"]
     assert "FEDBUS_GATEWAY_PREDICT_DATASETS" in response.json()["detail"]
+
+
+async def test_a_gateway_without_torch_answers_501_saying_so(
+    predicting: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, data = cnn_weights()
+    register(predicting, "acme", data)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails as if not installed
+
+    response = await predicting.client.post(
+        URL, json={"inputs": images(1).tolist()}, headers=predicting.auth("acme")
+    )
+
+    assert response.status_code == 501
+    assert response.json()["detail"] == (
+        "predictions need torch and fedbus-executor installed beside the gateway (torch is missing)"
+    )
 
 
 async def test_weights_that_do_not_fit_the_model_are_500_saying_so(predicting: Env) -> None:
