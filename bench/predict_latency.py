@@ -118,10 +118,14 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            await self.open()
         assert self.reader is not None
+        assert self.writer is not None
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -158,9 +162,14 @@ async def _closed_loop(
     stop_at = time.perf_counter() + seconds if seconds else None
     sent = 0
 
+    # Connections are opened before the clock starts: the figures are requests, not accepts.
+    conns = [Connection(host, port) for _ in range(concurrency)]
+    for conn in conns:
+        await conn.open()
+
     async def worker(i: int) -> None:
         nonlocal sent
-        conn = Connection(host, port)
+        conn = conns[i]
         try:
             while True:
                 if requests is not None and sent >= requests:
