@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -69,7 +70,7 @@ def test_signatures_are_required_by_default_outside_development() -> None:
     assert forced.signatures_required
 
 
-_SECURE = {
+_SECURE: dict[str, Any] = {
     "kafka_security_protocol": KafkaSecurityProtocol.SASL_SSL,
     "minio_endpoint": "https://minio.example:9000",
     "minio_secret_key": SecretStr("s3cret"),
