@@ -194,9 +194,9 @@ def test_avro_with_trailing_bytes_is_refused() -> None:
 def test_avro_of_an_unreleased_version_is_refused() -> None:
     raw = bytearray(encode(_job(), "avro"))
     # After the magic byte: event_id (length 36 -> zigzag 72, then 36 bytes),
-    # type (length 13 -> 26, then 13 bytes), then schema_version (1 -> zigzag 2).
+    # type (length 13 -> 26, then 13 bytes), then schema_version (v -> zigzag 2v).
     position = 1 + 1 + 36 + 1 + len("job.requested")
-    assert raw[position] == 2
+    assert raw[position] == 2 * JobRequested.SCHEMA_VERSION
     raw[position] = 18  # version 9
 
     error = _decode_error(bytes(raw))

@@ -51,7 +51,7 @@ def started() -> Callable[..., RoundStarted]:
             global_model=global_model,
             model="mlp",
             dataset=extra.pop("dataset", "digits"),
-            training=TrainingConfig(),
+            training=extra.pop("training", TrainingConfig()),
             strategy=strategy or StrategySpec(),
             privacy=PrivacySpec(),
             seed=7,

@@ -6,8 +6,10 @@ reads, a clock that moves only when told, and update factories.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,8 @@ from fedbus.aggregation import Model, NamedArrays
 from fedbus.events import ModelRef, RoundCompleted
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator.rounds import RoundState, RoundStatus, UpdateRecord
+
+Options = Mapping[str, Any]
 
 __all__ = [
     "T0",
@@ -38,9 +42,13 @@ class FakeModels:
 
     def __init__(self) -> None:
         self.evaluated: list[NamedArrays] = []
+        self.options: list[tuple[str, dict[str, Any]]] = []
 
-    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+    def initial_weights(
+        self, *, model: str, dataset: str, seed: int, model_options: Options | None = None
+    ) -> Model | None:
         """Seeded ``w`` (2x3) and zero ``b`` (3), float32; None for dataset ``unknown``."""
+        self.options.append(("initial_weights", dict(model_options or {})))
         if dataset == "unknown":
             return None
         rng = np.random.default_rng(seed)
@@ -49,8 +57,16 @@ class FakeModels:
             "b": np.zeros(3, dtype=np.float32),
         }
 
-    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+    def evaluate(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        weights: NamedArrays,
+        model_options: Options | None = None,
+    ) -> dict[str, float]:
         """Fixed scores; remembers the weights."""
+        self.options.append(("evaluate", dict(model_options or {})))
         self.evaluated.append(dict(weights))
         return {"accuracy": 0.75, "loss": 0.5}
 

@@ -10,7 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from fedbus.bus import InMemoryBus
-from fedbus.events import Event, ModelRef, RoundAssigned, RoundStarted
+from fedbus.events import (
+    Event,
+    ModelRef,
+    Optimizer,
+    RoundAssigned,
+    RoundStarted,
+    TrainingConfig,
+)
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator import HANDLERS, Deps
 from fedbus_aggregator.grants import MAX_EXPIRY_S, assignments, grant_expiry_s
@@ -85,6 +92,20 @@ async def run(bus: InMemoryBus, deps: Deps, *events: Any) -> None:
 
 GLOBAL = ModelRef(object_key="jobs/job-1/round-1/global/" + "ab" * 32, size_bytes=9,
                   sha256="ab" * 32)  # fmt: skip
+
+
+async def test_each_assignment_carries_the_model_options_and_optimizer(
+    deps: Deps, started: Callable[..., RoundStarted]
+) -> None:
+    bus = InMemoryBus()
+    training = TrainingConfig(optimizer=Optimizer.ADAMW, weight_decay=0.01)
+    event = started(model_options={"channels": 16}, training=training)
+
+    await run(bus, deps, event)
+
+    for grant in assigned(bus).values():
+        assert grant.model_options == {"channels": 16}
+        assert grant.training == training
 
 
 async def test_each_selected_client_gets_one_assignment_with_its_own_update_key(

@@ -92,6 +92,23 @@ async def test_round_one_aggregates_weighted_deltas_onto_the_seeded_model(
     assert phases == [Phase.AGGREGATING, Phase.EVALUATING]
 
 
+async def test_the_model_is_built_and_evaluated_with_the_jobs_model_options(
+    deps: Deps,
+    models: FakeModels,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    options = {"hidden": [32, 16], "dropout": 0.25}
+    start = started(clients=("a", "b"), model_options=options)
+    updates = [await submit(c, delta(1.0), num_samples=10) for c in ("a", "b")]
+
+    await run(bus, deps, start, *updates)
+
+    assert completed(bus)
+    assert models.options == [("initial_weights", options), ("evaluate", options)]
+
+
 async def test_bad_updates_are_rejected_with_reasons_and_the_round_still_completes(
     deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
 ) -> None:
@@ -481,7 +498,9 @@ async def test_a_missing_global_model_at_round_start_does_not_fail_the_start(
 class BrokenModels(FakeModels):
     """A model source whose round-1 weights cannot be built (a bug, not a bad job)."""
 
-    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+    def initial_weights(
+        self, *, model: str, dataset: str, seed: int, model_options: Any = None
+    ) -> Model | None:
         raise RuntimeError("cannot build")
 
 

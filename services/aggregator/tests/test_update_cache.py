@@ -205,9 +205,13 @@ class SignallingModels(FakeModels):
         super().__init__()
         self.evaluating = evaluating
 
-    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+    def evaluate(
+        self, *, model: str, dataset: str, weights: NamedArrays, model_options: Any = None
+    ) -> dict[str, float]:
         self.evaluating.set()
-        return super().evaluate(model=model, dataset=dataset, weights=weights)
+        return super().evaluate(
+            model=model, dataset=dataset, weights=weights, model_options=model_options
+        )
 
 
 async def test_evaluation_runs_while_the_new_global_model_uploads(

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedbus.events import (
+    LrSchedule,
+    Optimizer,
     PrivacyMode,
     PrivacySpec,
     RoundAssigned,
@@ -49,6 +51,37 @@ def test_training_config_maps_to_epochs_batch_and_learning_rate(round_assigned: 
     assert task.initial_weights == b"w"
     assert task.fedprox_mu is None
     assert task.dp is None
+
+
+def test_defaults_train_as_before_plain_sgd_without_a_schedule(round_assigned: Make) -> None:
+    task = _task(round_assigned)
+
+    assert (task.optimizer, task.momentum, task.nesterov, task.weight_decay) == ("sgd", 0, False, 0)
+    assert task.lr_schedule == "constant"
+    assert task.model.kwargs == {}
+
+
+def test_model_options_and_the_optimizer_reach_the_executor(round_assigned: Make) -> None:
+    training = TrainingConfig(
+        learning_rate=0.1,
+        optimizer=Optimizer.SGD,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        lr_schedule=LrSchedule.STEP,
+        lr_step_epochs=2,
+        lr_gamma=0.5,
+    )
+
+    task = _task(round_assigned, training=training, model_options={"hidden": [32, 16]})
+
+    assert task.model.kwargs == {"hidden": [32, 16]}
+    assert (task.optimizer, task.momentum, task.nesterov, task.weight_decay) == (
+        "sgd", 0.9, True, 5e-4,
+    )  # fmt: skip
+    assert (task.lr_schedule, task.lr_step_epochs, task.lr_gamma) == ("step", 2, 0.5)
+    adamw = _task(round_assigned, training=TrainingConfig(optimizer=Optimizer.ADAMW))
+    assert adamw.optimizer == "adamw"
 
 
 def test_fedprox_takes_proximal_mu_and_refuses_without_it(round_assigned: Make) -> None:

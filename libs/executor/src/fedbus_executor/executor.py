@@ -37,6 +37,8 @@ from fedbus_executor.training import (
     load_weights,
     make_loader,
     make_optimizer,
+    make_scheduler,
+    resume_scheduler,
     returned_state,
     seed_everything,
     train_epoch,
@@ -225,7 +227,9 @@ def _setup(
     loader = make_loader(
         tensors, data, batch_size=task.batch_size, shuffle=True, generator=generator
     )
-    state = RunState(model, model, optimizer, loader, generator, start)
+    # On the plain optimizer: DP-SGD's wrapper steps it, and shares its parameter groups.
+    scheduler = make_scheduler(task, optimizer, len(loader))
+    state = RunState(model, model, optimizer, loader, generator, start, scheduler=scheduler)
     if task.dp is not None:
         _make_private(state, task)
     return state
@@ -303,6 +307,7 @@ def _resume(
         )
     load_weights(state.model, ckpt.model, partial=False)
     state.optimizer.load_state_dict(ckpt.optimizer)
+    resume_scheduler(state.scheduler, ckpt.epoch * len(state.loader))
     restore_rng(ckpt.rng)
     state.generator.set_state(ckpt.loader_rng)
     if state.engine is not None:

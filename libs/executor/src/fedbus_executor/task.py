@@ -104,8 +104,13 @@ class TrainingTask(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     learning_rate: float = Field(default=0.01, gt=0)
-    momentum: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_step_epochs: int = Field(default=1, ge=1)
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    lr_min: float = Field(default=0.0, ge=0)
     seed: int = 0
     device: str = "auto"
     fedprox_mu: float | None = Field(default=None, ge=0)
@@ -120,8 +125,21 @@ class TrainingTask(BaseModel):
         fields = self.model_dump(
             mode="json", exclude={"checkpoint", "progress_every", "initial_weights", "device"}
         )
+        # Fields added later count only when set: a checkpoint of an older task still fits.
+        for name, default in _LATER_DEFAULTS.items():
+            if fields.get(name) == default:
+                del fields[name]
         weights = sha256_hex(self.initial_weights) if self.initial_weights else ""
         return hashlib.sha256(f"{sorted(fields.items())}{weights}".encode()).hexdigest()
+
+
+_LATER_DEFAULTS: dict[str, object] = {
+    "nesterov": False,
+    "lr_schedule": "constant",
+    "lr_step_epochs": 1,
+    "lr_gamma": 0.1,
+    "lr_min": 0.0,
+}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ __all__ = [
     "eval_layout",
     "evaluate_module",
     "load_weights",
+    "lr_factor",
     "make_loader",
     "make_optimizer",
+    "make_scheduler",
+    "resume_scheduler",
     "returned_state",
     "seed_everything",
     "train_epoch",
@@ -59,6 +63,8 @@ class RunState:
     """DP: Opacus's loss wrapper, whose ``backward()`` clips per sample (ghost clipping)."""
     clipper: BookKeepingClipper | None = None
     """DP: per-sample clipping in one backward pass, for models whose layers it supports."""
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    """The learning-rate schedule, stepped once per batch (None: constant)."""
 
 
 @dataclass(frozen=True)
@@ -102,14 +108,65 @@ def make_loader(
 
 
 def make_optimizer(task: TrainingTask, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer the task names, over the trainable parameters."""
+    """The optimizer the task names, over the trainable parameters.
+
+    Raises
+    ------
+    ModelError
+        Nesterov without SGD momentum (PyTorch refuses it).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if task.optimizer == "sgd":
+        if task.nesterov and task.momentum <= 0:
+            raise ModelError("nesterov needs optimizer sgd with momentum > 0")
         return torch.optim.SGD(
-            params, lr=task.learning_rate, momentum=task.momentum, weight_decay=task.weight_decay
+            params,
+            lr=task.learning_rate,
+            momentum=task.momentum,
+            weight_decay=task.weight_decay,
+            nesterov=task.nesterov,
         )
     cls = torch.optim.Adam if task.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=task.learning_rate, weight_decay=task.weight_decay)
+
+
+def lr_factor(task: TrainingTask, step: int, steps_per_epoch: int) -> float:
+    """The learning rate after ``step`` batches of the run, relative to ``learning_rate``.
+
+    ``constant``: 1. ``step``: ``lr_gamma ** (epochs done // lr_step_epochs)``. ``cosine``:
+    from 1 down to ``lr_min / learning_rate`` over the run's ``epochs * steps_per_epoch``
+    batches (PyTorch's ``CosineAnnealingLR`` in closed form).
+    """
+    if task.lr_schedule == "step":
+        epochs_done = step // max(1, steps_per_epoch)
+        return float(task.lr_gamma ** (epochs_done // task.lr_step_epochs))
+    if task.lr_schedule == "cosine":
+        total = max(1, task.epochs * steps_per_epoch)
+        floor = task.lr_min / task.learning_rate
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    return 1.0
+
+
+def make_scheduler(
+    task: TrainingTask, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The task's schedule on ``optimizer`` (stepped per batch); None for ``constant``."""
+    if task.lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(task, step, steps_per_epoch)
+    )
+
+
+def resume_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR | None, steps: int) -> None:
+    """Put ``scheduler`` (and its optimizer's rates) where it is after ``steps`` batches."""
+    if scheduler is None:
+        return
+    scheduler.last_epoch = steps
+    pairs = zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    rates = [base * factor(steps) for base, factor in pairs]
+    for group, lr in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = lr
 
 
 def returned_state(model: nn.Module, *, trainable_only: bool) -> StateDict:
@@ -160,6 +217,8 @@ def train_epoch(
                 loss = state.criterion(logits, labels)
             loss.backward()  # type: ignore[no-untyped-call]
         _step(state, task.fedprox_mu)
+        if state.scheduler is not None:
+            state.scheduler.step()
         total_loss += float(loss.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)

@@ -87,6 +87,7 @@ async def global_model(state: RoundState, deps: Deps) -> Model:
             model=started.model,
             dataset=started.dataset,
             seed=started.seed,
+            model_options=started.model_options,
         )
     if model is None:
         raise NonRetryableError(
@@ -248,7 +249,11 @@ async def _store_and_evaluate(
     # The evaluation (CPU, in a worker thread) runs while the new model and state upload.
     evaluation = asyncio.ensure_future(
         asyncio.to_thread(
-            deps.models.evaluate, model=started.model, dataset=started.dataset, weights=new_model
+            deps.models.evaluate,
+            model=started.model,
+            dataset=started.dataset,
+            weights=new_model,
+            model_options=started.model_options,
         )
     )
     try:

@@ -89,6 +89,7 @@ def assignments(
                 deadline=event.deadline,
                 global_model=event.global_model,
                 model=event.model,
+                model_options=event.model_options,
                 dataset=event.dataset,
                 training=event.training,
                 strategy=event.strategy,

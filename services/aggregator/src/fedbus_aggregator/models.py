@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from fedbus.aggregation import Model, NamedArrays
+from fedbus.events import ModelOptionValue
 
 __all__ = ["ModelSource", "finite_metrics"]
 
@@ -21,10 +22,27 @@ __all__ = ["ModelSource", "finite_metrics"]
 class ModelSource(Protocol):
     """Builds initial weights and evaluates weights for a (model, dataset) pair."""
 
-    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
-        """Round 1's global model, or None when the dataset's shape is unknown here."""
+    def initial_weights(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> Model | None:
+        """Round 1's global model, or None when the dataset's shape is unknown here.
 
-    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+        ``model_options`` are the job's (``JobSpec.model_options``), for the model plugin.
+        """
+
+    def evaluate(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        weights: NamedArrays,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> dict[str, float]:
         """``accuracy``, ``loss`` and ``eval_samples`` on the held-out set ({} if none)."""
 
 

@@ -133,8 +133,9 @@ def _round_started(running: Job, tp: str) -> RoundStarted:
     return emit(
         running, RoundStarted, tp, round=running.round, selected_clients=list(running.selected),
         min_clients=_min_clients(spec), deadline=running.deadline,
-        global_model=running.global_model, model=spec.model, dataset=spec.dataset,
-        training=spec.training, strategy=spec.strategy, privacy=privacy, seed=running.seed,
+        global_model=running.global_model, model=spec.model,
+        model_options=spec.model_options, dataset=spec.dataset, training=spec.training,
+        strategy=spec.strategy, privacy=privacy, seed=running.seed,
     )  # fmt: skip
 
 

@@ -73,11 +73,19 @@ def training_task(
         When FedProx has no ``proximal_mu`` or local DP lacks its parameters.
     """
     return TrainingTask(
-        model=ExecutorModelRef(name=event.model),
+        model=ExecutorModelRef(name=event.model, kwargs=dict(event.model_options)),
         data=data,
         epochs=event.training.local_epochs,
         batch_size=event.training.batch_size,
         learning_rate=event.training.learning_rate,
+        optimizer=event.training.optimizer.value,
+        momentum=event.training.momentum,
+        nesterov=event.training.nesterov,
+        weight_decay=event.training.weight_decay,
+        lr_schedule=event.training.lr_schedule.value,
+        lr_step_epochs=event.training.lr_step_epochs,
+        lr_gamma=event.training.lr_gamma,
+        lr_min=event.training.lr_min,
         seed=client_seed(
             round_seed=event.seed,
             round_number=event.round,

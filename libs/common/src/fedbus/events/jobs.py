@@ -11,6 +11,7 @@ from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record
 from fedbus.events.records import (
     JobMode,
     JobStatus,
+    ModelOptions,
     ModelRef,
     PrivacyGuarantee,
     PrivacySpec,
@@ -63,6 +64,7 @@ class JobSpec(Record):
 
     mode: JobMode
     model: str
+    model_options: ModelOptions = Field(default_factory=dict)
     dataset: str
     rounds: Int32
     clients_per_round: Int32 | None = None
@@ -86,6 +88,8 @@ class RejectionReason(Record):
 class JobRequested(Event):
     """Someone asks fedbus to run a training job."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     type: Literal["job.requested"] = "job.requested"
     tenant: str
     idempotency_key: str | None = None
@@ -94,6 +98,8 @@ class JobRequested(Event):
 
 class JobAccepted(Event):
     """Orchestration accepted a job; ``spec`` is the effective spec."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     type: Literal["job.accepted"] = "job.accepted"
     tenant: str

@@ -13,7 +13,11 @@ __all__ = [
     "DpUsage",
     "JobMode",
     "JobStatus",
+    "LrSchedule",
+    "ModelOptionValue",
+    "ModelOptions",
     "ModelRef",
+    "Optimizer",
     "Phase",
     "PrivacyGuarantee",
     "PrivacyMode",
@@ -55,7 +59,27 @@ class Strategy(StrEnum):
     MULTI_KRUM = "multi_krum"
 
 
-AVRO_ENUM_DEFAULTS: dict[type[StrEnum], str] = {Strategy: Strategy.FEDAVG.value}
+class Optimizer(StrEnum):
+    """The trainers' local optimizer."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+class LrSchedule(StrEnum):
+    """How the learning rate changes during one local training run."""
+
+    CONSTANT = "constant"
+    STEP = "step"
+    COSINE = "cosine"
+
+
+AVRO_ENUM_DEFAULTS: dict[type[StrEnum], str] = {
+    Strategy: Strategy.FEDAVG.value,
+    Optimizer: Optimizer.SGD.value,
+    LrSchedule: LrSchedule.CONSTANT.value,
+}
 """Enum-level Avro defaults: what a reader that does not know a newer symbol reads instead."""
 
 
@@ -93,6 +117,13 @@ class TrainerStatus(StrEnum):
     DRAINING = "draining"
 
 
+ModelOptionValue = bool | Int64 | float | str | list[bool | Int64 | float | str] | None
+"""One model option: a scalar, a flat list of scalars, or null (Avro: a union in a map)."""
+
+ModelOptions = dict[str, ModelOptionValue]
+"""A model's options (``JobSpec.model_options``), validated by the model plugin's schema."""
+
+
 class ModelRef(Record):
     """A reference to model weights in the artifact store; weights never ride the bus."""
 
@@ -107,6 +138,14 @@ class TrainingConfig(Record):
     local_epochs: Int32 = 1
     batch_size: Int32 = 32
     learning_rate: float = 0.01
+    optimizer: Optimizer = Optimizer.SGD
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_schedule: LrSchedule = LrSchedule.CONSTANT
+    lr_step_epochs: Int32 = 1
+    lr_gamma: float = 0.1
+    lr_min: float = 0.0
 
 
 class StrategySpec(Record):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record, UtcDatetime
-from fedbus.events.records import DpUsage, ModelRef, PrivacySpec, StrategySpec, TrainingConfig
+from fedbus.events.records import (
+    DpUsage,
+    ModelOptions,
+    ModelRef,
+    PrivacySpec,
+    StrategySpec,
+    TrainingConfig,
+)
 
 __all__ = [
     "ASSIGNED_TOPIC_PREFIX",
@@ -36,6 +43,8 @@ RESERVED_CLIENT_IDS = frozenset({"dlq"})
 class RoundStarted(Event):
     """Orchestration opened a round: who trains, from which model, until when, and how."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     type: Literal["round.started"] = "round.started"
     round: Int32
     selected_clients: list[str]
@@ -43,6 +52,7 @@ class RoundStarted(Event):
     deadline: UtcDatetime
     global_model: ModelRef | None = None
     model: str
+    model_options: ModelOptions = Field(default_factory=dict)
     dataset: str
     training: TrainingConfig
     strategy: StrategySpec
@@ -60,6 +70,8 @@ class RoundAssigned(Event):
     ``round.assigned.<client_id>`` (:meth:`topic`), which only that trainer may read.
     """
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     type: Literal["round.assigned"] = "round.assigned"
     round: Int32
     client_id: str
@@ -67,6 +79,7 @@ class RoundAssigned(Event):
     deadline: UtcDatetime
     global_model: ModelRef | None = None
     model: str
+    model_options: ModelOptions = Field(default_factory=dict)
     dataset: str
     training: TrainingConfig
     strategy: StrategySpec

@@ -22,7 +22,13 @@ from fedbus.jobspec.options import (
     option_value,
 )
 from fedbus.jobspec.problems import MAX_PROBLEMS, ProblemCode, SpecProblem
-from fedbus.jobspec.rules import FIELD_BOUNDS, MAX_NAME_LENGTH, MAX_OPTIONS, spec_problems
+from fedbus.jobspec.rules import (
+    FIELD_BOUNDS,
+    MAX_NAME_LENGTH,
+    MAX_OPTION_ITEMS,
+    MAX_OPTIONS,
+    spec_problems,
+)
 from fedbus.jobspec.schema import spec_json_schema
 from fedbus.jobspec.shape import check_spec
 
@@ -33,6 +39,7 @@ __all__ = [
     "KNOWN_OPTIONS",
     "MAX_NAME_LENGTH",
     "MAX_OPTIONS",
+    "MAX_OPTION_ITEMS",
     "MAX_PROBLEMS",
     "STRATEGY_OPTIONS",
     "Interval",

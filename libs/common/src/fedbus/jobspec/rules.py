@@ -9,17 +9,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fedbus.events.jobs import JobSpec
-from fedbus.events.records import JobMode, PrivacyMode, StrategySpec
+from fedbus.events.records import JobMode, LrSchedule, Optimizer, PrivacyMode, StrategySpec
 from fedbus.jobspec.bounds import AT_LEAST_1, POSITIVE, Interval
 from fedbus.jobspec.options import CENTRAL_DP_OPTIONS, STRATEGY_OPTIONS, StrategyOption
 from fedbus.jobspec.problems import ProblemCode, SpecProblem, did_you_mean, shown
 
-__all__ = ["FIELD_BOUNDS", "MAX_NAME_LENGTH", "MAX_OPTIONS", "spec_problems"]
+__all__ = [
+    "FIELD_BOUNDS",
+    "MAX_NAME_LENGTH",
+    "MAX_OPTIONS",
+    "MAX_OPTION_ITEMS",
+    "spec_problems",
+]
 
 MAX_NAME_LENGTH = 200
 """Longest ``model`` and ``dataset`` name: far below what fits in one event on the bus."""
 MAX_OPTIONS = 32
-"""Most entries in ``strategy.options`` (a strategy reads at most nine, with central DP)."""
+"""Most entries in ``strategy.options`` (a strategy reads at most nine, with central DP) and
+in ``model_options``."""
+MAX_OPTION_ITEMS = 64
+"""Longest list in ``model_options``."""
 
 FIELD_BOUNDS: Mapping[tuple[str, ...], Interval] = {
     ("rounds",): AT_LEAST_1,
@@ -30,6 +39,11 @@ FIELD_BOUNDS: Mapping[tuple[str, ...], Interval] = {
     ("training", "local_epochs"): AT_LEAST_1,
     ("training", "batch_size"): AT_LEAST_1,
     ("training", "learning_rate"): POSITIVE,
+    ("training", "momentum"): Interval(0, 1, high_open=True),
+    ("training", "weight_decay"): Interval(low=0),
+    ("training", "lr_step_epochs"): AT_LEAST_1,
+    ("training", "lr_gamma"): Interval(0, 1, low_open=True),
+    ("training", "lr_min"): Interval(low=0),
     ("privacy", "target_epsilon"): POSITIVE,
     ("privacy", "delta"): Interval(0, 1, low_open=True, high_open=True),
     ("privacy", "noise_multiplier"): POSITIVE,
@@ -63,7 +77,50 @@ def spec_problems(spec: JobSpec) -> list[SpecProblem]:
     list[SpecProblem]
         One problem per broken rule, in the order: names, numbers, privacy, strategy options.
     """
-    return _names(spec) + _numbers(spec) + _privacy(spec) + _strategy(spec)
+    return (
+        _names(spec) + _model_options(spec) + _numbers(spec) + _training(spec)
+        + _privacy(spec) + _strategy(spec)
+    )  # fmt: skip
+
+
+def _model_options(spec: JobSpec) -> list[SpecProblem]:
+    """Sizes only: what each option means is the model plugin's schema to check."""
+    options = spec.model_options
+    if len(options) > MAX_OPTIONS:
+        message = f"at most {MAX_OPTIONS} options (got {len(options):,})"
+        return [_problem(_INVALID, "spec.model_options", message)]
+    out = []
+    for key, value in options.items():
+        loc = ("spec", "model_options", shown(key))
+        if not key or len(key) > MAX_NAME_LENGTH:
+            message = f"an option name has 1 to {MAX_NAME_LENGTH} characters"
+            out.append(SpecProblem(_INVALID, loc, message))
+        elif isinstance(value, list) and len(value) > MAX_OPTION_ITEMS:
+            message = f"at most {MAX_OPTION_ITEMS} items (got {len(value):,})"
+            out.append(SpecProblem(_INVALID, loc, message))
+        elif isinstance(value, str) and len(value) > MAX_NAME_LENGTH:
+            message = f"must be at most {MAX_NAME_LENGTH} characters (got {len(value):,})"
+            out.append(SpecProblem(_INVALID, loc, message))
+    return out
+
+
+def _training(spec: JobSpec) -> list[SpecProblem]:
+    """The optimizer's fields that only make sense together."""
+    training = spec.training
+    sgd = training.optimizer is Optimizer.SGD
+    out = []
+    if training.nesterov and not (sgd and training.momentum > 0):
+        message = "nesterov needs optimizer sgd with momentum > 0"
+        out.append(_problem(_INVALID, "spec.training.nesterov", message))
+    if training.momentum > 0 and not sgd:
+        message = f"momentum is SGD's; {training.optimizer.value} has none (use optimizer sgd)"
+        out.append(_problem(_INVALID, "spec.training.momentum", message))
+    if training.lr_schedule is LrSchedule.COSINE and training.lr_min > training.learning_rate:
+        message = (
+            f"lr_min {training.lr_min:g} must not exceed learning_rate {training.learning_rate:g}"
+        )
+        out.append(_problem(_INVALID, "spec.training.lr_min", message))
+    return out
 
 
 def _names(spec: JobSpec) -> list[SpecProblem]:

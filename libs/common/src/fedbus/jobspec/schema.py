@@ -38,6 +38,7 @@ def spec_json_schema() -> dict[str, Any]:
     for name in ("model", "dataset"):
         props[name]["maxLength"] = MAX_NAME_LENGTH
     props["strategy"]["properties"]["options"]["maxProperties"] = MAX_OPTIONS
+    props["model_options"]["maxProperties"] = MAX_OPTIONS
     for path, bound in FIELD_BOUNDS.items():
         _bound(_number_schema(spec, path), bound)
     spec["description"] = _DESCRIPTION

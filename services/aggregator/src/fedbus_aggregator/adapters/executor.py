@@ -16,6 +16,7 @@ import torch
 
 from fedbus.aggregation import Model, NamedArrays
 from fedbus.errors import NonRetryableError
+from fedbus.events import ModelOptionValue
 from fedbus_executor import (
     DataRef,
     DatasetCache,
@@ -66,8 +67,18 @@ class ExecutorModels:
         """Names of the datasets this source can build and evaluate models for."""
         return sorted(self._paths)
 
-    def initial_weights(self, *, model: str, dataset: str, seed: int) -> Model | None:
+    def initial_weights(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> Model | None:
         """Round 1's weights for ``model`` on ``dataset``, or None when its spec is unknown.
+
+        The model comes from its plugin (entry point ``fedbus.models``) with the job's
+        ``model_options``, as on the trainers.
 
         Raises
         ------
@@ -78,11 +89,18 @@ class ExecutorModels:
         if spec is None:
             return None
         try:
-            return initial_weights(model, seed, spec)
+            return initial_weights(model, seed, spec, **dict(model_options or {}))
         except ExecutorError as exc:  # the round cannot succeed: it expires with this reason
             raise NonRetryableError(f"{model!r} on {dataset!r}: {exc}") from exc
 
-    def evaluate(self, *, model: str, dataset: str, weights: NamedArrays) -> dict[str, float]:
+    def evaluate(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        weights: NamedArrays,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> dict[str, float]:
         """Score ``weights`` on the held-out set; a failed evaluation is logged and gives {}."""
         path = self._paths.get(dataset)
         if path is None:
@@ -90,7 +108,7 @@ class ExecutorModels:
         state = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in weights.items()}
         try:
             result = self._executor.evaluate(
-                model=ExecutorModelRef(name=model),
+                model=ExecutorModelRef(name=model, kwargs=dict(model_options or {})),
                 weights=state,
                 data=DataRef(path=str(path), spec=self._specs[dataset]),
                 device=self._device,
