@@ -387,3 +387,54 @@ def test_the_key_tool_prints_a_public_key_and_takes_one_instead_of_a_file(
     with pytest.raises(SystemExit):  # a key file or a public key, not both
         signing_main(["issue", "--root", str(root_path), "--key", str(path), "--public-key",
                       root_public, "--principal", "p", "--role", "trainer"])  # fmt: skip
+
+
+def test_review_findings_a_signer_cannot_evade_its_binding_or_key(parties: Parties) -> None:
+    # A key bound to a field the event lacks (a typo'd bind) is refused, not ignored.
+    typo = parties.publish("trainer-t", "trainer", {"clientid": "t"})
+    assert reason(parties.directory, *signed(typo, heartbeat("victim"))) == "bound_field"
+    # Two content-type headers: which one was signed? Refused.
+    topic, key, value, headers = signed(parties.keys["trainer-a"], heartbeat("a"))
+    doubled = [("content-type", b"avro/binary"), *headers]
+    assert reason(parties.directory, topic, key, value, doubled) == "bad_signature"
+
+
+def test_a_revocation_has_its_own_compaction_key_so_a_reissue_cannot_compact_it_away(
+    parties: Parties,
+) -> None:
+    key = parties.keys["trainer-a"]
+    active = key_record(key, principal="trainer-a", role="trainer", binds={"client_id": "a"})
+    revoked = key_record(key, principal="trainer-a", role="trainer", binds={"client_id": "a"},
+                         revoked=True)  # fmt: skip
+
+    assert active.kafka_key() == key_id_of(key).encode()
+    assert revoked.kafka_key() == b"revoked:" + key_id_of(key).encode()
+    # after compaction only the latest record per Kafka key is left: the revocation, then a
+    # re-issued "active" record; a consumer starting then still refuses the key
+    fresh = Parties()
+    fresh.root = parties.root
+    fresh.directory = KeyDirectory([parties.root.public_key()], catalog())
+    for event in (revoked, active):
+        value = encode_event(event)
+        headers = Signer(parties.root).sign(KEY_TOPIC, event.kafka_key(), value, CT)
+        fresh.directory.add_record(event.kafka_key(), value, headers)
+    assert reason(fresh.directory, *signed(key, heartbeat("a"))) == "revoked_key"
+
+
+async def test_the_runner_refuses_a_signed_record_under_another_partys_kafka_key(
+    parties: Parties,
+) -> None:
+    publisher, seen = Publisher(), list[Event]()
+    runner = heartbeat_runner(parties.directory, publisher, seen, required=True)
+    topic, _, value, headers = signed(parties.keys["trainer-b"], heartbeat("b"))
+    # B signs its own heartbeat but sends it keyed "a": compaction would drop A's latest.
+    headers = Signer(parties.keys["trainer-b"]).sign(topic, b"a", value, CT)
+
+    outcome = await runner.handle_record(as_record(topic, b"a", value, headers))
+
+    assert outcome == "dead_lettered"
+    [(_, letter)] = publisher.raw
+    dead = decode(letter)
+    assert isinstance(dead, DeadLetter)
+    assert dead.error_message.startswith("wrong_key:")
+    assert seen == []

@@ -329,6 +329,13 @@ class ConsumerRunner:
             return decoded
         try:
             self._keys.check_authority(signer, record.topic, decoded)
+            if record.key != decoded.kafka_key():  # a signed heartbeat under another's key
+                raise EventSignatureError(
+                    "wrong_key",
+                    f"the record's Kafka key {record.key!r} is not its event's "
+                    f"({decoded.kafka_key()!r}): on a compacted topic it would replace "
+                    "another party's latest record",
+                )
         except EventSignatureError as exc:
             return Failure(exc, 0)
         return decoded

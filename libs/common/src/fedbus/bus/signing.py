@@ -45,11 +45,12 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -59,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from fedbus.bus.codec import decode_event, encode_event
 from fedbus.errors import NonRetryableError
-from fedbus.events import Event, EventDecodeError, KeyPublished, TopicCatalog
+from fedbus.events import DeadLetter, Event, EventDecodeError, KeyPublished, TopicCatalog
 from fedbus.settings import FedbusSettings
 
 __all__ = [
@@ -99,6 +100,8 @@ SIGNED_HEADERS = ("content-type",)
 KEY_TOPIC = "key.published"
 OPERATOR_ROLE = "operator"
 """The role of the operator's own key: it may sign any topic (the operator runs the bus)."""
+READ_TIMEOUT_S = 30.0
+"""The longest a read of ``key.published`` may take before the directory keeps what it has."""
 _LABEL = b"fedbus-event-signature-v1"
 _ABSENT = 0xFFFFFFFF
 
@@ -257,12 +260,24 @@ def root_from_path(index: int, size: int, leaf: bytes, path: Sequence[bytes]) ->
     return None if nodes is None else nodes[-1]
 
 
-def _path_nodes(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> list[bytes] | None:
-    """RFC 9162 2.1.3.2's walk, keeping each node from the leaf up to the root."""
+def _path_nodes(
+    index: int,
+    size: int,
+    leaf: bytes,
+    path: Sequence[bytes],
+    known: Callable[[bytes], bool] | None = None,
+) -> list[bytes] | None:
+    """RFC 9162 2.1.3.2's walk, keeping each node from the leaf up to the root.
+
+    With ``known``, the walk stops at the first node for which it is true (that node is the
+    list's last); otherwise it ends at the root. None when the proof is malformed.
+    """
     if index >= size:
         return None
     fn, sn, r = index, size - 1, leaf
     nodes = [leaf]
+    if known is not None and known(leaf):
+        return nodes
     for p in path:
         if sn == 0:
             return None
@@ -273,20 +288,27 @@ def _path_nodes(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> li
         else:
             r = _node(r, p)
         nodes.append(r)
+        if known is not None and known(r):
+            return nodes
         fn, sn = fn >> 1, sn >> 1
     return nodes if sn == 0 else None
 
 
 def _proof_walk(
-    topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes | None]]
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: Sequence[tuple[str, bytes | None]],
+    known: Callable[[bytes], bool] | None = None,
 ) -> tuple[int, list[bytes]] | None:
-    """The batch size and the nodes from a record's leaf up to its root; None if malformed."""
+    """The batch size and the nodes from a record's leaf up to its root (or the first
+    ``known`` one); None if the proof is malformed."""
     proof = _header(headers, PROOF_HEADER)
     if proof is None or len(proof) < 8 or (len(proof) - 8) % 32:
         return None
     index, size = struct.unpack(">II", proof[:8])
     path = [proof[i : i + 32] for i in range(8, len(proof), 32)]
-    nodes = _path_nodes(index, size, leaf_hash(topic, key, value, headers), path)
+    nodes = _path_nodes(index, size, leaf_hash(topic, key, value, headers), path, known)
     return None if nodes is None else (size, nodes)
 
 
@@ -430,7 +452,7 @@ class KeyDirectory:
             log.warning("%s skipped: a %s event", where, event.type)
             return None
         public = parse_public_key(event.public_key)
-        if key_id_of(public) != event.key_id or (key is not None and key != event.key_id.encode()):
+        if key_id_of(public) != event.key_id or (key is not None and key != event.kafka_key()):
             log.warning("%s skipped: key id %s is not its key's", where, event.key_id)
             return None
         known = self._keys.get(event.key_id)
@@ -466,19 +488,22 @@ class KeyDirectory:
             raise EventSignatureError("unknown_key", f"key {kid} is not on {KEY_TOPIC}")
         if signer.revoked:
             raise EventSignatureError("revoked_key", f"key {kid} of {signer.principal} was revoked")
-        walk = _proof_walk(topic, key, value, headers)
+        for name in SIGNED_HEADERS:
+            if sum(1 for k, _ in headers if k == name) > 1:
+                raise EventSignatureError("bad_signature", f"two {name} headers (key {kid})")
+        # A batch's records share one signature. Every node on a path whose root this key's
+        # signature covered is proven; a record whose walk meets one is in that signed tree
+        # (SHA-256 with 0x00/0x01 domain separation), so its signature is already checked and
+        # the walk stops there (a batch's later records: their leaf and one node).
+        proven = self._proven
+        walk = _proof_walk(topic, key, value, headers, lambda node: proven.get(node) == kid)
         if walk is None:
             raise EventSignatureError(
                 "bad_signature", f"no well-formed {PROOF_HEADER} header (key {kid})"
             )
-        # A batch's records share one signature. Every node on a path whose root this key's
-        # signature covered is proven; a record whose path meets one is in that signed tree
-        # (SHA-256 with 0x00/0x01 domain separation), so its signature is already checked.
         size, nodes = walk
-        proven = self._proven
-        for node in nodes:
-            if proven.get(node) == kid:
-                return signer
+        if proven.get(nodes[-1]) == kid:
+            return signer
         try:
             signer.public_key.verify(signature, _root_message(size, nodes[-1]))
         except InvalidSignature:
@@ -530,7 +555,15 @@ class KeyDirectory:
                 f"{signer.principal} signs as {signer.role}, which does not produce {topic}",
             )
         for name, bound in signer.binds.items():
-            if name in type(event).model_fields and getattr(event, name) != bound:
+            if name not in type(event).model_fields:
+                if isinstance(event, DeadLetter):
+                    continue  # a letter names no party: the record it carries was checked
+                raise EventSignatureError(
+                    "bound_field",
+                    f"{signer.principal}'s key is bound to {name} {bound!r}; a {event.type} "
+                    f"event has no {name}",
+                )
+            if getattr(event, name) != bound:
                 raise EventSignatureError(
                     "bound_field",
                     f"{signer.principal}'s key is bound to {name} {bound!r}; the event says "
@@ -572,10 +605,14 @@ class KafkaKeyDirectory(KeyDirectory):
         )
         await consumer.start()
         self._consumer = consumer
-        partitions = await _partitions(consumer)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        await self._read_to_end()
+        try:
+            partitions = await _partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            await self._read_to_end()
+        except BaseException:
+            await self.stop()
+            raise
         log.info("key directory: %d keys from %s", len(self), KEY_TOPIC)
 
     async def stop(self) -> None:
@@ -592,7 +629,7 @@ class KafkaKeyDirectory(KeyDirectory):
         async with self._lock:
             if time.monotonic() - self._last_refresh < due:
                 return
-            await self._read_to_end()
+            await self._read_or_keep()
 
     async def verify(
         self,
@@ -606,6 +643,11 @@ class KafkaKeyDirectory(KeyDirectory):
         await self.refresh()
         kid = _header(headers, KEY_ID_HEADER)
         if kid is not None and self.get(kid.decode("ascii", "replace")) is None:
+            # A key published a moment ago: wait for the next allowed read (at most
+            # min_refresh_s) rather than refuse its first records for good.
+            wait = self._min_refresh_s - (time.monotonic() - self._last_refresh)
+            if wait > 0:
+                await asyncio.sleep(wait)
             await self.refresh(force=True)
         return self.verify_signature(topic, key, value, headers)
 
@@ -613,14 +655,24 @@ class KafkaKeyDirectory(KeyDirectory):
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("KafkaKeyDirectory.start() was not called")
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    self.add_record(record.key, record.value or b"", list(record.headers or ()))
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            partitions = list(consumer.assignment())
+            ends = await consumer.end_offsets(partitions)
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        self.add_record(record.key, record.value or b"", list(record.headers or ()))
         self._last_refresh = time.monotonic()
+
+    async def _read_or_keep(self) -> None:
+        """:meth:`_read_to_end`; when the broker fails, keep the keys known so far (a record
+        signed by a key not among them is refused as ``unknown_key``) and try again later."""
+        try:
+            await self._read_to_end()
+        except (TimeoutError, KafkaError) as exc:
+            self._last_refresh = time.monotonic()
+            log.warning("key directory not refreshed (kept %d keys): %r", len(self), exc)
 
 
 async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:

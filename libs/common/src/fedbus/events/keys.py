@@ -14,8 +14,8 @@ __all__ = ["KeyPublished"]
 class KeyPublished(Event):
     """An Ed25519 public key that signs events, and whose it is.
 
-    Published on the compacted ``key.published`` topic, keyed by ``key_id`` (the latest record
-    per key is its state), and signed by an operator root key whose public half every
+    Published on the compacted ``key.published`` topic, keyed by ``key_id`` (a revocation by
+    ``revoked:<key_id>``, which stays), and signed by an operator root key whose public half every
     consumer is configured with (``FEDBUS_ROOT_PUBLIC_KEYS``). ``role`` is a producer name of
     the topic catalog (``orchestration``, ``trainer``, ``upstream``, ...) or ``operator``;
     a consumer accepts an event signed by this key only on a topic that role produces.
@@ -36,5 +36,10 @@ class KeyPublished(Event):
     reason: str | None = None
 
     def kafka_key(self) -> bytes | None:
-        """Return the Kafka message key: the UTF-8 key id (compaction keeps its latest state)."""
-        return self.key_id.encode("utf-8")
+        """Return the Kafka message key: the key id, or ``revoked:<key id>`` for a revocation.
+
+        A revocation has a compaction key of its own, so no later record of the key (an
+        ``active`` one published again) can compact it away.
+        """
+        prefix = "revoked:" if self.status == "revoked" else ""
+        return f"{prefix}{self.key_id}".encode()
