@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from importlib import metadata
 
 import pytest
 import torch
 
+from fedbus.jobspec import model_options_problems
 from fedbus_executor import (
     DatasetSpec,
     ModelError,
     ModelOptionsError,
     available_models,
     build_model,
+    capabilities,
     get_model_entry,
     model_problems,
     plugin_errors,
@@ -123,3 +126,67 @@ def test_register_model_adds_a_model_in_this_process(monkeypatch: pytest.MonkeyP
     assert build_model("tiny-linear", MNIST, width=3)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     with pytest.raises(ModelError, match="bad arguments"):
         build_model("tiny-linear", MNIST, depth=3)
+
+
+CASES: dict[str, list[dict[str, object]]] = {
+    "cnn": [
+        {},
+        {"channels": 16, "hidden": 64},
+        {"channels": 12},
+        {"channels": 0},
+        {"hidden": 0},
+        {"hidden": "x"},
+        {"hidden": 1.5},
+        {"hidden": 2.0},
+        {"chanels": 16},
+        {"channels": True},
+        {"hidden": None},
+    ],
+    "cnn-batchnorm": [{}, {"width": 3}],
+    "mlp": [{"hidden": [16]}, {"hidden": [16, "a"]}, {"hidden": 5}, {"hidden": []}],
+    "minilm-classifier": [
+        {"max_length": 600},
+        {"max_length": 0},
+        {"freeze_encoder": 1},
+        {"freeze_encoder": True},
+    ],
+    "tabular-mlp": [
+        {"dropout": 1.0},
+        {"dropout": 0.5},
+        {"dropout": 0},
+        {"hidden": []},
+        {"hidden": list(range(1, 10))},
+        {"hidden": [8, 4]},
+        {"hidden": [8, 4.5]},
+    ],
+    "sample-convnet": [{}, {"channels": 3}],
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [(m, o) for m, cases in CASES.items() for o in cases],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
+)
+def test_the_torch_free_check_agrees_with_the_plugin(
+    model: str, options: dict[str, object]
+) -> None:
+    schema = {c["name"]: c for c in capabilities()}[model]["options_schema"]
+
+    problems = model_options_problems(model, options, schema)
+    try:
+        validate_options(model, options)
+        refused: set[str | None] = set()
+    except ModelOptionsError as exc:
+        refused = {p.option for p in exc.problems}
+
+    assert {p.field.rsplit(".", 1)[-1] for p in problems} == refused
+
+
+def test_capabilities_name_package_version_and_options_schema() -> None:
+    found = {c["name"]: c for c in capabilities()}
+
+    assert found["cnn"]["package"] == "fedbus-executor"
+    assert found["cnn"]["options_schema"]["properties"]["channels"]["default"] == 32
+    assert found["minilm-classifier"]["lora_targets"] == ["query", "key", "value", "dense"]
+    assert json.loads(json.dumps(found)) == found

@@ -27,6 +27,7 @@ this process only (tests, notebooks).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -50,6 +51,7 @@ __all__ = [
     "NoOptions",
     "OptionProblem",
     "PluginError",
+    "capabilities",
     "image_inputs",
     "load_entries",
     "model_problems",
@@ -316,6 +318,9 @@ def _lookup(name: str) -> ModelEntry:
 def validate_options(name: str, options: Mapping[str, Any] | None = None) -> BaseModel:
     """``options`` validated by model ``name``'s schema (its defaults fill the rest).
 
+    Strict JSON validation: no coercion (``1`` is not ``true``, ``2.0`` not ``2``), as
+    :func:`fedbus.jobspec.model_options_problems` checks the schema without the plugin.
+
     Raises
     ------
     ModelError
@@ -325,12 +330,21 @@ def validate_options(name: str, options: Mapping[str, Any] | None = None) -> Bas
     """
     entry = _lookup(name)
     try:
-        return entry.options.model_validate(dict(options or {}))
+        text = json.dumps(dict(options or {}), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ModelOptionsError(name, [OptionProblem(None, f"not JSON: {exc}")]) from None
+    try:
+        # Strict, as JSON: what a job's options are on the bus (1 is not true, 2.0 not 2).
+        return entry.options.model_validate_json(text, strict=True)
     except ValidationError as exc:
         problems = [
-            OptionProblem(".".join(str(p) for p in err["loc"]) or None, err["msg"])
+            OptionProblem(
+                str(err["loc"][0]) if err["loc"] else None,
+                " ".join(f"item {p}" for p in err["loc"][1:]) + (" " if err["loc"][1:] else "")
+                + err["msg"],
+            )
             for err in exc.errors(include_url=False)
-        ]
+        ]  # fmt: skip
         raise ModelOptionsError(name, problems) from None
 
 
@@ -364,3 +378,22 @@ def model_problems(
     except Exception as exc:  # a plugin's own failure is a reason, not a crash
         return [OptionProblem(None, f"model {name!r} cannot be built: {exc}")]
     return []
+
+
+def capabilities() -> list[dict[str, Any]]:
+    """What this environment can build, as JSON: for a heartbeat or a torch-free checker.
+
+    One entry per model: ``name``, ``package``, ``version``, ``options_schema`` (the JSON
+    Schema of its options, for :func:`fedbus.jobspec.model_options_problems`) and
+    ``lora_targets``.
+    """
+    return [
+        {
+            "name": entry.name,
+            "package": entry.distribution,
+            "version": entry.version,
+            "options_schema": entry.options.model_json_schema(),
+            "lora_targets": list(entry.lora_targets),
+        }
+        for entry in sorted(load_entries().values(), key=lambda e: e.name)
+    ]

@@ -13,6 +13,7 @@ and a :class:`ProblemCode`. :func:`spec_json_schema` is the JSON Schema of what
 """
 
 from fedbus.jobspec.bounds import Interval
+from fedbus.jobspec.model_options import model_options_problems
 from fedbus.jobspec.options import (
     CENTRAL_DP_OPTIONS,
     DP_OPTIONS,
@@ -47,6 +48,7 @@ __all__ = [
     "SpecProblem",
     "StrategyOption",
     "check_spec",
+    "model_options_problems",
     "option_value",
     "spec_json_schema",
     "spec_problems",
