@@ -2,16 +2,19 @@
 
 ``examples/plugins`` (``fedbus-example-models``) is installed in the workspace, so trainers
 and the aggregator resolve ``sample-convnet`` through the entry-point group
-``fedbus.models``; orchestration accepts the name through ``FEDBUS_KNOWN_MODELS`` (it does
-not import torch). The job is submitted once through the gateway and once as a raw
-``job.requested`` on Kafka, each with model options and SGD with Nesterov momentum and a
-cosine schedule; both complete, with a SampleConvNet global model and a held-out accuracy
-above chance on MNIST-5k.
+``fedbus.models``; orchestration (which does not import torch) knows it from
+``FEDBUS_MODEL_CATALOG``, the output of ``fedbus models available --json``, and checks a job's
+``model_options`` against its schema. The job is submitted once through the gateway and once
+as a raw ``job.requested`` on Kafka, each with SGD with Nesterov momentum and a cosine
+schedule; both complete, with a SampleConvNet global model and a held-out accuracy above
+chance on MNIST-5k. A job giving sample-convnet an option it does not have is rejected at
+admission, naming the option.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
     JobCompleted,
     JobFailed,
+    JobRejected,
     JobRequested,
     JobSpec,
     RoundAssigned,
@@ -31,6 +35,7 @@ from fedbus.events import (
 )
 from fedbus.settings import FedbusSettings
 from fedbus.storage import S3ArtifactStore
+from fedbus_cli.commands import available
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .gateway_process import running_gateway
@@ -68,6 +73,8 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
         lambda: prepare_dataset("mnist", tmp_path / "data", PrepareOptions(num_clients=2)).root
     )
 
+    catalog = tmp_path / "models.json"
+    catalog.write_text(json.dumps(available.catalog()))
     await ensure_topics(settings)
     topics = [t.name for t in load_topics().event_topics()]
     groups = {name: unique(f"plugin-{name}") for name in ("orchestration", "aggregator")}
@@ -76,7 +83,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
         ServiceProcess.start(
             "orchestration", "fedbus_orchestration", log_dir=tmp_path,
             env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"],
-                 "FEDBUS_KNOWN_MODELS": "cnn,mlp,sample-convnet"},
+                 "FEDBUS_KNOWN_MODELS": "cnn,mlp", "FEDBUS_MODEL_CATALOG": str(catalog)},
         ),
         ServiceProcess.start(
             "aggregator", "fedbus_aggregator", log_dir=tmp_path,
@@ -100,6 +107,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
         return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
 
     watched = ["trainer.heartbeat", "round.started", "job.completed", "job.failed"]
+    watched += ["job.rejected"]
     watched += [f"round.assigned.{c}" for c in clients]
     ends: dict[str, JobCompleted | JobFailed] = {}
     try:
@@ -142,17 +150,29 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
                 lambda e: e.job_id == raw.job_id and isinstance(e, JobCompleted | JobFailed),
                 limit_s=480,
             )  # type: ignore[assignment]
+            bad = JobRequested.create(
+                source="it-raw-producer", job_id=unique("job-convnet-bad"), tenant="a",
+                spec=JobSpec.model_validate({**_spec(dataset, 7), "model_options": {"width": 3}}),
+            )  # fmt: skip
+            async with EventProducer(settings, client_id=unique("raw-producer")) as producer:
+                await producer.publish(bad)
+            rejected = await watch.wait_for(lambda e: e.job_id == bad.job_id, limit_s=60)
             seen = list(watch.seen)
     finally:
         for proc in procs:
             proc.stop()
 
+    assert isinstance(rejected, JobRejected), rejected
+    [reason] = rejected.reasons
+    assert (reason.code, reason.field) == ("unknown_field", "spec.model_options.width")
+    assert "model 'sample-convnet' has no option 'width'" in reason.message
     store = S3ArtifactStore.from_settings(settings)
     for job_id, end in ends.items():
         assert isinstance(end, JobCompleted), f"{end}\n{logs()}"
         assert end.rounds_completed == ROUNDS
         assert end.final_model is not None
         assert end.metrics["accuracy"] > 0.5, end.metrics  # ten classes: chance is 0.1
+        print(f"{job_id}: {end.metrics}")  # the figures, with -s
         weights = await store.get_tensors(end.final_model)
         assert {k: tuple(weights[k].shape) for k in SHAPES} == SHAPES
         started = [e for e in seen if isinstance(e, RoundStarted) and e.job_id == job_id]

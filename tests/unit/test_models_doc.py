@@ -3,9 +3,10 @@
 The plugin package of the page is written to a folder and installed (uv, offline) into a
 fresh virtual environment layered over the workspace's; there ``fedbus models available``
 lists it, the page's plugin tests pass under pytest, the job spec is checked as the CLI and
-the gateway check it, the Dockerfile's install step and check run, and the Helm values
-render with the chart. Docker itself is not run (no daemon here): the test checks the
-Dockerfile's paths and user against docker/Dockerfile.trainer instead.
+the gateway check it, the catalog it makes lets orchestration's admission reject a bad
+option, the Dockerfile's install step and check run, and the Helm values render with the
+chart. Docker itself is not run (no daemon here): the test checks the Dockerfile's paths and
+user against docker/Dockerfile.trainer instead.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def test_every_code_block_of_the_page_is_a_named_example() -> None:
     fences = len(re.findall(r"^```\w+$", text, re.M))
 
     assert fences == len(BLOCK.findall(text)) == len(EXAMPLES)
-    assert set(EXAMPLES) == {"plugin", "pyproject", "install", "tests", "job", "dockerfile", "helm"}
+    assert set(EXAMPLES) == {
+        "plugin", "pyproject", "install", "tests", "job", "catalog", "dockerfile", "helm",
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,36 @@ def test_the_job_spec_is_valid_and_its_options_fit_the_plugin(installed: str, ve
     assert done.stdout.split() == ["my-logreg", "[]"]
 
 
+def test_the_catalog_lets_orchestration_reject_a_bad_option_by_name(
+    installed: str, package: Path, venv: Path
+) -> None:
+    from fedbus.events import JobSpec
+    from fedbus_orchestration.settings import load_model_catalog
+    from fedbus_orchestration.validation import validate_request
+
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", EXAMPLES["catalog"]],
+        cwd=package, env=_env(venv), check=True, timeout=120,
+    )  # fmt: skip
+    schemas = load_model_catalog(str(package / "models.json"))
+    job = yaml.safe_load(EXAMPLES["job"])
+
+    def reasons(options: dict[str, Any]) -> list[tuple[str, str | None]]:
+        spec = JobSpec.model_validate({**job, "model_options": options})
+        found = validate_request(
+            spec, job_id="j", known_models=set(), known_datasets={"digits"}, live_holders=3,
+            model_schemas=schemas,
+        )  # fmt: skip
+        return [(r.code, r.field) for r in found]
+
+    assert "my-logreg" in schemas
+    assert reasons(job["model_options"]) == [("unknown_model", "spec.model")]  # no catalog names
+    assert reasons({"temperature": 0}) == [
+        ("unknown_model", "spec.model"),
+        ("invalid_value", "spec.model_options.temperature"),
+    ]
+
+
 def _run_lines(dockerfile: str) -> list[str]:
     joined = dockerfile.replace("\\\n", " ")
     return [line[4:].strip() for line in joined.splitlines() if line.startswith("RUN ")]
@@ -224,5 +257,7 @@ def test_the_helm_values_put_the_images_in_the_pods_and_the_name_in_orchestratio
     }
     assert containers["fedbus-trainer-cpu"]["image"].endswith("fedbus-trainer-my-models:0.1.0")
     assert containers["fedbus-aggregator"]["image"].endswith("fedbus-aggregator-my-models:0.1.0")
-    env = {e["name"]: e.get("value") for e in containers["fedbus-orchestration"]["env"]}
-    assert "my-logreg" in env["FEDBUS_KNOWN_MODELS"].split(",")
+    env = {e["name"]: e for e in containers["fedbus-orchestration"]["env"]}
+    assert env["FEDBUS_MODEL_CATALOG"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "fedbus-models", "key": "models.json",
+    }  # fmt: skip

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +21,11 @@ from fedbus.events import (
     decode,
 )
 from fedbus.events.schemas import schema_dir
+from fedbus_orchestration.deps import deps_from
 from fedbus_orchestration.settings import OrchestrationSettings
 from fedbus_orchestration.validation import validate_request
+
+from .fakes import FakeJobStore
 
 MODELS = {"cnn", "mlp"}
 
@@ -157,3 +162,70 @@ def test_the_documented_job_request_is_valid_with_the_default_models(
     )  # fmt: skip
 
     assert reasons == []
+
+
+# ``fedbus models available --json`` for the example package's tabular-mlp (no torch here).
+TABULAR: dict[str, Any] = {
+    "name": "tabular-mlp",
+    "options_schema": {
+        "additionalProperties": False,
+        "properties": {
+            "hidden": {"default": [64, 32], "items": {"type": "integer"}, "maxItems": 8,
+                       "minItems": 1, "type": "array"},
+            "dropout": {"default": 0.0, "exclusiveMaximum": 1.0, "minimum": 0.0,
+                        "type": "number"},
+        },
+        "type": "object",
+    },
+}  # fmt: skip
+
+
+def test_model_options_are_checked_against_the_catalogs_schema_at_their_name(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    schemas = {"tabular-mlp": TABULAR["options_schema"]}
+
+    def check(options: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+        spec = make_spec(model="tabular-mlp", model_options=options)
+        reasons = validate_request(
+            spec, job_id="job-1", known_models={"tabular-mlp"}, known_datasets=(),
+            live_holders=5, model_schemas=schemas,
+        )  # fmt: skip
+        return [(r.code, r.field, r.message) for r in reasons]
+
+    assert check({"hidden": [16], "dropout": 0.5}) == []
+    [(code, field, message)] = check({"hiden": [16]})
+    assert (code, field) == ("unknown_field", "spec.model_options.hiden")
+    assert "did you mean 'hidden'" in message
+    [(code, field, message)] = check({"dropout": 1.5})
+    assert (code, field) == ("invalid_value", "spec.model_options.dropout")
+    assert "option dropout of model 'tabular-mlp': must be < 1, got 1.5" in message
+    [(code, field, message)] = check({"hidden": [16, 2.5]})
+    assert "item 1 must be an integer, got the number 2.5" in message
+    # A model the catalog does not describe is not checked here (its trainers still are).
+    unchecked = make_spec(model="cnn", model_options={"anything": 1})
+    assert validate_request(
+        unchecked, job_id="job-1", known_models=MODELS, known_datasets=(), live_holders=5,
+        model_schemas=schemas,
+    ) == []  # fmt: skip
+
+
+def test_the_model_catalog_file_adds_models_and_their_schemas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = tmp_path / "models.json"
+    catalog.write_text(json.dumps({"models": [TABULAR], "errors": []}))
+    monkeypatch.setenv("FEDBUS_MODEL_CATALOG", str(catalog))
+    settings = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
+
+    deps = deps_from(settings, FakeJobStore())
+
+    assert "tabular-mlp" in deps.known_models
+    assert "cnn" in deps.known_models
+    assert deps.model_schemas == {"tabular-mlp": TABULAR["options_schema"]}
+    monkeypatch.setenv("FEDBUS_MODEL_CATALOG", json.dumps([TABULAR]))  # inline, a ConfigMap's
+    inline = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
+    assert deps_from(inline, FakeJobStore()).model_schemas == deps.model_schemas
+    catalog.write_text(json.dumps({"models": [{"name": "x"}]}))
+    with pytest.raises(ValueError, match="needs a name and an options_schema"):
+        deps_from(settings, FakeJobStore())

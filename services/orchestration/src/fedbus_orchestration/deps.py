@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from fedbus.events import utc_now
-from fedbus_orchestration.settings import OrchestrationSettings
+from fedbus_orchestration.settings import OrchestrationSettings, load_model_catalog
 from fedbus_orchestration.state import Policy
 from fedbus_orchestration.store import JobStore
 
@@ -26,6 +27,9 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     lifetime_cap: float | None = None
     """``FEDBUS_CLIENT_LIFETIME_EPSILON``: each client's cap per dataset across jobs."""
+    model_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Options JSON Schema per model (``FEDBUS_MODEL_CATALOG``): ``model_options`` are
+    checked against it at admission."""
 
 
 def deps_from(settings: OrchestrationSettings, store: JobStore) -> Deps:
@@ -36,10 +40,12 @@ def deps_from(settings: OrchestrationSettings, store: JobStore) -> Deps:
         divergence_factor=settings.divergence_factor,
         round_grace_seconds=settings.round_grace_seconds,
     )
+    schemas = load_model_catalog(settings.model_catalog)
     return Deps(
         store=store,
         policy=policy,
-        known_models=frozenset(settings.known_models),
+        known_models=frozenset(settings.known_models) | frozenset(schemas),
+        model_schemas=schemas,
         known_datasets=frozenset(settings.known_datasets),
         staleness_factor=settings.heartbeat_staleness_factor,
         lifetime_cap=settings.client_lifetime_epsilon,

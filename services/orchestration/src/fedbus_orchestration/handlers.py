@@ -109,6 +109,7 @@ async def on_job_requested(event: JobRequested, *, deps: Deps) -> list[Event]:
             event.spec, job_id=event.job_id, known_models=deps.known_models,
             known_datasets=deps.known_datasets, live_holders=len(roster.eligible),
             samples=roster.samples, lifetimes=roster.lifetimes,
+            model_schemas=deps.model_schemas,
         )  # fmt: skip
         if reasons:
             events = reject(event, reasons)

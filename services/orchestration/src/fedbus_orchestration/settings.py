@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from fedbus.settings import FedbusSettings
 
-__all__ = ["DEFAULT_KNOWN_MODELS", "OrchestrationSettings"]
+__all__ = ["DEFAULT_KNOWN_MODELS", "OrchestrationSettings", "load_model_catalog"]
 
 DEFAULT_KNOWN_MODELS = ("cnn", "cnn-batchnorm", "minilm-classifier", "mlp")
 """The models ``fedbus_executor`` builds, mirrored: orchestration must not import torch.
@@ -31,6 +32,11 @@ class OrchestrationSettings(FedbusSettings):
         default_factory=lambda: list(DEFAULT_KNOWN_MODELS)
     )
     known_datasets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    model_catalog: str | None = None
+    """``FEDBUS_MODEL_CATALOG``: what ``fedbus models available --json`` prints where the
+    trainers' plugins are installed, as a file path or as the JSON itself (from a ConfigMap);
+    its models are known too, and a job's ``model_options`` are checked against their
+    options schemas at admission."""
     round_grace_seconds: float = Field(default=5.0, ge=0)
     max_round_retries: int = Field(default=2, ge=0)
     max_rollbacks: int = Field(default=2, ge=0)
@@ -47,3 +53,35 @@ class OrchestrationSettings(FedbusSettings):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+
+def load_model_catalog(source: str | None) -> dict[str, dict[str, Any]]:
+    """Each model's options JSON Schema in the catalog ``source`` ({} for None or empty).
+
+    ``source`` is JSON (starting with ``{`` or ``[``) or the path of a file holding it: what
+    ``fedbus models available --json`` prints (``{"models": [...]}``) or a bare list of
+    ``fedbus_executor.capabilities()`` entries; each entry needs ``name`` and
+    ``options_schema``.
+
+    Raises
+    ------
+    ValueError
+        When it is not such a catalog.
+    """
+    if not source or not source.strip():
+        return {}
+    text = source if source.lstrip()[:1] in ("{", "[") else None
+    path = "FEDBUS_MODEL_CATALOG" if text is not None else source
+    if text is None:
+        text = Path(source).read_text(encoding="utf-8")
+    loaded = json.loads(text)
+    entries = loaded.get("models") if isinstance(loaded, dict) else loaded
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: not a model catalog (fedbus models available --json)")
+    catalog: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("options_schema"), dict)):  # fmt: skip
+            raise ValueError(f"{path}: each model needs a name and an options_schema")
+        catalog[entry["name"]] = entry["options_schema"]
+    return catalog

@@ -8,9 +8,10 @@ adds what only orchestration knows: models, live trainers, the budget's reach.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
-from fedbus.jobspec import spec_problems
+from fedbus.jobspec import model_options_problems, spec_problems
 from fedbus.privacy import UnreachableTargetError
 from fedbus_orchestration.lifetime import Lifetimes, round_steps
 from fedbus_orchestration.noise import first_round_epsilon, round_noise_multiplier
@@ -27,6 +28,7 @@ def validate_request(
     live_holders: int,
     samples: Mapping[str, int] | None = None,
     lifetimes: Lifetimes | None = None,
+    model_schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RejectionReason]:
     """Return one reason per problem; an empty list means the job can run.
 
@@ -49,8 +51,17 @@ def validate_request(
         Each client's lifetime spend under the deployment's cap (None: no cap). When fewer
         than ``min_clients`` of the eligible trainers can afford every planned round, the
         job is ``lifetime_budget_exceeded``.
+    model_schemas
+        Options JSON Schema per model (``FEDBUS_MODEL_CATALOG``): options a model's schema
+        refuses are rejected at their name (``spec.model_options.<option>``).
     """
     reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
+    schema = (model_schemas or {}).get(spec.model)
+    if schema is not None:
+        reasons += [
+            _reason(p.code.value, p.field, p.message)
+            for p in model_options_problems(spec.model, spec.model_options, schema)
+        ]
     reasons += [_reason(p.code.value, p.field, p.message) for p in spec_problems(spec)]
     if not reasons:
         reasons = _budget(spec, samples or {})
