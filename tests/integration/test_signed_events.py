@@ -37,6 +37,7 @@ from fedbus.events import (
     RoundDeclined,
     TrainerHeartbeat,
     TrainerStatus,
+    UpdateSubmitted,
     schema_dir,
 )
 from fedbus.settings import FedbusSettings
@@ -243,3 +244,28 @@ async def test_forged_unsigned_tampered_unknown_revoked_and_out_of_role_are_dead
 
     assert isinstance(revoked, DeadLetter)
     assert f"trainer-{a_id}" in revoked.error_message
+
+
+async def test_the_privacy_report_leaves_out_an_update_a_trainer_sent_in_anothers_name(
+    secured: FedbusSettings, trainers: dict[str, FedbusSettings]
+) -> None:
+    """``fedbus privacy report`` recomputes epsilon from ``update.submitted``, which every
+    trainer may write: B's update claiming to be A's is left out and named."""
+    a_id, job_id = str(trainers["a_id"]), str(uuid.uuid4())
+    example = json.loads((schema_dir() / "examples" / "update.submitted.json").read_text())
+    forged = UpdateSubmitted.model_validate(
+        {**example, "event_id": str(uuid.uuid4()), "job_id": job_id, "client_id": a_id}
+    )
+    await publish(trainers["b"], forged)
+
+    fedbus = str(Path(sys.executable).with_name("fedbus"))
+    done = await asyncio.to_thread(
+        subprocess.run, [fedbus, "privacy", "report", "--job", job_id], cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    [line] = [x for x in done.stderr.splitlines() if "left out" in x]
+    assert "update.submitted[" in line
+    assert "bound_field" in line
+    assert a_id in line

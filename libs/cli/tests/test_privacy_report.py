@@ -161,3 +161,16 @@ def test_central_dp_totals_compose_every_release() -> None:
         (2, "(total)", two, "match"), (2, "a", one, "match"), (2, "b", one, "match"),
     ]  # fmt: skip
     assert report.ok
+
+
+def test_records_refused_for_their_signature_are_left_out_and_fail_the_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = ["update.submitted[0]@7: bound_field: trainer-b's key is bound to client_id 'b'"]
+    monkeypatch.setattr(privacy, "SOURCE", lambda job_id: (two_rounds(), refused))
+
+    code = main(["privacy", "report", "--job", JOB])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "left out, not signed by a key allowed to say it: update.submitted[0]@7" in err

@@ -55,7 +55,8 @@ TOPICS = ("job.accepted", "update.submitted", "round.completed", "budget.updated
 TOTAL = "(total)"
 _TOLERANCE = 1e-12
 
-EventSource = Callable[[str], list[Event]]
+EventSource = Callable[[str], "list[Event] | tuple[list[Event], list[str]]"]
+"""A job's events, or its events and the records refused for their signatures."""
 """Returns every event of the job (id given) found on :data:`TOPICS`, in log order."""
 
 
@@ -219,13 +220,45 @@ def _compare(
     return rows
 
 
-def read_job_events(job_id: str, settings: FedbusSettings | None = None) -> list[Event]:
-    """Every event of ``job_id`` on :data:`TOPICS`, from the beginning up to the current end."""
+def read_job_events(
+    job_id: str, settings: FedbusSettings | None = None
+) -> tuple[list[Event], list[str]]:
+    """Every event of ``job_id`` on :data:`TOPICS`, from the beginning up to the current end,
+    and the records left out because their signature or signer does not check out.
+
+    Records are checked as the services check them (``fedbus.bus.signing``) when root keys
+    are configured (``FEDBUS_ROOT_PUBLIC_KEYS``): so a trainer that writes
+    ``update.submitted`` under another client's id cannot skew the recomputation.
+    """
     return asyncio.run(_read(job_id, settings or load_settings(FedbusSettings)))
 
 
-async def _read(job_id: str, settings: FedbusSettings) -> list[Event]:
+async def _read(job_id: str, settings: FedbusSettings) -> tuple[list[Event], list[str]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from fedbus.bus.signing import EventSignatureError, KafkaKeyDirectory, is_signed
+    from fedbus.bus.topics import catalog
+
+    keys: KafkaKeyDirectory | None = None
+    if settings.root_public_keys.strip():
+        keys = KafkaKeyDirectory(settings, catalog())
+        await keys.start()
+    refused: list[str] = []
+
+    async def checked(record: Any) -> list[Event]:
+        headers = list(record.headers or ())
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        try:
+            if keys is not None and (is_signed(headers) or settings.signatures_required):
+                signer = await keys.verify(record.topic, record.key, record.value or b"", headers)
+                found = _decoded(record.value)
+                for event in found:
+                    keys.check_authority(signer, record.topic, event)
+                return found
+        except EventSignatureError as exc:
+            refused.append(f"{where}: {exc}")
+            return []
+        return _decoded(record.value)
 
     consumer = AIOKafkaConsumer(
         **settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
@@ -244,13 +277,16 @@ async def _read(job_id: str, settings: FedbusSettings) -> list[Event]:
         todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
         while todo:
             for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                events += [e for r in records if r.key == key and r.offset < ends[tp]
-                           for e in _decoded(r.value)]  # fmt: skip
+                for r in records:
+                    if r.key == key and r.offset < ends[tp]:
+                        events += await checked(r)
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
-        return events
+        return events, refused
     finally:
         await consumer.stop()
+        if keys is not None:
+            await keys.stop()
 
 
 def _decoded(raw: bytes | None) -> list[Event]:
@@ -277,7 +313,10 @@ def register(subparsers: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    report = build_report(args.job, SOURCE(args.job))
+    got = SOURCE(args.job)
+    events, refused = got if isinstance(got, tuple) else (got, [])
+    report = build_report(args.job, events)
+    report.problems += [f"left out, not signed by a key allowed to say it: {r}" for r in refused]
     print(json.dumps(_as_json(report), indent=2) if args.json else _as_table(report))
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
