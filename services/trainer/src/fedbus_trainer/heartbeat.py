@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from fedbus.bus import Publisher
-from fedbus.events import DatasetInfo, TrainerHeartbeat, TrainerStatus
+from fedbus.events import DatasetInfo, ModelCapability, TrainerHeartbeat, TrainerStatus
 
 __all__ = ["Activity", "heartbeat_event", "heartbeat_loop"]
 
@@ -49,6 +49,7 @@ def heartbeat_event(
     datasets: Iterable[DatasetInfo],
     activity: Activity,
     interval_seconds: int,
+    models: Iterable[ModelCapability] = (),
 ) -> TrainerHeartbeat:
     """The heartbeat for now (keyed by client id, empty job id)."""
     return TrainerHeartbeat.create(
@@ -57,6 +58,7 @@ def heartbeat_event(
         client_id=client_id,
         device=device,
         datasets=list(datasets),
+        models=list(models),
         status=activity.status,
         capacity=activity.capacity,
         active_jobs=activity.active_jobs,
@@ -72,6 +74,7 @@ async def heartbeat_loop(
     datasets: list[DatasetInfo],
     activity: Activity,
     interval_seconds: int,
+    models: list[ModelCapability] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Publish one heartbeat at once, then one every ``interval_seconds``, until cancelled.
@@ -87,6 +90,7 @@ async def heartbeat_loop(
             datasets=datasets,
             activity=activity,
             interval_seconds=interval_seconds,
+            models=models or [],
         )
         try:
             await publisher.publish(event)

@@ -25,6 +25,7 @@ from fedbus.storage import artifact_cipher
 from fedbus.telemetry import configure_logging
 from fedbus_executor import DatasetError, DeviceError, select_device, warm_up
 from fedbus_trainer.adapters.presigned import PresignedArtifacts
+from fedbus_trainer.capabilities import announced_datasets, announced_models
 from fedbus_trainer.compute import compute_executor
 from fedbus_trainer.datasets import (
     DataArgumentError,
@@ -149,11 +150,14 @@ async def serve(settings: TrainerSettings, datasets: dict[str, LocalDataset], de
             settings.group_id(),
             {name: d.num_samples for name, d in datasets.items()},
         )
+        models = announced_models()
+        log.info("models %s", [f"{m.name} ({m.package} {m.version})" for m in models])
         beats = heartbeat_loop(
             rt.producer,
             client_id=settings.client_id,
             device=device,
-            datasets=[d.info() for d in datasets.values()],
+            datasets=announced_datasets(datasets.values(), models),
+            models=models,
             activity=deps.activity,
             interval_seconds=settings.heartbeat_seconds,
         )

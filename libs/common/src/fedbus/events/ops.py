@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,8 @@ __all__ = [
     "DatasetInfo",
     "DeadLetter",
     "KafkaHeader",
+    "ModelCapability",
+    "ModelProblem",
     "Progress",
     "TrainerHeartbeat",
     "b64",
@@ -38,20 +40,44 @@ class Progress(Event):
     metrics: Metrics = Field(default_factory=dict)
 
 
+class ModelProblem(Record):
+    """Why a trainer cannot build one of its models for a dataset (its plugin's words)."""
+
+    model: str
+    problem: str
+
+
 class DatasetInfo(Record):
-    """A dataset a trainer holds."""
+    """A dataset a trainer holds, and which of its models it can build for it."""
 
     name: str
     num_samples: Int64 = Field(ge=0)
+    feature_shape: list[Int64] = Field(default_factory=list)
+    classes: list[str] = Field(default_factory=list)
+    manifest_sha256: str | None = None
+    models: list[str] = Field(default_factory=list)
+    problems: list[ModelProblem] = Field(default_factory=list)
+
+
+class ModelCapability(Record):
+    """A model a trainer can build: its plugin's name, package, version and options schema."""
+
+    name: str
+    package: str
+    version: str
+    options_schema: str = "{}"
 
 
 class TrainerHeartbeat(Event):
     """A trainer is alive; keyed by ``client_id`` with ``job_id`` empty."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     type: Literal["trainer.heartbeat"] = "trainer.heartbeat"
     client_id: str = Field(min_length=1)
     device: str
     datasets: list[DatasetInfo] = Field(default_factory=list)
+    models: list[ModelCapability] = Field(default_factory=list)
     status: TrainerStatus
     capacity: Int32 = Field(ge=0)
     active_jobs: list[str] = Field(default_factory=list)
