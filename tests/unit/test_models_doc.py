@@ -164,34 +164,53 @@ def test_the_job_spec_is_valid_and_its_options_fit_the_plugin(installed: str, ve
     assert done.stdout.split() == ["my-logreg", "[]"]
 
 
-def test_the_catalog_lets_orchestration_reject_a_bad_option_by_name(
+def test_admission_checks_options_against_what_trainers_and_the_aggregator_announce(
     installed: str, package: Path, venv: Path
 ) -> None:
-    from fedbus.events import JobSpec
+    from fedbus.events import JobSpec, TrainerHeartbeat, TrainerStatus
+    from fedbus_orchestration.admission import capabilities_of
+    from fedbus_orchestration.selection import TrainerInfo
     from fedbus_orchestration.settings import load_model_catalog
     from fedbus_orchestration.validation import validate_request
+    from fedbus_trainer.capabilities import announced_models
 
     subprocess.run(
         ["bash", "-euo", "pipefail", "-c", EXAMPLES["catalog"]],
         cwd=package, env=_env(venv), check=True, timeout=120,
     )  # fmt: skip
+    catalog = json.loads((package / "models.json").read_text())["models"]
     schemas = load_model_catalog(str(package / "models.json"))
     job = yaml.safe_load(EXAMPLES["job"])
+    # Trainers of that image announce the same entries (fedbus_executor.capabilities()).
+    models = announced_models(catalog)
+    names = [m.name for m in models]
+    beat = TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id="t", device="cpu", status=TrainerStatus.IDLE,
+        capacity=1, interval_seconds=5, models=models,
+        datasets=[{"name": "digits", "num_samples": 100, "feature_shape": [64],
+                   "classes": [str(i) for i in range(10)], "models": names}],
+    )  # fmt: skip
+    trainers = [
+        TrainerInfo(client_id=f"t{i}", datasets={"digits": 100}, device="cpu",
+                    status=TrainerStatus.IDLE, last_seen=beat.time, interval_seconds=5,
+                    capabilities=capabilities_of(beat))
+        for i in range(3)
+    ]  # fmt: skip
 
-    def reasons(options: dict[str, Any]) -> list[tuple[str, str | None]]:
+    def reasons(options: dict[str, Any], catalog: Any = schemas) -> list[tuple[str, str | None]]:
         spec = JobSpec.model_validate({**job, "model_options": options})
         found = validate_request(
-            spec, job_id="j", known_models=set(), known_datasets={"digits"}, live_holders=3,
-            model_schemas=schemas,
+            spec, job_id="j", known_datasets=(), holders=trainers, aggregator_models=catalog,
         )  # fmt: skip
         return [(r.code, r.field) for r in found]
 
     assert "my-logreg" in schemas
-    assert reasons(job["model_options"]) == [("unknown_model", "spec.model")]  # no catalog names
+    assert reasons(job["model_options"]) == []
     assert reasons({"temperature": 0}) == [
-        ("unknown_model", "spec.model"),
-        ("invalid_value", "spec.model_options.temperature"),
+        ("invalid_model_option", "spec.model_options.temperature")
     ]
+    # An aggregator image without the plugin: its catalog lacks the model.
+    assert reasons(job["model_options"], catalog={}) == [("unknown_model", "spec.model")]
 
 
 def _run_lines(dockerfile: str) -> list[str]:

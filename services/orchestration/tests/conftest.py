@@ -14,6 +14,7 @@ from fedbus.events import (
     JobMode,
     JobRequested,
     JobSpec,
+    ModelCapability,
     ModelRef,
     RoundCompleted,
     TrainerHeartbeat,
@@ -21,6 +22,10 @@ from fedbus.events import (
 )
 
 from .fakes import FakeClock, FakeJobStore
+
+MODELS = ("cnn", "mlp")
+CLOSED = '{"additionalProperties": false, "properties": {}, "type": "object"}'
+"""The options schema of a model that takes none."""
 
 
 @pytest.fixture
@@ -61,13 +66,18 @@ def make_request() -> Callable[..., JobRequested]:
 
 @pytest.fixture
 def make_heartbeat(clock: FakeClock) -> Callable[..., TrainerHeartbeat]:
+    """A trainer's heartbeat: it holds ``dataset`` and can build cnn and mlp for it."""
+
     def make(client_id: str, dataset: str = "digits", *, interval: int = 2,
              status: TrainerStatus = TrainerStatus.IDLE,
              time: datetime | None = None) -> TrainerHeartbeat:  # fmt: skip
         return TrainerHeartbeat.create(
             source="trainer", job_id="", time=time or clock(), client_id=client_id,
-            device="cpu", datasets=[DatasetInfo(name=dataset, num_samples=100)],
-            status=status, capacity=1, interval_seconds=interval,
+            device="cpu", status=status, capacity=1, interval_seconds=interval,
+            datasets=[DatasetInfo(name=dataset, num_samples=100, feature_shape=[1, 8, 8],
+                                  classes=[str(i) for i in range(10)], models=list(MODELS))],
+            models=[ModelCapability(name=m, package="fedbus-executor", version="0.1.0",
+                                    options_schema=CLOSED) for m in MODELS],
         )  # fmt: skip
 
     return make

@@ -12,7 +12,7 @@ from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.state import Job, JobState
 from fedbus_orchestration.store import ConcurrentUpdateError, PublishFn, newer_spend, newest
 
-__all__ = ["FakeClock", "FakeJobStore"]
+__all__ = ["CLOSED", "FakeClock", "FakeJobStore", "holder"]
 
 
 class FakeClock:
@@ -117,3 +117,36 @@ class FakeJobStore:
     async def client_spends(self, dataset: str) -> dict[str, ClientSpend]:
         """See :class:`~fedbus_orchestration.store.JobStore`."""
         return {c: s for (c, d), s in sorted(self._spends.items()) if d == dataset}
+
+
+CLOSED: dict[str, object] = {"additionalProperties": False, "properties": {}, "type": "object"}
+"""The options schema of a model that takes none."""
+
+
+def holder(
+    client_id: str,
+    dataset: str = "digits",
+    *,
+    models: dict[str, dict[str, object]] | None = None,
+    buildable: Sequence[str] | None = None,
+    problems: dict[str, str] | None = None,
+    shape: Sequence[int] = (1, 8, 8),
+    now: datetime | None = None,
+) -> TrainerInfo:
+    """A fresh trainer holding ``dataset`` that announces ``models`` (default cnn and mlp,
+    both buildable for it) as :func:`~fedbus_orchestration.admission.capabilities_of` keeps it."""
+    from fedbus.events import TrainerStatus
+
+    announced = models if models is not None else {"cnn": CLOSED, "mlp": CLOSED}
+    return TrainerInfo(
+        client_id=client_id, datasets={dataset: 100}, device="cpu", status=TrainerStatus.IDLE,
+        last_seen=now or datetime(2025, 3, 14, 9, 0), interval_seconds=2,
+        capabilities={
+            "models": {m: {"package": "p", "version": "1", "options_schema": schema}
+                       for m, schema in announced.items()},
+            "datasets": {dataset: {"feature_shape": list(shape), "classes": ["0", "1"],
+                                   "manifest_sha256": None,
+                                   "models": list(announced if buildable is None else buildable),
+                                   "problems": problems or {}}},
+        },
+    )  # fmt: skip

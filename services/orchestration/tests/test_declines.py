@@ -37,7 +37,7 @@ DAILY = DeclineReason(code="daily_round_limit", message="at most 1 round in any 
 def deps(store: FakeJobStore, clock: FakeClock) -> Deps:
     return Deps(
         store=store, policy=Policy(max_round_retries=2, round_grace_seconds=1),
-        known_models=frozenset({"cnn"}), clock=clock,
+        clock=clock,
     )  # fmt: skip
 
 

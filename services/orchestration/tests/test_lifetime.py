@@ -60,7 +60,7 @@ def central(rounds: int) -> float:
 
 def deps_with(store: FakeJobStore, clock: Any, cap: float) -> Deps:
     return Deps(
-        store=store, policy=Policy(), known_models=frozenset({"cnn"}), clock=clock,
+        store=store, policy=Policy(), clock=clock,
         lifetime_cap=cap,
     )  # fmt: skip
 

@@ -44,7 +44,7 @@ TRAINING = TrainingConfig(local_epochs=2, batch_size=20, learning_rate=0.1)
 
 @pytest.fixture
 def deps(store: FakeJobStore, clock: Any) -> Deps:
-    return Deps(store=store, policy=Policy(), known_models=frozenset({"cnn"}), clock=clock)
+    return Deps(store=store, policy=Policy(), clock=clock)
 
 
 @pytest.fixture

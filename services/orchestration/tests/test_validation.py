@@ -22,19 +22,23 @@ from fedbus.events import (
 )
 from fedbus.events.schemas import schema_dir
 from fedbus_orchestration.deps import deps_from
+from fedbus_orchestration.selection import TrainerInfo
 from fedbus_orchestration.settings import OrchestrationSettings
 from fedbus_orchestration.validation import validate_request
 
-from .fakes import FakeJobStore
+from .fakes import FakeJobStore, holder
 
-MODELS = {"cnn", "mlp"}
+
+def holders(count: int, dataset: str = "digits") -> list[TrainerInfo]:
+    """``count`` live trainers holding ``dataset`` that can build cnn and mlp for it."""
+    return [holder(f"t{i}", dataset) for i in range(count)]
 
 
 def problems(spec: JobSpec, *, live: int = 5, datasets: set[str] | None = None,
              job_id: str = "job-1") -> list[tuple[str, str | None]]:  # fmt: skip
     reasons = validate_request(
-        spec, job_id=job_id, known_models=MODELS, known_datasets=datasets or set(),
-        live_holders=live,
+        spec, job_id=job_id, known_datasets=datasets or set(),
+        holders=holders(live, spec.dataset),
     )  # fmt: skip
     return [(r.code, r.field) for r in reasons]
 
@@ -43,11 +47,9 @@ def test_a_sane_spec_has_no_problems(make_spec: Callable[..., JobSpec]) -> None:
     assert problems(make_spec()) == []
 
 
-def test_unknown_model_and_dataset_are_both_reported(make_spec: Callable[..., JobSpec]) -> None:
-    assert problems(make_spec(model="resnet-9000"), live=0) == [
-        ("unknown_model", "spec.model"),
-        ("unknown_dataset", "spec.dataset"),
-    ]
+def test_a_model_no_live_trainer_announces_is_unknown(make_spec: Callable[..., JobSpec]) -> None:
+    assert problems(make_spec(model="resnet-9000")) == [("unknown_model", "spec.model")]
+    assert problems(make_spec(model="resnet-9000"), live=0) == [("unknown_dataset", "spec.dataset")]
 
 
 def test_a_configured_dataset_needs_no_live_trainer(make_spec: Callable[..., JobSpec]) -> None:
@@ -135,30 +137,33 @@ def test_strategy_options_and_dp_parameters_without_dp_are_checked(
     assert problems(make_spec(**overrides)) == [expected]
 
 
-def test_known_models_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FEDBUS_KNOWN_MODELS", "cnn, mlp")
+def test_known_datasets_come_from_the_environment_and_models_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FEDBUS_KNOWN_DATASETS", "census")
 
     settings = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
 
-    assert settings.known_models == ["cnn", "mlp"]
     assert settings.known_datasets == ["census"]
+    assert not hasattr(settings, "known_models")  # a model is known when a trainer announces it
     assert settings.consumer_group == "orchestration"
 
 
-def test_the_documented_job_request_is_valid_with_the_default_models(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_documented_job_request_is_valid_on_trainers_with_the_built_in_models() -> None:
     # docs/events.md shows this body as the job an outside system publishes.
-    monkeypatch.delenv("FEDBUS_KNOWN_MODELS", raising=False)
     example = (schema_dir() / "examples" / "job.requested.json").read_bytes()
     request = decode(example)
     assert isinstance(request, JobRequested)
-    settings = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
+    spec = request.spec
+    # The built-in model's real options schema (fedbus models available --json).
+    cnn = {"additionalProperties": False, "type": "object", "properties": {
+        "channels": {"type": "integer", "minimum": 8, "multipleOf": 8},
+        "hidden": {"type": "integer"}, "dropout": {"type": "number"}}}  # fmt: skip
+    live = [holder(f"t{i}", spec.dataset, models={spec.model: cnn})
+            for i in range(max(spec.min_clients, spec.clients_per_round or 1))]  # fmt: skip
 
     reasons = validate_request(
-        request.spec, job_id=request.job_id, known_models=settings.known_models,
-        known_datasets=(), live_holders=request.spec.clients_per_round or 1,
+        spec, job_id=request.job_id, known_datasets=(), holders=live,
     )  # fmt: skip
 
     assert reasons == []
@@ -180,37 +185,41 @@ TABULAR: dict[str, Any] = {
 }  # fmt: skip
 
 
-def test_model_options_are_checked_against_the_catalogs_schema_at_their_name(
+def test_model_options_are_checked_against_the_aggregators_catalog_at_their_name(
     make_spec: Callable[..., JobSpec],
 ) -> None:
     schemas = {"tabular-mlp": TABULAR["options_schema"]}
+    live = [holder(f"t{i}", models={"tabular-mlp": TABULAR["options_schema"], "cnn": {}})
+            for i in range(3)]  # fmt: skip
 
-    def check(options: dict[str, Any]) -> list[tuple[str, str | None, str]]:
-        spec = make_spec(model="tabular-mlp", model_options=options)
+    def check(
+        options: dict[str, Any], model: str = "tabular-mlp"
+    ) -> list[tuple[str, str | None, str]]:
+        spec = make_spec(model=model, model_options=options)
         reasons = validate_request(
-            spec, job_id="job-1", known_models={"tabular-mlp"}, known_datasets=(),
-            live_holders=5, model_schemas=schemas,
+            spec, job_id="job-1", known_datasets=(), holders=live, aggregator_models=schemas,
         )  # fmt: skip
         return [(r.code, r.field, r.message) for r in reasons]
 
     assert check({"hidden": [16], "dropout": 0.5}) == []
     [(code, field, message)] = check({"hiden": [16]})
-    assert (code, field) == ("unknown_field", "spec.model_options.hiden")
+    assert (code, field) == ("invalid_model_option", "spec.model_options.hiden")
     assert "did you mean 'hidden'" in message
     [(code, field, message)] = check({"dropout": 1.5})
-    assert (code, field) == ("invalid_value", "spec.model_options.dropout")
+    assert (code, field) == ("invalid_model_option", "spec.model_options.dropout")
     assert "option dropout of model 'tabular-mlp': must be < 1, got 1.5" in message
     [(code, field, message)] = check({"hidden": [16, 2.5]})
     assert "item 1 must be an integer, got the number 2.5" in message
-    # A model the catalog does not describe is not checked here (its trainers still are).
-    unchecked = make_spec(model="cnn", model_options={"anything": 1})
-    assert validate_request(
-        unchecked, job_id="job-1", known_models=MODELS, known_datasets=(), live_holders=5,
-        model_schemas=schemas,
-    ) == []  # fmt: skip
+    # The trainers build cnn, the aggregator's catalog lacks it: rejected at admission.
+    [(code, field, message)] = check({}, model="cnn")
+    assert (code, field) == ("unknown_model", "spec.model")
+    assert (
+        message
+        == "the aggregator cannot build model 'cnn' (FEDBUS_MODEL_CATALOG lists tabular-mlp)"
+    )
 
 
-def test_the_model_catalog_file_adds_models_and_their_schemas(
+def test_the_model_catalog_is_what_the_aggregator_builds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = tmp_path / "models.json"
@@ -220,12 +229,13 @@ def test_the_model_catalog_file_adds_models_and_their_schemas(
 
     deps = deps_from(settings, FakeJobStore())
 
-    assert "tabular-mlp" in deps.known_models
-    assert "cnn" in deps.known_models
-    assert deps.model_schemas == {"tabular-mlp": TABULAR["options_schema"]}
+    assert deps.aggregator_models == {"tabular-mlp": TABULAR["options_schema"]}
     monkeypatch.setenv("FEDBUS_MODEL_CATALOG", json.dumps([TABULAR]))  # inline, a ConfigMap's
     inline = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
-    assert deps_from(inline, FakeJobStore()).model_schemas == deps.model_schemas
+    assert deps_from(inline, FakeJobStore()).aggregator_models == deps.aggregator_models
+    monkeypatch.delenv("FEDBUS_MODEL_CATALOG")
+    unset = OrchestrationSettings(_env_file=None)  # type: ignore[call-arg]
+    assert deps_from(unset, FakeJobStore()).aggregator_models is None
     catalog.write_text(json.dumps({"models": [{"name": "x"}]}))
     with pytest.raises(ValueError, match="needs a name and an options_schema"):
         deps_from(settings, FakeJobStore())

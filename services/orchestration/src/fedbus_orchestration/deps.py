@@ -21,15 +21,15 @@ class Deps:
 
     store: JobStore
     policy: Policy = field(default_factory=Policy)
-    known_models: frozenset[str] = frozenset()
     known_datasets: frozenset[str] = frozenset()
     staleness_factor: float = 3.0
     clock: Callable[[], datetime] = utc_now
     lifetime_cap: float | None = None
     """``FEDBUS_CLIENT_LIFETIME_EPSILON``: each client's cap per dataset across jobs."""
-    model_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Options JSON Schema per model (``FEDBUS_MODEL_CATALOG``): ``model_options`` are
-    checked against it at admission."""
+    aggregator_models: Mapping[str, Mapping[str, Any]] | None = None
+    """What the aggregator can build (``FEDBUS_MODEL_CATALOG``: options JSON Schema per
+    model; None when not set): a model it lacks, or options its schema refuses, are rejected
+    at admission. Trainers' models come from their heartbeats."""
 
 
 def deps_from(settings: OrchestrationSettings, store: JobStore) -> Deps:
@@ -40,12 +40,11 @@ def deps_from(settings: OrchestrationSettings, store: JobStore) -> Deps:
         divergence_factor=settings.divergence_factor,
         round_grace_seconds=settings.round_grace_seconds,
     )
-    schemas = load_model_catalog(settings.model_catalog)
+    catalog = settings.model_catalog
     return Deps(
         store=store,
         policy=policy,
-        known_models=frozenset(settings.known_models) | frozenset(schemas),
-        model_schemas=schemas,
+        aggregator_models=load_model_catalog(catalog) if catalog and catalog.strip() else None,
         known_datasets=frozenset(settings.known_datasets),
         staleness_factor=settings.heartbeat_staleness_factor,
         lifetime_cap=settings.client_lifetime_epsilon,

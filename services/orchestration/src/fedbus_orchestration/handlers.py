@@ -27,6 +27,7 @@ from fedbus.events import (
     TrainerHeartbeat,
 )
 from fedbus.telemetry import log_context
+from fedbus_orchestration.admission import capabilities_of, trainer_problems
 from fedbus_orchestration.deps import Deps
 from fedbus_orchestration.endings import cancel, reject
 from fedbus_orchestration.jobs import accept, after_budget, after_decline, after_round
@@ -55,22 +56,30 @@ E = TypeVar("E", bound=Event)
 @dataclass(frozen=True)
 class Roster:
     """The trainers that may train a job now, the records each holds of its dataset, and
-    (under a lifetime cap, for a DP job) what each has spent and has in flight."""
+    (under a lifetime cap, for a DP job) what each has spent and has in flight.
+
+    ``eligible`` are the fresh trainers holding the dataset that can build the job's model
+    with its options for it; ``holders`` every fresh one holding the dataset (admission
+    explains why the others cannot)."""
 
     eligible: list[str]
     samples: dict[str, int]
     lifetimes: Lifetimes | None = None
+    holders: tuple[TrainerInfo, ...] = ()
 
 
 async def roster_for(deps: Deps, spec: JobSpec, now: datetime) -> Roster:
     """Who may train ``spec`` now (sorted ids) and their sample counts (from heartbeats)."""
     trainers = await deps.store.trainers(spec.dataset)
-    eligible = eligible_trainers(
+    fresh = eligible_trainers(
         trainers, dataset=spec.dataset, now=now, staleness_factor=deps.staleness_factor
     )
+    holders = tuple(t for t in trainers if t.client_id in fresh)
+    eligible = [t.client_id for t in holders if not trainer_problems(t, spec)]
+    eligible.sort()
     samples = {t.client_id: t.datasets[spec.dataset] for t in trainers if t.client_id in eligible}
     if deps.lifetime_cap is None or spec.privacy.mode is PrivacyMode.NONE:
-        return Roster(eligible, samples)
+        return Roster(eligible, samples, holders=holders)
     spent = await deps.store.client_spends(spec.dataset)
     every = {t.client_id: t.datasets[spec.dataset] for t in trainers}
     in_flight = [  # running() is every job whose round (or its budget wait) is open
@@ -79,7 +88,7 @@ async def roster_for(deps: Deps, spec: JobSpec, now: datetime) -> Roster:
         if j.noise_multiplier is not None
     ]
     pending = pending_rounds(in_flight, spent, every, dataset=spec.dataset)
-    return Roster(eligible, samples, Lifetimes(deps.lifetime_cap, spent, pending))
+    return Roster(eligible, samples, Lifetimes(deps.lifetime_cap, spent, pending), holders)
 
 
 async def _save(deps: Deps, cause: Event, transition: Transition) -> list[Event]:
@@ -106,10 +115,9 @@ async def on_job_requested(event: JobRequested, *, deps: Deps) -> list[Event]:
         now = deps.clock()
         roster = await roster_for(deps, event.spec, now)
         reasons = validate_request(
-            event.spec, job_id=event.job_id, known_models=deps.known_models,
-            known_datasets=deps.known_datasets, live_holders=len(roster.eligible),
-            samples=roster.samples, lifetimes=roster.lifetimes,
-            model_schemas=deps.model_schemas,
+            event.spec, job_id=event.job_id, known_datasets=deps.known_datasets,
+            holders=roster.holders, samples=roster.samples, lifetimes=roster.lifetimes,
+            aggregator_models=deps.aggregator_models,
         )  # fmt: skip
         if reasons:
             events = reject(event, reasons)
@@ -194,12 +202,13 @@ async def on_budget_updated(event: BudgetUpdated, *, deps: Deps) -> list[Event]:
 
 
 async def on_trainer_heartbeat(event: TrainerHeartbeat, *, deps: Deps) -> list[Event]:
-    """Remember a trainer's datasets, status and when it was last seen."""
+    """Remember a trainer's datasets, what it can build, its status and when it was seen."""
     await deps.store.save_trainer(
         TrainerInfo(
             client_id=event.client_id, datasets={d.name: d.num_samples for d in event.datasets},
             device=event.device, status=event.status, last_seen=event.time,
             interval_seconds=event.interval_seconds, active_jobs=tuple(event.active_jobs),
+            capabilities=capabilities_of(event),
         )
     )  # fmt: skip
     return []

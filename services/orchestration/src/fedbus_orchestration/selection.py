@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from fedbus.events import JobMode, JobSpec, TrainerStatus
 
@@ -27,6 +28,9 @@ class TrainerInfo:
     last_seen: datetime
     interval_seconds: int
     active_jobs: tuple[str, ...] = field(default=())
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    """What it can build (:func:`fedbus_orchestration.admission.capabilities_of`): its
+    models with their options schemas, and per dataset its facts and buildable models."""
 
     def is_fresh(self, now: datetime, *, staleness_factor: float = 3.0) -> bool:
         """True while its last heartbeat is younger than ``staleness_factor`` x its interval."""

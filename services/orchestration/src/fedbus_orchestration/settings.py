@@ -11,32 +11,24 @@ from pydantic_settings import NoDecode
 
 from fedbus.settings import FedbusSettings
 
-__all__ = ["DEFAULT_KNOWN_MODELS", "OrchestrationSettings", "load_model_catalog"]
-
-DEFAULT_KNOWN_MODELS = ("cnn", "cnn-batchnorm", "minilm-classifier", "mlp")
-"""The models ``fedbus_executor`` builds, mirrored: orchestration must not import torch.
-
-``tests/unit/test_known_models.py`` checks that this list and the executor's registry agree.
-"""
+__all__ = ["OrchestrationSettings", "load_model_catalog"]
 
 
 class OrchestrationSettings(FedbusSettings):
     """What orchestration reads from the environment (``FEDBUS_`` prefix).
 
-    ``FEDBUS_KNOWN_MODELS`` and ``FEDBUS_KNOWN_DATASETS`` are comma-separated lists (or JSON).
+    ``FEDBUS_KNOWN_DATASETS`` is a comma-separated list (or JSON). There is no list of
+    models: a model is known when a live trainer announces it in its heartbeat.
     """
 
     service_name: str = "orchestration"
     consumer_group: str = "orchestration"
-    known_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_KNOWN_MODELS)
-    )
     known_datasets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     model_catalog: str | None = None
-    """``FEDBUS_MODEL_CATALOG``: what ``fedbus models available --json`` prints where the
-    trainers' plugins are installed, as a file path or as the JSON itself (from a ConfigMap);
-    its models are known too, and a job's ``model_options`` are checked against their
-    options schemas at admission."""
+    """``FEDBUS_MODEL_CATALOG``: what ``fedbus models available --json`` prints in the
+    aggregator's image, as a file path or as the JSON itself (from a ConfigMap). When set, a
+    job whose model the aggregator cannot build, or whose ``model_options`` its schema
+    refuses, is rejected at admission instead of failing when the aggregator builds it."""
     round_grace_seconds: float = Field(default=5.0, ge=0)
     max_round_retries: int = Field(default=2, ge=0)
     max_rollbacks: int = Field(default=2, ge=0)
@@ -44,7 +36,7 @@ class OrchestrationSettings(FedbusSettings):
     divergence_factor: float = Field(default=10.0, gt=1)
     deadline_check_seconds: float = Field(default=1.0, gt=0)
 
-    @field_validator("known_models", "known_datasets", mode="before")
+    @field_validator("known_datasets", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

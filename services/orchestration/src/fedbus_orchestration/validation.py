@@ -2,19 +2,22 @@
 
 The rules that need nothing but the spec (ranges, DP parameters, strategy options) are
 :func:`fedbus.jobspec.spec_problems`, the same the gateway answers 422 with; this module
-adds what only orchestration knows: models, live trainers, the budget's reach.
+adds what only orchestration knows: what live trainers can build (their heartbeats,
+:mod:`fedbus_orchestration.admission`), the aggregator's catalog, the budget's reach.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from fedbus.events import JobMode, JobSpec, PrivacyMode, RejectionReason
-from fedbus.jobspec import model_options_problems, spec_problems
+from fedbus.jobspec import spec_problems
 from fedbus.privacy import UnreachableTargetError
+from fedbus_orchestration.admission import capability_reasons, catalog_reasons
 from fedbus_orchestration.lifetime import Lifetimes, round_steps
 from fedbus_orchestration.noise import first_round_epsilon, round_noise_multiplier
+from fedbus_orchestration.selection import TrainerInfo
 
 __all__ = ["validate_request"]
 
@@ -23,12 +26,11 @@ def validate_request(
     spec: JobSpec,
     *,
     job_id: str,
-    known_models: Collection[str],
     known_datasets: Collection[str],
-    live_holders: int,
+    holders: Sequence[TrainerInfo],
     samples: Mapping[str, int] | None = None,
     lifetimes: Lifetimes | None = None,
-    model_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    aggregator_models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[RejectionReason]:
     """Return one reason per problem; an empty list means the job can run.
 
@@ -38,12 +40,13 @@ def validate_request(
         The requested job.
     job_id
         The job id (it must not be empty: it keys every event of the job).
-    known_models
-        Model names the trainers can build.
     known_datasets
-        Datasets accepted without a live trainer (the job waits for trainers).
-    live_holders
-        Fresh trainers that hold ``spec.dataset`` now.
+        Datasets accepted without a live trainer (the job waits for trainers): with no live
+        holder, nothing is checked against trainers' capabilities.
+    holders
+        Fresh trainers that hold ``spec.dataset`` now. At least ``min_clients`` of them
+        (one, centralized) must announce ``spec.model``, accept ``spec.model_options`` and
+        list the model as buildable for the dataset (:mod:`fedbus_orchestration.admission`).
     samples
         Records per eligible trainer (from heartbeats): an explicit noise multiplier whose
         first round alone would exceed the budget on one of them is ``budget_too_small``.
@@ -51,17 +54,12 @@ def validate_request(
         Each client's lifetime spend under the deployment's cap (None: no cap). When fewer
         than ``min_clients`` of the eligible trainers can afford every planned round, the
         job is ``lifetime_budget_exceeded``.
-    model_schemas
-        Options JSON Schema per model (``FEDBUS_MODEL_CATALOG``): options a model's schema
-        refuses are rejected at their name (``spec.model_options.<option>``).
+    aggregator_models
+        What the aggregator can build (``FEDBUS_MODEL_CATALOG``, options JSON Schema per
+        model; None: not configured, not checked).
     """
-    reasons = _identity(spec, job_id, known_models, known_datasets, live_holders)
-    schema = (model_schemas or {}).get(spec.model)
-    if schema is not None:
-        reasons += [
-            _reason(p.code.value, p.field, p.message)
-            for p in model_options_problems(spec.model, spec.model_options, schema)
-        ]
+    reasons = _identity(spec, job_id, known_datasets, holders)
+    reasons += _merge(catalog_reasons(spec, aggregator_models), reasons)
     reasons += [_reason(p.code.value, p.field, p.message) for p in spec_problems(spec)]
     if not reasons:
         reasons = _budget(spec, samples or {})
@@ -74,33 +72,27 @@ def _reason(code: str, field: str | None, message: str) -> RejectionReason:
     return RejectionReason(code=code, field=field, message=message)
 
 
+def _merge(new: list[RejectionReason], old: list[RejectionReason]) -> list[RejectionReason]:
+    """``new`` without the reasons ``old`` already gives for the same code and field."""
+    seen = {(r.code, r.field) for r in old}
+    return [r for r in new if (r.code, r.field) not in seen]
+
+
 def _identity(
     spec: JobSpec,
     job_id: str,
-    known_models: Collection[str],
     known_datasets: Collection[str],
-    live_holders: int,
+    holders: Sequence[TrainerInfo],
 ) -> list[RejectionReason]:
     out = []
     if not job_id.strip():
         out.append(_reason("invalid_value", "job_id", "the job id must not be empty"))
-    if spec.model not in known_models:
-        known = ", ".join(sorted(known_models))
-        out.append(
-            _reason("unknown_model", "spec.model", f"unknown model {spec.model!r}; known: {known}")
-        )
-    if spec.dataset in known_datasets:
+    if not holders:
+        if spec.dataset not in known_datasets:
+            message = f"no live trainer holds dataset {spec.dataset!r}"
+            out.append(_reason("unknown_dataset", "spec.dataset", message))
         return out
-    if live_holders == 0:
-        message = f"no live trainer holds dataset {spec.dataset!r}"
-        out.append(_reason("unknown_dataset", "spec.dataset", message))
-    elif live_holders < spec.min_clients and spec.mode is JobMode.FEDERATED:
-        message = (
-            f"min_clients is {spec.min_clients} but only {live_holders} live trainer(s) "
-            f"hold dataset {spec.dataset!r}"
-        )
-        out.append(_reason("too_few_clients", "spec.min_clients", message))
-    return out
+    return out + capability_reasons(spec, holders)
 
 
 def _budget(spec: JobSpec, samples: Mapping[str, int]) -> list[RejectionReason]:

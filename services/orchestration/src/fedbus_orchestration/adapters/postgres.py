@@ -84,8 +84,11 @@ CREATE TABLE IF NOT EXISTS orchestration_trainers (
     status text NOT NULL,
     active_jobs jsonb NOT NULL,
     last_seen timestamptz NOT NULL,
-    interval_seconds integer NOT NULL
+    interval_seconds integer NOT NULL,
+    capabilities jsonb NOT NULL DEFAULT '{}'::jsonb
 );
+ALTER TABLE orchestration_trainers
+    ADD COLUMN IF NOT EXISTS capabilities jsonb NOT NULL DEFAULT '{}'::jsonb;
 CREATE TABLE IF NOT EXISTS orchestration_client_spend (
     client_id text NOT NULL,
     dataset text NOT NULL,
@@ -111,11 +114,13 @@ WHERE job_id = $1 AND version = $2
 """
 _SAVE_TRAINER = """
 INSERT INTO orchestration_trainers AS t
-    (client_id, datasets, device, status, active_jobs, last_seen, interval_seconds)
-VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7)
+    (client_id, datasets, device, status, active_jobs, last_seen, interval_seconds,
+     capabilities)
+VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7, $8::jsonb)
 ON CONFLICT (client_id) DO UPDATE SET datasets = EXCLUDED.datasets, device = EXCLUDED.device,
     status = EXCLUDED.status, active_jobs = EXCLUDED.active_jobs,
-    last_seen = EXCLUDED.last_seen, interval_seconds = EXCLUDED.interval_seconds
+    last_seen = EXCLUDED.last_seen, interval_seconds = EXCLUDED.interval_seconds,
+    capabilities = EXCLUDED.capabilities
 WHERE t.last_seen <= EXCLUDED.last_seen
 """
 _SAVE_SPEND = """
@@ -232,7 +237,7 @@ class PostgresJobStore(PostgresStore):
             await self._pool.execute(
                 _SAVE_TRAINER, trainer.client_id, json.dumps(trainer.datasets), trainer.device,
                 trainer.status.value, json.dumps(list(trainer.active_jobs)), trainer.last_seen,
-                trainer.interval_seconds,
+                trainer.interval_seconds, json.dumps(trainer.capabilities),
             )  # fmt: skip
 
     async def trainers(self, dataset: str) -> list[TrainerInfo]:

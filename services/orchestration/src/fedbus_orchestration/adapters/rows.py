@@ -102,6 +102,7 @@ def trainer_from_row(row: asyncpg.Record) -> TrainerInfo:
         client_id=row["client_id"], datasets=json.loads(row["datasets"]), device=row["device"],
         status=TrainerStatus(row["status"]), last_seen=row["last_seen"],
         interval_seconds=row["interval_seconds"], active_jobs=tuple(json.loads(row["active_jobs"])),
+        capabilities=json.loads(row["capabilities"]),
     )  # fmt: skip
 
 

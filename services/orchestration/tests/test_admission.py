@@ -1,0 +1,127 @@
+"""Admission by what live trainers announce: the pure decision and its reasons."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fedbus.events import (
+    DatasetInfo,
+    JobMode,
+    JobSpec,
+    ModelCapability,
+    ModelProblem,
+    TrainerHeartbeat,
+    TrainerStatus,
+)
+from fedbus_orchestration.admission import capabilities_of, capability_reasons, trainer_problems
+from fedbus_orchestration.validation import validate_request
+
+from .fakes import CLOSED, holder
+
+TABULAR: dict[str, Any] = {
+    "additionalProperties": False, "type": "object",
+    "properties": {"hidden": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                   "dropout": {"type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0}},
+}  # fmt: skip
+CNN_ON_TABLE = "cnn needs (C, H, W) features, dataset has (8,)"
+
+
+def reasons(spec: JobSpec, *trainers: Any) -> list[tuple[str, str | None, str]]:
+    found = validate_request(spec, job_id="j", known_datasets=(), holders=list(trainers))
+    return [(r.code, r.field, r.message) for r in found]
+
+
+def table(client: str, **kw: Any) -> Any:
+    """A trainer holding the tabular dataset 'table' (8 features): mlp and tabular-mlp fit."""
+    return holder(
+        client, "table", shape=(8,), buildable=["mlp", "tabular-mlp"],
+        models={"cnn": CLOSED, "mlp": CLOSED, "tabular-mlp": TABULAR},
+        problems={"cnn": CNN_ON_TABLE}, **kw,
+    )  # fmt: skip
+
+
+def test_enough_trainers_that_announce_the_model_admit_it(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(model="tabular-mlp", dataset="table", model_options={"dropout": 0.2})
+    assert reasons(spec, table("a"), table("b")) == []
+
+
+def test_a_model_no_live_trainer_announces_lists_what_they_can_build(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(model="sample-convnet", dataset="table")
+    [(code, field, message)] = reasons(spec, table("a"), table("b"))
+    assert (code, field) == ("unknown_model", "spec.model")
+    assert message == (
+        "no live trainer holding dataset 'table' can build model 'sample-convnet': a, b "
+        "announce cnn, mlp, tabular-mlp"
+    )
+
+
+def test_an_option_the_announced_schema_refuses_names_option_and_trainers(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(model="tabular-mlp", dataset="table", model_options={"dropout": 1.5})
+    [(code, field, message)] = reasons(spec, table("a"), table("b"))
+    assert (code, field) == ("invalid_model_option", "spec.model_options.dropout")
+    assert "option dropout of model 'tabular-mlp': must be < 1, got 1.5" in message
+    assert message.endswith("(on trainer(s) a, b)")
+
+
+def test_a_model_that_does_not_fit_the_dataset_quotes_the_trainers_problem(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(model="cnn", dataset="table")
+    [(code, field, message)] = reasons(spec, table("a"), table("b"))
+    assert (code, field) == ("dataset_incompatible", "spec.dataset")
+    assert message == (
+        "model 'cnn' cannot be built for dataset 'table' on trainer(s) a, b: "
+        f"{CNN_ON_TABLE} (feature shape [8], 2 classes)"
+    )
+
+
+def test_too_few_capable_trainers_says_who_can_and_why_the_others_cannot(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    old = holder("old", "table", models={})  # a heartbeat before version 2 announces nothing
+    spec = make_spec(model="tabular-mlp", dataset="table", min_clients=2, clients_per_round=2)
+    [(code, field, message)] = reasons(spec, table("a"), old)
+    assert (code, field) == ("too_few_clients", "spec.min_clients")
+    assert message == (
+        "min_clients is 2 but only 1 live trainer(s) holding dataset 'table' can build model "
+        "'tabular-mlp' with these options: a; the others: old (unknown_model: does not "
+        "announce it)"
+    )
+    centralized = make_spec(model="tabular-mlp", dataset="table", mode=JobMode.CENTRALIZED,
+                            min_clients=1, clients_per_round=None)  # fmt: skip
+    assert reasons(centralized, table("a"), old) == []
+
+
+def test_only_capable_trainers_count(make_spec: Callable[..., JobSpec]) -> None:
+    spec = make_spec(model="cnn", dataset="table")
+    assert [p.code for p in trainer_problems(table("a"), spec)] == ["dataset_incompatible"]
+    assert trainer_problems(table("a"), make_spec(model="mlp", dataset="table")) == []
+    assert (
+        capability_reasons(make_spec(model="mlp", dataset="table"), [table("a"), table("b")]) == []
+    )
+
+
+def test_a_heartbeat_becomes_what_admission_reads() -> None:
+    beat = TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id="a", device="cpu", status=TrainerStatus.IDLE,
+        capacity=1, interval_seconds=5,
+        models=[ModelCapability(name="tabular-mlp", package="fedbus-example-models",
+                                version="0.1.0", options_schema=json.dumps(TABULAR))],
+        datasets=[DatasetInfo(name="table", num_samples=40, feature_shape=[8], classes=["n", "y"],
+                              manifest_sha256="ab" * 32, models=["tabular-mlp"],
+                              problems=[ModelProblem(model="cnn", problem=CNN_ON_TABLE)])],
+    )  # fmt: skip
+    caps = capabilities_of(beat)
+    assert caps["models"]["tabular-mlp"]["options_schema"] == TABULAR
+    assert caps["datasets"]["table"] == {
+        "feature_shape": [8], "classes": ["n", "y"], "manifest_sha256": "ab" * 32,
+        "models": ["tabular-mlp"], "problems": {"cnn": CNN_ON_TABLE},
+    }  # fmt: skip
