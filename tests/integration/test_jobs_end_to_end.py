@@ -25,7 +25,6 @@ import yaml
 
 from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
-    DatasetInfo,
     DeadLetter,
     Event,
     JobCompleted,
@@ -45,6 +44,7 @@ from fedbus.settings import FedbusSettings, load_settings
 from fedbus.storage import S3ArtifactStore, artifact_cipher
 from fedbus_executor import PrepareOptions, prepare_dataset
 
+from .announce import announced
 from .harness import EventWatcher, ServiceProcess, free_port, fresh_group, trainer_env, unique
 
 E = TypeVar("E", bound=Event)
@@ -500,7 +500,7 @@ class Ghosts:
                             job_id="",
                             client_id=client,
                             device="cpu",
-                            datasets=[DatasetInfo(name=self.dataset, num_samples=100)],
+                            **announced(self.dataset, 100),
                             status=TrainerStatus.IDLE,
                             capacity=1,
                             interval_seconds=1,

@@ -16,7 +16,6 @@ import pytest
 
 from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
-    DatasetInfo,
     Event,
     JobCompleted,
     JobFailed,
@@ -35,6 +34,7 @@ from fedbus.events import (
 from fedbus.settings import FedbusSettings
 from fedbus_orchestration import HANDLERS
 
+from .announce import announced
 from .harness import EventWatcher, ServiceProcess, fresh_group, unique
 
 CONSUMED = HANDLERS.topics
@@ -109,7 +109,7 @@ async def _announce_trainers(settings: FedbusSettings, producer: EventProducer, 
     await producer.publish_many(
         TrainerHeartbeat.create(
             source="trainer", job_id="", client_id=cid, device="cpu",
-            datasets=[DatasetInfo(name=dataset, num_samples=100)], status=TrainerStatus.IDLE,
+            **announced(dataset, 100), status=TrainerStatus.IDLE,
             capacity=1, interval_seconds=60,
         )
         for cid in ids

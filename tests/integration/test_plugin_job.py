@@ -2,9 +2,10 @@
 
 ``examples/plugins`` (``fedbus-example-models``) is installed in the workspace, so trainers
 and the aggregator resolve ``sample-convnet`` through the entry-point group
-``fedbus.models``; orchestration (which does not import torch) knows it from
-``FEDBUS_MODEL_CATALOG``, the output of ``fedbus models available --json``, and checks a job's
-``model_options`` against its schema. The job is submitted once through the gateway and once
+``fedbus.models``; orchestration (which does not import torch) knows it from the trainers'
+heartbeats, and what the aggregator builds from ``FEDBUS_MODEL_CATALOG`` (the output of
+``fedbus models available --json``), and checks a job's ``model_options`` against their
+schemas. The job is submitted once through the gateway and once
 as a raw ``job.requested`` on Kafka, each with SGD with Nesterov momentum and a cosine
 schedule; both complete, with a SampleConvNet global model and a held-out accuracy above
 chance on MNIST-5k. A job giving sample-convnet an option it does not have is rejected at
@@ -83,7 +84,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
         ServiceProcess.start(
             "orchestration", "fedbus_orchestration", log_dir=tmp_path,
             env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"],
-                 "FEDBUS_KNOWN_MODELS": "cnn,mlp", "FEDBUS_MODEL_CATALOG": str(catalog)},
+                 "FEDBUS_MODEL_CATALOG": str(catalog)},
         ),
         ServiceProcess.start(
             "aggregator", "fedbus_aggregator", log_dir=tmp_path,
@@ -164,7 +165,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
 
     assert isinstance(rejected, JobRejected), rejected
     [reason] = rejected.reasons
-    assert (reason.code, reason.field) == ("unknown_field", "spec.model_options.width")
+    assert (reason.code, reason.field) == ("invalid_model_option", "spec.model_options.width")
     assert "model 'sample-convnet' has no option 'width'" in reason.message
     store = S3ArtifactStore.from_settings(settings)
     for job_id, end in ends.items():

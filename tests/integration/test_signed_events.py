@@ -25,7 +25,6 @@ from fedbus.bus import EventProducer
 from fedbus.bus.codec import encode_event
 from fedbus.bus.signing import Signer, generate_key, load_private_key
 from fedbus.events import (
-    DatasetInfo,
     DeadLetter,
     DeclineReason,
     Event,
@@ -42,6 +41,7 @@ from fedbus.events import (
 )
 from fedbus.settings import FedbusSettings
 
+from .announce import announced
 from .harness import (
     REPO,
     EventWatcher,
@@ -64,7 +64,7 @@ CT = [("content-type", b"application/json")]
 def heartbeat(client_id: str, dataset: str) -> TrainerHeartbeat:
     return TrainerHeartbeat.create(
         source="trainer", job_id="", client_id=client_id, device="cpu",
-        datasets=[DatasetInfo(name=dataset, num_samples=500)], status=TrainerStatus.IDLE,
+        **announced(dataset, 500), status=TrainerStatus.IDLE,
         capacity=1, interval_seconds=30,
     )  # fmt: skip
 

@@ -20,7 +20,6 @@ import pytest
 
 from fedbus.bus import EventProducer, ensure_topics
 from fedbus.events import (
-    DatasetInfo,
     Event,
     ModelRef,
     Phase,
@@ -154,9 +153,11 @@ async def test_two_trainers_announce_themselves_and_train_only_when_selected(
 
             beat = await watch.wait_for(beat_of, limit_s=180)
             assert isinstance(beat, TrainerHeartbeat)
-            assert beat.datasets == [
-                DatasetInfo(name=dataset, num_samples=_rows(digits, files[client]))
-            ]
+            [held] = beat.datasets
+            assert (held.name, held.num_samples) == (dataset, _rows(digits, files[client]))
+            assert (held.feature_shape, len(held.classes)) == ([1, 8, 8], 10)
+            assert {"cnn", "mlp"} <= set(held.models)  # what it can build for digits
+            assert {"cnn", "mlp"} <= {m.name for m in beat.models}
             assert (beat.device, beat.capacity, beat.interval_seconds) == ("cpu", 1, 1)
 
         # Round 1 selects only a; no global model yet.

@@ -125,3 +125,14 @@ def test_a_heartbeat_becomes_what_admission_reads() -> None:
         "feature_shape": [8], "classes": ["n", "y"], "manifest_sha256": "ab" * 32,
         "models": ["tabular-mlp"], "problems": {"cnn": CNN_ON_TABLE},
     }  # fmt: skip
+
+
+def test_a_model_announced_with_a_broken_schema_is_left_out() -> None:
+    beat = TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id="a", device="cpu", status=TrainerStatus.IDLE,
+        capacity=1, interval_seconds=5,
+        models=[ModelCapability(name="x", package="p", version="1", options_schema="{oops"),
+                ModelCapability(name="y", package="p", version="1", options_schema="[]"),
+                ModelCapability(name="mlp", package="p", version="1")],
+    )  # fmt: skip
+    assert set(capabilities_of(beat)["models"]) == {"mlp"}

@@ -16,6 +16,8 @@ the trainers concerned. Pure functions over :class:`~fedbus_orchestration.select
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,20 +34,33 @@ __all__ = [
     "trainer_problems",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def capabilities_of(event: TrainerHeartbeat) -> dict[str, Any]:
-    """What a heartbeat announces, as the JSON orchestration keeps per trainer."""
-    import json
+    """What a heartbeat announces, as the JSON orchestration keeps per trainer.
 
-    return {
-        "models": {m.name: {"package": m.package, "version": m.version,
-                            "options_schema": json.loads(m.options_schema or "{}")}
-                   for m in event.models},
-        "datasets": {d.name: {"feature_shape": list(d.feature_shape), "classes": list(d.classes),
-                              "manifest_sha256": d.manifest_sha256, "models": list(d.models),
-                              "problems": {p.model: p.problem for p in d.problems}}
-                     for d in event.datasets},
+    A model whose options schema is not a JSON object is left out (logged): the trainer
+    then does not count for jobs of that model.
+    """
+    models = {}
+    for m in event.models:
+        try:
+            schema = json.loads(m.options_schema or "{}")
+        except ValueError:
+            schema = None
+        if not isinstance(schema, dict):
+            log.warning("trainer %s: model %r announced with an options schema that is not "
+                        "a JSON object; ignored", event.client_id, m.name)  # fmt: skip
+            continue
+        models[m.name] = {"package": m.package, "version": m.version, "options_schema": schema}
+    datasets = {
+        d.name: {"feature_shape": list(d.feature_shape), "classes": list(d.classes),
+                 "manifest_sha256": d.manifest_sha256, "models": list(d.models),
+                 "problems": {p.model: p.problem for p in d.problems}}
+        for d in event.datasets
     }  # fmt: skip
+    return {"models": models, "datasets": datasets}
 
 
 @dataclass(frozen=True)
