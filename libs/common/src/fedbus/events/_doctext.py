@@ -104,8 +104,11 @@ DEAD_LETTERS = """\
 Every topic `T` has a dead-letter topic `T.dlq` carrying `dead.letter` events, keyed by
 the failed record's original key bytes. They hold the original value, key and headers
 (base64), where they came from (topic, partition, offset), the error class and message
-and the number of attempts. Nobody consumes them automatically: replay one by decoding
-`original_value_b64` and publishing it again on `original_topic` once the cause is fixed.
+and the number of attempts. Nobody consumes them automatically: replay one, once the cause
+is fixed, by publishing `original_value_b64` decoded on `original_topic` with its original
+key and headers (`original_headers`, its `fedbus-*` signature headers included) through a
+plain producer. A producer that signs (fedbus's) would sign it anew as the replaying
+principal; never replay a letter refused for its signature.
 """
 
 OUTSIDE = """\
