@@ -279,3 +279,17 @@ async def read_all(
         return out
     finally:
         await consumer.stop()
+
+
+async def import_csv(csv: Path, out: Path, name: str, *, partition_by: str) -> Path:
+    """``fedbus data import`` of a CSV with an ``outcome`` label and the features age, bmi and
+    glucose, one client per value of ``partition_by``; the dataset folder it wrote."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "fedbus"), "data", "import", str(csv),
+         "--label", "outcome", "--features", "age,bmi,glucose", "--partition-by", partition_by,
+         "--name", name, "--out", str(out), "--seed", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out / name

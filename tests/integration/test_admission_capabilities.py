@@ -39,7 +39,7 @@ from fedbus.events import (
 )
 from fedbus.settings import FedbusSettings
 
-from .harness import EventWatcher, ServiceProcess, fresh_group, trainer_env, unique
+from .harness import EventWatcher, ServiceProcess, fresh_group, import_csv, trainer_env, unique
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +107,9 @@ async def test_jobs_are_admitted_by_what_the_live_trainers_announce(
     clients = sorted(unique(f"cap-{c}") for c in "ab")
     dataset = unique("vitals")
     _csv(tmp_path / "vitals.csv", clients)
-    imported = await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "fedbus"), "data", "import",
-         str(tmp_path / "vitals.csv"),
-         "--label", "outcome", "--features", "age,bmi,glucose", "--partition-by", "site",
-         "--name", dataset, "--out", str(tmp_path / "data"), "--seed", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
-    folder = tmp_path / "data" / dataset
+    folder = await import_csv(
+        tmp_path / "vitals.csv", tmp_path / "data", dataset, partition_by="site"
+    )
     python, there = await asyncio.to_thread(_without_plugin, tmp_path / "no-plugin-venv")
     assert "mlp" in there
     assert "tabular-mlp" not in there  # the environment really lacks the plugin

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from fedbus.events import JobCompleted, JobFailed, TrainerHeartbeat, UpdateSubmi
 from fedbus.settings import FedbusSettings
 
 from .gateway_process import running_gateway
-from .harness import EventWatcher, ServiceProcess, fresh_group, trainer_env, unique
+from .harness import EventWatcher, ServiceProcess, fresh_group, import_csv, trainer_env, unique
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +53,9 @@ async def test_an_imported_csv_trains_a_federated_job_one_trainer_per_hospital(
     hospitals = [unique(f"hospital-{c}") for c in "abc"]
     dataset = unique("patients")
     _patients_csv(tmp_path / "patients.csv", hospitals)
-    imported = await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "fedbus"), "data", "import",
-         str(tmp_path / "patients.csv"),
-         "--label", "outcome", "--features", "age,bmi,glucose", "--partition-by", "hospital",
-         "--name", dataset, "--out", str(tmp_path / "data"), "--seed", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
-    folder = tmp_path / "data" / dataset
+    folder = await import_csv(
+        tmp_path / "patients.csv", tmp_path / "data", dataset, partition_by="hospital"
+    )
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["clients"] == sorted(hospitals)
     rows = {h: manifest["files"][f"clients/{h}.parquet"]["rows"] for h in hospitals}

@@ -211,6 +211,14 @@ async def test_forged_unsigned_tampered_unknown_revoked_and_out_of_role_are_dead
         stranger = heartbeat(a_id, dataset)  # a key the operator never published
         await publish_raw(a, "trainer.heartbeat", *signed(stranger, generate_key()))
 
+        # B's own, honestly signed heartbeat sent under A's Kafka key: on the compacted
+        # topic it would replace A's latest heartbeat.
+        b_key = load_private_key(trainers["b"].signing_key_file or Path())
+        squatter = heartbeat(str(trainers["b_id"]), dataset)
+        value = encode_event(squatter)
+        over_a = Signer(b_key).sign("trainer.heartbeat", a_id.encode(), value, CT)
+        await publish_raw(trainers["b"], "trainer.heartbeat", a_id.encode(), value, over_a)
+
         # A's key on round.completed (the aggregator's): out of its role. The broker would
         # refuse A's principal, so it rides on a stolen super-user credential.
         example = json.loads((schema_dir() / "examples" / "round.completed.json").read_text())
@@ -223,6 +231,7 @@ async def test_forged_unsigned_tampered_unknown_revoked_and_out_of_role_are_dead
             (tampered.event_id, "bad_signature"),
             (stranger.event_id, "unknown_key"),
             (completed.event_id, "not_a_producer"),
+            (squatter.event_id, "wrong_key"),
         ]:
             await watch.wait_for(letter_for(event_id, reason), limit_s=LIMIT_S)
 
