@@ -35,6 +35,6 @@ def test_page_documents_every_event_and_the_outside_publisher() -> None:
     outside = page.split("## Publishing `job.requested`")[1].split("## Events")[0]
     # Consumers require signatures: the example signs with the tenant's key, and no unsigned
     # way (a console producer) is shown.
-    assert "Signer(load_private_key(" in outside
+    assert "fedbus-signature" in outside
     assert "headers=headers" in outside
     assert "kafka-console-producer.sh" not in outside

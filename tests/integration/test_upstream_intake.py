@@ -8,6 +8,7 @@ dead-letters a request that names another. Skipped on a stack without SASL.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -29,12 +30,15 @@ from fedbus.events import (
     JobRejected,
     JobRequested,
     JobSpec,
+    TrainerHeartbeat,
+    TrainerStatus,
     encode,
     schema_dir,
 )
 from fedbus.events.docgen import render
 from fedbus.settings import FedbusSettings
 
+from .announce import announced
 from .harness import (
     REPO,
     EventWatcher,
@@ -46,7 +50,7 @@ from .harness import (
     unique,
 )
 from .test_kafka_acls import SEND_LIMIT_S, secured, send
-from .test_orchestration_service import _wait_ready
+from .test_orchestration_service import _announce_trainers, _wait_ready
 
 __all__ = ["secured"]  # the fixture, shared with test_kafka_acls
 
@@ -137,15 +141,35 @@ async def test_orchestration_takes_the_tenant_from_the_intake_not_the_payload(
     assert answer.tenant == tenant
 
 
-async def test_the_documented_aiokafka_example_publishes_a_request_for_its_tenant(
+async def test_the_documented_example_without_fedbus_is_accepted(
     secured: FedbusSettings, orchestration: str, tmp_path: Path
 ) -> None:
-    """docs/events.md's outside-publisher block, run as written with a principal's env file."""
+    """docs/events.md's outside-publisher block, byte for byte, with ``fedbus`` unimportable.
+
+    It signs with ``cryptography`` alone and publishes with a plain aiokafka producer; three
+    live trainers announce the example's model and dataset, so orchestration accepts the job
+    for the tenant of the intake. The test then cancels it and drains the stand-in trainers.
+    """
     page = render()
-    block = page.split("With aiokafka and fedbus's signer")[1].split("```python\n")[1]
+    block = page.split("With a plain aiokafka producer")[1].split("```python\n")[1]
     block = block.split("```")[0]
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in (
+            [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else [a.name for a in node.names]
+        )
+    }
+    assert not {m for m in imported if m.startswith("fedbus")}, imported
     script = tmp_path / "publish.py"
     script.write_text(block)
+    guard = (  # any `import fedbus...` in the block would raise ImportError
+        "import runpy, sys; sys.modules['fedbus'] = None; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
     tenant = unique("acme")
     principal = create_principal(secured, "upstream", tenant)
     env = {
@@ -154,17 +178,36 @@ async def test_the_documented_aiokafka_example_publishes_a_request_for_its_tenan
         "FEDBUS_KAFKA_BOOTSTRAP_SERVERS": secured.kafka_bootstrap_servers,
         "TENANT": tenant,
     }
+    example = json.loads((schema_dir() / "examples" / "job.requested.json").read_text())
+    trainers = [unique("doc-trainer") for _ in range(example["spec"]["min_clients"])]
 
-    async with EventWatcher(secured, ["job.accepted", "job.rejected"]) as watch:
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, str(script)], cwd=REPO, env=env,
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        job_id = done.stdout.strip()
-        answer = await watch.wait_for(lambda e: e.job_id == job_id, limit_s=90)
+    async with EventProducer(secured, client_id="it-doc-example") as producer:
+        await _announce_trainers(secured, producer, example["spec"]["dataset"], trainers)
+        try:
+            async with EventWatcher(secured, ["job.accepted", "job.rejected"]) as watch:
+                done = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-c", guard], cwd=REPO, env=env,
+                    capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                job_id = done.stdout.strip()
+                answer = await watch.wait_for(lambda e: e.job_id == job_id, limit_s=90)
+            if isinstance(answer, JobAccepted):
+                await send_on(
+                    principal_settings(secured, principal),
+                    f"upstream.job.cancel.requested.{tenant}",
+                    JobCancelRequested.create(source="upstream", job_id=job_id, tenant=tenant,
+                                              requested_by="it"),
+                )  # fmt: skip
+        finally:
+            await producer.publish_many(  # the stand-ins leave: no later job selects them
+                TrainerHeartbeat.create(
+                    source="trainer", job_id="", client_id=cid, device="cpu",
+                    **announced(example["spec"]["dataset"], 100),
+                    status=TrainerStatus.DRAINING, capacity=0, interval_seconds=60,
+                )
+                for cid in trainers
+            )  # fmt: skip
 
-    # Orchestration answered for the tenant of the intake (rejected, unless a live trainer
-    # holds the example's dataset).
-    assert isinstance(answer, JobAccepted | JobRejected)
+    assert isinstance(answer, JobAccepted), answer
     assert answer.tenant == tenant

@@ -132,14 +132,35 @@ an `ssl_context`. The tenant of a request is the topic's: a body whose `tenant` 
 another tenant is dead-lettered on `upstream.job.requested.dlq` with the reason, and
 consumers set `source` to `upstream-<tenant>` whatever the body says.
 
-Every record must be signed (`fedbus.bus.signing`): a consumer that requires signatures
-(the default outside development, and set by `make up`) dead-letters an unsigned record as
-`unsigned`. `stack.py principal upstream <tenant>` also makes the tenant's Ed25519 key
-`<state dir>/keys/upstream-<tenant>.pem`, names it in the principal's file
+Every record must be signed: a consumer that requires signatures (the default outside
+development, and set by `make up`) dead-letters an unsigned record as `unsigned`.
+`stack.py principal upstream <tenant>` also makes the tenant's Ed25519 key
+`<state dir>/keys/upstream-<tenant>.pem` (PKCS#8 PEM), names it in the principal's file
 (`FEDBUS_SIGNING_KEY_FILE`) and publishes it on `key.published` with role `upstream`, bound
-to `tenant=<tenant>`: a record it signs that names another tenant is dead-lettered. Sign each
-record with `fedbus.bus.signing.Signer(load_private_key(path)).sign(topic, key, value,
-headers)` and send the headers it returns with it, as below.
+to `tenant=<tenant>`: a record it signs that names another tenant is dead-lettered.
+
+### Signing a record
+
+Signing needs only SHA-256 and Ed25519, so a producer in any language can do it. For one
+record, with `field(b)` = the length of `b` as 4 bytes big-endian, then `b`:
+
+1. the signed input is `b"fedbus-event-signature-v1"` + `field(topic)` + `field(key)` +
+   `field(content-type header value)` + `field(value)`, all as bytes (UTF-8 for the topic);
+   a record without a key or without a `content-type` header writes `0xFFFFFFFF` for that
+   field instead;
+2. the leaf is `SHA-256(0x00 + signed input)`;
+3. the signature is Ed25519 over `b"fedbus-event-signature-v1"` + the batch size (4 bytes
+   big-endian, here 1) + the leaf (the Merkle root of a batch of one is its leaf);
+4. the record carries, next to `content-type`, the headers `fedbus-key-id` (ASCII hex of the
+   first 16 bytes of SHA-256 of the 32 raw public-key bytes), `fedbus-signature` (the 64
+   signature bytes) and `fedbus-proof` (index 0 and size 1, each 4 bytes big-endian: the
+   audit path of a batch of one is empty).
+
+fedbus's own producers sign up to 64 records at once, over their RFC 6962 Merkle root; then
+`fedbus-proof` holds the record's index, the batch size and its audit path (32-byte nodes,
+deepest first), and a consumer walks it as RFC 9162 section 2.1.3.2 says. In Python inside
+the fedbus workspace, `fedbus.bus.signing.Signer(load_private_key(path)).sign(topic, key,
+value, headers)` returns the same headers.
 
 The full body (`schemas/examples/job.requested.json`):
 
@@ -147,17 +168,39 @@ The full body (`schemas/examples/job.requested.json`):
 {example}
 ```
 
-With aiokafka and fedbus's signer, run from the repository (its virtualenv) with your
+With a plain aiokafka producer and `cryptography` (no fedbus package needed), with your
 principal's file loaded (`set -a; . <state dir>/principals/upstream-acme.env; set +a`),
-`FEDBUS_KAFKA_BOOTSTRAP_SERVERS` (`127.0.0.1:19092` for `make up`) and `TENANT=acme`; it
-prints the job id (`tests/integration/test_upstream_intake.py` runs this block):
+`FEDBUS_KAFKA_BOOTSTRAP_SERVERS` (`127.0.0.1:19092` for `make up`) and `TENANT=acme`, run
+from the repository (it reads the body above from its file); it prints the job id
+(`tests/integration/test_upstream_intake.py` runs this block, with `fedbus` made
+unimportable, and sees `job.accepted`):
 
 ```python
-import asyncio, json, os, ssl, time, uuid
-from pathlib import Path
+import asyncio, hashlib, json, os, ssl, struct, time, uuid
 
 from aiokafka import AIOKafkaProducer
-from fedbus.bus.signing import Signer, load_private_key
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+LABEL = b"fedbus-event-signature-v1"
+
+
+def field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def signed(topic: str, key: bytes, value: bytes, content_type: bytes) -> list:
+    # The record's headers: its content-type and the signature of a batch of one.
+    with open(os.environ["FEDBUS_SIGNING_KEY_FILE"], "rb") as pem:
+        private = load_pem_private_key(pem.read(), password=None)
+    signed_input = LABEL + field(topic.encode()) + field(key) + field(content_type)
+    leaf = hashlib.sha256(b"\\x00" + signed_input + field(value)).digest()
+    public = private.public_key().public_bytes_raw()
+    return [
+        ("content-type", content_type),
+        ("fedbus-key-id", hashlib.sha256(public).digest()[:16].hex().encode()),
+        ("fedbus-signature", private.sign(LABEL + struct.pack(">I", 1) + leaf)),
+        ("fedbus-proof", struct.pack(">II", 0, 1)),
+    ]
 
 
 async def main() -> None:
@@ -175,8 +218,7 @@ async def main() -> None:
     )
     topic, key = f"upstream.job.requested.{{tenant}}", job_id.encode()
     value = json.dumps(event).encode()
-    signer = Signer(load_private_key(Path(os.environ["FEDBUS_SIGNING_KEY_FILE"])))
-    headers = signer.sign(topic, key, value, [("content-type", b"application/json")])
+    headers = signed(topic, key, value, b"application/json")
     cafile = os.environ.get("FEDBUS_KAFKA_SSL_CAFILE")
     producer = AIOKafkaProducer(
         bootstrap_servers=os.environ["FEDBUS_KAFKA_BOOTSTRAP_SERVERS"],
