@@ -1,0 +1,64 @@
+"""Secure aggregation: SecAgg+ (Bell et al., 2020) over X25519, AES-CTR and Shamir.
+
+The server learns the sum of the clients' clipped, quantized updates and nothing about
+any one of them, even when some clients drop out mid-round (Bonawitz et al., 2017, when
+the neighbour graph is complete). The library is pure: no Kafka, no storage, just the
+two state machines and their messages; see docs/secagg.md.
+
+A round, with ``params`` agreed beforehand::
+
+    server = SecAggServer.start(params)
+    client, keys = SecAggClient.start(params, "site-a")      # each client
+    server.receive_public_keys(keys)
+    for request in server.share_keys_requests().values():    # to each client
+        server.receive_encrypted_shares(client.share_keys(request))
+    for request in server.collect_requests().values():
+        server.receive_masked_vector(client.mask(request, update))
+    for request in server.unmask_requests().values():
+        server.receive_revealed_shares(client.unmask(request))
+    result = server.finish()          # result.total, result.float_sum()
+"""
+
+from fedbus.secagg.arith import dequantize_sum, quantize
+from fedbus.secagg.client import ClientState, SecAggClient
+from fedbus.secagg.errors import (
+    InvalidMessageError,
+    SecAggAbortedError,
+    SecAggError,
+    SecAggParamsError,
+)
+from fedbus.secagg.graph import neighbour_graph
+from fedbus.secagg.messages import (
+    CollectRequest,
+    EncryptedShares,
+    MaskedVector,
+    PublicKeys,
+    RevealedShares,
+    ShareKeysRequest,
+    UnmaskRequest,
+)
+from fedbus.secagg.params import SecAggParams
+from fedbus.secagg.server import SecAggResult, SecAggServer, ServerState
+
+__all__ = [
+    "ClientState",
+    "CollectRequest",
+    "EncryptedShares",
+    "InvalidMessageError",
+    "MaskedVector",
+    "PublicKeys",
+    "RevealedShares",
+    "SecAggAbortedError",
+    "SecAggClient",
+    "SecAggError",
+    "SecAggParams",
+    "SecAggParamsError",
+    "SecAggResult",
+    "SecAggServer",
+    "ServerState",
+    "ShareKeysRequest",
+    "UnmaskRequest",
+    "dequantize_sum",
+    "neighbour_graph",
+    "quantize",
+]

@@ -1,0 +1,94 @@
+"""Removing the masks from the running sum: rebuild secrets from shares, check them.
+
+For each survivor ``u`` the self mask ``PRG(b_u)`` comes off; for each dropped client
+``v`` that a survivor ``u`` masked with, the pairwise mask ``+-PRG(s_uv)`` that ``u`` added
+comes off (``s_uv`` from ``v``'s rebuilt key and ``u``'s public key). The masks between
+two survivors cancel in the sum by themselves. Each rebuilt secret is checked against
+what its owner published before (the seed's commitment, the key's public key), and the
+result against its range: any mismatch aborts the round rather than release a wrong or
+partly masked sum.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fedbus.secagg import primitives as p
+from fedbus.secagg.arith import reduce_mod
+from fedbus.secagg.client import self_mask_commitment
+from fedbus.secagg.errors import SecAggAbortedError
+
+if TYPE_CHECKING:
+    from fedbus.secagg.server import ServerState
+
+__all__ = ["unmask_sum"]
+
+
+def unmask_sum(
+    state: ServerState,
+    total: npt.NDArray[np.uint32],
+    *,
+    graph: dict[str, tuple[str, ...]],
+    mask_peers: dict[str, set[str]],
+    survivors: tuple[str, ...],
+    dropped: tuple[str, ...],
+) -> npt.NDArray[np.uint32]:
+    """The unmasked sum of the survivors' vectors (``total`` is consumed)."""
+    params = state.params
+    size = params.dimension
+    for owner in survivors:
+        seed = _rebuild(state, graph, owner, "self_mask")
+        expected = state.shares[owner].self_mask_commitment
+        if self_mask_commitment(seed, session=params.session, client=owner) != expected:
+            raise SecAggAbortedError(
+                f"the shares of {owner}'s self-mask seed are inconsistent (one was altered)"
+            )
+        np.subtract(total, p.expand_mask(seed, size), out=total)
+    for gone in dropped:
+        partners = [u for u in survivors if gone in mask_peers[u]]
+        if not partners:
+            continue  # no survivor masked with it: nothing to remove, nothing to reveal
+        key = _rebuild(state, graph, gone, "key")
+        if p.public_key(key) != state.public_keys[gone].mask_key:
+            raise SecAggAbortedError(
+                f"the shares of {gone}'s mask key are inconsistent (one was altered)"
+            )
+        for u in partners:
+            seed = p.pairwise_seed(
+                key, state.public_keys[u].mask_key, session=params.session, a=u, b=gone
+            )
+            op = np.subtract if u < gone else np.add  # undo what u added
+            op(total, p.expand_mask(seed, size), out=total)
+    reduce_mod(total, bits=params.bits)
+    ceiling = len(survivors) * params.levels
+    if total.size and int(total.max()) > ceiling:
+        raise SecAggAbortedError(
+            f"the unmasked sum exceeds {ceiling} = survivors x levels: a mask was not removed"
+        )
+    return total
+
+
+def _rebuild(
+    state: ServerState,
+    graph: dict[str, tuple[str, ...]],
+    owner: str,
+    kind: Literal["self_mask", "key"],
+) -> bytes:
+    """The secret ``owner`` shared, from exactly ``threshold`` revealed shares."""
+    holders = graph[owner]
+    shares = {}
+    for revealer, message in state.revealed.items():
+        found = (message.self_mask_shares if kind == "self_mask" else message.key_shares).get(owner)
+        if found is not None:
+            shares[holders.index(revealer) + 1] = found
+    threshold = state.params.threshold
+    what = "self-mask seed" if kind == "self_mask" else "mask key"
+    if len(shares) < threshold:
+        raise SecAggAbortedError(
+            f"cannot rebuild {owner}'s {what}: {len(shares)} shares revealed, threshold {threshold}"
+        )
+    chosen = dict(sorted(shares.items())[:threshold])
+    return p.combine_secret(chosen)

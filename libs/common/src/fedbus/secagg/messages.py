@@ -1,0 +1,102 @@
+"""The protocol's messages, stage by stage, as frozen pydantic models.
+
+They hold only ``str``, ``int`` and ``bytes`` fields, and JSON-encode bytes as base64,
+so a service can put each on Kafka as it is, or (the masked vector) store its bytes in
+object storage and send a reference. Stage names follow Flower's SecAgg+ workflow:
+
+====================== ============================== ===============================
+stage                   server to client               client to server
+====================== ============================== ===============================
+setup                   :class:`SecAggParams`          :class:`PublicKeys`
+share keys              :class:`ShareKeysRequest`      :class:`EncryptedShares`
+collect masked vectors  :class:`CollectRequest`        :class:`MaskedVector`
+unmask                  :class:`UnmaskRequest`         :class:`RevealedShares`
+====================== ============================== ===============================
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CollectRequest",
+    "EncryptedShares",
+    "MaskedVector",
+    "Message",
+    "PublicKeys",
+    "RevealedShares",
+    "ShareKeysRequest",
+    "UnmaskRequest",
+]
+
+
+class Message(BaseModel):
+    """Base of every message: immutable, strict fields, bytes as base64 in JSON."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+
+class PublicKeys(Message):
+    """A client's two X25519 public keys for this round (advertised to everyone)."""
+
+    client: str
+    mask_key: bytes = Field(min_length=32, max_length=32)
+    """Agreed with each neighbour into the pairwise mask seed."""
+    share_key: bytes = Field(min_length=32, max_length=32)
+    """Agreed with each neighbour into the key that encrypts the shares sent to it."""
+
+
+class ShareKeysRequest(Message):
+    """To one client: the public keys of its neighbours that advertised theirs."""
+
+    recipient: str
+    public_keys: dict[str, PublicKeys]
+
+
+class EncryptedShares(Message):
+    """From one client: a ciphertext per neighbour, for the server to forward.
+
+    Each ciphertext holds the neighbour's Shamir share of the client's self-mask seed
+    and of its mask private key. ``self_mask_commitment`` is SHA-256 of the seed (bound
+    to session and client), so the server can check a rebuilt seed.
+    """
+
+    client: str
+    ciphertexts: dict[str, bytes]
+    self_mask_commitment: bytes = Field(min_length=32, max_length=32)
+
+
+class CollectRequest(Message):
+    """To one client: the ciphertexts its neighbours addressed to it, by sender."""
+
+    recipient: str
+    ciphertexts: dict[str, bytes]
+
+
+class MaskedVector(Message):
+    """From one client: its masked, quantized update, little-endian uint32 values."""
+
+    client: str
+    data: bytes
+
+
+class UnmaskRequest(Message):
+    """To each client that uploaded: who uploaded (survivors) and who did not (dropped).
+
+    A client reveals, for each neighbour whose shares it holds, the self-mask share of
+    a survivor or the key share of a dropped client: never both for one neighbour.
+    """
+
+    recipient: str
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+class RevealedShares(Message):
+    """From one client: the shares the unmask request asked for, by owner."""
+
+    client: str
+    self_mask_shares: dict[str, bytes]
+    key_shares: dict[str, bytes]

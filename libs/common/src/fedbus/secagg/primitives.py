@@ -1,0 +1,155 @@
+"""The cryptographic primitives, all from maintained libraries.
+
+- X25519 key agreement, HKDF-SHA256, AES-256-CTR (the PRG) and ChaCha20-Poly1305 (the
+  AEAD for shares) from ``cryptography``;
+- Shamir secret sharing over GF(2^128) from PyCryptodome
+  (``Crypto.Protocol.SecretSharing.Shamir``), which shares 16-byte secrets: a 32-byte
+  seed or key is shared as two independent halves under the same share indices.
+
+Every derivation is bound to the round's ``session`` and to the two parties, so a seed,
+key or ciphertext from one round or one pair is worthless in another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import numpy.typing as npt
+from Crypto.Protocol.SecretSharing import Shamir
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedbus.secagg.errors import InvalidMessageError
+
+__all__ = [
+    "KEY_BYTES",
+    "combine_secret",
+    "decrypt_share",
+    "encrypt_share",
+    "expand_mask",
+    "new_private_key",
+    "pairwise_seed",
+    "public_key",
+    "split_secret",
+]
+
+KEY_BYTES = 32
+"""Length of every private key, public key and seed."""
+
+_NONCE_BYTES = 12
+_LABEL = b"fedbus-secagg/v1"
+_ZERO_IV = bytes(16)  # each PRG key is used once: a fixed counter block is safe
+
+
+def new_private_key() -> bytes:
+    """A fresh X25519 private key, as its 32 raw bytes."""
+    return X25519PrivateKey.generate().private_bytes_raw()
+
+
+def public_key(private: bytes) -> bytes:
+    """The raw public key of an X25519 private key."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def _agree(
+    private: bytes, peer_public: bytes, *, session: str, purpose: str, ids: list[str]
+) -> bytes:
+    """HKDF-SHA256 of the X25519 shared secret, bound to session, purpose and ids."""
+    try:
+        peer = X25519PublicKey.from_public_bytes(peer_public)
+    except ValueError as exc:
+        raise InvalidMessageError(f"not an X25519 public key: {exc}") from exc
+    shared = X25519PrivateKey.from_private_bytes(private).exchange(peer)
+    info = _LABEL + b" " + json.dumps([purpose, *ids]).encode()
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=session.encode(), info=info
+    ).derive(shared)
+
+
+def pairwise_seed(private: bytes, peer_public: bytes, *, session: str, a: str, b: str) -> bytes:
+    """The mask seed ``a`` and ``b`` share (the same from either side)."""
+    return _agree(private, peer_public, session=session, purpose="mask", ids=sorted([a, b]))
+
+
+def expand_mask(seed: bytes, size: int) -> npt.NDArray[np.uint32]:
+    """``size`` uniform 32-bit words: the AES-256-CTR keystream of ``seed``."""
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+    stream = encryptor.update(bytes(4 * size))
+    return np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
+
+
+def _share_key(
+    private: bytes, peer_public: bytes, *, session: str, sender: str, recipient: str
+) -> bytes:
+    """The AEAD key for shares from ``sender`` to ``recipient`` (one per direction)."""
+    ids = [sender, recipient]
+    return _agree(private, peer_public, session=session, purpose="shares", ids=ids)
+
+
+def _aad(session: str, sender: str, recipient: str) -> bytes:
+    return _LABEL + b" " + json.dumps([session, sender, recipient]).encode()
+
+
+def encrypt_share(
+    plaintext: bytes,
+    *,
+    private: bytes,
+    peer_public: bytes,
+    session: str,
+    sender: str,
+    recipient: str,
+) -> bytes:
+    """``nonce || ChaCha20-Poly1305(plaintext)``, keyed by the sender-to-recipient key."""
+    key = _share_key(private, peer_public, session=session, sender=sender, recipient=recipient)
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, _aad(session, sender, recipient))
+
+
+def decrypt_share(
+    ciphertext: bytes,
+    *,
+    private: bytes,
+    peer_public: bytes,
+    session: str,
+    sender: str,
+    recipient: str,
+) -> bytes:
+    """The plaintext of :func:`encrypt_share`.
+
+    Raises
+    ------
+    InvalidMessageError
+        If the ciphertext was changed, or was not made by ``sender`` for ``recipient``
+        in this session.
+    """
+    key = _share_key(private, peer_public, session=session, sender=sender, recipient=recipient)
+    nonce, body = ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:]
+    try:
+        return ChaCha20Poly1305(key).decrypt(nonce, body, _aad(session, sender, recipient))
+    except (InvalidTag, ValueError) as exc:
+        raise InvalidMessageError(
+            f"shares from {sender} to {recipient} fail authentication (changed or misaddressed)"
+        ) from exc
+
+
+def split_secret(secret: bytes, *, threshold: int, shares: int) -> list[bytes]:
+    """Shamir shares of a 32-byte secret; share ``i`` (0-based) has index ``i + 1``.
+
+    Each share is 32 bytes: the shares of the two 16-byte halves, in order.
+    """
+    first = Shamir.split(threshold, shares, secret[:16])
+    second = Shamir.split(threshold, shares, secret[16:])
+    return [a + b for (_, a), (_, b) in zip(first, second, strict=True)]
+
+
+def combine_secret(shares: dict[int, bytes]) -> bytes:
+    """The 32-byte secret from ``{index: share}`` (exactly the threshold's count)."""
+    first = [(i, s[:16]) for i, s in sorted(shares.items())]
+    second = [(i, s[16:]) for i, s in sorted(shares.items())]
+    return bytes(Shamir.combine(first) + Shamir.combine(second))

@@ -1,0 +1,250 @@
+"""The server side of SecAgg+: it routes messages and learns only the sum.
+
+The server never sees a client's update: it forwards encrypted shares it cannot read,
+adds masked vectors as they arrive (one running uint32 sum, no vector kept), and after
+the upload deadline asks the survivors for exactly the shares that remove the masks:
+each survivor's self mask, and each dropped client's pairwise masks with survivors.
+
+Every stage closes explicitly (``share_keys_requests``, ``collect_requests``,
+``unmask_requests``, ``finish``): the service calls them at its deadlines. The state is
+a :class:`ServerState` (JSON-serializable) so an aggregator can resume after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from fedbus.secagg import primitives as p
+from fedbus.secagg._unmask import unmask_sum
+from fedbus.secagg.arith import dequantize_sum
+from fedbus.secagg.errors import InvalidMessageError, SecAggAbortedError
+from fedbus.secagg.graph import neighbour_graph
+from fedbus.secagg.messages import (
+    CollectRequest,
+    EncryptedShares,
+    MaskedVector,
+    PublicKeys,
+    RevealedShares,
+    ShareKeysRequest,
+    UnmaskRequest,
+)
+from fedbus.secagg.params import SecAggParams
+
+__all__ = ["SecAggResult", "SecAggServer", "ServerState"]
+
+ServerStage = Literal["setup", "share_keys", "collect", "unmask", "done"]
+
+
+class ServerState(BaseModel):
+    """Everything the server must remember between stages (no client secret)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    params: SecAggParams
+    stage: ServerStage = "setup"
+    public_keys: dict[str, PublicKeys] = {}
+    shares: dict[str, EncryptedShares] = {}
+    uploaded: list[str] = []
+    masked_sum: bytes = b""
+    """The running sum of the masked vectors received, little-endian uint32."""
+    revealed: dict[str, RevealedShares] = {}
+
+
+@dataclass(frozen=True)
+class SecAggResult:
+    """What the round reveals: the sum of the survivors' quantized updates, and who."""
+
+    total: npt.NDArray[np.uint32]
+    """The exact integer sum of the survivors' quantized vectors."""
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    params: SecAggParams
+
+    def float_sum(self) -> npt.NDArray[np.float64]:
+        """The sum of the survivors' clipped updates, dequantized."""
+        return dequantize_sum(
+            self.total,
+            count=len(self.survivors),
+            clipping_range=self.params.clipping_range,
+            levels=self.params.levels,
+        )
+
+
+class SecAggServer:
+    """The server's run through the four stages of one round."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.graph = neighbour_graph(
+            state.params.clients, degree=state.params.neighbours, seed=state.params.graph_seed
+        )
+        size = state.params.dimension
+        self._sum = (
+            np.frombuffer(state.masked_sum, dtype="<u4").astype(np.uint32)
+            if state.masked_sum
+            else np.zeros(size, np.uint32)
+        )
+
+    @classmethod
+    def start(cls, params: SecAggParams) -> SecAggServer:
+        """A server in the setup stage: it waits for the clients' public keys."""
+        return cls(ServerState(params=params))
+
+    def snapshot(self) -> ServerState:
+        """The state with the running sum, to persist."""
+        return self.state.model_copy(update={"masked_sum": self._sum.astype("<u4").tobytes()})
+
+    # --- setup -------------------------------------------------------------------
+    def receive_public_keys(self, message: PublicKeys) -> None:
+        """Keep a client's advertised keys (a repeat of the same keys is ignored)."""
+        self._expect("setup", message.client)
+        known = self.state.public_keys.get(message.client)
+        if known is not None and known != message:
+            raise InvalidMessageError(f"{message.client} advertised different keys twice")
+        if message.mask_key == message.share_key:
+            raise InvalidMessageError(f"{message.client}: its two public keys are the same")
+        self.state.public_keys[message.client] = message
+
+    def share_keys_requests(self) -> dict[str, ShareKeysRequest]:
+        """Close setup: each advertiser gets its advertising neighbours' keys."""
+        self._close(
+            "setup", "share_keys", len(self.state.public_keys), "clients that advertised keys"
+        )
+        keys = self.state.public_keys
+        return {
+            c: ShareKeysRequest(
+                recipient=c, public_keys={v: keys[v] for v in self.graph[c] if v in keys}
+            )
+            for c in sorted(keys)
+        }
+
+    # --- share keys --------------------------------------------------------------
+    def receive_encrypted_shares(self, message: EncryptedShares) -> None:
+        """Keep a client's ciphertexts for its neighbours."""
+        client = message.client
+        self._expect("share_keys", client)
+        if client not in self.state.public_keys:
+            raise InvalidMessageError(f"{client} sent shares without advertising keys")
+        strangers = set(message.ciphertexts) - set(self.graph[client])
+        if strangers:
+            raise InvalidMessageError(f"{client} sent shares to non-neighbours {sorted(strangers)}")
+        self.state.shares[client] = message
+
+    def collect_requests(self) -> dict[str, CollectRequest]:
+        """Close share keys: each sharer gets the ciphertexts addressed to it."""
+        self._close("share_keys", "collect", len(self.state.shares), "clients that shared keys")
+        return {
+            c: CollectRequest(recipient=c, ciphertexts=self._mask_peers(c))
+            for c in sorted(self.state.shares)
+        }
+
+    def _mask_peers(self, client: str) -> dict[str, bytes]:
+        """Ciphertexts to ``client`` from sharers: it masks with exactly these senders."""
+        out = {}
+        for sender in self.graph[client]:
+            sent = self.state.shares.get(sender)
+            if sent is not None and client in sent.ciphertexts:
+                out[sender] = sent.ciphertexts[client]
+        return out
+
+    # --- collect masked vectors --------------------------------------------------
+    def receive_masked_vector(self, message: MaskedVector) -> None:
+        """Add a sharer's masked vector to the running sum (once per client)."""
+        client, params = message.client, self.state.params
+        self._expect("collect", client)
+        if client not in self.state.shares or client in self.state.uploaded:
+            raise InvalidMessageError(
+                f"{client}: masked vector not expected (no shares, or a repeat)"
+            )
+        if len(message.data) != 4 * params.dimension:
+            raise InvalidMessageError(
+                f"{client}: masked vector has {len(message.data)} bytes, "
+                f"expected {4 * params.dimension}"
+            )
+        vector = np.frombuffer(message.data, dtype="<u4")
+        if params.bits < 32 and int(vector.max()) >= params.modulus:
+            raise InvalidMessageError(
+                f"{client}: masked vector has values of 2**{params.bits} or more"
+            )
+        np.add(self._sum, vector, out=self._sum)
+        self.state.uploaded.append(client)
+
+    def unmask_requests(self) -> dict[str, UnmaskRequest]:
+        """Close the upload: ask every uploader for the shares that remove the masks."""
+        self._close(
+            "collect", "unmask", len(self.state.uploaded), "clients that uploaded masked vectors"
+        )
+        survivors = tuple(sorted(self.state.uploaded))
+        dropped = tuple(sorted(set(self.state.shares) - set(survivors)))
+        return {
+            c: UnmaskRequest(recipient=c, survivors=survivors, dropped=dropped) for c in survivors
+        }
+
+    # --- unmask ------------------------------------------------------------------
+    def receive_revealed_shares(self, message: RevealedShares) -> None:
+        """Keep a survivor's revealed shares after checking they were asked for."""
+        client = message.client
+        self._expect("unmask", client)
+        if client not in self.state.uploaded:
+            raise InvalidMessageError(f"{client} did not upload and was not asked for shares")
+        survivors = set(self.state.uploaded)
+        for owner, share in {**message.self_mask_shares, **message.key_shares}.items():
+            sent = self.state.shares.get(owner)
+            if sent is None or client not in sent.ciphertexts or len(share) != p.KEY_BYTES:
+                raise InvalidMessageError(f"{client}: revealed a share of {owner} it cannot hold")
+        if set(message.self_mask_shares) - survivors or set(message.key_shares) & survivors:
+            raise InvalidMessageError(
+                f"{client}: self-mask shares must be of survivors, key shares of dropped clients"
+            )
+        self.state.revealed[client] = message
+
+    def finish(self) -> SecAggResult:
+        """Remove the masks and return the sum; or fail closed, saying why.
+
+        Raises
+        ------
+        SecAggAbortedError
+            If a secret has fewer than ``threshold`` shares revealed, a rebuilt secret
+            does not match its commitment or public key (a share was altered), or the
+            unmasked sum is out of range (a mask was not removed).
+        """
+        if self.state.stage != "unmask":
+            raise InvalidMessageError(f"finish called in stage {self.state.stage}")
+        survivors = tuple(sorted(self.state.uploaded))
+        dropped = tuple(sorted(set(self.state.shares) - set(survivors)))
+        total = unmask_sum(
+            self.state,
+            self._sum.copy(),
+            graph=self.graph,
+            mask_peers={c: set(self._mask_peers(c)) for c in survivors},
+            survivors=survivors,
+            dropped=dropped,
+        )
+        self.state = self.state.model_copy(update={"stage": "done"})
+        return SecAggResult(
+            total=total, survivors=survivors, dropped=dropped, params=self.state.params
+        )
+
+    def _expect(self, stage: ServerStage, client: str) -> None:
+        if client not in self.graph:
+            raise InvalidMessageError(f"{client} is not among the round's clients")
+        if self.state.stage != stage:
+            raise InvalidMessageError(
+                f"{client}: {stage} message arrived in stage {self.state.stage}"
+            )
+
+    def _close(self, stage: ServerStage, following: ServerStage, count: int, what: str) -> None:
+        if self.state.stage != stage:
+            raise InvalidMessageError(
+                f"cannot close stage {stage}: the server is in {self.state.stage}"
+            )
+        threshold = self.state.params.threshold
+        if count < threshold:
+            self.state = self.state.model_copy(update={"stage": "done"})
+            raise SecAggAbortedError(f"{what}: {count}, fewer than the threshold {threshold}")
+        self.state = self.state.model_copy(update={"stage": following})

@@ -1,0 +1,243 @@
+"""SecAgg+ pieces: parameters, the neighbour graph, primitives, quantization, resuming."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from fedbus.secagg import (
+    ClientState,
+    InvalidMessageError,
+    MaskedVector,
+    SecAggClient,
+    SecAggParams,
+    SecAggParamsError,
+    SecAggServer,
+    ServerState,
+    neighbour_graph,
+    quantize,
+)
+from fedbus.secagg import primitives as p
+from fedbus.secagg.arith import dequantize_sum
+
+SEED = b"a public seed of sixteen+ bytes"
+
+
+def params(n: int = 6, k: int = 5, t: int = 3, bits: int = 32, d: int = 16) -> SecAggParams:
+    clients = tuple(f"c{i}" for i in range(n))
+    return SecAggParams(
+        session="s", clients=clients, neighbours=k, threshold=t, bits=bits,
+        clipping_range=0.5, dimension=d, graph_seed=SEED,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        (
+            {"k": 5, "t": 2},
+            "threshold must be more than half the neighbours and at most all of them "
+            "(3 to 5 for 5 neighbours), got 2",
+        ),
+        ({"k": 5, "t": 6}, "(3 to 5 for 5 neighbours), got 6"),
+        ({"k": 6, "t": 4}, "neighbours must be between 1 and n - 1 = 5, got 6"),
+        ({"n": 7, "k": 3, "t": 2}, "no 3-regular graph on 7 clients: use an even degree"),
+        ({"n": 2, "k": 1, "t": 1}, "secure aggregation needs at least 3 clients, got 2"),
+        (
+            {"n": 9, "k": 8, "t": 5, "bits": 3},
+            "2**3 is too small for the sum of 9 clients: raise bits",
+        ),
+        ({"bits": 33}, "bits must be between 1 and 32, got 33"),
+    ],
+)
+def test_parameters_that_cannot_work_are_refused_with_the_reason(
+    kwargs: dict[str, int], reason: str
+) -> None:
+    with pytest.raises(SecAggParamsError) as caught:
+        params(**kwargs)
+    assert reason in caught.value.reason
+
+
+def test_a_negative_clipping_range_is_refused() -> None:
+    with pytest.raises(ValidationError, match="clipping_range"):
+        params().model_copy(update={}).model_validate(
+            {**params().model_dump(), "clipping_range": -1.0}
+        )
+
+
+def test_recommended_parameters_are_logarithmic_with_a_majority_threshold() -> None:
+    for n, k, t in ((10, 8, 5), (50, 12, 7), (100, 14, 8), (5, 4, 3)):
+        chosen = SecAggParams.recommended(
+            session="s",
+            clients=[str(i) for i in range(n)],
+            dimension=1,
+            clipping_range=1,
+            graph_seed=SEED,
+        )
+        assert (chosen.neighbours, chosen.threshold) == (k, t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(3, 40), k=st.integers(1, 39), seed=st.binary(min_size=16, max_size=16))
+def test_the_graph_is_symmetric_k_regular_and_the_same_for_everyone(
+    n: int, k: int, seed: bytes
+) -> None:
+    clients = [f"client-{i}" for i in range(n)]
+    if k > n - 1 or (k < n - 1 and k % 2 == 1 and n % 2 == 1):
+        with pytest.raises(SecAggParamsError):
+            neighbour_graph(clients, degree=k, seed=seed)
+        return
+
+    graph = neighbour_graph(clients, degree=k, seed=seed)
+
+    assert all(len(graph[c]) == k and c not in graph[c] for c in clients)
+    assert all(u in graph[v] for u in clients for v in graph[u])
+    assert graph == neighbour_graph(list(reversed(clients)), degree=k, seed=seed)
+
+
+def test_the_seed_places_the_clients() -> None:
+    clients = [f"client-{i}" for i in range(30)]
+    first = neighbour_graph(clients, degree=4, seed=b"A" * 16)
+    assert first != neighbour_graph(clients, degree=4, seed=b"B" * 16)
+    assert neighbour_graph(clients, degree=29, seed=b"A" * 16)["client-0"] == tuple(
+        sorted(clients[1:])
+    )
+
+
+def test_any_threshold_of_shares_rebuilds_a_32_byte_secret_and_fewer_do_not() -> None:
+    secret = bytes(range(32))
+    shares = p.split_secret(secret, threshold=3, shares=5)
+
+    assert all(len(s) == 32 for s in shares)
+    for chosen in itertools.combinations(range(5), 3):
+        assert p.combine_secret({i + 1: shares[i] for i in chosen}) == secret
+    assert p.combine_secret({1: shares[0], 2: shares[1]}) != secret
+
+
+def test_pairwise_seeds_agree_from_both_sides_and_differ_per_session_and_pair() -> None:
+    a, b, c = p.new_private_key(), p.new_private_key(), p.new_private_key()
+    ab = p.pairwise_seed(a, p.public_key(b), session="s", a="x", b="y")
+
+    assert ab == p.pairwise_seed(b, p.public_key(a), session="s", a="y", b="x")
+    assert ab != p.pairwise_seed(a, p.public_key(b), session="t", a="x", b="y")
+    assert ab != p.pairwise_seed(a, p.public_key(c), session="s", a="x", b="y")
+
+
+def test_the_mask_is_the_aes_ctr_keystream_of_its_seed() -> None:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    seed = bytes(range(32))
+    block = Cipher(algorithms.AES(seed), modes.ECB()).encryptor().update(bytes(16))  # counter 0
+
+    assert p.expand_mask(seed, 4).astype("<u4").tobytes() == block
+    assert p.expand_mask(seed, 1000)[:4].tolist() == p.expand_mask(seed, 4).tolist()
+
+
+def test_quantization_is_unbiased_clipped_and_dequantizes_with_the_offset() -> None:
+    values = np.array([-3.0, -0.5, -0.1234, 0.0, 0.3141, 0.5, 9.0])
+    levels, c = 1000, 0.5
+    draws = np.stack(
+        [
+            quantize(values, clipping_range=c, levels=levels, rng=np.random.default_rng(s))
+            for s in range(4000)
+        ]
+    )
+
+    assert draws.min() >= 0
+    assert draws.max() <= levels
+    mean = (
+        dequantize_sum(
+            draws.sum(axis=0, dtype=np.uint64).astype(np.uint32),
+            count=4000,
+            clipping_range=c,
+            levels=levels,
+        )
+        / 4000
+    )
+    step = 2 * c / levels
+    # per-coordinate rounding sd <= step/2, so the mean of 4,000 draws is within 6 sd of the truth
+    assert np.abs(mean - np.clip(values, -c, c)).max() <= 6 * (step / 2) / np.sqrt(4000)
+
+
+def test_non_finite_updates_are_refused_by_the_client() -> None:
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        quantize(
+            np.array([0.0, np.nan]), clipping_range=1.0, levels=10, rng=np.random.default_rng()
+        )
+
+
+def test_client_and_server_resume_from_their_serialized_state() -> None:
+    setup = params(n=5, k=4, t=3, d=8)
+    server = SecAggServer.start(setup)
+    clients = {}
+    for c in setup.clients:
+        clients[c], keys = SecAggClient.start(setup, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    collect = server.collect_requests()
+    server.receive_masked_vector(clients["c0"].mask(collect["c0"], np.full(8, 0.25)))
+
+    # both sides restart: everything comes back from JSON
+    server = SecAggServer(ServerState.model_validate_json(server.snapshot().model_dump_json()))
+    clients = {
+        c: SecAggClient(ClientState.model_validate_json(k.state.model_dump_json()))
+        for c, k in clients.items()
+    }
+    for c in setup.clients[1:]:
+        server.receive_masked_vector(clients[c].mask(collect[c], np.full(8, 0.25)))
+    for c, unmask_request in server.unmask_requests().items():
+        server.receive_revealed_shares(clients[c].unmask(unmask_request))
+    result = server.finish()
+
+    assert np.abs(result.float_sum() - 5 * 0.25).max() <= 5 * 2 * 0.5 / setup.levels
+
+
+def test_the_server_refuses_late_repeated_foreign_and_malformed_vectors() -> None:
+    setup = params(n=4, k=3, t=2, bits=16, d=8)
+    server = SecAggServer.start(setup)
+    clients = {}
+    for c in setup.clients[:3]:
+        clients[c], keys = SecAggClient.start(setup, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    collect = server.collect_requests()
+    first = clients["c0"].mask(collect["c0"], np.zeros(8))
+    server.receive_masked_vector(first)
+
+    cases = [
+        (first, "not expected"),  # a repeat
+        (MaskedVector(client="c3", data=first.data), "not expected"),  # shared no keys
+        (MaskedVector(client="c1", data=first.data[:-4]), "has 28 bytes, expected 32"),
+        (
+            MaskedVector(client="c1", data=(np.full(8, 1 << 16, "<u4")).tobytes()),
+            "values of 2\\*\\*16 or more",
+        ),
+        (MaskedVector(client="stranger", data=first.data), "not among the round's clients"),
+    ]
+    for message, reason in cases:
+        with pytest.raises(InvalidMessageError, match=reason):
+            server.receive_masked_vector(message)
+    server.receive_masked_vector(clients["c1"].mask(collect["c1"], np.zeros(8)))
+    server.unmask_requests()
+    with pytest.raises(InvalidMessageError, match="arrived in stage unmask"):
+        server.receive_masked_vector(clients["c2"].mask(collect["c2"], np.zeros(8)))
+
+
+def test_a_client_refuses_requests_out_of_stage_or_for_someone_else() -> None:
+    setup = params(n=3, k=2, t=2, d=4)
+    client, _ = SecAggClient.start(setup, "c0")
+    from fedbus.secagg import CollectRequest, ShareKeysRequest
+
+    with pytest.raises(InvalidMessageError, match="got a collect request in stage share_keys"):
+        client.mask(CollectRequest(recipient="c0", ciphertexts={}), np.zeros(4))
+    with pytest.raises(InvalidMessageError, match="addressed to c1"):
+        client.share_keys(ShareKeysRequest(recipient="c1", public_keys={}))
+    with pytest.raises(InvalidMessageError, match="not among the round's clients"):
+        SecAggClient.start(setup, "c9")

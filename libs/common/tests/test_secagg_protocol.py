@@ -1,0 +1,295 @@
+"""SecAgg+ end to end, in memory: exact sums, dropouts, failing closed, tampering.
+
+Every round runs the real client and server state machines with real keys, shares and
+masks; only the transport is a loop. Quantization draws come from seeded generators so
+the plain quantized updates can be recomputed and compared exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedbus.secagg import (
+    CollectRequest,
+    InvalidMessageError,
+    RevealedShares,
+    SecAggAbortedError,
+    SecAggClient,
+    SecAggParams,
+    SecAggResult,
+    SecAggServer,
+    quantize,
+)
+
+Tamper = Callable[[str, CollectRequest], CollectRequest]
+
+
+def make_params(
+    n: int = 10, *, k: int | None = None, t: int | None = None, bits: int = 32, d: int = 64
+) -> SecAggParams:
+    degree = n - 1 if k is None else k
+    return SecAggParams(
+        session="job-1/round-3",
+        clients=tuple(f"site-{i:02d}" for i in range(n)),
+        neighbours=degree,
+        threshold=degree // 2 + 1 if t is None else t,
+        bits=bits,
+        clipping_range=1.0,
+        dimension=d,
+        graph_seed=b"public seed of round 3 of job-1..",
+    )
+
+
+def updates_for(params: SecAggParams, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {c: rng.normal(0, 0.5, params.dimension) for c in params.clients}
+
+
+def plain_quantized(params: SecAggParams, update: np.ndarray, client: str) -> np.ndarray:
+    """What the client quantizes to, drawn with the same seed the round gives it."""
+    return quantize(
+        update, clipping_range=params.clipping_range, levels=params.levels, rng=rng_of(client)
+    )
+
+
+def plain_sum(
+    params: SecAggParams, updates: dict[str, np.ndarray], kept: Collection[str]
+) -> np.ndarray:
+    """The plain integer sum of the named clients' quantized updates."""
+    total = np.zeros(params.dimension, np.uint64)
+    for c in kept:
+        total += plain_quantized(params, updates[c], c)
+    return total
+
+
+def rng_of(client: str) -> np.random.Generator:
+    return np.random.default_rng(int(client.split("-")[1]))
+
+
+def run_round(
+    params: SecAggParams,
+    updates: dict[str, np.ndarray],
+    *,
+    drop_before_upload: Collection[str] = (),
+    drop_before_unmask: Collection[str] = (),
+    tamper: Tamper | None = None,
+) -> SecAggResult:
+    """One round; the named clients stop answering at the named stage."""
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    for c, request in server.collect_requests().items():
+        if c not in drop_before_upload:
+            sent = tamper(c, request) if tamper else request
+            server.receive_masked_vector(clients[c].mask(sent, updates[c], rng=rng_of(c)))
+    for c, unmask_request in server.unmask_requests().items():
+        if c not in drop_before_unmask:
+            server.receive_revealed_shares(clients[c].unmask(unmask_request))
+    return server.finish()
+
+
+def test_unmasked_sum_equals_the_plain_quantized_sum_exactly() -> None:
+    params = make_params(10)
+    updates = updates_for(params)
+
+    result = run_round(params, updates)
+
+    plain = plain_sum(params, updates, params.clients)
+    assert result.total.tolist() == plain.tolist()
+    assert result.survivors == params.clients
+    assert result.dropped == ()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(4, 12),
+    bits=st.integers(8, 32),
+    sparse=st.booleans(),
+    dropped=st.sets(st.integers(0, 11), max_size=1),
+)
+def test_sum_is_exact_for_any_size_modulus_graph_and_one_dropout(
+    n: int, bits: int, sparse: bool, dropped: set[int]
+) -> None:
+    k = n - 1 if not sparse or n < 6 else 4
+    params = make_params(n, k=k, bits=bits, d=33)
+    updates = updates_for(params, seed=n * bits)
+    gone = {params.clients[i] for i in dropped if i < n}
+
+    result = run_round(params, updates, drop_before_upload=gone)
+
+    kept = [c for c in params.clients if c not in gone]
+    plain = plain_sum(params, updates, kept)
+    assert result.total.tolist() == plain.tolist()
+    assert set(result.dropped) == gone
+
+
+def test_ten_clients_three_dropping_after_key_sharing_and_one_after_upload() -> None:
+    params = make_params(10, t=5)
+    updates = updates_for(params)
+    after_sharing = {"site-01", "site-04", "site-08"}
+    after_upload = {"site-06"}
+
+    result = run_round(
+        params, updates, drop_before_upload=after_sharing, drop_before_unmask=after_upload
+    )
+
+    uploaded = [c for c in params.clients if c not in after_sharing]
+    plain = plain_sum(params, updates, uploaded)
+    assert result.total.tolist() == plain.tolist()
+    assert result.survivors == tuple(uploaded)
+    assert result.dropped == tuple(sorted(after_sharing))
+    clipped = sum(np.clip(updates[c], -1, 1) for c in uploaded)
+    step = 2 * params.clipping_range / params.levels
+    assert np.abs(result.float_sum() - clipped).max() <= len(uploaded) * step
+
+
+def test_sparse_graph_recovers_dropped_clients_from_their_neighbours() -> None:
+    params = make_params(20, k=8, t=5)
+    updates = updates_for(params, seed=7)
+    gone = {"site-03", "site-11"}
+
+    result = run_round(params, updates, drop_before_upload=gone, drop_before_unmask={"site-17"})
+
+    kept = [c for c in params.clients if c not in gone]
+    plain = plain_sum(params, updates, kept)
+    assert result.total.tolist() == plain.tolist()
+
+
+def test_fewer_uploads_than_the_threshold_fails_closed_with_the_reason() -> None:
+    params = make_params(10, t=6)
+    gone = {f"site-0{i}" for i in range(5)}
+
+    with pytest.raises(SecAggAbortedError) as caught:
+        run_round(params, updates_for(params), drop_before_upload=gone)
+
+    assert (
+        caught.value.reason == "clients that uploaded masked vectors: 5, fewer than the threshold 6"
+    )
+
+
+def test_fewer_answers_than_the_threshold_fails_closed_naming_the_secret() -> None:
+    params = make_params(10, t=6)
+    silent = {"site-00", "site-01", "site-02", "site-03"}
+
+    with pytest.raises(SecAggAbortedError) as caught:
+        run_round(params, updates_for(params), drop_before_unmask=silent)
+
+    # site-00 has 6 answering neighbours (04 to 09); site-04 is the first with only 5
+    assert (
+        caught.value.reason
+        == "cannot rebuild site-04's self-mask seed: 5 shares revealed, threshold 6"
+    )
+
+
+def test_a_client_never_reveals_both_secrets_of_one_neighbour() -> None:
+    params = make_params(5)
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    for c, request in server.collect_requests().items():
+        server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    honest = server.unmask_requests()["site-00"]
+    first = clients["site-00"].unmask(honest)
+    assert "site-01" in first.self_mask_shares
+
+    lying = honest.model_copy(
+        update={"survivors": ("site-00", "site-02", "site-03", "site-04"), "dropped": ("site-01",)}
+    )
+    with pytest.raises(SecAggAbortedError, match="site-01's self_mask share was already revealed"):
+        clients["site-00"].unmask(lying)
+    both = honest.model_copy(update={"dropped": ("site-01",)})
+    with pytest.raises(SecAggAbortedError, match="asked for both secrets of site-01"):
+        clients["site-00"].unmask(both)
+    assert clients["site-00"].unmask(honest) == first  # a retry gets the same answer
+
+
+def test_a_changed_ciphertext_is_refused_and_the_client_can_go_on() -> None:
+    params = make_params(6)
+    seen: list[str] = []
+
+    def flip_one_bit(client: str, request: CollectRequest) -> CollectRequest:
+        sender, ciphertext = next(iter(request.ciphertexts.items()))
+        bad = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+        seen.append(client)
+        return request.model_copy(update={"ciphertexts": {**request.ciphertexts, sender: bad}})
+
+    with pytest.raises(InvalidMessageError, match="fail authentication"):
+        run_round(params, updates_for(params), tamper=flip_one_bit)
+    assert seen == ["site-00"]
+
+
+def test_a_ciphertext_readdressed_to_another_client_is_refused() -> None:
+    params = make_params(6)
+
+    def readdress(client: str, request: CollectRequest) -> CollectRequest:
+        senders = sorted(request.ciphertexts)
+        swapped = {
+            senders[0]: request.ciphertexts[senders[1]],
+            senders[1]: request.ciphertexts[senders[0]],
+        }
+        return request.model_copy(update={"ciphertexts": {**request.ciphertexts, **swapped}})
+
+    with pytest.raises(InvalidMessageError, match="fail authentication"):
+        run_round(params, updates_for(params), tamper=readdress)
+
+
+@pytest.mark.parametrize("kind", ["self_mask_shares", "key_shares"])
+def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
+    params = make_params(8, t=5)
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    for c, request in server.collect_requests().items():
+        if c != "site-07":
+            server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    for c, unmask_request in server.unmask_requests().items():
+        answer = clients[c].unmask(unmask_request)
+        if c == "site-00":  # the first revealer: its share is among the t used
+            shares = dict(getattr(answer, kind))
+            owner = "site-07" if kind == "key_shares" else "site-01"
+            shares[owner] = bytes(32 - 1) + b"\x01"
+            answer = answer.model_copy(update={kind: shares})
+        server.receive_revealed_shares(answer)
+
+    with pytest.raises(SecAggAbortedError, match="inconsistent"):
+        server.finish()
+
+
+def test_the_server_refuses_shares_it_did_not_ask_for() -> None:
+    params = make_params(5)
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    for c, request in server.collect_requests().items():
+        server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    server.unmask_requests()
+
+    wrong_kind = RevealedShares(
+        client="site-00", self_mask_shares={}, key_shares={"site-01": bytes(32)}
+    )
+    with pytest.raises(InvalidMessageError, match="key shares of dropped clients"):
+        server.receive_revealed_shares(wrong_kind)
+    stranger = RevealedShares(client="site-99", self_mask_shares={}, key_shares={})
+    with pytest.raises(InvalidMessageError, match="not among the round's clients"):
+        server.receive_revealed_shares(stranger)
