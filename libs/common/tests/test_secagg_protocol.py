@@ -264,7 +264,7 @@ def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
         if c == "site-00":  # the first revealer: its share is among the t used
             shares = dict(getattr(answer, kind))
             owner = "site-07" if kind == "key_shares" else "site-01"
-            shares[owner] = bytes(32 - 1) + b"\x01"
+            shares[owner] = bytes(15) + b"\x01"
             answer = answer.model_copy(update={kind: shares})
         server.receive_revealed_shares(answer)
 
@@ -286,7 +286,7 @@ def test_the_server_refuses_shares_it_did_not_ask_for() -> None:
     server.unmask_requests()
 
     wrong_kind = RevealedShares(
-        client="site-00", self_mask_shares={}, key_shares={"site-01": bytes(32)}
+        client="site-00", self_mask_shares={}, key_shares={"site-01": bytes(16)}
     )
     with pytest.raises(InvalidMessageError, match="key shares of dropped clients"):
         server.receive_revealed_shares(wrong_kind)

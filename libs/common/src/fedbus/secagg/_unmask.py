@@ -51,7 +51,7 @@ def unmask_sum(
         partners = [u for u in survivors if gone in mask_peers[u]]
         if not partners:
             continue  # no survivor masked with it: nothing to remove, nothing to reveal
-        key = _rebuild(state, graph, gone, "key")
+        key = p.private_key_from_seed(_rebuild(state, graph, gone, "key"))
         if p.public_key(key) != state.public_keys[gone].mask_key:
             raise SecAggAbortedError(
                 f"the shares of {gone}'s mask key are inconsistent (one was altered)"

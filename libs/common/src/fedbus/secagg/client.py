@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Literal
 
 import numpy as np
@@ -45,13 +44,14 @@ class ClientState(BaseModel):
     params: SecAggParams
     client: str
     stage: ClientStage = "share_keys"
-    mask_private: bytes
+    mask_seed: bytes
+    """The seed of this round's X25519 mask key (shared with the neighbours)."""
     share_private: bytes
     self_mask_seed: bytes = b""
     peers: dict[str, PublicKeys] = {}
     """Neighbours that advertised keys (to whom this client sent shares)."""
     held_shares: dict[str, bytes] = {}
-    """Owner -> the 64 bytes this client holds: self-mask share, then key share."""
+    """Owner -> the 32 bytes this client holds: self-mask share, then mask-key share."""
     revealed: dict[str, Literal["self_mask", "key"]] = {}
 
 
@@ -85,12 +85,12 @@ class SecAggClient:
         state = ClientState(
             params=params,
             client=client,
-            mask_private=p.new_private_key(),
+            mask_seed=p.new_seed(),
             share_private=p.new_private_key(),
         )
         keys = PublicKeys(
             client=client,
-            mask_key=p.public_key(state.mask_private),
+            mask_key=p.public_key(p.private_key_from_seed(state.mask_seed)),
             share_key=p.public_key(state.share_private),
         )
         return cls(state), keys
@@ -116,10 +116,10 @@ class SecAggClient:
             if owner not in self._neighbours or keys.client != owner:
                 raise InvalidMessageError(f"{me}: keys of {owner} are not a neighbour's")
         _enough(len(request.public_keys), params.threshold, f"{me}: neighbours with keys")
-        seed = os.urandom(p.KEY_BYTES)
+        seed = p.new_seed()
         k, t = len(self._neighbours), params.threshold
         seed_shares = p.split_secret(seed, threshold=t, shares=k)
-        key_shares = p.split_secret(self.state.mask_private, threshold=t, shares=k)
+        key_shares = p.split_secret(self.state.mask_seed, threshold=t, shares=k)
         ciphertexts = {}
         for i, neighbour in enumerate(self._neighbours):
             if neighbour in request.public_keys:
@@ -176,9 +176,10 @@ class SecAggClient:
         except ValueError as exc:
             raise InvalidMessageError(f"{me}: {exc}") from exc
         masked += p.expand_mask(self.state.self_mask_seed, params.dimension)
+        mask_private = p.private_key_from_seed(self.state.mask_seed)
         for peer in sorted(held):
             seed = p.pairwise_seed(
-                self.state.mask_private,
+                mask_private,
                 self.state.peers[peer].mask_key,
                 session=params.session,
                 a=me,
@@ -227,8 +228,8 @@ class SecAggClient:
         held = self.state.held_shares
         return RevealedShares(
             client=me,
-            self_mask_shares={o: held[o][:32] for o, k in wanted.items() if k == "self_mask"},
-            key_shares={o: held[o][32:] for o, k in wanted.items() if k == "key"},
+            self_mask_shares={o: held[o][:16] for o, k in wanted.items() if k == "self_mask"},
+            key_shares={o: held[o][16:] for o, k in wanted.items() if k == "key"},
         )
 
     def _expect(self, stage: ClientStage, recipient: str) -> None:
@@ -255,9 +256,9 @@ class SecAggClient:
                 sender=sender,
                 recipient=me,
             )
-            if len(plain) != 2 * p.KEY_BYTES:
+            if len(plain) != 2 * p.SEED_BYTES:
                 raise InvalidMessageError(
-                    f"{me}: shares from {sender} have {len(plain)} bytes, not 64"
+                    f"{me}: shares from {sender} have {len(plain)} bytes, not 32"
                 )
             held[sender] = plain
         return held

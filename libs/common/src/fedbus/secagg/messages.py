@@ -58,9 +58,10 @@ class ShareKeysRequest(Message):
 class EncryptedShares(Message):
     """From one client: a ciphertext per neighbour, for the server to forward.
 
-    Each ciphertext holds the neighbour's Shamir share of the client's self-mask seed
-    and of its mask private key. ``self_mask_commitment`` is SHA-256 of the seed (bound
-    to session and client), so the server can check a rebuilt seed.
+    Each ciphertext holds the neighbour's Shamir shares (16 bytes each) of the client's
+    self-mask seed and of the seed of its mask key. ``self_mask_commitment`` is SHA-256
+    of the self-mask seed (bound to session and client), so the server can check a
+    rebuilt seed; a rebuilt key is checked against the advertised public key.
     """
 
     client: str

@@ -3,8 +3,11 @@
 - X25519 key agreement, HKDF-SHA256, AES-256-CTR (the PRG) and ChaCha20-Poly1305 (the
   AEAD for shares) from ``cryptography``;
 - Shamir secret sharing over GF(2^128) from PyCryptodome
-  (``Crypto.Protocol.SecretSharing.Shamir``), which shares 16-byte secrets: a 32-byte
-  seed or key is shared as two independent halves under the same share indices.
+  (``Crypto.Protocol.SecretSharing.Shamir``), which shares 16-byte secrets. Both
+  secrets a client shares are 128-bit seeds: the self-mask seed is an AES-128 key, and
+  the X25519 mask key is derived from its seed by HKDF, so one sharing covers each
+  (sharing the 32-byte key itself would take two, and rebuilding dominates the server's
+  time). 128 bits matches X25519's own security level.
 
 Every derivation is bound to the round's ``session`` and to the two parties, so a seed,
 key or ciphertext from one round or one pair is worthless in another.
@@ -29,18 +32,24 @@ from fedbus.secagg.errors import InvalidMessageError
 
 __all__ = [
     "KEY_BYTES",
+    "SEED_BYTES",
     "combine_secret",
     "decrypt_share",
     "encrypt_share",
     "expand_mask",
     "new_private_key",
+    "new_seed",
     "pairwise_seed",
+    "private_key_from_seed",
     "public_key",
     "split_secret",
 ]
 
 KEY_BYTES = 32
-"""Length of every private key, public key and seed."""
+"""Length of every private key, public key and derived (pairwise) seed."""
+
+SEED_BYTES = 16
+"""Length of the secrets a client shares: its self-mask seed and its mask key's seed."""
 
 _NONCE_BYTES = 12
 _LABEL = b"fedbus-secagg/v1"
@@ -50,6 +59,18 @@ _ZERO_IV = bytes(16)  # each PRG key is used once: a fixed counter block is safe
 def new_private_key() -> bytes:
     """A fresh X25519 private key, as its 32 raw bytes."""
     return X25519PrivateKey.generate().private_bytes_raw()
+
+
+def new_seed() -> bytes:
+    """A fresh 128-bit secret from the OS."""
+    return os.urandom(SEED_BYTES)
+
+
+def private_key_from_seed(seed: bytes) -> bytes:
+    """The X25519 private key derived from a 16-byte seed (HKDF-SHA256)."""
+    info = _LABEL + b" x25519 mask key"
+    raw = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(seed)
+    return X25519PrivateKey.from_private_bytes(raw).private_bytes_raw()
 
 
 def public_key(private: bytes) -> bytes:
@@ -78,7 +99,7 @@ def pairwise_seed(private: bytes, peer_public: bytes, *, session: str, a: str, b
 
 
 def expand_mask(seed: bytes, size: int) -> npt.NDArray[np.uint32]:
-    """``size`` uniform 32-bit words: the AES-256-CTR keystream of ``seed``."""
+    """``size`` uniform 32-bit words: the AES-CTR keystream of ``seed`` (16 or 32 bytes)."""
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
     stream = encryptor.update(bytes(4 * size))
     return np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
@@ -139,17 +160,10 @@ def decrypt_share(
 
 
 def split_secret(secret: bytes, *, threshold: int, shares: int) -> list[bytes]:
-    """Shamir shares of a 32-byte secret; share ``i`` (0-based) has index ``i + 1``.
-
-    Each share is 32 bytes: the shares of the two 16-byte halves, in order.
-    """
-    first = Shamir.split(threshold, shares, secret[:16])
-    second = Shamir.split(threshold, shares, secret[16:])
-    return [a + b for (_, a), (_, b) in zip(first, second, strict=True)]
+    """Shamir shares of a 16-byte secret; share ``i`` (0-based) has index ``i + 1``."""
+    return [share for _, share in Shamir.split(threshold, shares, secret)]
 
 
 def combine_secret(shares: dict[int, bytes]) -> bytes:
-    """The 32-byte secret from ``{index: share}`` (exactly the threshold's count)."""
-    first = [(i, s[:16]) for i, s in sorted(shares.items())]
-    second = [(i, s[16:]) for i, s in sorted(shares.items())]
-    return bytes(Shamir.combine(first) + Shamir.combine(second))
+    """The 16-byte secret from ``{index: share}`` (exactly the threshold's count)."""
+    return bytes(Shamir.combine(sorted(shares.items())))

@@ -195,7 +195,7 @@ class SecAggServer:
         survivors = set(self.state.uploaded)
         for owner, share in {**message.self_mask_shares, **message.key_shares}.items():
             sent = self.state.shares.get(owner)
-            if sent is None or client not in sent.ciphertexts or len(share) != p.KEY_BYTES:
+            if sent is None or client not in sent.ciphertexts or len(share) != p.SEED_BYTES:
                 raise InvalidMessageError(f"{client}: revealed a share of {owner} it cannot hold")
         if set(message.self_mask_shares) - survivors or set(message.key_shares) & survivors:
             raise InvalidMessageError(
