@@ -140,6 +140,21 @@ async def test_delta_is_local_minus_the_shared_initial_weights(
         np.testing.assert_allclose(delta[name], local[name].numpy() - start[name], atol=1e-6)
 
 
+async def test_round_one_builds_the_jobs_model_options(
+    deps: Deps, store: InMemoryArtifactStore, round_assigned: Make, trainer: CountingTrainer
+) -> None:
+    # Not the defaults (hidden [128]): the aggregator builds round 1 with the job's options,
+    # so a trainer that did not would send a delta of another shape.
+    event = round_assigned(seed=7, model_options={"hidden": [8, 4]})
+    out = await on_round_assigned(event, deps=deps)
+    delta = await store.get_tensors(_only_update(out).update)
+    start = initial_weights("mlp", 7, deps.datasets["digits"].spec, hidden=[8, 4])
+    assert {k: v.shape for k, v in delta.items()} == {k: v.shape for k, v in start.items()}
+    assert delta["1.weight"].shape[0] == 8
+    started = tensors_from_bytes(trainer.calls[0].initial_weights or b"")
+    assert all(np.array_equal(started[k], start[k]) for k in start)
+
+
 async def test_a_later_round_starts_from_the_global_model(
     deps: Deps, store: InMemoryArtifactStore, round_assigned: Make, trainer: CountingTrainer
 ) -> None:

@@ -124,7 +124,11 @@ async def _fetch_weights(event: RoundAssigned, dataset: LocalDataset, deps: Deps
         if event.global_model_url is None:
             raise TaskConfigError("the assignment names a global model but grants no URL for it")
         return await deps.artifacts.get_bytes(event.global_model_url, event.global_model)
-    weights = await asyncio.to_thread(initial_weights, event.model, event.seed, dataset.spec)
+    # Round 1: the weights every process derives from model, options and seed (the
+    # aggregator builds the same ones to rebuild initial + delta).
+    weights = await asyncio.to_thread(
+        initial_weights, event.model, event.seed, dataset.spec, **dict(event.model_options)
+    )
     return tensors_to_bytes(weights)
 
 
