@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from fedbus.bus import Routes, route
 from fedbus.errors import NonRetryableError
@@ -126,8 +127,9 @@ async def _fetch_weights(event: RoundAssigned, dataset: LocalDataset, deps: Deps
         return await deps.artifacts.get_bytes(event.global_model_url, event.global_model)
     # Round 1: the weights every process derives from model, options and seed (the
     # aggregator builds the same ones to rebuild initial + delta).
+    options: dict[str, Any] = dict(event.model_options)
     weights = await asyncio.to_thread(
-        initial_weights, event.model, event.seed, dataset.spec, **dict(event.model_options)
+        initial_weights, event.model, event.seed, dataset.spec, **options
     )
     return tensors_to_bytes(weights)
 
