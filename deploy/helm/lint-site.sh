@@ -11,16 +11,20 @@
 #   trainer's own loader to what the values say; the data mounted read-only;
 # - non-root, read-only root filesystem, a writable state directory, /healthz and /readyz probes;
 # - GPU values: nvidia.com/gpu limits, FEDBUS_DEVICE=cuda, node selector and tolerations;
-# - values.schema.json refuses wrong keys and types: helm lint --strict fails on bad values.
-# Called by deploy/helm/lint.sh (HELM and PY come from there, or are found the same way).
+# - values.schema.json refuses wrong keys and types: helm lint --strict fails on bad values;
+# - kubeconform -strict accepts the rendered manifests (Kubernetes JSON schemas, tools.sh);
+# - resource requests and a memory limit, and the NetworkPolicy: egress to Kafka, the object
+#   store and DNS only, ingress only from networkPolicy.metricsFrom (check_rendered.py).
+# Called by deploy/helm/lint.sh (PY comes from there); the tools come from tools.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CHART="$ROOT/deploy/helm/fedbus-site"
-HELM="${HELM:-${FEDBUS_CACHE_DIR:-$HOME/.cache/fedbus}/helm-${HELM_VERSION:-v3.22.0}/bin/helm}"
-K8S="1.${HELM_K8S_MINOR:-37}.0"
 PY="${PY:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
+# shellcheck source=deploy/helm/tools.sh
+source "$ROOT/deploy/helm/tools.sh"
+K8S="1.$K8S_MINOR.0"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -30,6 +34,10 @@ for name in cpu gpu; do
   echo "[helm-lint] fedbus-site: helm template ($name values)"
   "$HELM" template site "$CHART" --namespace site --kube-version "$K8S" \
     -f "$CHART/ci/$name-values.yaml" > "$out/$name.yaml"
+  echo "[helm-lint] fedbus-site: kubeconform ($name values)"
+  kubeconform "$out/$name.yaml"
+  "$PY" "$ROOT/deploy/helm/check_rendered.py" "$CHART" "$out/$name.yaml" \
+    -f "$CHART/ci/$name-values.yaml"
 done
 
 # Values the schema (or the chart) must refuse: each is the CPU values plus one mistake.
@@ -50,6 +58,14 @@ bad=(
   "signing: {existingSecret: ''}"                            # no signing key
   "signing: {rootPublicKeys: []}"                            # no root public key
   "signing: {rootPublicKeys: [not-a-key]}"                   # a root key that is not Ed25519
+  "replicas: 2"                                              # a key the chart does not have
+  "httpPort: eighty"                                         # a string for a port
+  "fedbusEnv: prodution"                                     # a misspelt environment
+  "resources: {requests: {cpu: null}}"                       # no cpu request
+  "resources: {limits: {memory: lots}}"                      # not a quantity
+  "networkPolicy: {kafka: {to: []}}"                         # egress to Kafka anywhere
+  "networkPolicy: {minio: {ports: [https]}}"                 # a string for a port
+  "networkPolicy: {dns: {to: [{namespace: kube-system}]}}"   # not a NetworkPolicyPeer
 )
 for mistake in "${bad[@]}"; do
   printf '%s\n' "$mistake" > "$out/bad.yaml"
@@ -58,7 +74,7 @@ for mistake in "${bad[@]}"; do
     echo "[helm-lint] fedbus-site: values accepted that must be refused: $mistake" >&2
     exit 1
   fi
-  grep -q "schema" "$out/bad.log" || {
+  grep -q "schema\|values.yaml: - at '" "$out/bad.log" || {
     echo "[helm-lint] fedbus-site: refused, but not by values.schema.json: $mistake" >&2
     cat "$out/bad.log" >&2
     exit 1

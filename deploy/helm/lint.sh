@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Lint and render the fedbus chart with the default values and with ci/gpu-values.yaml, then
 # the fedbus-site chart (deploy/helm/lint-site.sh).
-# helm is built from its Go module (pinned) into ~/.cache/fedbus/helm-<version>/bin the first
-# time (a few minutes, only the Go module proxy is needed), then reused.
-# Checks: helm lint (both value sets), helm template (both), the rendered YAML parses, and every
-# Deployment/StatefulSet container has a liveness (/healthz) and a readiness (/readyz) probe, and
+# The tools (helm, kubeconform and the Kubernetes JSON schemas) are pinned in tools.sh, built or
+# fetched into ~/.cache/fedbus the first time (minutes, needs Go, the Go module proxy and PyPI),
+# then reused.
+# Checks: values.schema.json refuses bad values (helm lint --strict fails naming the key), helm
+# lint --strict (both value sets), helm template (both), kubeconform -strict on every rendered
+# manifest (Kubernetes 1.$K8S_MINOR schemas; a manifest with an unknown field fails), the
+# rendered YAML parses, and every Deployment/StatefulSet container has a liveness (/healthz) and
+# a readiness (/readyz) probe and resource requests (cpu, memory) and a memory limit, every
+# Deployment and trainer pool has a PodDisruptionBudget selecting its pods, and a NetworkPolicy
+# selects every trainer pod and no other, allowing egress to Kafka, MinIO and DNS only and
+# ingress only from networkPolicy.metricsFrom; and
 # the artifact keys Secret reaches the aggregator, model-registry and trainers and no other pod,
 # and no trainer gets the MinIO keys or the PostgreSQL DSN (it gets presigned URLs).
 # Signed events: every service pod (and the create-topics Job) mounts only its own entry
@@ -14,29 +21,12 @@
 # production settings; rendering without a signing Secret or root keys fails with its message.
 set -euo pipefail
 
-HELM_VERSION="${HELM_VERSION:-v3.22.0}"
-# Kubernetes minor version the chart is linted/rendered for (helm v3.22.0 pins client-go
-# v0.37, i.e. Kubernetes 1.37; the chart itself needs >= 1.25).
-K8S_MINOR="${HELM_K8S_MINOR:-37}"
-CACHE_DIR="${FEDBUS_CACHE_DIR:-$HOME/.cache/fedbus}"
-HELM="${HELM:-$CACHE_DIR/helm-$HELM_VERSION/bin/helm}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CHART="$ROOT/deploy/helm/fedbus"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-
-if [ ! -x "$HELM" ]; then
-  echo "[helm-lint] building helm $HELM_VERSION into $(dirname "$HELM") (first time: a few minutes)"
-  command -v go >/dev/null || { echo "[helm-lint] Go is needed to build helm" >&2; exit 1; }
-  pkg=helm.sh/helm/v3
-  ldflags="-w -s -X $pkg/internal/version.version=$HELM_VERSION"
-  for p in pkg/lint/rules pkg/chartutil; do
-    ldflags+=" -X $pkg/$p.k8sVersionMajor=1 -X $pkg/$p.k8sVersionMinor=$K8S_MINOR"
-  done
-  (cd "$(mktemp -d)" && GOBIN="$(dirname "$HELM")" CGO_ENABLED=0 \
-    go install -trimpath -ldflags "$ldflags" "$pkg/cmd/helm@$HELM_VERSION")
-fi
-echo "[helm-lint] $("$HELM" version --short)"
+# shellcheck source=deploy/helm/tools.sh
+source "$ROOT/deploy/helm/tools.sh"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -49,7 +39,52 @@ for name in default gpu; do
   echo "[helm-lint] helm template ($name values)"
   "$HELM" template fedbus "$CHART" --namespace fedbus --kube-version "1.$K8S_MINOR.0" \
     "${args[@]}" > "$out/$name.yaml"
+  echo "[helm-lint] kubeconform ($name values)"
+  kubeconform "$out/$name.yaml"
+  "$PY" "$ROOT/deploy/helm/check_rendered.py" "$CHART" "$out/$name.yaml" --pdb "${args[@]}"
 done
+
+# Values values.schema.json must refuse: each is ci/signing-values.yaml plus one mistake, and
+# helm lint --strict must fail with the schema's message naming the key.
+bad=(
+  "fedbusEnv: prodution"                               "/fedbusEnv"
+  "replica: 2"                                         "replica"
+  "gateway: {replicas: two}"                           "/gateway/replicas"
+  "orchestration: {replicas: 1.5}"                     "/orchestration/replicas"
+  "httpPort: '8080'"                                   "/httpPort"
+  "kafka: {securityProtocol: TLS}"                     "/kafka/securityProtocol"
+  "kafka: {bootstrapServers: kafka.svc}"               "/kafka/bootstrapServers"
+  "kafka: {topics: {replicationFactr: 3}}"             "replicationFactr"
+  "minio: {endpoint: minio.svc:9000}"                  "/minio/endpoint"
+  "signing: {rootPublicKeys: [not-a-key]}"             "/signing/rootPublicKeys/0"
+  "probes: {liveness: {periodSeconds: 0}}"             "/probes/liveness/periodSeconds"
+  "gateway: {resources: {requests: {cpu: null}}}"      "/gateway/resources/requests"
+  "aggregator: {resources: {limits: {memory: lots}}}"  "/aggregator/resources/limits/memory"
+  "aggregator: {gpu: yes-please}"                      "/aggregator/gpu"
+  "trainerPools: [{name: CPU, replicas: 1}]"           "/trainerPools/0"
+  "podDisruptionBudget: {maxUnavailable: all}"         "/podDisruptionBudget/maxUnavailable"
+  "networkPolicy: {kafka: {to: []}}"                   "/networkPolicy/kafka/to"
+  "networkPolicy: {minio: {ports: [https]}}"           "/networkPolicy/minio/ports/0"
+  "networkPolicy: {metricsFrom: [{namespace: x}]}"     "/networkPolicy/metricsFrom/0"
+)
+for ((i = 0; i < ${#bad[@]}; i += 2)); do
+  mistake="${bad[i]}" key="${bad[i + 1]}"
+  printf '%s\n' "$mistake" > "$out/bad.yaml"
+  if "$HELM" lint --strict --kube-version "1.$K8S_MINOR.0" "$CHART" \
+      -f "$CHART/ci/signing-values.yaml" -f "$out/bad.yaml" > "$out/bad.log" 2>&1; then
+    echo "[helm-lint] values accepted that must be refused: $mistake" >&2
+    exit 1
+  fi
+  # helm lint's schema rule: "[ERROR] values.yaml: - at '/path': <what is wrong>", nested
+  # failures below it as "  - at '/path/deeper': ...".
+  grep -q "values.yaml: - at '" "$out/bad.log" && grep "at '" "$out/bad.log" | grep -qF "$key" || {
+    echo "[helm-lint] '$mistake' refused, but not by values.schema.json naming $key:" >&2
+    cat "$out/bad.log" >&2
+    exit 1
+  }
+done
+echo "[helm-lint] $((${#bad[@]} / 2)) bad value sets refused by helm lint --strict," \
+  "each naming its key (fedbusEnv: prodution, an unknown key, replicas: two, ...)"
 
 # Values the chart must refuse to render, each with (part of) the message it must give; the
 # last args are the values on top of ci/signing-values.yaml.
@@ -69,25 +104,69 @@ refuse() {
 }
 refuse "signing.rootPublicKeys is empty"                      # no root keys at all
 keys=(-f "$CHART/ci/signing-values.yaml")
+# A CPU pool of one trainer without a signing Secret.
+pool='trainerPools=[{"name": "cpu", "replicas": 1, "resources":
+  {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}]'
 refuse "signing.existingSecret is empty: with fedbusEnv production" "${keys[@]}" \
   --set signing.existingSecret=
-refuse "trainerPools[cpu].signing.existingSecret is empty" "${keys[@]}" \
-  --set 'trainerPools[0].name=cpu,trainerPools[0].replicas=1'
-refuse "a trainer must not hold the services' signing keys" "${keys[@]}" \
-  --set 'trainerPools[0].name=cpu,trainerPools[0].replicas=1' \
+refuse "trainerPools[cpu].signing.existingSecret is empty" "${keys[@]}" --set-json "$pool"
+refuse "a trainer must not hold the services' signing keys" "${keys[@]}" --set-json "$pool" \
   --set 'trainerPools[0].signing.existingSecret=fedbus-signing-keys'
 refuse "signing.requireSignatures is false" "${keys[@]}" --set signing.requireSignatures=false
+# The trainers' NetworkPolicy must allow the ports the trainers dial.
+refuse "networkPolicy.kafka.ports [9093] does not hold port 9092" "${keys[@]}" \
+  --set 'kafka.bootstrapServers=kafka-0.kafka.svc:9093\,kafka-1.kafka.svc:9092'
+refuse "networkPolicy.minio.ports [443] does not hold port 9000" "${keys[@]}" \
+  --set minio.publicEndpoint=https://s3.example.com:9000
+refuse "networkPolicy.minio.ports [443] does not hold port 80" "${keys[@]}" \
+  --set minio.endpoint=http://minio.minio.svc
 echo "[helm-lint] refused with their messages: no root keys, no signing Secret, a trainer pool" \
-  "without its Secret or with the services', signatures off in production"
+  "without its Secret or with the services', signatures off in production, a Kafka or MinIO" \
+  "port the NetworkPolicy does not allow"
 # A development cluster may run without keys: no key is mounted, no FEDBUS_SIGNING_* is set.
 "$HELM" template fedbus "$CHART" --kube-version "1.$K8S_MINOR.0" --set fedbusEnv=development \
-  --set signing.existingSecret= --set 'trainerPools[0].name=cpu,trainerPools[0].replicas=1' \
-  > "$out/dev.yaml"
+  --set signing.existingSecret= --set-json "$pool" > "$out/dev.yaml"
+kubeconform "$out/dev.yaml"
 if grep -q "FEDBUS_SIGNING_KEY_FILE\|FEDBUS_REQUIRE_SIGNATURES\|signing-key" "$out/dev.yaml"; then
   echo "[helm-lint] fedbusEnv development without signing keys still renders signing" >&2
   exit 1
 fi
 echo "[helm-lint] fedbusEnv development without signing keys renders, with no signing settings"
+
+# kubeconform must refuse a manifest with a field Kubernetes does not have: values the schema
+# lets through (extraEnv is a list of EnvVar objects) rendering an EnvVar with a typo'd key,
+# and a hand-written Deployment whose container port says containerPorts.
+mistyped() {
+  local want="$1" file="$2"
+  if kubeconform "$file" > "$out/kc.log" 2>&1; then
+    echo "[helm-lint] kubeconform accepted a manifest it must refuse ($want): $file" >&2
+    exit 1
+  fi
+  grep -qF "$want" "$out/kc.log" || {
+    echo "[helm-lint] kubeconform refused $file without naming $want:" >&2
+    cat "$out/kc.log" >&2
+    exit 1
+  }
+}
+"$HELM" template fedbus "$CHART" --kube-version "1.$K8S_MINOR.0" "${keys[@]}" \
+  --set-json 'gateway.extraEnv=[{"name": "FEDBUS_GATEWAY_RATE_BURST", "valu": "40"}]' \
+  > "$out/typo.yaml"
+mistyped "additional properties 'valu' not allowed" "$out/typo.yaml"
+cat > "$out/hand.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hand-written}
+spec:
+  selector: {matchLabels: {app: x}}
+  template:
+    metadata: {labels: {app: x}}
+    spec:
+      containers:
+        - {name: x, image: x, ports: [{containerPorts: 8080}]}
+YAML
+mistyped "additional properties 'containerPorts' not allowed" "$out/hand.yaml"
+echo "[helm-lint] kubeconform refuses an unknown field: a rendered EnvVar 'valu', a" \
+  "hand-written 'containerPorts'"
 
 "$PY" - "$CHART/ci/signing-values.yaml" "$out/default.yaml" "$out/gpu.yaml" <<'PYEOF'
 import os
