@@ -88,6 +88,8 @@ bench: install up ## Print benchmark figures (not timed tests; several minutes)
 	$(PY) bench/aggregation_fedavg.py
 	$(PY) bench/bus_throughput.py
 	$(PY) bench/signing_overhead.py
+	$(PY) bench/secagg.py
+	$(PY) bench/compression.py
 	$(PY) bench/predict_latency.py
 	$(PY) bench/round_overhead.py --trainers 10 --rounds 5
 	$(PY) bench/executor_speed.py
