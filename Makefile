@@ -95,5 +95,5 @@ bench: install up ## Print benchmark figures (not timed tests; several minutes)
 	$(PY) bench/executor_speed.py
 	$(PY) bench/executor_accuracy.py mnist
 
-helm-lint: $(VENV)/.installed ## Lint and render the Helm charts, fedbus and fedbus-site (builds pinned helm v3.22.0 into ~/.cache/fedbus once)
+helm-lint: $(VENV)/.installed ## Lint, render and kubeconform the Helm charts, fedbus and fedbus-site (pinned helm v3.21.4, kubeconform v0.8.0, Kubernetes schemas: made once into ~/.cache/fedbus)
 	deploy/helm/lint.sh
