@@ -14,19 +14,27 @@ clipping range 1.
 Bytes per client count what each message would weigh: the JSON of the Kafka-sized
 messages (public keys, encrypted shares, requests, revealed shares) and the raw bytes of
 the masked vector (object storage). Goals: server <= 1 s for 50 x 100k; <= 10 s with 10%
-dropout. The comparison with Flower's SecAggPlusWorkflow is not done yet (see
-docs/secagg.md).
+dropout.
 
-    .venv/bin/python bench/secagg.py [--quick]
+With ``--flower`` the same run then runs Flower's SecAggPlusWorkflow on the same sizes,
+degree and threshold (``bench/secagg_flower.py`` in ``bench/.venv-flower``, which
+``bash bench/flower_venv.sh`` builds: Flower is never a fedbus dependency) and prints the
+two side by side. Goal: faster than Flower.
+
+    .venv/bin/python bench/secagg.py [--quick] [--flower]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -107,13 +115,16 @@ def one_round(n: int, dimension: int, dropout: float) -> tuple[Costs, SecAggPara
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the 50 x 100k rows")
+    parser.add_argument("--flower", action="store_true", help="then Flower, same sizes")
     args = parser.parse_args()
+    ours = {}
     print(
         f"{'clients x params':>18} {'drop':>5} {'k':>3} {'t':>3} {'server s':>9} {'goal':>9} "
         f"{'client s mean/max':>17} {'up MB':>7} {'down KB':>8} {'max |err|':>10}"
     )
     for n, dimension, dropout in CONFIGS[:2] if args.quick else CONFIGS:
         costs, params, error = one_round(n, dimension, dropout)
+        ours[n, dimension, dropout] = costs
         uploaders = [c for c in params.clients if costs.sent.get(c, 0) > 4 * dimension]
         client_cpu = [costs.cpu[c] for c in uploaders]
         up = max(costs.sent[c] for c in uploaders) / 1e6
@@ -135,6 +146,39 @@ def main() -> None:
         "sends, the masked vector being 4 bytes x params; the most it receives). "
         "max |err|: dequantized sum vs float sum (quantization only)."
     )
+    if args.flower:
+        compare_with_flower(ours, quick=args.quick)
+
+
+def compare_with_flower(ours: dict[tuple[int, int, float], Costs], *, quick: bool) -> None:
+    """Run bench/secagg_flower.py in Flower's venv; print both servers and clients."""
+    here = Path(__file__).parent
+    python = here / ".venv-flower" / "bin" / "python"
+    if not python.exists():
+        print(f"no {python}: run `bash bench/flower_venv.sh` first", file=sys.stderr)
+        raise SystemExit(1)
+    command = [str(python), str(here / "secagg_flower.py"), "--json"]
+    command += ["--quick"] if quick else []
+    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+    print("\nFlower SecAggPlusWorkflow, same sizes, same machine, right after:")
+    print(
+        f"{'clients x params':>18} {'drop':>5} {'server s fedbus/Flower':>27} "
+        f"{'client s fedbus/Flower':>27} {'up MB fedbus/Flower':>20}"
+    )
+    for line in lines:
+        row = json.loads(line)
+        key = (row["clients"], row["dimension"], row["dropout"])
+        costs = ours[key]
+        uploaders = [c for c in costs.cpu if c != "server" and costs.sent.get(c, 0) > 4 * key[1]]
+        client = float(np.mean([costs.cpu[c] for c in uploaders]))
+        up = max(costs.sent[c] for c in uploaders) / 1e6
+        server = costs.cpu["server"]
+        print(
+            f"{key[0]:>5} x {key[1]:>10,} {key[2]:>5.0%} "
+            f"{server:>10.3f}/{row['server']:<8.3f}({row['server'] / server:>5.1f}x) "
+            f"{client:>10.3f}/{row['client_mean']:<8.3f}({row['client_mean'] / client:>5.1f}x) "
+            f"{up:>8.3f}/{row['up_bytes'] / 1e6:<8.3f}"
+        )
 
 
 if __name__ == "__main__":
