@@ -71,15 +71,14 @@ def rng_of(client: str) -> np.random.Generator:
     return np.random.default_rng(int(client.split("-")[1]))
 
 
-def run_round(
+def through_upload(
     params: SecAggParams,
-    updates: dict[str, np.ndarray],
+    updates: dict[str, np.ndarray] | None = None,
     *,
     drop_before_upload: Collection[str] = (),
-    drop_before_unmask: Collection[str] = (),
     tamper: Tamper | None = None,
-) -> SecAggResult:
-    """One round; the named clients stop answering at the named stage."""
+) -> tuple[SecAggServer, dict[str, SecAggClient]]:
+    """A round up to the end of the upload (zero updates unless given)."""
     server = SecAggServer.start(params)
     clients = {}
     for c in params.clients:
@@ -90,7 +89,23 @@ def run_round(
     for c, request in server.collect_requests().items():
         if c not in drop_before_upload:
             sent = tamper(c, request) if tamper else request
-            server.receive_masked_vector(clients[c].mask(sent, updates[c], rng=rng_of(c)))
+            update = np.zeros(params.dimension) if updates is None else updates[c]
+            server.receive_masked_vector(clients[c].mask(sent, update, rng=rng_of(c)))
+    return server, clients
+
+
+def run_round(
+    params: SecAggParams,
+    updates: dict[str, np.ndarray],
+    *,
+    drop_before_upload: Collection[str] = (),
+    drop_before_unmask: Collection[str] = (),
+    tamper: Tamper | None = None,
+) -> SecAggResult:
+    """One round; the named clients stop answering at the named stage."""
+    server, clients = through_upload(
+        params, updates, drop_before_upload=drop_before_upload, tamper=tamper
+    )
     for c, unmask_request in server.unmask_requests().items():
         if c not in drop_before_unmask:
             server.receive_revealed_shares(clients[c].unmask(unmask_request))
@@ -192,15 +207,7 @@ def test_fewer_answers_than_the_threshold_fails_closed_naming_the_secret() -> No
 
 def test_a_client_never_reveals_both_secrets_of_one_neighbour() -> None:
     params = make_params(5)
-    server = SecAggServer.start(params)
-    clients = {}
-    for c in params.clients:
-        clients[c], keys = SecAggClient.start(params, c)
-        server.receive_public_keys(keys)
-    for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
-    for c, request in server.collect_requests().items():
-        server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    server, clients = through_upload(params)
     honest = server.unmask_requests()["site-00"]
     first = clients["site-00"].unmask(honest)
     assert "site-01" in first.self_mask_shares
@@ -249,16 +256,7 @@ def test_a_ciphertext_readdressed_to_another_client_is_refused() -> None:
 @pytest.mark.parametrize("kind", ["self_mask_shares", "key_shares"])
 def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
     params = make_params(8, t=5)
-    server = SecAggServer.start(params)
-    clients = {}
-    for c in params.clients:
-        clients[c], keys = SecAggClient.start(params, c)
-        server.receive_public_keys(keys)
-    for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
-    for c, request in server.collect_requests().items():
-        if c != "site-07":
-            server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    server, clients = through_upload(params, drop_before_upload={"site-07"})
     for c, unmask_request in server.unmask_requests().items():
         answer = clients[c].unmask(unmask_request)
         if c == "site-00":  # the first revealer: its share is among the t used
@@ -274,15 +272,7 @@ def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
 
 def test_the_server_refuses_shares_it_did_not_ask_for() -> None:
     params = make_params(5)
-    server = SecAggServer.start(params)
-    clients = {}
-    for c in params.clients:
-        clients[c], keys = SecAggClient.start(params, c)
-        server.receive_public_keys(keys)
-    for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
-    for c, request in server.collect_requests().items():
-        server.receive_masked_vector(clients[c].mask(request, np.zeros(params.dimension)))
+    server, _ = through_upload(params)
     server.unmask_requests()
 
     wrong_kind = RevealedShares(
