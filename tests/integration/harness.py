@@ -158,13 +158,14 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         principal: str | None = None,
         base_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> ServiceProcess:
         """Start the process (``FEDBUS_HTTP_PORT=0`` unless ``env`` sets it).
 
         ``principal``: the Kafka principal whose credentials it uses, when the stack has
         them (``FEDBUS_KAFKA_AUTH=scram``); otherwise, and by default, the ``.env``'s.
         ``base_env``: the environment ``env`` is added to (default this process's; a trainer's
-        is :func:`trainer_env`).
+        is :func:`trainer_env`). ``cwd``: its working directory (default this process's).
         """
         log = log_dir / f"{name}.log"
         creds = principal_env(principal) if principal else {}
@@ -174,7 +175,7 @@ class ServiceProcess:
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,
-                env=full_env, start_new_session=True,
+                env=full_env, start_new_session=True, cwd=cwd,
             )  # fmt: skip
         return cls(name, proc, log)
 

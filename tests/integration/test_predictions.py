@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,11 @@ def _env_without_storage_secrets(tmp_path: Path) -> dict[str, str]:
     return {**base, "FEDBUS_ENV_FILE": str(path)}
 
 
-@pytest.fixture
-async def stack(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(
+    settings: FedbusSettings, tmp_path: Path, *, gateway_env: Mapping[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    """A registry and a gateway (keys of two tenants, every scope) on the real stack."""
     await ensure_topics(settings)
     group = unique("it-registry")
     await fresh_group(settings, group, REGISTRY_TOPICS)
@@ -97,15 +101,16 @@ async def stack(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Stack
         gateway_group = unique("gateway-it")
         await fresh_group(settings, gateway_group, GATEWAY_TOPICS)
         keys = {who: (unique(f"key-{who}"), unique(f"tenant-{who}")) for who in ("a", "b")}
-        api_keys = [{"key": k, "tenant": t, "scopes": ["models:read", "models:predict"]}
-                    for k, t in keys.values()]  # fmt: skip
+        scopes = ["models:read", "models:predict", "jobs:write", "jobs:read"]
+        api_keys = [{"key": k, "tenant": t, "scopes": scopes} for k, t in keys.values()]
         port = free_port()
         gateway = ServiceProcess.start(
             "gateway", "fedbus_gateway", log_dir=tmp_path, principal="svc-gateway",
             base_env=_env_without_storage_secrets(tmp_path),
             env={"FEDBUS_CONSUMER_GROUP": gateway_group, "FEDBUS_HTTP_PORT": str(port),
                  "FEDBUS_GATEWAY_API_KEYS": json.dumps(api_keys),
-                 "FEDBUS_GATEWAY_PREDICT_MAX_ROWS": "32", "FEDBUS_REGISTRY_URL": registry_url},
+                 "FEDBUS_GATEWAY_PREDICT_MAX_ROWS": "32", "FEDBUS_REGISTRY_URL": registry_url,
+                 **(gateway_env or {})},
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         await _wait_ready(gateway, url)
@@ -114,6 +119,12 @@ async def stack(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Stack
         if gateway is not None:
             gateway.stop()
         registry.stop()
+
+
+@pytest.fixture
+async def stack(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(settings, tmp_path) as running:
+        yield running
 
 
 async def register_cnn(settings: FedbusSettings, tenant: str) -> tuple[str, torch.nn.Module]:
