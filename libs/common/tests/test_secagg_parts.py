@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from fedbus.events import Strategy
 from fedbus.secagg import (
     ClientState,
     InvalidMessageError,
@@ -21,6 +22,7 @@ from fedbus.secagg import (
     ServerState,
     neighbour_graph,
     quantize,
+    strategy_problem,
 )
 from fedbus.secagg import primitives as p
 from fedbus.secagg.arith import dequantize_sum
@@ -241,3 +243,17 @@ def test_a_client_refuses_requests_out_of_stage_or_for_someone_else() -> None:
         client.share_keys(ShareKeysRequest(recipient="c1", public_keys={}))
     with pytest.raises(InvalidMessageError, match="not among the round's clients"):
         SecAggClient.start(setup, "c9")
+
+
+@pytest.mark.parametrize("strategy", ["trimmed_mean", "median", "krum", "multi_krum", "bulyan"])
+def test_rules_that_need_individual_updates_are_refused_with_the_reason(strategy: str) -> None:
+    problem = strategy_problem(strategy)
+
+    assert problem is not None
+    assert problem.startswith(f"strategy {strategy} needs the individual client updates")
+
+
+def test_every_rule_on_the_mean_delta_is_allowed() -> None:
+    allowed = [s for s in Strategy if strategy_problem(s) is None]
+
+    assert sorted(allowed) == ["fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi"]

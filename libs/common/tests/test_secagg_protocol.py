@@ -7,6 +7,7 @@ the plain quantized updates can be recomputed and compared exactly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 
 import numpy as np
@@ -283,3 +284,31 @@ def test_the_server_refuses_shares_it_did_not_ask_for() -> None:
     stranger = RevealedShares(client="site-99", self_mask_shares={}, key_shares={})
     with pytest.raises(InvalidMessageError, match="not among the round's clients"):
         server.receive_revealed_shares(stranger)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    before_upload=st.sets(st.integers(0, 11), max_size=5),
+    before_unmask=st.sets(st.integers(0, 11), max_size=5),
+)
+def test_any_dropouts_give_the_exact_sum_or_fail_closed_for_too_few(
+    before_upload: set[int], before_unmask: set[int]
+) -> None:
+    params = make_params(12, k=6, t=4, d=16)
+    updates = updates_for(params, seed=3)
+    gone = {params.clients[i] for i in before_upload}
+    silent = {params.clients[i] for i in before_unmask}
+
+    refused: SecAggAbortedError | None = None
+    try:
+        result = run_round(params, updates, drop_before_upload=gone, drop_before_unmask=silent)
+    except SecAggAbortedError as caught:
+        refused = caught
+    if refused is not None:  # never a wrong sum: only a threshold that was not met
+        assert re.search(
+            r"(fewer than the threshold|shares revealed, threshold) 4$", refused.reason
+        )
+        return
+
+    kept = [c for c in params.clients if c not in gone]
+    assert result.total.tolist() == plain_sum(params, updates, kept).tolist()

@@ -21,6 +21,7 @@ A round, with ``params`` agreed beforehand::
 
 from fedbus.secagg.arith import dequantize_sum, quantize
 from fedbus.secagg.client import ClientState, SecAggClient
+from fedbus.secagg.compat import WORKS_ON_THE_SUM, strategy_problem
 from fedbus.secagg.errors import (
     InvalidMessageError,
     SecAggAbortedError,
@@ -41,6 +42,7 @@ from fedbus.secagg.params import SecAggParams
 from fedbus.secagg.server import SecAggResult, SecAggServer, ServerState
 
 __all__ = [
+    "WORKS_ON_THE_SUM",
     "ClientState",
     "CollectRequest",
     "EncryptedShares",
@@ -61,4 +63,5 @@ __all__ = [
     "dequantize_sum",
     "neighbour_graph",
     "quantize",
+    "strategy_problem",
 ]
