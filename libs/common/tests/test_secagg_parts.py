@@ -257,3 +257,26 @@ def test_every_rule_on_the_mean_delta_is_allowed() -> None:
     allowed = [s for s in Strategy if strategy_problem(s) is None]
 
     assert sorted(allowed) == ["fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi"]
+
+
+def test_a_share_channel_opens_only_for_its_pair_direction_and_round() -> None:
+    u, v = p.new_private_key(), p.new_private_key()
+    sealed = p.ShareChannel(
+        private=u, peer_public=p.public_key(v), session="s", sender="u", recipient="v"
+    ).seal(b"shares")
+
+    opened = p.ShareChannel(
+        private=v, peer_public=p.public_key(u), session="s", sender="u", recipient="v"
+    ).open(sealed)
+
+    assert opened == b"shares"
+    for session, sender, recipient in (("t", "u", "v"), ("s", "v", "u")):
+        channel = p.ShareChannel(
+            private=v,
+            peer_public=p.public_key(u),
+            session=session,
+            sender=sender,
+            recipient=recipient,
+        )
+        with pytest.raises(InvalidMessageError, match="fail authentication"):
+            channel.open(sealed)

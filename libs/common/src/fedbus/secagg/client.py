@@ -123,14 +123,14 @@ class SecAggClient:
         ciphertexts = {}
         for i, neighbour in enumerate(self._neighbours):
             if neighbour in request.public_keys:
-                ciphertexts[neighbour] = p.encrypt_share(
-                    seed_shares[i] + key_shares[i],
+                channel = p.ShareChannel(
                     private=self.state.share_private,
                     peer_public=request.public_keys[neighbour].share_key,
                     session=params.session,
                     sender=me,
                     recipient=neighbour,
                 )
+                ciphertexts[neighbour] = channel.seal(seed_shares[i] + key_shares[i])
         self.state = self.state.model_copy(
             update={"stage": "collect", "self_mask_seed": seed, "peers": request.public_keys}
         )
@@ -248,14 +248,13 @@ class SecAggClient:
                 raise InvalidMessageError(
                     f"{me}: shares from {sender}, who is not a neighbour with keys"
                 )
-            plain = p.decrypt_share(
-                ciphertext,
+            plain = p.ShareChannel(
                 private=self.state.share_private,
                 peer_public=self.state.peers[sender].share_key,
                 session=params.session,
                 sender=sender,
                 recipient=me,
-            )
+            ).open(ciphertext)
             if len(plain) != 2 * p.SEED_BYTES:
                 raise InvalidMessageError(
                     f"{me}: shares from {sender} have {len(plain)} bytes, not 32"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -33,9 +34,8 @@ from fedbus.secagg.errors import InvalidMessageError
 __all__ = [
     "KEY_BYTES",
     "SEED_BYTES",
+    "ShareChannel",
     "combine_secret",
-    "decrypt_share",
-    "encrypt_share",
     "expand_mask",
     "new_private_key",
     "new_seed",
@@ -105,58 +105,53 @@ def expand_mask(seed: bytes, size: int) -> npt.NDArray[np.uint32]:
     return np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
 
 
-def _share_key(
-    private: bytes, peer_public: bytes, *, session: str, sender: str, recipient: str
-) -> bytes:
-    """The AEAD key for shares from ``sender`` to ``recipient`` (one per direction)."""
-    ids = [sender, recipient]
-    return _agree(private, peer_public, session=session, purpose="shares", ids=ids)
+@dataclass(frozen=True)
+class ShareChannel:
+    """ChaCha20-Poly1305 for shares from ``sender`` to ``recipient`` in ``session``.
 
-
-def _aad(session: str, sender: str, recipient: str) -> bytes:
-    return _LABEL + b" " + json.dumps([session, sender, recipient]).encode()
-
-
-def encrypt_share(
-    plaintext: bytes,
-    *,
-    private: bytes,
-    peer_public: bytes,
-    session: str,
-    sender: str,
-    recipient: str,
-) -> bytes:
-    """``nonce || ChaCha20-Poly1305(plaintext)``, keyed by the sender-to-recipient key."""
-    key = _share_key(private, peer_public, session=session, sender=sender, recipient=recipient)
-    nonce = os.urandom(_NONCE_BYTES)
-    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, _aad(session, sender, recipient))
-
-
-def decrypt_share(
-    ciphertext: bytes,
-    *,
-    private: bytes,
-    peer_public: bytes,
-    session: str,
-    sender: str,
-    recipient: str,
-) -> bytes:
-    """The plaintext of :func:`encrypt_share`.
-
-    Raises
-    ------
-    InvalidMessageError
-        If the ciphertext was changed, or was not made by ``sender`` for ``recipient``
-        in this session.
+    The key is HKDF of the X25519 agreement of the two share keys, bound to the session
+    and the direction; session, sender and recipient are the associated data, so a
+    ciphertext opens only for the pair, direction and round it was sealed for. Either
+    side builds it: the sender with its private key and the recipient's public key, the
+    recipient with its private key and the sender's public key.
     """
-    key = _share_key(private, peer_public, session=session, sender=sender, recipient=recipient)
-    nonce, body = ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:]
-    try:
-        return ChaCha20Poly1305(key).decrypt(nonce, body, _aad(session, sender, recipient))
-    except (InvalidTag, ValueError) as exc:
-        raise InvalidMessageError(
-            f"shares from {sender} to {recipient} fail authentication (changed or misaddressed)"
-        ) from exc
+
+    private: bytes
+    peer_public: bytes
+    session: str
+    sender: str
+    recipient: str
+
+    def _cipher(self) -> tuple[ChaCha20Poly1305, bytes]:
+        ids = [self.sender, self.recipient]
+        key = _agree(
+            self.private, self.peer_public, session=self.session, purpose="shares", ids=ids
+        )
+        aad = _LABEL + b" " + json.dumps([self.session, *ids]).encode()
+        return ChaCha20Poly1305(key), aad
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """``nonce || ciphertext || tag`` (a random 96-bit nonce)."""
+        cipher, aad = self._cipher()
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + cipher.encrypt(nonce, plaintext, aad)
+
+    def open(self, ciphertext: bytes) -> bytes:
+        """The plaintext of :meth:`seal`.
+
+        Raises
+        ------
+        InvalidMessageError
+            If the ciphertext was changed, or sealed for another pair, direction or round.
+        """
+        cipher, aad = self._cipher()
+        try:
+            return cipher.decrypt(ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:], aad)
+        except (InvalidTag, ValueError) as exc:
+            raise InvalidMessageError(
+                f"shares from {self.sender} to {self.recipient} fail authentication "
+                "(changed or misaddressed)"
+            ) from exc
 
 
 def split_secret(secret: bytes, *, threshold: int, shares: int) -> list[bytes]:
