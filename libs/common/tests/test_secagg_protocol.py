@@ -1,19 +1,22 @@
 """SecAgg+ end to end, in memory: exact sums, dropouts, failing closed, tampering.
 
 Every round runs the real client and server state machines with real keys, shares and
-masks; only the transport is a loop. Quantization draws come from seeded generators so
-the plain quantized updates can be recomputed and compared exactly.
+masks; only the transport is a loop, and every message crosses it as JSON. Quantization
+draws come from seeded generators so the plain quantized updates can be recomputed and
+compared exactly.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
+from typing import TypeVar
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from fedbus.secagg import (
     CollectRequest,
@@ -28,6 +31,7 @@ from fedbus.secagg import (
 )
 
 Tamper = Callable[[str, CollectRequest], CollectRequest]
+M = TypeVar("M", bound=BaseModel)
 
 
 def make_params(
@@ -72,6 +76,11 @@ def rng_of(client: str) -> np.random.Generator:
     return np.random.default_rng(int(client.split("-")[1]))
 
 
+def wire(message: M) -> M:
+    """What the receiver gets: every message crosses as JSON, as it would on Kafka."""
+    return type(message).model_validate_json(message.model_dump_json())
+
+
 def through_upload(
     params: SecAggParams,
     updates: dict[str, np.ndarray] | None = None,
@@ -83,15 +92,15 @@ def through_upload(
     server = SecAggServer.start(params)
     clients = {}
     for c in params.clients:
-        clients[c], keys = SecAggClient.start(params, c)
-        server.receive_public_keys(keys)
+        clients[c], keys = SecAggClient.start(wire(params), c)
+        server.receive_public_keys(wire(keys))
     for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+        server.receive_encrypted_shares(wire(clients[c].share_keys(wire(keys_request))))
     for c, request in server.collect_requests().items():
         if c not in drop_before_upload:
-            sent = tamper(c, request) if tamper else request
+            sent = wire(tamper(c, request) if tamper else request)
             update = np.zeros(params.dimension) if updates is None else updates[c]
-            server.receive_masked_vector(clients[c].mask(sent, update, rng=rng_of(c)))
+            server.receive_masked_vector(wire(clients[c].mask(sent, update, rng=rng_of(c))))
     return server, clients
 
 
@@ -109,7 +118,7 @@ def run_round(
     )
     for c, unmask_request in server.unmask_requests().items():
         if c not in drop_before_unmask:
-            server.receive_revealed_shares(clients[c].unmask(unmask_request))
+            server.receive_revealed_shares(wire(clients[c].unmask(wire(unmask_request))))
     return server.finish()
 
 
