@@ -55,11 +55,24 @@ if [ ! -f "$K8S_SCHEMAS/v1.$K8S_MINOR.0-local-strict/_definitions.json" ]; then
 fi
 echo "[helm-lint] $("$HELM" version --short), kubeconform $("$KUBECONFORM" -v)," \
   "schemas of Kubernetes 1.$K8S_MINOR.0 from $K8S_SCHEMAS_PACKAGE"
-# kubeconform: strict (unknown fields are errors), the local schemas only (no network). The
-# ServiceMonitor is a Prometheus Operator CRD that no Kubernetes schema describes: skipped, and
-# said so; any other kind without a schema is an error.
+# kubeconform: strict (unknown fields are errors), the local schemas only. Where a network
+# namespace can be made (root, or user namespaces allowed) it runs in one without network, so a
+# schema that would be fetched fails instead. The ServiceMonitor is a Prometheus Operator CRD
+# that no Kubernetes schema describes: skipped, and said so; any other kind without a schema is
+# an error.
+OFFLINE=()
+if unshare -n true 2>/dev/null; then
+  OFFLINE=(unshare -n)
+elif unshare -rn true 2>/dev/null; then
+  OFFLINE=(unshare -rn)
+fi
+if [ ${#OFFLINE[@]} -gt 0 ]; then
+  echo "[helm-lint] kubeconform runs without network (${OFFLINE[*]})"
+else
+  echo "[helm-lint] kubeconform runs with the network there (no namespace), local schemas only"
+fi
 kubeconform() {
-  "$KUBECONFORM" -strict -summary -kubernetes-version "1.$K8S_MINOR.0" -skip ServiceMonitor \
+  "${OFFLINE[@]}" "$KUBECONFORM" -strict -summary -kubernetes-version "1.$K8S_MINOR.0" -skip ServiceMonitor \
     -schema-location "$K8S_SCHEMAS/{{.NormalizedKubernetesVersion}}-local{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json" \
     "$@"
 }

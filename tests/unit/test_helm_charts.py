@@ -144,3 +144,36 @@ def test_each_trainer_reads_the_client_file_named_after_its_client_id() -> None:
     site = [d for d in _render("fedbus-site", "ci/cpu-values.yaml") if d["kind"] == "StatefulSet"]
     _, data = _trainer_data(site[0])  # data: [mnist], clientId hospital-a
     assert data == [f"mnist={client_file('/data/mnist', 'hospital-a')}"]
+
+
+def _schema(chart: str) -> dict[str, Any]:
+    import json
+
+    path = ROOT / "deploy" / "helm" / chart / "values.schema.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+def test_the_values_schemas_offer_what_the_processes_accept() -> None:
+    """The charts' enums are the settings' own: a value the processes accept is never refused
+    by helm, and one they refuse is refused before anything is installed."""
+    from typing import get_args
+
+    from fedbus.settings import Environment, FedbusSettings, KafkaSecurityProtocol
+    from fedbus_gateway.settings import Scope
+
+    fields = FedbusSettings.model_fields
+    levels = set(get_args(fields["log_level"].annotation))
+    mechanisms = {m for m in get_args(get_args(fields["kafka_sasl_mechanism"].annotation)[0])}
+    props = _schema("fedbus")["properties"]
+
+    assert set(props["fedbusEnv"]["enum"]) == {e.value for e in Environment}
+    assert set(props["logLevel"]["enum"]) == levels
+    kafka = props["kafka"]["properties"]
+    assert set(kafka["securityProtocol"]["enum"]) == {p.value for p in KafkaSecurityProtocol}
+    assert set(kafka["sasl"]["properties"]["mechanism"]["enum"]) == mechanisms | {""}
+    keys = props["gateway"]["properties"]["apiKeys"]["properties"]["keys"]["items"]
+    assert set(keys["properties"]["scopes"]["items"]["enum"]) == {s.value for s in Scope}
+    site = _schema("fedbus-site")["properties"]
+    assert set(site["fedbusEnv"]["enum"]) == {e.value for e in Environment}
+    assert set(site["logLevel"]["enum"]) == levels
