@@ -40,47 +40,51 @@ for name in cpu gpu; do
     -f "$CHART/ci/$name-values.yaml"
 done
 
-# Values the schema (or the chart) must refuse: each is the CPU values plus one mistake.
+# Values values.schema.json must refuse: each is the CPU values plus one mistake, and helm lint
+# --strict must fail with the schema's message naming the key ("values.yaml: - at '/path': ...",
+# nested failures below it as "  - at '/path/deeper': ...").
 bad=(
-  "polcy: {max_epsilon: 1}"                                  # a misspelt top-level key
-  "policy: {max_epsilom: 1}"                                 # a misspelt policy rule
-  "policy: {max_epsilon: high}"                              # a string for a number
-  "policy: {max_rounds_per_day: 2.5}"                        # a float for an integer
-  "policy: {allowed_models: mlp}"                            # a string for a list
-  "gpu: {enabled: yes-please}"                               # a string for a boolean
-  "env: {FEDBUS_MINIO_SECRET_KEY: x}"                        # MinIO credentials
-  "env: {FEDBUS_POSTGRES_DSN: 'postgresql://u:p@db/fedbus'}" # a database DSN
-  "clientId: dlq"                                            # the reserved client id
-  "data: []"                                                 # no dataset
-  "dataVolume: {existingClaim: '', hostPath: ''}"            # no data volume
-  "dataVolume: {existingClaim: a, hostPath: /srv}"           # two data volumes
-  "minio: {endpoint: http://minio:9000}"                     # MinIO settings it has no use for
-  "signing: {existingSecret: ''}"                            # no signing key
-  "signing: {rootPublicKeys: []}"                            # no root public key
-  "signing: {rootPublicKeys: [not-a-key]}"                   # a root key that is not Ed25519
-  "replicas: 2"                                              # a key the chart does not have
-  "httpPort: eighty"                                         # a string for a port
-  "fedbusEnv: prodution"                                     # a misspelt environment
-  "resources: {requests: {cpu: null}}"                       # no cpu request
-  "resources: {limits: {memory: lots}}"                      # not a quantity
-  "networkPolicy: {kafka: {to: []}}"                         # egress to Kafka anywhere
-  "networkPolicy: {minio: {ports: [https]}}"                 # a string for a port
-  "networkPolicy: {dns: {to: [{namespace: kube-system}]}}"   # not a NetworkPolicyPeer
+  "polcy: {max_epsilon: 1}"                                  "polcy"                        # a misspelt top-level key
+  "policy: {max_epsilom: 1}"                                 "max_epsilom"                  # a misspelt policy rule
+  "policy: {max_epsilon: high}"                              "/policy/max_epsilon"          # a string for a number
+  "policy: {max_rounds_per_day: 2.5}"                        "/policy/max_rounds_per_day"   # a float for an integer
+  "policy: {allowed_models: mlp}"                            "/policy/allowed_models"       # a string for a list
+  "gpu: {enabled: yes-please}"                               "/gpu/enabled"                 # a string for a boolean
+  "env: {FEDBUS_MINIO_SECRET_KEY: x}"                        "FEDBUS_MINIO_SECRET_KEY"      # MinIO credentials
+  "env: {FEDBUS_POSTGRES_DSN: 'postgresql://u:p@db/fedbus'}" "FEDBUS_POSTGRES_DSN"          # a database DSN
+  "clientId: dlq"                                            "/clientId"                    # the reserved client id
+  "data: []"                                                 "/data"                        # no dataset
+  "dataVolume: {existingClaim: '', hostPath: ''}"            "/dataVolume"                  # no data volume
+  "dataVolume: {existingClaim: a, hostPath: /srv}"           "/dataVolume"                  # two data volumes
+  "minio: {endpoint: http://minio:9000}"                     "endpoint"                     # MinIO settings it has no use for
+  "signing: {existingSecret: ''}"                            "/signing/existingSecret"      # no signing key
+  "signing: {rootPublicKeys: []}"                            "/signing/rootPublicKeys"      # no root public key
+  "signing: {rootPublicKeys: [not-a-key]}"                   "/signing/rootPublicKeys/0"    # a root key that is not Ed25519
+  "replicas: 2"                                              "replicas"                     # a key the chart does not have
+  "httpPort: eighty"                                         "/httpPort"                    # a string for a port
+  "fedbusEnv: prodution"                                     "/fedbusEnv"                   # a misspelt environment
+  "resources: {requests: {cpu: null}}"                       "/resources/requests"          # no cpu request
+  "resources: {limits: {memory: lots}}"                      "/resources/limits/memory"     # not a quantity
+  "networkPolicy: {kafka: {to: []}}"                         "/networkPolicy/kafka/to"      # egress to Kafka anywhere
+  "networkPolicy: {minio: {ports: [https]}}"                 "/networkPolicy/minio/ports/0" # a string for a port
+  "networkPolicy: {dns: {to: [{namespace: kube-system}]}}"   "/networkPolicy/dns/to/0"      # not a NetworkPolicyPeer
 )
-for mistake in "${bad[@]}"; do
+for ((i = 0; i < ${#bad[@]}; i += 2)); do
+  mistake="${bad[i]}" key="${bad[i + 1]}"
   printf '%s\n' "$mistake" > "$out/bad.yaml"
   if "$HELM" lint --strict --kube-version "$K8S" "$CHART" -f "$CHART/ci/cpu-values.yaml" \
       -f "$out/bad.yaml" > "$out/bad.log" 2>&1; then
     echo "[helm-lint] fedbus-site: values accepted that must be refused: $mistake" >&2
     exit 1
   fi
-  grep -q "schema\|values.yaml: - at '" "$out/bad.log" || {
-    echo "[helm-lint] fedbus-site: refused, but not by values.schema.json: $mistake" >&2
+  grep -q "values.yaml: - at '" "$out/bad.log" && grep "at '" "$out/bad.log" | grep -qF "$key" || {
+    echo "[helm-lint] fedbus-site: '$mistake' refused, but not by values.schema.json naming $key:" >&2
     cat "$out/bad.log" >&2
     exit 1
   }
 done
-echo "[helm-lint] fedbus-site: ${#bad[@]} bad value sets refused by helm lint --strict"
+echo "[helm-lint] fedbus-site: $((${#bad[@]} / 2)) bad value sets refused by helm lint --strict," \
+  "each naming its key"
 
 "$PY" - "$out/cpu.yaml" "$out/gpu.yaml" "$CHART/ci/cpu-values.yaml" "$CHART/ci/gpu-values.yaml" <<'PYEOF'
 import os
