@@ -14,6 +14,8 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -27,6 +29,8 @@ from fedbus.secagg import (
     SecAggParams,
     SecAggResult,
     SecAggServer,
+    Signer,
+    Verifier,
     quantize,
 )
 
@@ -321,3 +325,48 @@ def test_any_dropouts_give_the_exact_sum_or_fail_closed_for_too_few(
 
     kept = [c for c in params.clients if c not in gone]
     assert result.total.tolist() == plain_sum(params, updates, kept).tolist()
+
+
+def identities(params: SecAggParams) -> tuple[dict[str, Signer], Verifier]:
+    """An Ed25519 identity key per client, and a verifier that knows their public keys."""
+    keys = {c: Ed25519PrivateKey.generate() for c in params.clients}
+
+    def verify(client: str, statement: bytes, signature: bytes) -> bool:
+        try:
+            keys[client].public_key().verify(signature, statement)
+        except InvalidSignature:
+            return False
+        return True
+
+    return {c: keys[c].sign for c in params.clients}, verify
+
+
+def test_signed_keys_let_clients_refuse_a_server_that_swaps_a_neighbours_keys() -> None:
+    params = make_params(5)
+    signers, verify = identities(params)
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c, sign=signers[c])
+        server.receive_public_keys(wire(keys))
+    requests = server.share_keys_requests()
+    honest = requests["site-00"]
+    _, forged = SecAggClient.start(params, "site-01")  # keys the server made for site-01
+    swapped = {
+        **honest.public_keys,
+        "site-01": forged.model_copy(update={"signature": honest.public_keys["site-01"].signature}),
+    }
+
+    with pytest.raises(
+        InvalidMessageError, match="keys given for site-01 are not signed by site-01"
+    ):
+        clients["site-00"].share_keys(
+            honest.model_copy(update={"public_keys": swapped}), verify=verify
+        )
+    unsigned = {**honest.public_keys, "site-01": forged}
+    with pytest.raises(InvalidMessageError, match="not signed by site-01"):
+        clients["site-00"].share_keys(
+            honest.model_copy(update={"public_keys": unsigned}), verify=verify
+        )
+    shares = clients["site-00"].share_keys(wire(honest), verify=verify)  # the real keys pass
+    assert set(shares.ciphertexts) == {"site-01", "site-02", "site-03", "site-04"}

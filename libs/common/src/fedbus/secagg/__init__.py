@@ -20,7 +20,7 @@ A round, with ``params`` agreed beforehand::
 """
 
 from fedbus.secagg.arith import dequantize_sum, quantize
-from fedbus.secagg.client import ClientState, SecAggClient
+from fedbus.secagg.client import ClientState, SecAggClient, Signer, Verifier
 from fedbus.secagg.compat import WORKS_ON_THE_SUM, strategy_problem
 from fedbus.secagg.errors import (
     InvalidMessageError,
@@ -59,7 +59,9 @@ __all__ = [
     "SecAggServer",
     "ServerState",
     "ShareKeysRequest",
+    "Signer",
     "UnmaskRequest",
+    "Verifier",
     "dequantize_sum",
     "neighbour_graph",
     "quantize",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -31,9 +32,15 @@ from fedbus.secagg.messages import (
 )
 from fedbus.secagg.params import SecAggParams
 
-__all__ = ["ClientState", "SecAggClient", "self_mask_commitment"]
+__all__ = ["ClientState", "SecAggClient", "Signer", "Verifier", "self_mask_commitment"]
 
 ClientStage = Literal["share_keys", "collect", "unmask"]
+
+Signer = Callable[[bytes], bytes]
+"""Signs bytes with the client's long-term identity key."""
+
+Verifier = Callable[[str, bytes, bytes], bool]
+"""``verify(client, statement, signature)``: whether ``client``'s identity key signed it."""
 
 
 class ClientState(BaseModel):
@@ -78,8 +85,14 @@ class SecAggClient:
         )[state.client]
 
     @classmethod
-    def start(cls, params: SecAggParams, client: str) -> tuple[SecAggClient, PublicKeys]:
-        """Setup: fresh key pairs for this round, and the public keys to advertise."""
+    def start(
+        cls, params: SecAggParams, client: str, *, sign: Signer | None = None
+    ) -> tuple[SecAggClient, PublicKeys]:
+        """Setup: fresh key pairs for this round, and the public keys to advertise.
+
+        ``sign`` (the client's long-term identity key, e.g. its bus signing key) signs the
+        keys so that neighbours can check them (see :meth:`share_keys`).
+        """
         if client not in params.clients:
             raise InvalidMessageError(f"{client} is not among the round's clients")
         state = ClientState(
@@ -93,6 +106,8 @@ class SecAggClient:
             mask_key=p.public_key(p.private_key_from_seed(state.mask_seed)),
             share_key=p.public_key(state.share_private),
         )
+        if sign is not None:
+            keys = keys.model_copy(update={"signature": sign(keys.statement(params.session))})
         return cls(state), keys
 
     @property
@@ -100,21 +115,36 @@ class SecAggClient:
         """This client's neighbours in the round's graph, sorted."""
         return self._neighbours
 
-    def share_keys(self, request: ShareKeysRequest) -> EncryptedShares:
+    def share_keys(
+        self, request: ShareKeysRequest, *, verify: Verifier | None = None
+    ) -> EncryptedShares:
         """Share keys: Shamir-share the self-mask seed and mask key among the neighbours.
+
+        With ``verify(client, statement, signature)``, every neighbour's keys must carry
+        that neighbour's valid signature: a server that substituted keys is refused
+        before any share is encrypted to them. Without it the server is trusted to
+        forward keys unchanged.
 
         Raises
         ------
         SecAggAbortedError
             If fewer than ``threshold`` neighbours advertised keys.
         InvalidMessageError
-            If the request is out of stage, misaddressed or names a non-neighbour.
+            If the request is out of stage, misaddressed, names a non-neighbour, or (with
+            ``verify``) holds keys not signed by their owner.
         """
         self._expect("share_keys", request.recipient)
         params, me = self.state.params, self.state.client
         for owner, keys in request.public_keys.items():
             if owner not in self._neighbours or keys.client != owner:
                 raise InvalidMessageError(f"{me}: keys of {owner} are not a neighbour's")
+            statement = keys.statement(params.session)
+            if verify is not None and not (
+                keys.signature and verify(owner, statement, keys.signature)
+            ):
+                raise InvalidMessageError(
+                    f"{me}: the keys given for {owner} are not signed by {owner}"
+                )
         _enough(len(request.public_keys), params.threshold, f"{me}: neighbours with keys")
         seed = p.new_seed()
         k, t = len(self._neighbours), params.threshold

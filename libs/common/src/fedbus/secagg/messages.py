@@ -16,6 +16,8 @@ unmask                  :class:`UnmaskRequest`         :class:`RevealedShares`
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -46,6 +48,15 @@ class PublicKeys(Message):
     """Agreed with each neighbour into the pairwise mask seed."""
     share_key: bytes = Field(min_length=32, max_length=32)
     """Agreed with each neighbour into the key that encrypts the shares sent to it."""
+    signature: bytes = b""
+    """The client's signature over :meth:`statement` with its long-term identity key
+    (empty when unsigned). Without it, a server that swaps a neighbour's keys for its
+    own can read the shares sent to that neighbour."""
+
+    def statement(self, session: str) -> bytes:
+        """The bytes the signature covers: session, client and both keys."""
+        fields = [session, self.client, self.mask_key.hex(), self.share_key.hex()]
+        return b"fedbus-secagg/v1 public keys " + json.dumps(fields).encode()
 
 
 class ShareKeysRequest(Message):
