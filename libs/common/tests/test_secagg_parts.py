@@ -14,6 +14,7 @@ from fedbus.events import Strategy
 from fedbus.secagg import (
     ClientState,
     InvalidMessageError,
+    Layout,
     MaskedVector,
     SecAggClient,
     SecAggParams,
@@ -280,3 +281,18 @@ def test_a_share_channel_opens_only_for_its_pair_direction_and_round() -> None:
         )
         with pytest.raises(InvalidMessageError, match="fail authentication"):
             channel.open(sealed)
+
+
+def test_a_layout_flattens_named_tensors_in_one_order_and_back() -> None:
+    update = {"fc.weight": np.arange(6.0).reshape(2, 3), "conv.bias": np.array([7.0, 8.0])}
+    layout = Layout.of(update)
+
+    vector = layout.flatten(dict(reversed(update.items())))
+
+    assert layout.dimension == 8
+    assert vector.tolist() == [7.0, 8.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # names sorted
+    back = layout.unflatten(vector)
+    assert {n: a.tolist() for n, a in back.items()} == {n: a.tolist() for n, a in update.items()}
+    assert Layout.model_validate_json(layout.model_dump_json()) == layout
+    with pytest.raises(InvalidMessageError, match="names or shapes differ"):
+        layout.flatten({"fc.weight": np.zeros((3, 2)), "conv.bias": np.zeros(2)})

@@ -29,6 +29,7 @@ from fedbus.secagg.errors import (
     SecAggParamsError,
 )
 from fedbus.secagg.graph import neighbour_graph
+from fedbus.secagg.layout import Layout
 from fedbus.secagg.messages import (
     CollectRequest,
     EncryptedShares,
@@ -47,6 +48,7 @@ __all__ = [
     "CollectRequest",
     "EncryptedShares",
     "InvalidMessageError",
+    "Layout",
     "MaskedVector",
     "PublicKeys",
     "RevealedShares",
