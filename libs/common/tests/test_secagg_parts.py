@@ -296,3 +296,28 @@ def test_a_layout_flattens_named_tensors_in_one_order_and_back() -> None:
     assert Layout.model_validate_json(layout.model_dump_json()) == layout
     with pytest.raises(InvalidMessageError, match="names or shapes differ"):
         layout.flatten({"fc.weight": np.zeros((3, 2)), "conv.bias": np.zeros(2)})
+
+
+def test_weighted_updates_sum_to_the_weighted_clipped_sum() -> None:
+    setup = params(n=4, k=3, t=2, d=200)
+    rng = np.random.default_rng(5)
+    updates = {c: rng.normal(0, 0.4, 200) for c in setup.clients}
+    weights = {"c0": 1.0, "c1": 0.5, "c2": 0.25, "c3": 0.125}  # samples / the most samples
+    server = SecAggServer.start(setup)
+    clients = {}
+    for c in setup.clients:
+        clients[c], keys = SecAggClient.start(setup, c)
+        server.receive_public_keys(keys)
+    for c, keys_request in server.share_keys_requests().items():
+        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    for c, collect in server.collect_requests().items():
+        server.receive_masked_vector(clients[c].mask(collect, updates[c], weight=weights[c]))
+    for c, unmask_request in server.unmask_requests().items():
+        server.receive_revealed_shares(clients[c].unmask(unmask_request))
+
+    total = server.finish().float_sum()
+
+    expected = sum(weights[c] * np.clip(updates[c], -0.5, 0.5) for c in setup.clients)
+    assert np.abs(total - expected).max() <= 4 * 2 * 0.5 / setup.levels
+    with pytest.raises(ValueError, match=r"weight must be in \(0, 1\], got 2"):
+        quantize(np.zeros(3), clipping_range=1.0, levels=10, rng=rng, weight=2)

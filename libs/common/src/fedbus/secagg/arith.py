@@ -23,19 +23,31 @@ UIntArray = npt.NDArray[np.uint32]
 
 
 def quantize(
-    update: npt.ArrayLike, *, clipping_range: float, levels: int, rng: np.random.Generator
+    update: npt.ArrayLike,
+    *,
+    clipping_range: float,
+    levels: int,
+    rng: np.random.Generator,
+    weight: float = 1.0,
 ) -> UIntArray:
-    """Clip to ``[-c, c]``, scale to ``[0, levels]`` and round stochastically.
+    """Clip to ``[-c, c]``, multiply by ``weight``, scale to ``[0, levels]``, round.
+
+    A weight in ``(0, 1]`` keeps the weighted value within ``[-c, c]``: the masked sum
+    is then ``sum(weight_i * clip(update_i))`` (FedAvg weights divided by their maximum).
 
     Raises
     ------
     ValueError
-        If the update holds a value that is not finite.
+        If the update holds a value that is not finite, or the weight is not in (0, 1].
     """
     values = np.asarray(update, dtype=np.float64).ravel()
     if not np.isfinite(values).all():
         raise ValueError("the update holds NaN or infinite values")
+    if not 0 < weight <= 1:
+        raise ValueError(f"weight must be in (0, 1], got {weight}")
     scaled = np.clip(values, -clipping_range, clipping_range)
+    if weight != 1:
+        scaled *= weight
     scaled += clipping_range
     scaled *= levels / (2.0 * clipping_range)
     floor = np.floor(scaled)

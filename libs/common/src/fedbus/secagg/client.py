@@ -172,12 +172,14 @@ class SecAggClient:
         request: CollectRequest,
         update: npt.ArrayLike,
         *,
+        weight: float = 1.0,
         rng: np.random.Generator | None = None,
     ) -> MaskedVector:
         """Collect masked vectors: keep the shares received, quantize and mask ``update``.
 
         ``update`` is the flat float update of ``params.dimension`` values; it is clipped
-        to ``[-c, c]`` per coordinate and rounded stochastically with ``rng``.
+        to ``[-c, c]`` per coordinate, multiplied by ``weight`` (in ``(0, 1]``; 1 for an
+        unweighted sum) and rounded stochastically with ``rng``.
 
         Raises
         ------
@@ -185,7 +187,8 @@ class SecAggClient:
             If fewer than ``threshold`` neighbours sent shares.
         InvalidMessageError
             If a ciphertext fails authentication, comes from a stranger, or the update
-            has the wrong size or non-finite values; the state is then unchanged.
+            has the wrong size or non-finite values, or the weight is out of range; the
+            state is then unchanged.
         """
         self._expect("collect", request.recipient)
         params, me = self.state.params, self.state.client
@@ -202,6 +205,7 @@ class SecAggClient:
                 clipping_range=params.clipping_range,
                 levels=params.levels,
                 rng=rng or np.random.default_rng(),
+                weight=weight,
             )
         except ValueError as exc:
             raise InvalidMessageError(f"{me}: {exc}") from exc
