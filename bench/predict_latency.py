@@ -1,10 +1,12 @@
 """Prediction latency and throughput of the gateway's ``:predict`` for the MNIST CNN (``cnn``), CPU.
 
 Usage: python bench/predict_latency.py [--requests N] [--concurrency C] [--seconds S]
+                                       [--http httptools|h11] [--loop uvloop|asyncio]
        python bench/predict_latency.py --url URL --api-key KEY --model NAME --version V
 
-Without ``--url`` the gateway's app runs in a child process under uvicorn (h11, one worker, as
-``fedbus-gateway`` serves it) with a registry stub that holds one registered ``cnn-mnist``
+Without ``--url`` the gateway's app runs in a child process under uvicorn (one worker; by
+default httptools and uvloop, as ``fedbus-gateway`` serves it; ``--http h11 --loop asyncio``
+is how it served before) with a registry stub that holds one registered ``cnn-mnist``
 version (random weights: latency does not depend on them); the benchmark is the parent
 process, so client and server do not share an interpreter (they share the machine's cores).
 With ``--url`` it measures a running gateway (the real stack's) instead.
@@ -17,6 +19,12 @@ Figures:
   Goal: p99 <= 20 ms at 50 concurrent requests.
 - throughput at batch 64: 4 connections send 64-row requests for ``S`` seconds; rows/s and
   the per-request p50.
+- CPU time per answered request (in-process server only), for each of the two runs: the
+  gateway process's (threads included), how much of it the forward passes took (their
+  thread's clock), and the benchmark client's. Unlike wall time it hardly depends on what
+  else runs on the machine, and it bounds what one gateway worker can answer: at ``c`` ms
+  of CPU per request, at most ``1000 / c`` requests per second per core, so ``C``
+  concurrent requests wait at least ``C * c`` ms on average on one core (Little's law).
 - the forward pass alone (in-process, no HTTP) at 1 and 64 rows, for reference.
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams (bodies pre-encoded),
@@ -46,7 +54,7 @@ NAME, VERSION = "cnn-mnist", 1
 # --- the server (child process) ----------------------------------------------------------
 
 
-def _serve(port: int, ready: Any) -> None:
+def _serve(port: int, ready: Any, http: str = "httptools", loop: str = "uvloop") -> None:
     import httpx
     import torch
     import uvicorn
@@ -66,7 +74,24 @@ def _serve(port: int, ready: Any) -> None:
         create_app,
     )
     from fedbus_gateway.adapters import RegistryClient
-    from fedbus_gateway.predict import Predictor
+    from fedbus_gateway.predict import Predictor, serving
+
+    forward_cpu = [0.0]  # CPU seconds spent in forward passes (their thread's own clock)
+    build = serving._build
+
+    def timed_build(*args: Any, **kwargs: Any) -> Any:
+        forward = build(*args, **kwargs)
+
+        def timed(rows: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return forward(rows)
+            finally:
+                forward_cpu[0] += time.thread_time() - start
+
+        return timed
+
+    serving._build = timed_build
 
     torch.manual_seed(0)
     spec = DatasetSpec(name="mnist", feature_shape=(1, 28, 28), classes=tuple("0123456789"))
@@ -98,10 +123,11 @@ def _serve(port: int, ready: Any) -> None:
         served = await predictor.version("bench", NAME, VERSION)
         sizes = list(served.batcher.batches)
         served.batcher.batches.clear()
-        return {"batches": len(sizes), "rows": sum(sizes)}
+        return {"batches": len(sizes), "rows": sum(sizes), "cpu_s": time.process_time(),
+                "forward_cpu_s": forward_cpu[0]}  # fmt: skip
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False)  # fmt: skip
+                            access_log=False, http=http, loop=loop)  # fmt: skip
     server = uvicorn.Server(config)
     ready.set()
     server.run()
@@ -211,14 +237,15 @@ async def _bench(host: str, port: int, path: str, key: str, args: argparse.Names
     await _closed_loop(host, port, path, key, rows=1, concurrency=1, requests=1)
     await _closed_loop(host, port, path, key, rows=1, concurrency=args.concurrency,
                        requests=max(200, args.concurrency * 4))  # fmt: skip
-    if local:
-        await _get_json(host, port, "/bench/batches")
+    before = await _get_json(host, port, "/bench/batches") if local else None
 
+    client_cpu = time.process_time()
     lat, wall = await _closed_loop(
         host, port, path, key, rows=1, concurrency=args.concurrency, requests=args.requests
     )
+    client_cpu = time.process_time() - client_cpu
     batching = ""
-    if local:
+    if before is not None:
         seen = await _get_json(host, port, "/bench/batches")
         batching = f"; mean forward batch {seen['rows'] / max(1, seen['batches']):.1f} rows"
     goal = "met" if _pct(lat, 0.99) <= 20 else "NOT met"
@@ -226,16 +253,37 @@ async def _bench(host: str, port: int, path: str, key: str, args: argparse.Names
           f"({len(lat) / wall:.0f} req/s); p50 {_pct(lat, 0.50):.1f} ms, p99 "
           f"{_pct(lat, 0.99):.1f} ms, max {max(lat) * 1000:.1f} ms{batching} "
           f"(goal p99 <= 20 ms: {goal})")  # fmt: skip
+    if before is not None:
+        _print_cpu(before, seen, len(lat), client_cpu)
 
     one, _ = await _closed_loop(host, port, path, key, rows=1, concurrency=1,
                                 requests=args.requests // 4)  # fmt: skip
     print(f"batch 1, 1 at a time: p50 {_pct(one, 0.50):.1f} ms, p99 {_pct(one, 0.99):.1f} ms")
 
+    before = await _get_json(host, port, "/bench/batches") if local else None
+    client_cpu = time.process_time()
     big, wall = await _closed_loop(host, port, path, key, rows=64, concurrency=4,
                                    seconds=args.seconds)  # fmt: skip
+    client_cpu = time.process_time() - client_cpu
     print(f"batch 64, 4 concurrent, {wall:.1f} s: {len(big) * 64 / wall:.0f} rows/s "
           f"({len(big) / wall:.1f} req/s); p50 {_pct(big, 0.50):.1f} ms, p99 "
           f"{_pct(big, 0.99):.1f} ms")  # fmt: skip
+    if before is not None:
+        _print_cpu(before, await _get_json(host, port, "/bench/batches"), len(big), client_cpu)
+
+
+def _print_cpu(before: dict[str, float], after: dict[str, float], requests: int,
+               client_cpu: float) -> None:  # fmt: skip
+    """CPU time per answered request: the gateway's (forward passes apart) and the client's.
+
+    CPU time, unlike wall time, hardly depends on what else the machine runs: it says what a
+    request costs, and so how many one gateway worker could answer per core-second.
+    """
+    server = (after["cpu_s"] - before["cpu_s"]) / requests * 1000
+    forward = (after["forward_cpu_s"] - before["forward_cpu_s"]) / requests * 1000
+    print(f"  CPU per request: gateway {server:.2f} ms ({forward:.2f} ms of it in forward "
+          f"passes, {server - forward:.2f} ms HTTP, auth, parsing, batching), bench client "
+          f"{client_cpu / requests * 1000:.2f} ms")  # fmt: skip
 
 
 def _forward_alone() -> None:
@@ -275,6 +323,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="batch-64 run length")
     parser.add_argument("--url", help="a running gateway (default: one in a child process)")
+    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
+                        help="the in-process gateway's HTTP parser")  # fmt: skip
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="the in-process gateway's event loop")  # fmt: skip
     parser.add_argument("--api-key", default=KEY)
     parser.add_argument("--model", default=NAME)
     parser.add_argument("--version", type=int, default=VERSION)
@@ -298,14 +350,15 @@ def main() -> int:
     port = _free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    server = ctx.Process(target=_serve, args=(port, ready), daemon=True)
+    server = ctx.Process(target=_serve, args=(port, ready, args.http, args.loop), daemon=True)
     server.start()
     try:
         if not ready.wait(120):
             print("the gateway did not start", file=sys.stderr)
             return 1
         _wait_listening(port)
-        print("gateway: in a child process (uvicorn, h11), registry stubbed in memory")
+        print(f"gateway: in a child process (uvicorn, {args.http}, {args.loop}), registry "
+              "stubbed in memory")  # fmt: skip
         asyncio.run(_bench("127.0.0.1", port, path, KEY, args, local=True))
     finally:
         server.terminate()

@@ -133,3 +133,36 @@ async def test_the_default_runner_uses_a_thread() -> None:
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="max_rows"):
         MicroBatcher(Model(), max_rows=0)
+
+
+async def test_without_a_flush_window_a_lone_request_runs_at_once() -> None:
+    model = Model()
+    batcher = MicroBatcher(model, run=direct)  # max_wait_s 0: the default
+
+    task = asyncio.create_task(batcher.submit(row(5)))
+    for _ in range(3):  # a few passes of the event loop, no timer
+        await asyncio.sleep(0)
+
+    assert model.calls == [1]
+    np.testing.assert_array_equal(await task, row(10))
+
+
+async def test_requests_that_arrive_during_a_forward_pass_make_the_next_batch() -> None:
+    release = asyncio.Event()
+    model = Model()
+
+    async def held(forward: object, rows: Rows) -> Rows:
+        await release.wait()  # the forward pass "runs" until released
+        return await direct(forward, rows)
+
+    batcher = MicroBatcher(model, max_rows=4, run=held)
+    first = asyncio.create_task(batcher.submit(row(1)))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first batch (one row) is running
+    later = [asyncio.create_task(batcher.submit(row(i))) for i in range(2, 8)]
+    await asyncio.sleep(0)
+    release.set()
+    answers = await asyncio.gather(first, *later)
+
+    assert model.calls == [1, 4, 2]  # then all that waited, max_rows at a time
+    assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(1, 8)]

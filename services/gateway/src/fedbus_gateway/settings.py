@@ -95,8 +95,9 @@ class GatewaySettings(FedbusSettings):
     """Rows one ``:predict`` request may send; more is 413."""
     gateway_predict_batch_rows: int = Field(default=64, ge=1, le=100_000)
     """Rows one forward pass takes at most: concurrent requests are batched up to this."""
-    gateway_predict_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
-    """How long a request waits for others to share its forward pass."""
+    gateway_predict_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    """How long a batch of fewer than ``batch_rows`` rows waits for more; 0: a batch runs as
+    soon as the model is free, with whatever arrived meanwhile."""
     gateway_predict_cache_models: int = Field(default=4, ge=1, le=1000)
     """Model versions kept loaded for predictions (least recently used is unloaded first)."""
     gateway_predict_torch_threads: int | None = Field(default=1, ge=1, le=1024)

@@ -1,10 +1,16 @@
 """A micro-batcher: concurrent requests for one model share one forward pass.
 
-The first request to arrive opens a batch; the batch runs when ``max_rows`` rows are waiting
-or ``max_wait_s`` after that request arrived, whichever comes first. While a forward pass
-runs, new requests queue; when it ends they have waited already, so the next batch runs at
-once with all of them (up to ``max_rows``). One forward pass at a time per batcher, off the
+When the model is idle, a request's batch runs as soon as the event loop has taken in what
+arrived with it (one pass of the loop), with every request then waiting: no timer. While a
+forward pass runs, new requests queue; when it ends, the next batch runs at once with all of
+them (up to ``max_rows``). So the batches grow with the load by themselves, and a request
+never waits for others that may not come. One forward pass at a time per batcher, off the
 event loop (``run``, a thread by default). A request larger than ``max_rows`` runs alone.
+
+``max_wait_s`` above 0 brings back a flush window: a batch of fewer than ``max_rows`` rows
+then waits until ``max_wait_s`` after its first request arrived. It costs every lone request
+that wait and, for a model whose forward pass costs about the same per row at any batch size
+(the MNIST CNN on a CPU core), buys nothing; ``bench/predict_latency.py`` measures it.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class MicroBatcher:
     max_rows
         Rows per forward pass at most (a larger request runs alone).
     max_wait_s
-        How long the first request of a batch waits for others.
+        How long the first request of a batch waits for others when fewer than ``max_rows``
+        rows wait (0, the default: not at all, the batch runs when the model is free).
     run
         How ``forward`` is called: in a thread by default; tests pass a direct call.
     """
@@ -58,7 +65,7 @@ class MicroBatcher:
         forward: Forward,
         *,
         max_rows: int = 64,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         run: Runner = _in_thread,
     ) -> None:
         if max_rows < 1 or max_wait_s < 0:
@@ -85,16 +92,22 @@ class MicroBatcher:
         return await waiting.answer
 
     async def _work(self) -> None:
+        # One pass of the event loop: requests that arrived with the first one join it.
+        await asyncio.sleep(0)
         while self._queue:
-            deadline = self._queue[0].arrived + self.max_wait_s
-            remaining = deadline - time.monotonic()
-            if self._rows_waiting < self.max_rows and remaining > 0:
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), remaining)
+            if self.max_wait_s > 0:
+                await self._wait_for_more()
             batch = self._take()
             if batch:
                 await self._answer(batch)
+
+    async def _wait_for_more(self) -> None:
+        """Until ``max_rows`` rows wait or ``max_wait_s`` after the first one arrived."""
+        remaining = self._queue[0].arrived + self.max_wait_s - time.monotonic()
+        if self._rows_waiting < self.max_rows and remaining > 0:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), remaining)
 
     def _take(self) -> list[_Waiting]:
         batch: list[_Waiting] = []

@@ -95,7 +95,8 @@ class Predictor:
     max_rows
         Rows one request may send (more: 413).
     batch_rows, batch_wait_s
-        The micro-batcher's limits (rows per forward pass, wait for others).
+        The micro-batcher's limits (rows per forward pass; a short batch's wait for more,
+        none by default).
     datasets
         Facts of datasets beyond :data:`KNOWN_DATASETS` (they win on a name in both).
     torch_threads
@@ -111,7 +112,7 @@ class Predictor:
         capacity: int = 4,
         max_rows: int = 256,
         batch_rows: int = 64,
-        batch_wait_s: float = 0.002,
+        batch_wait_s: float = 0.0,
         datasets: Mapping[str, DatasetFacts] | None = None,
         torch_threads: int | None = 1,
     ) -> None:
