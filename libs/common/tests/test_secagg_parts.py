@@ -174,15 +174,23 @@ def test_non_finite_updates_are_refused_by_the_client() -> None:
         )
 
 
-def test_client_and_server_resume_from_their_serialized_state() -> None:
-    setup = params(n=5, k=4, t=3, d=8)
+def after_share_keys(
+    setup: SecAggParams, members: tuple[str, ...] | None = None
+) -> tuple[SecAggServer, dict[str, SecAggClient]]:
+    """A round through share keys, with ``members`` (default: every client) taking part."""
     server = SecAggServer.start(setup)
     clients = {}
-    for c in setup.clients:
+    for c in setup.clients if members is None else members:
         clients[c], keys = SecAggClient.start(setup, c)
         server.receive_public_keys(keys)
     for c, keys_request in server.share_keys_requests().items():
         server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    return server, clients
+
+
+def test_client_and_server_resume_from_their_serialized_state() -> None:
+    setup = params(n=5, k=4, t=3, d=8)
+    server, clients = after_share_keys(setup)
     collect = server.collect_requests()
     server.receive_masked_vector(clients["c0"].mask(collect["c0"], np.full(8, 0.25)))
 
@@ -203,13 +211,7 @@ def test_client_and_server_resume_from_their_serialized_state() -> None:
 
 def test_the_server_refuses_late_repeated_foreign_and_malformed_vectors() -> None:
     setup = params(n=4, k=3, t=2, bits=16, d=8)
-    server = SecAggServer.start(setup)
-    clients = {}
-    for c in setup.clients[:3]:
-        clients[c], keys = SecAggClient.start(setup, c)
-        server.receive_public_keys(keys)
-    for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    server, clients = after_share_keys(setup, setup.clients[:3])
     collect = server.collect_requests()
     first = clients["c0"].mask(collect["c0"], np.zeros(8))
     server.receive_masked_vector(first)
@@ -303,13 +305,7 @@ def test_weighted_updates_sum_to_the_weighted_clipped_sum() -> None:
     rng = np.random.default_rng(5)
     updates = {c: rng.normal(0, 0.4, 200) for c in setup.clients}
     weights = {"c0": 1.0, "c1": 0.5, "c2": 0.25, "c3": 0.125}  # samples / the most samples
-    server = SecAggServer.start(setup)
-    clients = {}
-    for c in setup.clients:
-        clients[c], keys = SecAggClient.start(setup, c)
-        server.receive_public_keys(keys)
-    for c, keys_request in server.share_keys_requests().items():
-        server.receive_encrypted_shares(clients[c].share_keys(keys_request))
+    server, clients = after_share_keys(setup)
     for c, collect in server.collect_requests().items():
         server.receive_masked_vector(clients[c].mask(collect, updates[c], weight=weights[c]))
     for c, unmask_request in server.unmask_requests().items():
