@@ -31,11 +31,11 @@ def _commands(parser_help: str) -> list[str]:
     return [line.split()[0] for line in lines[2:] if line.strip()]
 
 
-def test_help_lists_jobs_models_privacy_and_not_the_executor_commands() -> None:
+def test_help_lists_audit_jobs_models_privacy_and_not_the_executor_commands() -> None:
     out = _fedbus("--help")
 
     assert out.returncode == 0, out.stderr
-    assert _commands(out.stdout) == ["jobs", "models", "privacy"]
+    assert _commands(out.stdout) == ["audit", "jobs", "models", "privacy"]
 
 
 def test_train_and_data_say_how_to_install_the_executor() -> None:
@@ -47,10 +47,15 @@ def test_train_and_data_say_how_to_install_the_executor() -> None:
         assert "Traceback" not in out.stderr
 
 
-def test_the_gateway_and_privacy_commands_run_without_torch() -> None:
+def test_the_gateway_audit_and_privacy_commands_run_without_torch() -> None:
     # Everything these commands import, eagerly or inside their handlers.
-    lazy = "import aiokafka, httpx_sse, tqdm, yaml\nimport fedbus_cli.commands.jobwatch\n"
-    for argv in (["jobs", "--help"], ["models", "--help"], ["privacy", "report", "--help"]):
+    lazy = (
+        "import aiokafka, httpx_sse, tqdm, yaml\nimport fedbus_cli.commands.jobwatch\n"
+        "import fedbus.bus.topics, fedbus.settings, fedbus.storage, fedbus_cli.audit.sources\n"
+    )
+    commands = (["jobs", "--help"], ["models", "--help"], ["privacy", "report", "--help"],
+                ["audit", "verify", "--help"])  # fmt: skip
+    for argv in commands:
         out = _fedbus(*argv, before=lazy)
 
         assert out.returncode == 0, out.stderr
@@ -59,8 +64,8 @@ def test_the_gateway_and_privacy_commands_run_without_torch() -> None:
 
 def test_with_the_executor_the_training_commands_are_registered() -> None:
     assert _commands(build_parser(with_executor=True).format_help()) == [
-        "data", "train", "jobs", "models", "privacy",
+        "data", "train", "audit", "jobs", "models", "privacy",
     ]  # fmt: skip
     assert _commands(build_parser(with_executor=False).format_help()) == [
-        "jobs", "models", "privacy",
+        "audit", "jobs", "models", "privacy",
     ]  # fmt: skip

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 COMMAND_GROUPS: tuple[str, ...] = (
+    "fedbus_cli.commands.audit",
     "fedbus_cli.commands.jobs",
     "fedbus_cli.commands.models",
     "fedbus_cli.commands.privacy",

@@ -234,20 +234,16 @@ def read_job_events(
 
 
 async def _read(job_id: str, settings: FedbusSettings) -> tuple[list[Event], list[str]]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from fedbus.bus.signing import EventSignatureError, KafkaKeyDirectory, is_signed
+    from fedbus.bus.signing import EventSignatureError, is_signed
     from fedbus.bus.topics import catalog
+    from fedbus_cli.audit.signatures import LogRecord
+    from fedbus_cli.audit.sources import open_key_directory, read_records
 
-    keys: KafkaKeyDirectory | None = None
-    if settings.root_public_keys.strip():
-        keys = KafkaKeyDirectory(settings, catalog())
-        await keys.start()
+    keys = await open_key_directory(settings, catalog())
     refused: list[str] = []
 
-    async def checked(record: Any) -> list[Event]:
-        headers = list(record.headers or ())
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
+    async def checked(record: LogRecord) -> list[Event]:
+        headers = list(record.headers)
         try:
             if keys is not None and (is_signed(headers) or settings.signatures_required):
                 signer = await keys.verify(record.topic, record.key, record.value or b"", headers)
@@ -256,35 +252,16 @@ async def _read(job_id: str, settings: FedbusSettings) -> tuple[list[Event], lis
                     keys.check_authority(signer, record.topic, event)
                 return found
         except EventSignatureError as exc:
-            refused.append(f"{where}: {exc}")
+            refused.append(f"{record.where}: {exc}")
             return []
         return _decoded(record.value)
 
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
-        isolation_level="read_committed", auto_offset_reset="earliest",
-    )  # fmt: skip
-    await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        parts = [TopicPartition(t, p) for t in TOPICS
-                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        await consumer.seek_to_beginning(*parts)
-        key, events = job_id.encode(), []
-        todo = {tp for tp in parts if ends[tp] > 0}
-        todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
-        while todo:
-            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                for r in records:
-                    if r.key == key and r.offset < ends[tp]:
-                        events += await checked(r)
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
+        events: list[Event] = []
+        for record in await read_records(settings, TOPICS, key=job_id.encode()):
+            events += await checked(record)
         return events, refused
     finally:
-        await consumer.stop()
         if keys is not None:
             await keys.stop()
 

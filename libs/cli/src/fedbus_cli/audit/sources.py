@@ -1,0 +1,84 @@
+"""Where the audit reads from: the Kafka log (from each partition's beginning to its end at
+the time of reading, no consumer group, nothing committed), ``key.published``, and MinIO."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedbus.bus.signing import KEY_TOPIC, KafkaKeyDirectory
+from fedbus.events import TopicCatalog
+from fedbus.settings import FedbusSettings
+from fedbus_cli.audit.signatures import LogRecord
+
+__all__ = ["AUDITED_FAMILIES", "audited_topics", "open_key_directory", "read_records"]
+
+AUDITED_FAMILIES = ("upstream.job.requested", "upstream.job.cancel.requested")
+"""Families whose members the audit reads. ``round.assigned.<client_id>`` is not among them:
+it carries live presigned upload URLs, which no read-only party should hold."""
+
+
+def audited_topics(catalog: TopicCatalog, existing: Sequence[str]) -> list[str]:
+    """Every event topic but ``key.published`` (read by the key directory) and the trainers'
+    assignments: the catalog's plain topics and the members of :data:`AUDITED_FAMILIES` in
+    ``existing`` (the broker's topic names)."""
+    plain = [t.name for t in catalog.topics if t.addressed_by is None and t.name != KEY_TOPIC]
+    members = [
+        name for name in existing
+        if (family := catalog.family_of(name)) is not None and family.name in AUDITED_FAMILIES
+        and not name.endswith(".dlq")
+    ]  # fmt: skip
+    return sorted(set(plain) | set(members))
+
+
+async def read_records(
+    settings: FedbusSettings,
+    topics: Sequence[str] | TopicCatalog,
+    *,
+    key: bytes | None = None,
+) -> list[LogRecord]:
+    """The records of ``topics`` (a catalog: :func:`audited_topics`) from the beginning up to
+    the end each partition had when reading began; with ``key``, only the records of that
+    Kafka key (a job id)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
+        isolation_level="read_committed", auto_offset_reset="earliest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        if isinstance(topics, TopicCatalog):
+            topics = audited_topics(topics, sorted(await consumer.topics()))
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.seek_to_beginning(*parts)
+        out: list[LogRecord] = []
+        todo = {tp for tp in parts if ends[tp] > 0}
+        todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+        while todo:
+            for tp, batch in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                out += [
+                    LogRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                              tuple(r.headers or ()))
+                    for r in batch if r.offset < ends[tp] and (key is None or r.key == key)
+                ]  # fmt: skip
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def open_key_directory(
+    settings: FedbusSettings, catalog: TopicCatalog
+) -> KafkaKeyDirectory | None:
+    """The keys of ``key.published`` checked with ``FEDBUS_ROOT_PUBLIC_KEYS``; None without
+    root keys. The caller stops it."""
+    if not settings.root_public_keys.strip():
+        return None
+    keys = KafkaKeyDirectory(settings, catalog)
+    await keys.start()
+    return keys
