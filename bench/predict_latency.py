@@ -21,11 +21,26 @@ Figures:
   the per-request p50.
 - CPU time per answered request (in-process server only), for each of the two runs: the
   gateway process's (threads included), how much of it the forward passes took (their
-  thread's clock), and the benchmark client's. Unlike wall time it hardly depends on what
+  thread's clock), and the benchmark client's. It depends much less than wall time on what
   else runs on the machine, and it bounds what one gateway worker can answer: at ``c`` ms
   of CPU per request, at most ``1000 / c`` requests per second per core, so ``C``
   concurrent requests wait at least ``C * c`` ms on average on one core (Little's law).
 - the forward pass alone (in-process, no HTTP) at 1 and 64 rows, for reference.
+
+What it measured (2 shared cores, load average 7-10 from other work; two runs each of the
+gateway before the lean path, ``--http h11 --loop asyncio``, and after, interleaved):
+
+- gateway CPU per batch-1 request outside the forward passes: 2.1-2.3 ms before, 1.4-1.6
+  ms after (parsing by pydantic-core, no thread hop for a dependency, httptools, uvloop);
+  per 64-row request 31-37 ms before, 15-16 ms after. The forward passes' CPU: 0.6-0.7 ms
+  per row at the batch-1 run's mean batch of 18-26 rows, 0.5-0.6 ms at 64: batching saves
+  little per row on this model, so no pass waits for a fuller batch.
+- wall time at that load is noise (p99 at 50 concurrent 0.7-1.5 s either way: the gateway
+  gets a fraction of a core); batch 1 alone p50 8-9 ms before, 6-8 ms after.
+- the goal is not reachable on such a machine: p99 <= 20 ms at 50 concurrent needs 2,500
+  answers a second, 0.4 ms of CPU per request on one core. The forward pass alone takes
+  0.6 ms per row here, and the event loop's share (HTTP, auth, routing, parsing, answer)
+  is 1.4 ms: one worker with a core for each waits at least 50 x 1.4 = 70 ms on average.
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams (bodies pre-encoded),
 so that it costs the shared cores as little as possible.

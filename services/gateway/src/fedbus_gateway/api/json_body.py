@@ -1,14 +1,14 @@
 """JSON request bodies parsed by pydantic-core (Rust) instead of the standard library.
 
 FastAPI reads a JSON body with ``await request.json()``, which is Starlette's
-:func:`json.loads`: about 0.5 ms for one 784-number MNIST row and 30 ms for 64 rows, more
-than the CNN's forward pass takes for them. :class:`FastJsonRoute` gives a route's handler a
-request whose :meth:`~FastJsonRequest.json` parses with :func:`pydantic_core.from_json`
-(about 10x faster) and, when that refuses the body, parses it again with :func:`json.loads`,
-so that every refusal (400 for malformed JSON or bad UTF-8, with its position) is exactly
-what FastAPI answers without it, and a body only :func:`json.loads` accepts (nested deeper
-than pydantic-core's limit of 200) is still read. Both accept ``NaN`` and ``Infinity``, as
-the standard library does; the route's own checks refuse them.
+:func:`json.loads`: about 0.5 ms for one 784-number MNIST row and 30 ms for 64 rows on a busy
+2-core machine, about as long as the CNN's forward pass takes for them. :class:`FastJsonRoute`
+gives a route's handler a request whose :meth:`~FastJsonRequest.json` parses with
+:func:`pydantic_core.from_json` (about 10x faster) and, when that refuses the body, parses it
+again with :func:`json.loads`, so that every refusal (400 for malformed JSON or bad UTF-8, with
+its position) is exactly what FastAPI answers without it, and a body only :func:`json.loads`
+accepts (nested deeper than pydantic-core's limit of 200) is still read. Both accept ``NaN`` and
+``Infinity``, as the standard library does; the route's own checks refuse them.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ event loop (``run``, a thread by default). A request larger than ``max_rows`` ru
 
 ``max_wait_s`` above 0 brings back a flush window: a batch of fewer than ``max_rows`` rows
 then waits until ``max_wait_s`` after its first request arrived. It costs every lone request
-that wait and, for a model whose forward pass costs about the same per row at any batch size
-(the MNIST CNN on a CPU core), buys nothing; ``bench/predict_latency.py`` measures it.
+that wait and, for a model whose forward pass costs nearly as much per row in a small batch
+as in a large one (the MNIST CNN on a CPU core), buys little; ``bench/predict_latency.py``
+measures it.
 """
 
 from __future__ import annotations

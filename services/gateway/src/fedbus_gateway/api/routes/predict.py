@@ -24,7 +24,7 @@ from fedbus_gateway.settings import Scope
 
 __all__ = ["PredictRequest", "PredictResponse", "router"]
 
-# Bodies are parsed by pydantic-core: json.loads took longer than the CNN's forward pass.
+# Bodies are parsed by pydantic-core: json.loads took as long as the CNN's forward pass.
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJsonRoute)
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
