@@ -20,11 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from dotenv import dotenv_values
 from pydantic import SecretStr
 
-from fedbus.bus import reset_group_to_end
+from fedbus.bus import ensure_topics, reset_group_to_end
 from fedbus.events import Event, EventDecodeError, decode, load_topics
 from fedbus.settings import FedbusSettings
 
@@ -294,3 +295,51 @@ async def import_csv(csv: Path, out: Path, name: str, *, partition_by: str) -> P
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return out / name
+
+
+def patients_csv(
+    path: Path, hospitals: Sequence[str], *, per_hospital: int, seed: int, units: bool
+) -> None:
+    """A CSV of patients (patient_id, hospital, age, bmi, glucose, outcome): outcome 1 when
+    glucose is high, each hospital its own age range (not IID). ``units``: years, kg/m2 and
+    mg/dL as a clinic writes them; otherwise values already scaled to about 0..1."""
+    rng = np.random.default_rng(seed)
+    lines = ["patient_id,hospital,age,bmi,glucose,outcome"]
+    for h, hospital in enumerate(hospitals):
+        for i in range(per_hospital):
+            z = rng.normal(0.0, 1.0)
+            if units:
+                age, bmi = f"{rng.normal(40 + 10 * h, 8):.0f}", f"{rng.normal(27.0, 3.0):.1f}"
+                glucose = f"{125 + 30 * z:.0f}"
+            else:
+                age, bmi = f"{rng.normal(0.3 + 0.2 * h, 0.1):.3f}", f"{rng.normal(0.5, 0.1):.3f}"
+                glucose = f"{z:.3f}"
+            lines.append(f"p{h}-{i},{hospital},{age},{bmi},{glucose},{int(z > 0.0)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def start_coordination(
+    settings: FedbusSettings,
+    log_dir: Path,
+    prefix: str,
+    eval_data: str,
+    *,
+    cwd: Path | None = None,
+    orchestration_env: Mapping[str, str] | None = None,
+) -> list[ServiceProcess]:
+    """Orchestration and an aggregator evaluating on ``eval_data`` (``NAME=PATH``), each with
+    a fresh consumer group (``<prefix>-<service>-...``) at the end of every event topic."""
+    await ensure_topics(settings)
+    topics = [t.name for t in load_topics().event_topics()]
+    groups = {name: unique(f"{prefix}-{name}") for name in ("orchestration", "aggregator")}
+    await asyncio.gather(*(fresh_group(settings, g, topics) for g in groups.values()))
+    return [
+        ServiceProcess.start(
+            "orchestration", "fedbus_orchestration", log_dir=log_dir,
+            env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"], **(orchestration_env or {})},
+        ),
+        ServiceProcess.start(
+            "aggregator", "fedbus_aggregator", log_dir=log_dir, cwd=cwd,
+            args=["--eval-data", eval_data], env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
+        ),
+    ]  # fmt: skip

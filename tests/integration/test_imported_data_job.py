@@ -11,40 +11,31 @@ above chance.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from fedbus.bus import ensure_topics
 from fedbus.datalayout import client_file
-from fedbus.events import JobCompleted, JobFailed, TrainerHeartbeat, UpdateSubmitted, load_topics
+from fedbus.events import JobCompleted, JobFailed, TrainerHeartbeat, UpdateSubmitted
 from fedbus.settings import FedbusSettings
 
 from .gateway_process import running_gateway
-from .harness import EventWatcher, ServiceProcess, fresh_group, import_csv, trainer_env, unique
+from .harness import (
+    EventWatcher,
+    ServiceProcess,
+    import_csv,
+    patients_csv,
+    start_coordination,
+    trainer_env,
+    unique,
+)
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
-
-
-def _patients_csv(path: Path, hospitals: list[str], per_hospital: int = 120) -> None:
-    """Outcome 1 when glucose is high; each hospital its own age range (not IID)."""
-    rng = np.random.default_rng(11)
-    lines = ["patient_id,hospital,age,bmi,glucose,outcome"]
-    for h, hospital in enumerate(hospitals):
-        for i in range(per_hospital):
-            glucose = rng.normal(0.0, 1.0)
-            age, bmi = rng.normal(0.3 + 0.2 * h, 0.1), rng.normal(0.5, 0.1)
-            lines.append(
-                f"p{h}-{i},{hospital},{age:.3f},{bmi:.3f},{glucose:.3f},{int(glucose > 0.0)}"
-            )
-    path.write_text("\n".join(lines) + "\n")
 
 
 async def test_an_imported_csv_trains_a_federated_job_one_trainer_per_hospital(
@@ -52,7 +43,7 @@ async def test_an_imported_csv_trains_a_federated_job_one_trainer_per_hospital(
 ) -> None:
     hospitals = [unique(f"hospital-{c}") for c in "abc"]
     dataset = unique("patients")
-    _patients_csv(tmp_path / "patients.csv", hospitals)
+    patients_csv(tmp_path / "patients.csv", hospitals, per_hospital=120, seed=11, units=False)
     folder = await import_csv(
         tmp_path / "patients.csv", tmp_path / "data", dataset, partition_by="hospital"
     )
@@ -61,21 +52,9 @@ async def test_an_imported_csv_trains_a_federated_job_one_trainer_per_hospital(
     rows = {h: manifest["files"][f"clients/{h}.parquet"]["rows"] for h in hospitals}
     assert all(client_file(folder, h).is_file() for h in hospitals)
 
-    await ensure_topics(settings)
-    topics = [t.name for t in load_topics().event_topics()]
-    groups = {name: unique(f"import-{name}") for name in ("orchestration", "aggregator")}
-    await asyncio.gather(*(fresh_group(settings, g, topics) for g in groups.values()))
-    procs = [
-        ServiceProcess.start(
-            "orchestration", "fedbus_orchestration", log_dir=tmp_path,
-            env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"]},
-        ),
-        ServiceProcess.start(
-            "aggregator", "fedbus_aggregator", log_dir=tmp_path,
-            args=["--eval-data", f"{dataset}={folder / 'test.parquet'}"],
-            env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
-        ),
-    ]  # fmt: skip
+    procs = await start_coordination(
+        settings, tmp_path, "import", f"{dataset}={folder / 'test.parquet'}"
+    )
     for hospital in hospitals:  # the dataset folder: each reads its own clients/<id>.parquet
         procs.append(
             ServiceProcess.start(

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedbus.bus import EventProducer, ensure_topics
+from fedbus.bus import EventProducer
 from fedbus.events import (
     JobCompleted,
     JobFailed,
@@ -32,7 +32,6 @@ from fedbus.events import (
     RoundAssigned,
     RoundStarted,
     TrainerHeartbeat,
-    load_topics,
 )
 from fedbus.settings import FedbusSettings
 from fedbus.storage import S3ArtifactStore
@@ -40,7 +39,7 @@ from fedbus_cli.commands import available
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .gateway_process import running_gateway
-from .harness import EventWatcher, ServiceProcess, fresh_group, trainer_env, unique
+from .harness import EventWatcher, ServiceProcess, start_coordination, trainer_env, unique
 
 pytestmark = pytest.mark.slow
 
@@ -76,22 +75,10 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
 
     catalog = tmp_path / "models.json"
     catalog.write_text(json.dumps(available.catalog()))
-    await ensure_topics(settings)
-    topics = [t.name for t in load_topics().event_topics()]
-    groups = {name: unique(f"plugin-{name}") for name in ("orchestration", "aggregator")}
-    await asyncio.gather(*(fresh_group(settings, g, topics) for g in groups.values()))
-    procs = [
-        ServiceProcess.start(
-            "orchestration", "fedbus_orchestration", log_dir=tmp_path,
-            env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"],
-                 "FEDBUS_MODEL_CATALOG": str(catalog)},
-        ),
-        ServiceProcess.start(
-            "aggregator", "fedbus_aggregator", log_dir=tmp_path,
-            args=["--eval-data", f"{dataset}={folder / 'test.parquet'}"],
-            env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
-        ),
-    ]  # fmt: skip
+    procs = await start_coordination(
+        settings, tmp_path, "plugin", f"{dataset}={folder / 'test.parquet'}",
+        orchestration_env={"FEDBUS_MODEL_CATALOG": str(catalog)},
+    )  # fmt: skip
     for i, client in enumerate(clients):
         part = folder / "clients" / f"client-{i:03d}.parquet"
         procs.append(

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedbus.bus import ensure_topics
 from fedbus.events import (
     Event,
     JobCompleted,
@@ -29,13 +28,12 @@ from fedbus.events import (
     RoundDeclined,
     TrainerHeartbeat,
     UpdateSubmitted,
-    load_topics,
 )
 from fedbus.settings import FedbusSettings
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .gateway_process import Gateway, running_gateway
-from .harness import EventWatcher, ServiceProcess, fresh_group, trainer_env, unique
+from .harness import EventWatcher, ServiceProcess, start_coordination, trainer_env, unique
 
 pytestmark = pytest.mark.slow
 
@@ -77,20 +75,9 @@ async def site(settings: FedbusSettings, tmp_path: Path) -> AsyncIterator[Site]:
     dataset, client = unique("digits-site"), unique("site")
     policy = tmp_path / "site-policy.yaml"
     policy.write_text(f"max_epsilon: {MAX_EPSILON}\nallowed_models: [mlp]\n")
-    await ensure_topics(settings)
-    topics = [t.name for t in load_topics().event_topics()]
-    groups = {name: unique(f"site-{name}") for name in ("orchestration", "aggregator")}
-    await asyncio.gather(*(fresh_group(settings, g, topics) for g in groups.values()))
     procs = [
-        ServiceProcess.start(
-            "orchestration", "fedbus_orchestration", log_dir=tmp_path,
-            env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"]},
-        ),
-        ServiceProcess.start(
-            "aggregator", "fedbus_aggregator", log_dir=tmp_path,
-            args=["--eval-data", f"{dataset}={data / 'test.parquet'}"],
-            env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
-        ),
+        *await start_coordination(settings, tmp_path, "site",
+                                  f"{dataset}={data / 'test.parquet'}"),
         _trainer(settings, tmp_path, client, dataset, data / "clients" / "client-000.parquet",
                  policy),
     ]  # fmt: skip

@@ -22,14 +22,20 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from fedbus.bus import ensure_topics
-from fedbus.events import JobCompleted, ModelRegistered, TrainerHeartbeat, load_topics
+from fedbus.events import JobCompleted, ModelRegistered, TrainerHeartbeat
 from fedbus.settings import FedbusSettings
 
-from .harness import REPO, EventWatcher, ServiceProcess, fresh_group, trainer_env, unique
+from .harness import (
+    REPO,
+    EventWatcher,
+    ServiceProcess,
+    patients_csv,
+    start_coordination,
+    trainer_env,
+    unique,
+)
 from .test_predictions import Stack, running_stack
 
 pytestmark = pytest.mark.slow
@@ -54,20 +60,6 @@ def test_every_code_block_of_the_page_runs() -> None:
         "import", "available", "trainers", "job", "submit", "versions", "gateway", "input",
         "predict",
     ]  # fmt: skip
-
-
-def _patients_csv(path: Path, hospitals: list[str], per_hospital: int = 150) -> None:
-    """Diabetic when glucose is high; each hospital its own age range (not IID)."""
-    rng = np.random.default_rng(5)
-    lines = ["patient_id,hospital,age,bmi,glucose,outcome"]
-    for h, hospital in enumerate(hospitals):
-        for i in range(per_hospital):
-            glucose = rng.normal(125.0, 30.0)
-            age, bmi = rng.normal(40 + 10 * h, 8), rng.normal(27.0, 3.0)
-            lines.append(
-                f"p{h}-{i},{hospital},{age:.0f},{bmi:.1f},{glucose:.0f},{int(glucose > 125)}"
-            )
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _run(block: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
@@ -109,7 +101,8 @@ async def _walk(
 ) -> None:
     walk = tmp_path / "walk"
     walk.mkdir()
-    _patients_csv(walk / f"{dataset}.csv", list(hospitals.values()))
+    patients_csv(walk / f"{dataset}.csv", list(hospitals.values()), per_hospital=150, seed=5,
+                 units=True)  # fmt: skip
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -124,21 +117,9 @@ async def _walk(
     assert "tabular-mlp" in available
 
     # 3. the trainers, as the page's lines start them; orchestration and the aggregator
-    await ensure_topics(settings)
-    topics = [t.name for t in load_topics().event_topics()]
-    groups = {name: unique(f"walk-{name}") for name in ("orchestration", "aggregator")}
-    await asyncio.gather(*(fresh_group(settings, g, topics) for g in groups.values()))
-    procs = [
-        ServiceProcess.start(
-            "orchestration", "fedbus_orchestration", log_dir=tmp_path,
-            env={"FEDBUS_CONSUMER_GROUP": groups["orchestration"]},
-        ),
-        ServiceProcess.start(
-            "aggregator", "fedbus_aggregator", log_dir=tmp_path, cwd=walk,
-            args=["--eval-data", f"{dataset}=data/{dataset}/test.parquet"],
-            env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
-        ),
-    ]  # fmt: skip
+    procs = await start_coordination(
+        settings, tmp_path, "walk", f"{dataset}=data/{dataset}/test.parquet", cwd=walk
+    )
     for line in blocks["trainers"].strip().splitlines():
         command, *args = shlex.split(line)
         assert command == "fedbus-trainer", line

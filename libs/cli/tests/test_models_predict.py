@@ -116,3 +116,20 @@ def test_an_unknown_format_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 
     assert code == 2
     assert "unknown input format '.parquet'" in capsys.readouterr().err
+
+
+def test_predict_waits_longer_than_other_calls_for_a_version_being_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A version's first request waits while the gateway loads it: predict waits 120 s by
+    # default, other commands 30 s; --timeout sets either.
+    from fedbus_cli.main import build_parser
+
+    monkeypatch.setenv("FEDBUS_GATEWAY_URL", "http://gw.test")
+    parser = build_parser(with_executor=False)
+    predict = parser.parse_args(["models", "predict", "cnn-digits", "3", "-i", "rows.csv"])
+    listing = parser.parse_args(["jobs", "list"])
+    quick = parser.parse_args(["models", "predict", "m", "1", "-i", "f", "--timeout", "5"])
+
+    timeouts = [_gateway.client_from_args(a)._http.timeout.read for a in (predict, listing, quick)]
+    assert timeouts == [120.0, 30.0, 5.0]

@@ -133,10 +133,14 @@ def _explain(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {detail}"
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """``--gateway`` and ``--api-key`` (defaults from the settings)."""
+def add_connection_flags(parser: argparse.ArgumentParser, *, timeout_s: float = 30.0) -> None:
+    """``--gateway``, ``--api-key`` (defaults from the settings) and ``--timeout``."""
     parser.add_argument("--gateway", default=None, help="gateway URL ($FEDBUS_GATEWAY_URL)")
     parser.add_argument("--api-key", default=None, help="API key ($FEDBUS_API_KEY)")
+    parser.add_argument(
+        "--timeout", type=float, default=timeout_s, metavar="SECONDS",
+        help=f"longest wait for one answer of the gateway (default {timeout_s:g})",
+    )  # fmt: skip
 
 
 def client_from_args(args: argparse.Namespace) -> GatewayClient:
@@ -146,6 +150,7 @@ def client_from_args(args: argparse.Namespace) -> GatewayClient:
     return GatewayClient(
         args.gateway or settings.gateway_url,
         key,
+        timeout_s=getattr(args, "timeout", 30.0),
         transport=TRANSPORT,
         download_ssl=settings.minio_ssl_context(),
     )

@@ -42,7 +42,8 @@ def add_predict_parser(commands: Any) -> None:
         "limit is FEDBUS_GATEWAY_PREDICT_MAX_ROWS)"
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the answers as one JSON")
-    add_connection_flags(parser)
+    # The first request of a version waits while the gateway loads it (weights, model).
+    add_connection_flags(parser, timeout_s=120.0)
     parser.set_defaults(handler=_predict)
 
 
