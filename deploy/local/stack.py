@@ -5,7 +5,7 @@ Standard library only, so it runs before the project's virtualenv exists.
 
     python3 deploy/local/stack.py up [kafka|minio|postgres ...]
     python3 deploy/local/stack.py down | status | clean | env
-    python3 deploy/local/stack.py principal trainer <client_id> | upstream <tenant>
+    python3 deploy/local/stack.py principal trainer <client_id> | upstream <tenant> | auditor
 
 Binaries and jars are built once into ``$FEDBUS_CACHE_DIR`` (default ``~/.cache/fedbus``);
 data, logs and pid files live under ``$FEDBUS_STATE_DIR`` (default ``<repo>/.fedbus``).
@@ -731,7 +731,8 @@ def add_scram_user(name: str) -> None:
 
 
 def cmd_principal(args: list[str]) -> None:
-    """``principal trainer <client_id>`` or ``principal upstream <tenant>``.
+    """``principal trainer <client_id>``, ``principal upstream <tenant>`` or ``principal
+    auditor`` (:func:`cmd_auditor`).
 
     A trainer also gets its topic ``round.assigned.<client_id>`` and a complete env file of its
     own (without SASL too): Kafka, the CAs, the artifact keys; no DSN, no MinIO keys. An
@@ -739,8 +740,12 @@ def cmd_principal(args: list[str]) -> None:
     ``upstream.job.cancel.requested.<tenant>`` (without SASL too: then anyone may write them,
     and ``job.requested`` as well).
     """
+    if args == ["auditor"]:
+        return cmd_auditor()
     if len(args) != 2 or args[0] not in {"trainer", "upstream"}:
-        raise StackError("usage: stack.py principal trainer <client_id> | upstream <tenant>")
+        raise StackError(
+            "usage: stack.py principal trainer <client_id> | upstream <tenant> | auditor"
+        )
     role, ident = args
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", ident):
         raise StackError(
@@ -766,6 +771,51 @@ def cmd_principal(args: list[str]) -> None:
     publish_keys([KeySpec(name, name, role, ((bind, ident),))])
     say(f"principal {name}: credentials in {PRINCIPALS / (name + '.env')}, "
         f"signing key {signing_key_file(name)}")  # fmt: skip
+
+
+def cmd_auditor() -> None:
+    """``principal auditor``: the read-only party of ``fedbus audit verify``.
+
+    Kafka principal ``auditor`` reading every event topic but the trainers' assignments and
+    writing none (``python -m fedbus.bus.acls apply --auditor``); MinIO credentials that may
+    only read the bucket, valid 7 days (``python -m fedbus.storage.readonly``: run this again
+    to renew); the root public key; the artifact keys, since the SHA-256 in events is the
+    plaintext's. No signing key (it publishes nothing), no DSN. Written to
+    ``principals/auditor.env`` (0600).
+    """
+    scram = kafka_auth() == "scram"
+    ensure_root_key()
+    if scram:
+        add_scram_user("auditor")
+        apply_acls(["--auditor"])
+    out = subprocess.run(
+        [venv_python(), "-m", "fedbus.storage.readonly"], capture_output=True, text=True,
+        check=False, cwd=REPO, env=dict(os.environ, FEDBUS_ENV_FILE=str(ENV_FILE)),
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise StackError(f"minio: read-only credentials failed: {out.stderr.strip()[-500:]}")
+    password = principal_password("auditor") if scram else None
+    kafka = kafka_env_lines("auditor", password) if password else kafka_env_lines()
+    lines = [
+        "# The auditor (deploy/local/stack.py principal auditor): read-only; signs nothing.",
+        "FEDBUS_ENV=development",
+        f"FEDBUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{PORTS['kafka']}",
+        *kafka,
+        f"FEDBUS_MINIO_ENDPOINT={minio_url()}",
+        *([f"FEDBUS_MINIO_CA_FILE={TLS_CA}"] if tls_on() else []),
+        "FEDBUS_MINIO_BUCKET=fedbus",
+        *out.stdout.strip().splitlines(),
+        *[line for line in stack_env_file_lines() if line.startswith("FEDBUS_ARTIFACT_KEY")],
+        f"FEDBUS_ROOT_PUBLIC_KEYS={root_public_key()}",
+        "FEDBUS_REQUIRE_SIGNATURES=true",
+    ]
+    path = PRINCIPALS / "auditor.env"
+    PRINCIPALS.mkdir(parents=True, exist_ok=True)
+    PRINCIPALS.chmod(0o700)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("\n".join(lines) + "\n")
+    say(f"principal auditor: read-only credentials in {path}")
 
 
 def trainer_env_lines(client_id: str, password: str | None) -> list[str]:

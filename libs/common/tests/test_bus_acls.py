@@ -10,6 +10,7 @@ from fedbus.bus.acls import (
     Operation,
     PatternType,
     ResourceType,
+    auditor_acls,
     service_acls,
     trainer_acls,
     upstream_acls,
@@ -184,3 +185,24 @@ def test_every_principal_reads_the_published_keys_and_none_of_them_writes_them()
     assert writers_of("key.published") == set()  # only the super user (the operator) writes
     assert not [b for acls in principals for b in acls if b.pattern is PatternType.PREFIXED
                 and "key.published".startswith(b.resource_name)]  # fmt: skip
+
+
+def test_the_auditor_reads_every_event_topic_writes_nothing_and_no_upload_url() -> None:
+    acls = auditor_acls(CATALOG)
+
+    read = topics(acls, Operation.READ)
+    assert {b.operation for b in acls} == {Operation.READ, Operation.DESCRIBE}
+    assert {
+        "job.requested",
+        "round.started",
+        "update.submitted",
+        "round.completed",
+        "budget.updated",
+        "model.registered",
+        "key.published",
+        "job.completed.dlq",
+    } <= read
+    assert not any(name.startswith("round.assigned") for name in read)  # live PUT URLs
+    prefixed = {b.resource_name for b in acls if b.pattern is PatternType.PREFIXED}
+    assert prefixed == {"upstream.job.requested.", "upstream.job.cancel.requested."}
+    assert not [b for b in acls if b.resource_type is ResourceType.GROUP]

@@ -98,6 +98,14 @@ class FedbusSettings(BaseSettings):
         ),
     )
     minio_region: str = "us-east-1"
+    minio_session_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The session token of temporary MinIO credentials (FEDBUS_MINIO_SESSION_TOKEN), "
+            "such as the auditor's read-only ones from `stack.py principal auditor`; unset: "
+            "the access key is a user's own."
+        ),
+    )
 
     @field_validator(
         "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "minio_ca_file",

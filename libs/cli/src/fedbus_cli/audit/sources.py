@@ -5,26 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedbus.bus.acls import AUDITOR_FAMILIES, auditor_topics
 from fedbus.bus.signing import KEY_TOPIC, KafkaKeyDirectory
 from fedbus.events import TopicCatalog
 from fedbus.settings import FedbusSettings
 from fedbus_cli.audit.signatures import LogRecord
 
-__all__ = ["AUDITED_FAMILIES", "audited_topics", "open_key_directory", "read_records"]
-
-AUDITED_FAMILIES = ("upstream.job.requested", "upstream.job.cancel.requested")
-"""Families whose members the audit reads. ``round.assigned.<client_id>`` is not among them:
-it carries live presigned upload URLs, which no read-only party should hold."""
+__all__ = ["audited_topics", "open_key_directory", "read_records"]
 
 
 def audited_topics(catalog: TopicCatalog, existing: Sequence[str]) -> list[str]:
-    """Every event topic but ``key.published`` (read by the key directory) and the trainers'
-    assignments: the catalog's plain topics and the members of :data:`AUDITED_FAMILIES` in
-    ``existing`` (the broker's topic names)."""
-    plain = [t.name for t in catalog.topics if t.addressed_by is None and t.name != KEY_TOPIC]
+    """What the auditor's ACLs let it read (:func:`fedbus.bus.acls.auditor_topics`) but
+    ``key.published`` (read by the key directory), and the members of
+    :data:`~fedbus.bus.acls.AUDITOR_FAMILIES` in ``existing`` (the broker's topic names).
+    Trainers' assignments are left out: they carry live presigned upload URLs."""
+    plain = [name for name in auditor_topics(catalog) if name != KEY_TOPIC]
     members = [
         name for name in existing
-        if (family := catalog.family_of(name)) is not None and family.name in AUDITED_FAMILIES
+        if (family := catalog.family_of(name)) is not None and family.name in AUDITOR_FAMILIES
         and not name.endswith(".dlq")
     ]  # fmt: skip
     return sorted(set(plain) | set(members))

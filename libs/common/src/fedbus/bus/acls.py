@@ -15,6 +15,10 @@ Kafka ACL bindings for one SCRAM principal:
   trainer's assignments, or ``update.submitted``;
 * the aggregator, producer of the ``round.assigned`` family, may write, create and describe
   every ``round.assigned.*`` topic (PREFIXED) and reads none of them;
+* the auditor ``auditor`` (:func:`auditor_acls`) reads every catalog topic (dead letters
+  included) and every tenant's intake topics (PREFIXED), without a consumer group, and
+  writes nothing; it does not read ``round.assigned.*``, whose presigned upload URLs would
+  let it write updates;
 * an outside producer ``upstream-<tenant>`` has the ``upstream`` role: it writes only its
   own intake topics ``upstream.job.requested.<tenant>`` and
   ``upstream.job.cancel.requested.<tenant>`` and reads only ``key.published``;
@@ -39,6 +43,7 @@ The broker cannot check payloads; the consumer checks what the topic implies
     python -m fedbus.bus.acls apply --services          # every service principal
     python -m fedbus.bus.acls apply --trainer site-a    # one trainer principal
     python -m fedbus.bus.acls apply --upstream acme     # one tenant's outside producer
+    python -m fedbus.bus.acls apply --auditor           # the read-only auditor
     python -m fedbus.bus.acls show --services           # print, apply nothing
     python -m fedbus.bus.acls topics --trainer site-a   # catalog topics + round.assigned.site-a
     python -m fedbus.bus.acls topics --upstream acme    # catalog topics + acme's intake topics
@@ -62,12 +67,16 @@ from fedbus.events import TopicCatalog, TopicSpec, check_client_id, check_tenant
 from fedbus.settings import FedbusSettings, load_settings
 
 __all__ = [
+    "AUDITOR",
+    "AUDITOR_FAMILIES",
     "SERVICES",
     "AclBinding",
     "Operation",
     "PatternType",
     "ResourceType",
     "apply_acls",
+    "auditor_acls",
+    "auditor_topics",
     "role_acls",
     "service_acls",
     "service_principal",
@@ -85,6 +94,12 @@ SERVICES = (
     "model-registry",
 )
 """The services that run once per deployment, each with its principal ``svc-<name>``."""
+
+AUDITOR = "auditor"
+"""The read-only principal of ``fedbus audit verify``."""
+
+AUDITOR_FAMILIES = ("upstream.job.requested", "upstream.job.cancel.requested")
+"""The topic families the auditor reads every member of (not ``round.assigned``)."""
 
 TOPICS_GROUP = "fedbus-topics"
 """The group :func:`fedbus.bus.ensure_topics` asks the coordinator of at start."""
@@ -238,6 +253,27 @@ def upstream_acls(catalog: TopicCatalog, tenant: str) -> list[AclBinding]:
     return role_acls(catalog, "upstream", upstream_principal(tenant), address=tenant)
 
 
+def auditor_topics(catalog: TopicCatalog) -> list[str]:
+    """The plain catalog topics the auditor reads: all but the families and
+    ``round.assigned.dlq`` (a dead letter carries its record, presigned URLs included)."""
+    return [t.name for t in catalog.topics
+            if t.addressed_by is None and t.dead_letter_of != "round.assigned"]  # fmt: skip
+
+
+def auditor_acls(catalog: TopicCatalog) -> list[AclBinding]:
+    """The auditor's bindings: READ (and DESCRIBE) of :func:`auditor_topics` and of every
+    member of :data:`AUDITOR_FAMILIES`; no WRITE, no CREATE, no consumer group (it reads
+    partitions it assigns itself, committing nothing)."""
+    out = {_topic(AUDITOR, name, op) for name in auditor_topics(catalog)
+           for op in (Operation.READ, Operation.DESCRIBE)}  # fmt: skip
+    out |= {
+        AclBinding(AUDITOR, ResourceType.TOPIC, f"{family}.", PatternType.PREFIXED, op)
+        for family in AUDITOR_FAMILIES
+        for op in (Operation.READ, Operation.DESCRIBE)
+    }
+    return sorted(out)
+
+
 def _topic(principal: str, name: str, operation: Operation) -> AclBinding:
     return AclBinding(principal, ResourceType.TOPIC, name, PatternType.LITERAL, operation)
 
@@ -276,6 +312,8 @@ def _bindings(args: argparse.Namespace, catalog: TopicCatalog) -> list[AclBindin
         out += trainer_acls(catalog, client_id)
     for tenant in args.upstream:
         out += upstream_acls(catalog, tenant)
+    if args.auditor:
+        out += auditor_acls(catalog)
     return out
 
 
@@ -301,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--services", action="store_true", help="every service principal")
     parser.add_argument("--trainer", action="append", default=[], metavar="CLIENT_ID")
     parser.add_argument("--upstream", action="append", default=[], metavar="TENANT")
+    parser.add_argument("--auditor", action="store_true", help="the read-only auditor")
     args = parser.parse_args(argv)
     if args.command == "topics":
         created = asyncio.run(_ensure_topics(load_settings(), args.trainer, args.upstream))

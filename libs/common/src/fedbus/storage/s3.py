@@ -54,6 +54,11 @@ class S3ArtifactStore(ArtifactStore):
             endpoint_url=endpoint or settings.minio_endpoint,
             aws_access_key_id=settings.minio_access_key,
             aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
+            aws_session_token=(
+                settings.minio_session_token.get_secret_value()
+                if settings.minio_session_token
+                else None
+            ),
             region_name=settings.minio_region,
             verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
             # Integrity is fedbus's own: a PUT carries the body's SHA-256 (which the server
