@@ -23,10 +23,13 @@ import yaml
 from fedbus.datalayout import client_file
 
 ROOT = Path(__file__).resolve().parents[2]
+# The helm that deploy/helm/tools.sh pins and builds (HELM_VERSION overrides it, as there).
+_TOOLS = (ROOT / "deploy" / "helm" / "tools.sh").read_text(encoding="utf-8")
+HELM_VERSION = os.environ.get("HELM_VERSION", re.findall(r"HELM_VERSION:-(v[0-9.]+)", _TOOLS)[0])
 PAGE = ROOT / "docs" / "data.md"
 HELM = (
     Path(os.environ.get("FEDBUS_CACHE_DIR", Path.home() / ".cache" / "fedbus"))
-    / f"helm-{os.environ.get('HELM_VERSION', 'v3.22.0')}"
+    / f"helm-{HELM_VERSION}"
     / "bin"
     / "helm"
 )

@@ -20,6 +20,7 @@ is skipped, and only then, and never in CI (CI=true), where a skip would hide an
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,9 +30,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The helm that deploy/helm/tools.sh pins and builds (HELM_VERSION overrides it, as there).
+_TOOLS = (ROOT / "deploy" / "helm" / "tools.sh").read_text(encoding="utf-8")
+HELM_VERSION = os.environ.get("HELM_VERSION", re.findall(r"HELM_VERSION:-(v[0-9.]+)", _TOOLS)[0])
 HELM = (
     Path(os.environ.get("FEDBUS_CACHE_DIR", Path.home() / ".cache" / "fedbus"))
-    / f"helm-{os.environ.get('HELM_VERSION', 'v3.21.4')}"
+    / f"helm-{HELM_VERSION}"
     / "bin"
     / "helm"
 )

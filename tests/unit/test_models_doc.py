@@ -27,10 +27,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# The helm that deploy/helm/tools.sh pins and builds (HELM_VERSION overrides it, as there).
+_TOOLS = (ROOT / "deploy" / "helm" / "tools.sh").read_text(encoding="utf-8")
+HELM_VERSION = os.environ.get("HELM_VERSION", re.findall(r"HELM_VERSION:-(v[0-9.]+)", _TOOLS)[0])
 PAGE = ROOT / "docs" / "models.md"
 CACHE = Path(os.environ.get("FEDBUS_CACHE_DIR", Path.home() / ".cache" / "fedbus"))
 UV = shutil.which("uv") or str(CACHE / "uv-0.13.8" / "bin" / "uv")
-HELM = CACHE / f"helm-{os.environ.get('HELM_VERSION', 'v3.22.0')}" / "bin" / "helm"
+HELM = CACHE / f"helm-{HELM_VERSION}" / "bin" / "helm"
 
 pytestmark = pytest.mark.slow
 
