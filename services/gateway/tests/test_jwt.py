@@ -132,7 +132,8 @@ def oidc(env: Env) -> Oidc:
     config = OidcConfig(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256", "ES256"])
     cache = JwksCache(issuer.fetch, algorithms=config.algorithms, lifespan_s=300,
                       min_refetch_s=30, clock=clock)  # fmt: skip
-    env.gateway.oidc = OidcVerifier(config, cache)
+    # One clock: moving it ages the JWKS and the verified tokens alike.
+    env.gateway.oidc = OidcVerifier(config, cache, clock=clock)
     return Oidc(issuer, clock, cache)
 
 
@@ -420,3 +421,63 @@ async def test_a_slow_jwks_fetch_stalls_only_the_request_that_needs_it() -> None
     release.set()
     assert await refetch is None
     assert issuer.fetches == 2
+
+
+class NoKeys:
+    """A JWKS that knows no key: any token verified against it is refused."""
+
+    async def key(self, kid: str) -> None:
+        return None
+
+
+async def test_a_verified_token_is_reused_for_cache_s_then_verified_again(
+    env: Env, oidc: Oidc
+) -> None:
+    token = oidc.bearer(oidc.issuer.mint())
+    first = await env.client.get("/v1/jobs", headers=token)
+    assert env.gateway.oidc is not None
+    env.gateway.oidc.jwks = NoKeys()  # type: ignore[assignment]  # verifying now fails
+
+    cached = await env.client.get("/v1/jobs", headers=token)
+    oidc.clock.now += 31  # past the default 30 s
+    verified = await env.client.get("/v1/jobs", headers=token)
+
+    assert [first.status_code, cached.status_code, verified.status_code] == [200, 200, 401]
+    assert "not in the issuer's JWKS" in verified.json()["detail"]
+
+
+async def test_a_cached_token_ends_at_its_expiry_plus_the_leeway(env: Env, oidc: Oidc) -> None:
+    clock = FakeClock(now=time.time())
+    config = OidcConfig(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], leeway_s=10)
+    env.gateway.oidc = OidcVerifier(config, oidc.cache, cache_s=3600, clock=clock)
+    token = oidc.bearer(oidc.issuer.mint(exp=int(clock.now) + 60))
+    assert (await env.client.get("/v1/jobs", headers=token)).status_code == 200
+    env.gateway.oidc.jwks = NoKeys()  # type: ignore[assignment]
+
+    clock.now += 69  # before exp + leeway: still the cached principal
+    before = await env.client.get("/v1/jobs", headers=token)
+    clock.now += 2  # past it: verified again, and refused
+    after = await env.client.get("/v1/jobs", headers=token)
+
+    assert [before.status_code, after.status_code] == [200, 401]
+
+
+async def test_a_cached_token_changed_in_one_claim_is_verified_and_refused(
+    env: Env, oidc: Oidc
+) -> None:
+    token = oidc.issuer.mint()
+    assert (await env.client.get("/v1/jobs", headers=oidc.bearer(token))).status_code == 200
+
+    forged = await env.client.get("/v1/jobs", headers=oidc.bearer(_swap_tenant(token, "globex")))
+
+    assert forged.status_code == 401
+
+
+async def test_no_token_cache_verifies_every_time(env: Env, oidc: Oidc) -> None:
+    config = OidcConfig(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"])
+    env.gateway.oidc = OidcVerifier(config, oidc.cache, cache_s=0)
+    token = oidc.bearer(oidc.issuer.mint())
+    assert (await env.client.get("/v1/jobs", headers=token)).status_code == 200
+    env.gateway.oidc.jwks = NoKeys()  # type: ignore[assignment]
+
+    assert (await env.client.get("/v1/jobs", headers=token)).status_code == 401

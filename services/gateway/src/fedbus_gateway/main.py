@@ -91,7 +91,7 @@ def oidc_verifier(
     )  # fmt: skip
     log.info("accepting JWT bearer tokens from %s (JWKS %s)", config.issuer,
              settings.gateway_oidc_jwks_url)  # fmt: skip
-    return OidcVerifier(config, jwks)
+    return OidcVerifier(config, jwks, cache_s=settings.gateway_oidc_token_cache_s)
 
 
 def run() -> None:

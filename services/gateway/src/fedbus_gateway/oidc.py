@@ -7,6 +7,12 @@ its cooldown runs on its own clock, which tests cannot advance. Here the fetch i
 on the event loop, behind a lock (concurrent requests share one fetch), and at most one
 fetch is *tried* per ``min_refetch_s``, whether it was a cache expiry or an unknown ``kid``:
 a flood of tokens with random key ids costs the issuer at most one request per interval.
+
+A verified token's principal is kept for ``cache_s`` seconds (never past the token's expiry
+plus the leeway), keyed by the token's SHA-256: verifying a signature and the claims took
+about 0.4 ms of CPU (the rest of a ``:predict``'s work on the event loop about 1.4 ms), for
+a token a client sends again and again. A token whose key leaves the JWKS, or whose issuer would
+revoke it, is still accepted until its entry ends; ``cache_s`` 0 verifies every time.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -193,14 +201,44 @@ class OidcConfig:
 
 
 class OidcVerifier:
-    """Verifies a bearer JWT and maps its claims to a :class:`Principal`."""
+    """Verifies a bearer JWT and maps its claims to a :class:`Principal`.
 
-    def __init__(self, config: OidcConfig, jwks: JwksCache) -> None:
+    A verified token's principal is reused for ``cache_s`` seconds, never past the token's
+    ``exp`` plus the leeway; at most ``cache_size`` tokens are kept (the oldest go first).
+    """
+
+    def __init__(
+        self,
+        config: OidcConfig,
+        jwks: JwksCache,
+        *,
+        cache_s: float = 30.0,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.jwks = jwks
+        self.cache_s, self.cache_size, self._clock = cache_s, cache_size, clock
+        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     async def authenticate(self, token: str) -> Principal:
         """The token's principal; :class:`TokenRejectedError` saying why it is not valid."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        known = self._verified.get(digest)
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._verified[digest]
+        principal, expires = await self._verify(token)
+        if self.cache_s > 0:
+            self._verified[digest] = (principal, min(now + self.cache_s, expires))
+            while len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and the time after which its ``exp`` refuses it."""
         cfg = self.config
         try:
             header = jwt.get_unverified_header(token)
@@ -216,7 +254,8 @@ class OidcVerifier:
         if key is None:
             raise TokenRejectedError("the token's signing key (kid) is not in the issuer's JWKS")
         claims = self._decode(token, key)
-        return self._principal(claims)
+        # jwt.decode checked that exp is a number
+        return self._principal(claims), float(claims["exp"]) + cfg.leeway_s
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
         cfg = self.config

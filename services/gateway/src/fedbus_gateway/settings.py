@@ -91,6 +91,8 @@ class GatewaySettings(FedbusSettings):
     gateway_oidc_jwks_min_refetch_s: float = Field(default=30.0, ge=0)
     """At most one JWKS fetch per this many seconds, however many unknown ``kid``s arrive."""
     gateway_oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
+    gateway_oidc_token_cache_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long a verified JWT's principal is reused (never past its expiry); 0: never."""
     gateway_predict_max_rows: int = Field(default=256, ge=1, le=100_000)
     """Rows one ``:predict`` request may send; more is 413."""
     gateway_predict_batch_rows: int = Field(default=64, ge=1, le=100_000)
