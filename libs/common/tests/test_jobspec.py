@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from fedbus.events import JobSpec, PrivacySpec, Record, Strategy, StrategySpec, TrainingConfig
+from fedbus.events import (
+    JobSpec,
+    LoraSpec,
+    PrivacySpec,
+    Record,
+    Strategy,
+    StrategySpec,
+    TrainingConfig,
+)
 from fedbus.jobspec import (
     CENTRAL_DP_OPTIONS,
     FIELD_BOUNDS,
@@ -383,3 +391,29 @@ def test_an_unknown_name_with_an_unpaired_surrogate_is_shown_escaped() -> None:
     assert [p.field for p in unknown] == ["spec.\\ud800x"]
     for problem in problems:  # the answer can be sent as UTF-8
         (problem.field + problem.message).encode("utf-8")
+
+
+def test_a_lora_spec_takes_defaults_but_its_targets() -> None:
+    lora = {"target_modules": ["query", "value"]}
+
+    assert check_spec(spec(lora=lora)) == []
+    assert JobSpec.model_validate(spec(lora=lora)).lora == LoraSpec(
+        r=8, alpha=16, dropout=0.0, target_modules=["query", "value"], trainable_modules=["head"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("lora", "field", "message"),
+    [
+        ({"target_modules": []}, "spec.lora.target_modules", "name at least one module"),
+        ({"target_modules": ["q"], "r": 0}, "spec.lora.r", "r must be in [1, 256], got 0"),
+        ({"target_modules": ["q"], "dropout": 1.0}, "spec.lora.dropout", "in [0, 1), got 1"),
+        ({"target_modules": ["q"], "rank": 4}, "spec.lora.rank", "unknown field 'rank'"),
+        ({"target_modules": [""]}, "spec.lora.target_modules", "a module name has 1 to"),
+    ],
+)
+def test_lora_problems_name_their_field(lora: dict[str, Any], field: str, message: str) -> None:
+    [problem] = check_spec(spec(lora=lora))
+
+    assert problem.field == field
+    assert message in problem.message

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from fedbus_executor import (
     DataRef,
     DatasetSpec,
     DPSettings,
     LoRASettings,
+    ModelError,
     ModelRef,
     TrainingExecutor,
     TrainingTask,
+    base_weights_sha256,
+    build_model,
+    initial_weights,
+    merged_weights,
+    seeded_model,
 )
 
 
@@ -65,3 +73,59 @@ def test_lora_with_dp_reports_privacy(lora_task: TrainingTask) -> None:
     assert result.privacy is not None
     assert result.privacy.epsilon > 0
     assert all("lora_" in n or ".head." in n for n in result.weights)
+
+
+LORA = LoRASettings(r=4, alpha=8, target_modules=("query", "value"))
+
+
+def test_initial_lora_weights_are_adapters_and_head_and_repeatable(
+    text_file: tuple[Path, DatasetSpec],
+) -> None:
+    _, spec = text_file
+
+    first = initial_weights("minilm-classifier", 3, spec, lora=LORA, max_length=8)
+    again = initial_weights("minilm-classifier", 3, spec, lora=LORA, max_length=8)
+
+    assert first.keys() == again.keys()
+    assert all("lora_" in n or ".head." in n for n in first)
+    assert all(np.array_equal(first[n], again[n]) for n in first)
+
+
+def test_base_hash_leaves_the_head_out_and_ignores_the_seed(
+    text_file: tuple[Path, DatasetSpec],
+) -> None:
+    _, spec = text_file
+
+    one = base_weights_sha256("minilm-classifier", 1, spec, lora=LORA)
+    two = base_weights_sha256("minilm-classifier", 2, spec, lora=LORA)
+    base, _ = seeded_model("minilm-classifier", 1, spec, lora=LORA)
+
+    assert one == two  # the pretrained encoder; the seeded head is not part of the base
+    assert len(one) == 64
+    assert not any(name.startswith("head.") for name in base)
+
+
+def test_merged_weights_predict_as_base_plus_adapters(
+    lora_task: TrainingTask, text_file: tuple[Path, DatasetSpec]
+) -> None:
+    _, spec = text_file
+    task = lora_task.model_copy(update={"lora": LORA, "seed": 5})
+    adapters = TrainingExecutor().train(task).weights
+    sha = base_weights_sha256("minilm-classifier", 5, spec, lora=LORA)
+
+    merged = merged_weights("minilm-classifier", 5, spec, adapters, lora=LORA, base_sha256=sha)
+    plain = build_model("minilm-classifier", spec, max_length=8)
+    plain.load_state_dict(merged, strict=True)
+    _, adapted = seeded_model("minilm-classifier", 5, spec, lora=LORA)
+    adapted.load_state_dict(adapters, strict=False)
+    ids = torch.randint(0, 1000, (4, 8))
+    mask = torch.ones_like(ids)
+    plain.eval()
+    adapted.eval()
+
+    with torch.no_grad():
+        assert torch.allclose(plain(ids, mask), adapted(ids, mask), atol=1e-4)
+    assert set(merged) == set(plain.state_dict())
+    assert not any("lora_" in name for name in merged)
+    with pytest.raises(ModelError, match="refusing to merge"):
+        merged_weights("minilm-classifier", 5, spec, adapters, lora=LORA, base_sha256="0" * 64)

@@ -6,6 +6,7 @@ reads, a clock that moves only when told, and update factories.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedbus.aggregation import Model, NamedArrays
-from fedbus.events import ModelRef, RoundCompleted
+from fedbus.events import BaseModelRef, LoraSpec, ModelRef, RoundCompleted
 from fedbus.storage import InMemoryArtifactStore
 from fedbus_aggregator.rounds import RoundState, RoundStatus, UpdateRecord
 
@@ -43,12 +44,21 @@ class FakeModels:
     def __init__(self) -> None:
         self.evaluated: list[NamedArrays] = []
         self.options: list[tuple[str, dict[str, Any]]] = []
+        self.loras: list[tuple[str, LoraSpec]] = []
 
     def initial_weights(
-        self, *, model: str, dataset: str, seed: int, model_options: Options | None = None
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        model_options: Options | None = None,
+        lora: LoraSpec | None = None,
     ) -> Model | None:
         """Seeded ``w`` (2x3) and zero ``b`` (3), float32; None for dataset ``unknown``."""
         self.options.append(("initial_weights", dict(model_options or {})))
+        if lora is not None:
+            self.loras.append(("initial_weights", lora))
         if dataset == "unknown":
             return None
         rng = np.random.default_rng(seed)
@@ -64,11 +74,28 @@ class FakeModels:
         dataset: str,
         weights: NamedArrays,
         model_options: Options | None = None,
+        lora: LoraSpec | None = None,
     ) -> dict[str, float]:
         """Fixed scores; remembers the weights."""
         self.options.append(("evaluate", dict(model_options or {})))
+        if lora is not None:
+            self.loras.append(("evaluate", lora))
         self.evaluated.append(dict(weights))
         return {"accuracy": 0.75, "loss": 0.5}
+
+    def base_model(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        lora: LoraSpec,
+        model_options: Options | None = None,
+    ) -> BaseModelRef | None:
+        """A fixed digest per model name; None for dataset ``unknown``."""
+        if dataset == "unknown":
+            return None
+        return BaseModelRef(name=model, sha256=hashlib.sha256(model.encode()).hexdigest())
 
 
 class CountingStore(InMemoryArtifactStore):

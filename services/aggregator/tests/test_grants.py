@@ -12,6 +12,7 @@ import pytest
 from fedbus.bus import InMemoryBus
 from fedbus.events import (
     Event,
+    LoraSpec,
     ModelRef,
     Optimizer,
     RoundAssigned,
@@ -99,13 +100,15 @@ async def test_each_assignment_carries_the_model_options_and_optimizer(
 ) -> None:
     bus = InMemoryBus()
     training = TrainingConfig(optimizer=Optimizer.ADAMW, weight_decay=0.01)
-    event = started(model_options={"channels": 16}, training=training)
+    lora = LoraSpec(r=4, target_modules=["fc1"])
+    event = started(model_options={"channels": 16}, training=training, lora=lora)
 
     await run(bus, deps, event)
 
     for grant in assigned(bus).values():
         assert grant.model_options == {"channels": 16}
         assert grant.training == training
+        assert grant.lora == lora
 
 
 async def test_each_selected_client_gets_one_assignment_with_its_own_update_key(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from hashlib import sha256
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from fedbus.aggregation import FedAvgM, Model
 from fedbus.bus import InMemoryBus
 from fedbus.events import (
+    BaseModelRef,
     DeclineReason,
+    LoraSpec,
     ModelRef,
     Phase,
     Progress,
@@ -107,6 +110,34 @@ async def test_the_model_is_built_and_evaluated_with_the_jobs_model_options(
 
     assert completed(bus)
     assert models.options == [("initial_weights", options), ("evaluate", options)]
+
+
+async def test_a_lora_round_names_its_base_model_and_builds_with_the_adapters(
+    deps: Deps,
+    models: FakeModels,
+    started: Callable[..., RoundStarted],
+    submit: Callable[..., Any],
+) -> None:
+    bus = InMemoryBus()
+    lora = LoraSpec(r=4, target_modules=["fc1"])
+    updates = [await submit(c, delta(1.0), num_samples=10) for c in ("a", "b")]
+
+    await run(bus, deps, started(clients=("a", "b"), lora=lora), *updates)
+
+    [done] = completed(bus)
+    assert done.base_model == BaseModelRef(name="mlp", sha256=sha256(b"mlp").hexdigest())
+    assert models.loras == [("initial_weights", lora), ("evaluate", lora)]
+
+
+async def test_a_round_without_lora_names_no_base_model(
+    deps: Deps, started: Callable[..., RoundStarted], submit: Callable[..., Any]
+) -> None:
+    bus = InMemoryBus()
+    updates = [await submit(c, delta(1.0), num_samples=10) for c in ("a", "b")]
+
+    await run(bus, deps, started(clients=("a", "b")), *updates)
+
+    assert [c.base_model for c in completed(bus)] == [None]
 
 
 async def test_bad_updates_are_rejected_with_reasons_and_the_round_still_completes(
@@ -499,7 +530,7 @@ class BrokenModels(FakeModels):
     """A model source whose round-1 weights cannot be built (a bug, not a bad job)."""
 
     def initial_weights(
-        self, *, model: str, dataset: str, seed: int, model_options: Any = None
+        self, *, model: str, dataset: str, seed: int, model_options: Any = None, lora: Any = None
     ) -> Model | None:
         raise RuntimeError("cannot build")
 

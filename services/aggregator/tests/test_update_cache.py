@@ -206,11 +206,17 @@ class SignallingModels(FakeModels):
         self.evaluating = evaluating
 
     def evaluate(
-        self, *, model: str, dataset: str, weights: NamedArrays, model_options: Any = None
+        self,
+        *,
+        model: str,
+        dataset: str,
+        weights: NamedArrays,
+        model_options: Any = None,
+        lora: Any = None,
     ) -> dict[str, float]:
         self.evaluating.set()
         return super().evaluate(
-            model=model, dataset=dataset, weights=weights, model_options=model_options
+            model=model, dataset=dataset, weights=weights, model_options=model_options, lora=lora
         )
 
 

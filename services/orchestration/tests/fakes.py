@@ -132,6 +132,7 @@ def holder(
     problems: dict[str, str] | None = None,
     shape: Sequence[int] = (1, 8, 8),
     now: datetime | None = None,
+    lora_targets: dict[str, list[str]] | None = None,
 ) -> TrainerInfo:
     """A fresh trainer holding ``dataset`` that announces ``models`` (default cnn and mlp,
     both buildable for it) as :func:`~fedbus_orchestration.admission.capabilities_of` keeps it."""
@@ -142,7 +143,8 @@ def holder(
         client_id=client_id, datasets={dataset: 100}, device="cpu", status=TrainerStatus.IDLE,
         last_seen=now or datetime(2025, 3, 14, 9, 0), interval_seconds=2,
         capabilities={
-            "models": {m: {"package": "p", "version": "1", "options_schema": schema}
+            "models": {m: {"package": "p", "version": "1", "options_schema": schema,
+                           "lora_targets": (lora_targets or {}).get(m, [])}
                        for m, schema in announced.items()},
             "datasets": {dataset: {"feature_shape": list(shape), "classes": ["0", "1"],
                                    "manifest_sha256": None,

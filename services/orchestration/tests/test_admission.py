@@ -10,6 +10,7 @@ from fedbus.events import (
     DatasetInfo,
     JobMode,
     JobSpec,
+    LoraSpec,
     ModelCapability,
     ModelProblem,
     TrainerHeartbeat,
@@ -136,3 +137,53 @@ def test_a_model_announced_with_a_broken_schema_is_left_out() -> None:
                 ModelCapability(name="mlp", package="p", version="1")],
     )  # fmt: skip
     assert set(capabilities_of(beat)["models"]) == {"mlp"}
+
+
+def texts(client: str) -> Any:
+    """A trainer holding 'text' whose minilm-classifier declares LoRA targets; mlp declares none."""
+    return holder(
+        client, "text", shape=(), buildable=["minilm-classifier", "mlp"],
+        models={"minilm-classifier": CLOSED, "mlp": CLOSED},
+        lora_targets={"minilm-classifier": ["query", "key", "value", "dense"]},
+    )  # fmt: skip
+
+
+def test_a_lora_job_on_declared_targets_is_admitted(make_spec: Callable[..., JobSpec]) -> None:
+    lora = LoraSpec(r=4, target_modules=["query", "value"])
+    spec = make_spec(model="minilm-classifier", dataset="text", lora=lora)
+    assert reasons(spec, texts("a"), texts("b")) == []
+
+
+def test_lora_on_a_model_without_targets_is_rejected_naming_the_model(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    spec = make_spec(model="mlp", dataset="text", lora=LoraSpec(target_modules=["fc1"]))
+    [(code, field, message)] = reasons(spec, texts("a"), texts("b"))
+    assert (code, field) == ("lora_unsupported", "spec.lora")
+    assert message == (
+        "model 'mlp' declares no LoRA targets: it cannot train with LoRA (on trainer(s) a, b)"
+    )
+
+
+def test_a_lora_target_the_model_does_not_declare_is_rejected(
+    make_spec: Callable[..., JobSpec],
+) -> None:
+    lora = LoraSpec(target_modules=["query", "attention"])
+    spec = make_spec(model="minilm-classifier", dataset="text", lora=lora)
+    [(code, field, message)] = reasons(spec, texts("a"), texts("b"))
+    assert (code, field) == ("invalid_lora_target", "spec.lora.target_modules")
+    assert message.startswith(
+        "'attention' not among the LoRA targets model 'minilm-classifier' declares: "
+        "query, key, value, dense"
+    )
+
+
+def test_the_heartbeat_s_lora_targets_are_kept() -> None:
+    beat = TrainerHeartbeat.create(
+        source="trainer", job_id="", client_id="a", device="cpu",
+        status=TrainerStatus.IDLE, capacity=1, interval_seconds=2,
+        models=[ModelCapability(name="minilm-classifier", package="p", version="1",
+                                lora_targets=["query", "value"])],
+    )  # fmt: skip
+    kept = capabilities_of(beat)["models"]["minilm-classifier"]
+    assert kept["lora_targets"] == ["query", "value"]

@@ -54,6 +54,9 @@ def test_the_heartbeat_carries_them(tmp_path: Path) -> None:
     datasets = announced_datasets([_dataset(tmp_path, "table", (8,), 2)], models)
     beat = heartbeat_event(client_id="t1", device="cpu", datasets=datasets,
                            activity=Activity(), interval_seconds=5, models=models)  # fmt: skip
-    assert beat.schema_version == 2
+    assert beat.schema_version == 3
     assert [m.name for m in beat.models] == [m.name for m in models]
+    targets = {m.name: m.lora_targets for m in beat.models}
+    assert targets["minilm-classifier"] == ["query", "key", "value", "dense"]
+    assert targets["mlp"] == []
     assert "cnn" in {p.model for p in beat.datasets[0].problems}

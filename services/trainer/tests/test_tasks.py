@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedbus.events import (
+    LoraSpec,
     LrSchedule,
     Optimizer,
     PrivacyMode,
@@ -20,7 +21,7 @@ from fedbus.events import (
     StrategySpec,
     TrainingConfig,
 )
-from fedbus_executor import DataRef, PrivacyReport, TrainingMetrics, TrainingTask
+from fedbus_executor import DataRef, LoRASettings, PrivacyReport, TrainingMetrics, TrainingTask
 from fedbus_trainer.tasks import (
     TaskConfigError,
     central_dp_norm,
@@ -82,6 +83,17 @@ def test_model_options_and_the_optimizer_reach_the_executor(round_assigned: Make
     assert (task.lr_schedule, task.lr_step_epochs, task.lr_gamma) == ("step", 2, 0.5)
     adamw = _task(round_assigned, training=TrainingConfig(optimizer=Optimizer.ADAMW))
     assert adamw.optimizer == "adamw"
+
+
+def test_lora_reaches_the_executor(round_assigned: Make) -> None:
+    lora = LoraSpec(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"])
+
+    task = _task(round_assigned, lora=lora)
+
+    assert task.lora == LoRASettings(
+        r=4, alpha=8, dropout=0.1, target_modules=("query", "value"), trainable_modules=("head",)
+    )
+    assert _task(round_assigned).lora is None
 
 
 def test_fedprox_takes_proximal_mu_and_refuses_without_it(round_assigned: Make) -> None:

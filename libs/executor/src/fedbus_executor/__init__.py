@@ -18,7 +18,7 @@ from fedbus_executor.errors import (
     PrivacyConfigError,
 )
 from fedbus_executor.executor import EvaluationResult, TrainingExecutor
-from fedbus_executor.init import initial_weights
+from fedbus_executor.init import base_weights_sha256, initial_weights, merged_weights, seeded_model
 from fedbus_executor.models import available_models, build_model, get_model_entry, register_model
 from fedbus_executor.partition import dirichlet_partition, iid_partition, label_histogram
 from fedbus_executor.plugins import (
@@ -92,6 +92,7 @@ __all__ = [
     "TrainingResult",
     "TrainingTask",
     "available_models",
+    "base_weights_sha256",
     "build_model",
     "bytes_to_state_dict",
     "capabilities",
@@ -103,10 +104,12 @@ __all__ = [
     "label_histogram",
     "load_dataset",
     "load_spec",
+    "merged_weights",
     "model_problems",
     "plugin_errors",
     "prepare_dataset",
     "register_model",
+    "seeded_model",
     "select_device",
     "sha256_hex",
     "state_dict_to_bytes",

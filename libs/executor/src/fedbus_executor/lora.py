@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from fedbus_executor.errors import ModelError
 from fedbus_executor.task import LoRASettings
-from fedbus_executor.training import count_parameters
+from fedbus_executor.training import count_parameters, load_weights
+from fedbus_executor.weights import StateDict
 
-__all__ = ["apply_lora", "count_parameters"]
+__all__ = ["apply_lora", "base_state", "count_parameters", "merge_lora"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +55,40 @@ def _find(model: nn.Module, name: str) -> nn.Module:
             found: nn.Module = module
             return found
     raise ModelError(f"trainable module {name!r} not found in the model")
+
+
+def base_state(model: nn.Module, settings: LoRASettings) -> StateDict:
+    """The frozen base weights of ``model`` (before LoRA): its state less the trainable modules.
+
+    The trainable modules (the head) travel with the adapters, so they are not part of the
+    base; what is left is what the adapters apply to, and what its SHA-256 names.
+    """
+    heads = tuple(settings.trainable_modules)
+    return {
+        name: tensor.detach().cpu()
+        for name, tensor in model.state_dict().items()
+        if not any(_within(name, head) for head in heads)
+    }
+
+
+def _within(name: str, module: str) -> bool:
+    return name.startswith(module + ".") or ("." + module + ".") in name
+
+
+def merge_lora(peft_model: nn.Module, adapters: StateDict) -> StateDict:
+    """Load ``adapters`` (adapters + head) into ``peft_model`` and merge them into full weights.
+
+    Returns the plain model's state dict (its own parameter names), as if it had been
+    trained in full: PEFT's ``merge_and_unload`` folds ``B @ A * alpha / r`` into each
+    adapted weight.
+
+    Raises
+    ------
+    ModelError
+        When ``peft_model`` has no adapters or ``adapters`` do not fit it.
+    """
+    if not isinstance(peft_model, PeftModel):
+        raise ModelError("merging needs a model with LoRA adapters applied")
+    load_weights(peft_model, adapters, partial=True)
+    merged: nn.Module = peft_model.merge_and_unload()
+    return {name: tensor.detach().cpu().clone() for name, tensor in merged.state_dict().items()}

@@ -24,11 +24,13 @@ from fedbus.aggregation import (
 )
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
+    BaseModelRef,
     Event,
     ModelRef,
     Phase,
     Progress,
     RoundCompleted,
+    RoundStarted,
     child_traceparent,
 )
 from fedbus.storage import (
@@ -88,6 +90,7 @@ async def global_model(state: RoundState, deps: Deps) -> Model:
             dataset=started.dataset,
             seed=started.seed,
             model_options=started.model_options,
+            lora=started.lora,
         )
     if model is None:
         raise NonRetryableError(
@@ -214,6 +217,7 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
         total_samples=sum(u.num_samples for u in accepted),
         metrics=finite_metrics({**weighted_train_metrics(accepted), **scores}),
         dp=dp_usage(state.started, clipping_norm=clip) if clip is not None else None,
+        base_model=await _base_model(state.started, deps),
     )
     closed = await deps.store.close(
         state, status=RoundStatus.AGGREGATED, result=completed, server_state=server_ref,
@@ -224,6 +228,20 @@ async def _aggregate(state: RoundState, deps: Deps, *, published: bool) -> list[
         return [stored.result] if stored is not None and stored.result is not None else []
     log.info("round %s of %s aggregated from %d updates", state.round, state.job_id, len(accepted))
     return [*progress, completed]
+
+
+async def _base_model(started: RoundStarted, deps: Deps) -> BaseModelRef | None:
+    """With LoRA, the base weights the round's adapters apply to (built once per job here)."""
+    if started.lora is None:
+        return None
+    return await asyncio.to_thread(
+        deps.models.base_model,
+        model=started.model,
+        dataset=started.dataset,
+        seed=started.seed,
+        lora=started.lora,
+        model_options=started.model_options,
+    )
 
 
 async def _round_strategy(state: RoundState, deps: Deps, *, num_updates: int) -> Strategy:
@@ -254,6 +272,7 @@ async def _store_and_evaluate(
             dataset=started.dataset,
             weights=new_model,
             model_options=started.model_options,
+            lora=started.lora,
         )
     )
     try:

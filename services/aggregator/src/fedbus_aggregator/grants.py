@@ -94,6 +94,7 @@ def assignments(
                 training=event.training,
                 strategy=event.strategy,
                 privacy=event.privacy,
+                lora=event.lora,
                 seed=event.seed,
                 global_model_url=model_url,
                 update_url=presigner.presign("put_object", key, expires_s=expires_s),

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from fedbus.aggregation import Model, NamedArrays
-from fedbus.events import ModelOptionValue
+from fedbus.events import BaseModelRef, LoraSpec, ModelOptionValue
 
 __all__ = ["ModelSource", "finite_metrics"]
 
@@ -29,10 +29,12 @@ class ModelSource(Protocol):
         dataset: str,
         seed: int,
         model_options: Mapping[str, ModelOptionValue] | None = None,
+        lora: LoraSpec | None = None,
     ) -> Model | None:
         """Round 1's global model, or None when the dataset's shape is unknown here.
 
         ``model_options`` are the job's (``JobSpec.model_options``), for the model plugin.
+        With ``lora`` the model is its adapters and trainable modules only.
         """
 
     def evaluate(
@@ -42,8 +44,23 @@ class ModelSource(Protocol):
         dataset: str,
         weights: NamedArrays,
         model_options: Mapping[str, ModelOptionValue] | None = None,
+        lora: LoraSpec | None = None,
     ) -> dict[str, float]:
-        """``accuracy``, ``loss`` and ``eval_samples`` on the held-out set ({} if none)."""
+        """``accuracy``, ``loss`` and ``eval_samples`` on the held-out set ({} if none).
+
+        With ``lora``, ``weights`` are adapters and trainable modules on the base model.
+        """
+
+    def base_model(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        lora: LoraSpec,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> BaseModelRef | None:
+        """The base weights LoRA adapters apply to (name, SHA-256); None if the shape is unknown."""
 
 
 def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -7,8 +7,10 @@ when at least ``min_clients`` (one, centralized) fresh trainers holding its data
 
 1. announce its model,
 2. accept its ``model_options`` (:func:`fedbus.jobspec.model_options_problems` against the
-   announced schema), and
-3. list the model among those they can build for the dataset.
+   announced schema),
+3. for a LoRA job, declare LoRA targets for the model (heartbeat version 3) that include
+   every one of ``lora.target_modules``, and
+4. list the model among those they can build for the dataset.
 
 Otherwise the reasons say which step failed, naming the model, the option or the shape, and
 the trainers concerned. Pure functions over :class:`~fedbus_orchestration.selection.TrainerInfo`.
@@ -53,7 +55,8 @@ def capabilities_of(event: TrainerHeartbeat) -> dict[str, Any]:
             log.warning("trainer %s: model %r announced with an options schema that is not "
                         "a JSON object; ignored", event.client_id, m.name)  # fmt: skip
             continue
-        models[m.name] = {"package": m.package, "version": m.version, "options_schema": schema}
+        models[m.name] = {"package": m.package, "version": m.version, "options_schema": schema,
+                          "lora_targets": list(m.lora_targets)}  # fmt: skip
     datasets = {
         d.name: {"feature_shape": list(d.feature_shape), "classes": list(d.classes),
                  "manifest_sha256": d.manifest_sha256, "models": list(d.models),
@@ -82,6 +85,9 @@ def trainer_problems(trainer: TrainerInfo, spec: JobSpec) -> list[TrainerProblem
     options = model_options_problems(spec.model, spec.model_options, schema)
     if options:
         return [TrainerProblem("invalid_model_option", p.field, p.message) for p in options]
+    lora = _lora_problems(spec, model.get("lora_targets") or [])
+    if lora:
+        return lora
     held = caps.get("datasets", {}).get(spec.dataset, {})
     if spec.model in held.get("models", []):
         return []
@@ -93,9 +99,31 @@ def trainer_problems(trainer: TrainerInfo, spec: JobSpec) -> list[TrainerProblem
                            f"{len(held.get('classes', []))} classes)")]  # fmt: skip
 
 
+def _lora_problems(spec: JobSpec, targets: Sequence[str]) -> list[TrainerProblem]:
+    """A LoRA job needs a model that declares LoRA targets, and only those targets."""
+    if spec.lora is None:
+        return []
+    if not targets:
+        message = f"model {spec.model!r} declares no LoRA targets: it cannot train with LoRA"
+        return [TrainerProblem("lora_unsupported", "spec.lora", message)]
+    unknown = [m for m in spec.lora.target_modules if m not in targets]
+    if not unknown:
+        return []
+    message = (
+        f"{', '.join(map(repr, unknown))} not among the LoRA targets model {spec.model!r} "
+        f"declares: {', '.join(targets)}"
+    )
+    return [TrainerProblem("invalid_lora_target", "spec.lora.target_modules", message)]
+
+
 def _ids(ids: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(ids[:limit])
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+_DETAILED = ("invalid_model_option", "lora_unsupported", "invalid_lora_target",
+             "dataset_incompatible")  # fmt: skip
+"""The reason codes listed one by one (field and message), each with its trainers."""
 
 
 def capability_reasons(spec: JobSpec, holders: Sequence[TrainerInfo]) -> list[RejectionReason]:
@@ -131,7 +159,7 @@ def capability_reasons(spec: JobSpec, holders: Sequence[TrainerInfo]) -> list[Re
         )
         return [RejectionReason(code="unknown_model", field="spec.model", message=message)]
     out = []
-    for code in ("invalid_model_option", "dataset_incompatible"):
+    for code in _DETAILED:
         for (field, text), clients in sorted(by_code.get(code, {}).items()):
             where = f"on trainer(s) {_ids(clients)}"
             if code == "dataset_incompatible":

@@ -135,7 +135,7 @@ def _round_started(running: Job, tp: str) -> RoundStarted:
         min_clients=_min_clients(spec), deadline=running.deadline,
         global_model=running.global_model, model=spec.model,
         model_options=spec.model_options, dataset=spec.dataset, training=spec.training,
-        strategy=spec.strategy, privacy=privacy, seed=running.seed,
+        strategy=spec.strategy, privacy=privacy, lora=spec.lora, seed=running.seed,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ def announced_models(entries: Iterable[dict[str, Any]] | None = None) -> list[Mo
             package=e["package"],
             version=e["version"],
             options_schema=json.dumps(e["options_schema"], sort_keys=True),
+            lora_targets=list(e.get("lora_targets") or ()),
         )
         for e in (capabilities() if entries is None else entries)
     ]

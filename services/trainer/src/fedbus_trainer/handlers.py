@@ -31,6 +31,7 @@ from fedbus_trainer.tasks import (
     clip_for_central_dp,
     delta_arrays,
     local_dp_usage,
+    lora_settings,
     training_task,
     update_metrics,
 )
@@ -125,11 +126,12 @@ async def _fetch_weights(event: RoundAssigned, dataset: LocalDataset, deps: Deps
         if event.global_model_url is None:
             raise TaskConfigError("the assignment names a global model but grants no URL for it")
         return await deps.artifacts.get_bytes(event.global_model_url, event.global_model)
-    # Round 1: the weights every process derives from model, options and seed (the
+    # Round 1: the weights every process derives from model, options, LoRA and seed (the
     # aggregator builds the same ones to rebuild initial + delta).
     options: dict[str, Any] = dict(event.model_options)
+    lora = lora_settings(event.lora)  # with LoRA: the adapters and head only
     weights = await asyncio.to_thread(
-        initial_weights, event.model, event.seed, dataset.spec, **options
+        initial_weights, event.model, event.seed, dataset.spec, lora=lora, **options
     )
     return tensors_to_bytes(weights)
 

@@ -16,10 +16,11 @@ import numpy.typing as npt
 import torch
 
 from fedbus.aggregation import clip_update
-from fedbus.events import DpUsage, PrivacyMode, RoundAssigned, Strategy
+from fedbus.events import DpUsage, LoraSpec, PrivacyMode, RoundAssigned, Strategy
 from fedbus_executor import (
     DataRef,
     DPSettings,
+    LoRASettings,
     PrivacyReport,
     TrainingMetrics,
     TrainingTask,
@@ -34,6 +35,7 @@ __all__ = [
     "clip_for_central_dp",
     "delta_arrays",
     "local_dp_usage",
+    "lora_settings",
     "training_task",
     "update_metrics",
 ]
@@ -94,9 +96,15 @@ def training_task(
         device=device,
         fedprox_mu=_fedprox_mu(event),
         dp=_local_dp(event),
+        lora=lora_settings(event.lora),
         initial_weights=initial_weights,
         progress_every=1,
     )
+
+
+def lora_settings(spec: LoraSpec | None) -> LoRASettings | None:
+    """The executor's LoRA settings for a round's ``lora`` (the same field names)."""
+    return None if spec is None else LoRASettings.model_validate(spec.model_dump())
 
 
 def _fedprox_mu(event: RoundAssigned) -> float | None:

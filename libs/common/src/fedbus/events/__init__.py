@@ -61,9 +61,11 @@ from fedbus.events.privacy import (
     PrivacyBudget,
 )
 from fedbus.events.records import (
+    BaseModelRef,
     DpUsage,
     JobMode,
     JobStatus,
+    LoraSpec,
     LrSchedule,
     ModelOptions,
     ModelOptionValue,
@@ -109,6 +111,7 @@ __all__ = [
     "EVENT_MODELS",
     "MAX_EVENT_BYTES",
     "RESERVED_CLIENT_IDS",
+    "BaseModelRef",
     "BudgetStatus",
     "BudgetUpdated",
     "ClientBudgetUpdated",
@@ -136,6 +139,7 @@ __all__ = [
     "JobStatus",
     "KafkaHeader",
     "KeyPublished",
+    "LoraSpec",
     "LrSchedule",
     "Metrics",
     "ModelCapability",

@@ -11,6 +11,7 @@ from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record
 from fedbus.events.records import (
     JobMode,
     JobStatus,
+    LoraSpec,
     ModelOptions,
     ModelRef,
     PrivacyGuarantee,
@@ -74,6 +75,7 @@ class JobSpec(Record):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    lora: LoraSpec | None = None
     seed: Int64 | None = None
 
 
@@ -88,7 +90,7 @@ class RejectionReason(Record):
 class JobRequested(Event):
     """Someone asks fedbus to run a training job."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["job.requested"] = "job.requested"
     tenant: str
@@ -99,7 +101,7 @@ class JobRequested(Event):
 class JobAccepted(Event):
     """Orchestration accepted a job; ``spec`` is the effective spec."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["job.accepted"] = "job.accepted"
     tenant: str

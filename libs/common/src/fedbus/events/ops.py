@@ -66,12 +66,13 @@ class ModelCapability(Record):
     package: str
     version: str
     options_schema: str = "{}"
+    lora_targets: list[str] = Field(default_factory=list)
 
 
 class TrainerHeartbeat(Event):
     """A trainer is alive; keyed by ``client_id`` with ``job_id`` empty."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["trainer.heartbeat"] = "trainer.heartbeat"
     client_id: str = Field(min_length=1)

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record
-from fedbus.events.records import ModelRef, PrivacyGuarantee
+from fedbus.events.records import BaseModelRef, ModelRef, PrivacyGuarantee
 
 __all__ = [
     "BudgetStatus",
@@ -78,7 +78,7 @@ class ClientBudgetUpdated(Event):
 class ModelRegistered(Event):
     """The model registry recorded a new model version."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["model.registered"] = "model.registered"
     name: str
@@ -86,3 +86,4 @@ class ModelRegistered(Event):
     artifact: ModelRef
     metrics: Metrics = Field(default_factory=dict)
     guarantee: PrivacyGuarantee | None = None
+    base_model: BaseModelRef | None = None

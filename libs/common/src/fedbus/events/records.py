@@ -10,9 +10,11 @@ from fedbus.events.envelope import Int32, Int64, Metrics, Record
 
 __all__ = [
     "AVRO_ENUM_DEFAULTS",
+    "BaseModelRef",
     "DpUsage",
     "JobMode",
     "JobStatus",
+    "LoraSpec",
     "LrSchedule",
     "ModelOptionValue",
     "ModelOptions",
@@ -163,6 +165,23 @@ class PrivacySpec(Record):
     delta: float | None = None
     noise_multiplier: float | None = None
     clipping_norm: float | None = None
+
+
+class LoraSpec(Record):
+    """LoRA adapters on a model that declares LoRA targets; only adapters and head travel."""
+
+    r: Int32 = 8
+    alpha: Int32 = 16
+    dropout: float = 0.0
+    target_modules: list[str]
+    trainable_modules: list[str] = Field(default_factory=lambda: ["head"])
+
+
+class BaseModelRef(Record):
+    """The frozen base weights a LoRA model's adapters apply to: model name and SHA-256."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class DpUsage(Record):

@@ -9,7 +9,9 @@ from pydantic import Field
 
 from fedbus.events.envelope import Event, Int32, Int64, Metrics, Record, UtcDatetime
 from fedbus.events.records import (
+    BaseModelRef,
     DpUsage,
+    LoraSpec,
     ModelOptions,
     ModelRef,
     PrivacySpec,
@@ -43,7 +45,7 @@ RESERVED_CLIENT_IDS = frozenset({"dlq"})
 class RoundStarted(Event):
     """Orchestration opened a round: who trains, from which model, until when, and how."""
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["round.started"] = "round.started"
     round: Int32
@@ -57,6 +59,7 @@ class RoundStarted(Event):
     training: TrainingConfig
     strategy: StrategySpec
     privacy: PrivacySpec
+    lora: LoraSpec | None = None
     seed: Int64
 
 
@@ -70,7 +73,7 @@ class RoundAssigned(Event):
     ``round.assigned.<client_id>`` (:meth:`topic`), which only that trainer may read.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     type: Literal["round.assigned"] = "round.assigned"
     round: Int32
@@ -84,6 +87,7 @@ class RoundAssigned(Event):
     training: TrainingConfig
     strategy: StrategySpec
     privacy: PrivacySpec
+    lora: LoraSpec | None = None
     seed: Int64
     global_model_url: str | None = None
     update_url: str
@@ -136,7 +140,13 @@ class DroppedClient(Record):
 
 
 class RoundCompleted(Event):
-    """The aggregator combined a round's updates into a new global model."""
+    """The aggregator combined a round's updates into a new global model.
+
+    With LoRA, ``global_model`` holds the adapters and head; ``base_model`` names the base
+    weights they apply to.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     type: Literal["round.completed"] = "round.completed"
     round: Int32
@@ -146,3 +156,4 @@ class RoundCompleted(Event):
     total_samples: Int64 = Field(ge=0)
     metrics: Metrics = Field(default_factory=dict)
     dp: DpUsage | None = None
+    base_model: BaseModelRef | None = None

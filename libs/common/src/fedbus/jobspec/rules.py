@@ -16,6 +16,8 @@ from fedbus.jobspec.problems import ProblemCode, SpecProblem, did_you_mean, show
 
 __all__ = [
     "FIELD_BOUNDS",
+    "LORA_BOUNDS",
+    "MAX_LORA_MODULES",
     "MAX_NAME_LENGTH",
     "MAX_OPTIONS",
     "MAX_OPTION_ITEMS",
@@ -52,6 +54,15 @@ FIELD_BOUNDS: Mapping[tuple[str, ...], Interval] = {
 """The values each numeric field allows, when it is set (paths below the spec). The DP
 parameters are checked only in a DP mode: with mode ``none`` they are refused outright."""
 
+LORA_BOUNDS: Mapping[str, Interval] = {
+    "r": Interval(1, 256),
+    "alpha": Interval(1, 4096),
+    "dropout": Interval(0, 1, high_open=True),
+}
+"""The values each number of ``spec.lora`` allows."""
+MAX_LORA_MODULES = 16
+"""Most names in ``lora.target_modules`` and in ``lora.trainable_modules``."""
+
 _INVALID = ProblemCode.INVALID_VALUE
 _OPTIONS = ("spec", "strategy", "options")
 _DP_PARAMETERS = ("target_epsilon", "delta", "noise_multiplier", "clipping_norm")
@@ -79,7 +90,7 @@ def spec_problems(spec: JobSpec) -> list[SpecProblem]:
     """
     return (
         _names(spec) + _model_options(spec) + _numbers(spec) + _training(spec)
-        + _privacy(spec) + _strategy(spec)
+        + _privacy(spec) + _strategy(spec) + _lora(spec)
     )  # fmt: skip
 
 
@@ -120,6 +131,31 @@ def _training(spec: JobSpec) -> list[SpecProblem]:
             f"lr_min {training.lr_min:g} must not exceed learning_rate {training.learning_rate:g}"
         )
         out.append(_problem(_INVALID, "spec.training.lr_min", message))
+    return out
+
+
+def _lora(spec: JobSpec) -> list[SpecProblem]:
+    """Ranges and module lists; which modules the model declares is admission's to check."""
+    lora = spec.lora
+    if lora is None:
+        return []
+    out = []
+    for name, bound in LORA_BOUNDS.items():
+        value = getattr(lora, name)
+        if not bound.accepts(value):
+            message = f"{name} must be {bound.allowed}, got {value:g}"
+            out.append(_problem(_INVALID, f"spec.lora.{name}", message))
+    for name in ("target_modules", "trainable_modules"):
+        modules: list[str] = getattr(lora, name)
+        if name == "target_modules" and not modules:
+            message = "name at least one module to adapt (the model's LoRA targets)"
+            out.append(_problem(ProblemCode.MISSING_FIELD, f"spec.lora.{name}", message))
+        elif len(modules) > MAX_LORA_MODULES:
+            message = f"at most {MAX_LORA_MODULES} modules (got {len(modules):,})"
+            out.append(_problem(_INVALID, f"spec.lora.{name}", message))
+        elif any(not m or len(m) > MAX_NAME_LENGTH for m in modules):
+            message = f"a module name has 1 to {MAX_NAME_LENGTH} characters"
+            out.append(_problem(_INVALID, f"spec.lora.{name}", message))
     return out
 
 

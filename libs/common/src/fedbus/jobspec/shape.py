@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,9 +73,13 @@ def _unknown(
 
 
 def _record(annotation: object) -> type[Record] | None:
+    """The record type of a field, also of an optional one (``LoraSpec | None``)."""
     if isinstance(annotation, type) and issubclass(annotation, Record):
         return annotation
-    return None
+    records = [
+        a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, Record)
+    ]
+    return records[0] if len(records) == 1 else None
 
 
 def _typed(raw: Mapping[Any, Any], root: str) -> tuple[JobSpec | None, list[SpecProblem]]:

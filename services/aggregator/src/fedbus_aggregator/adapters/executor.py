@@ -16,18 +16,20 @@ import torch
 
 from fedbus.aggregation import Model, NamedArrays
 from fedbus.errors import NonRetryableError
-from fedbus.events import ModelOptionValue
+from fedbus.events import BaseModelRef, LoraSpec, ModelOptionValue
 from fedbus_executor import (
     DataRef,
     DatasetCache,
     DatasetSpec,
     ExecutorError,
+    LoRASettings,
     TrainingExecutor,
+    base_weights_sha256,
     initial_weights,
 )
 from fedbus_executor import ModelRef as ExecutorModelRef
 
-__all__ = ["ExecutorModels"]
+__all__ = ["ExecutorModels", "lora_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ExecutorModels:
         # The held-out sets are read and validated once, not after every round.
         self._datasets = DatasetCache(capacity=max(1, len(self._paths)))
         self._executor = TrainingExecutor(datasets=self._datasets)
+        self._bases: dict[tuple[str, str, int, str, str], BaseModelRef] = {}
         self._preload()
 
     def _preload(self) -> None:
@@ -74,6 +77,7 @@ class ExecutorModels:
         dataset: str,
         seed: int,
         model_options: Mapping[str, ModelOptionValue] | None = None,
+        lora: LoraSpec | None = None,
     ) -> Model | None:
         """Round 1's weights for ``model`` on ``dataset``, or None when its spec is unknown.
 
@@ -89,7 +93,9 @@ class ExecutorModels:
         if spec is None:
             return None
         try:
-            return initial_weights(model, seed, spec, **dict(model_options or {}))
+            return initial_weights(
+                model, seed, spec, lora=lora_settings(lora), **dict(model_options or {})
+            )
         except ExecutorError as exc:  # the round cannot succeed: it expires with this reason
             raise NonRetryableError(f"{model!r} on {dataset!r}: {exc}") from exc
 
@@ -100,6 +106,7 @@ class ExecutorModels:
         dataset: str,
         weights: NamedArrays,
         model_options: Mapping[str, ModelOptionValue] | None = None,
+        lora: LoraSpec | None = None,
     ) -> dict[str, float]:
         """Score ``weights`` on the held-out set; a failed evaluation is logged and gives {}."""
         path = self._paths.get(dataset)
@@ -111,6 +118,7 @@ class ExecutorModels:
                 model=ExecutorModelRef(name=model, kwargs=dict(model_options or {})),
                 weights=state,
                 data=DataRef(path=str(path), spec=self._specs[dataset]),
+                lora=lora_settings(lora),
                 device=self._device,
             )
         except ExecutorError as exc:
@@ -121,3 +129,37 @@ class ExecutorModels:
             "loss": result.loss,
             "eval_samples": float(result.num_samples),
         }
+
+    def base_model(
+        self,
+        *,
+        model: str,
+        dataset: str,
+        seed: int,
+        lora: LoraSpec,
+        model_options: Mapping[str, ModelOptionValue] | None = None,
+    ) -> BaseModelRef | None:
+        """Name and SHA-256 of the base weights ``lora``'s adapters apply to (once per job)."""
+        spec = self._specs.get(dataset)
+        if spec is None:
+            return None
+        options = dict(model_options or {})
+        key = (model, dataset, seed, lora.model_dump_json(), repr(sorted(options.items())))
+        if key not in self._bases:
+            try:
+                digest = base_weights_sha256(
+                    model,
+                    seed,
+                    spec,
+                    lora=LoRASettings.model_validate(lora.model_dump()),
+                    **options,
+                )
+            except ExecutorError as exc:
+                raise NonRetryableError(f"{model!r} on {dataset!r}: {exc}") from exc
+            self._bases[key] = BaseModelRef(name=model, sha256=digest)
+        return self._bases[key]
+
+
+def lora_settings(spec: LoraSpec | None) -> LoRASettings | None:
+    """The executor's LoRA settings for a round's ``lora`` (the same field names)."""
+    return None if spec is None else LoRASettings.model_validate(spec.model_dump())
