@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,28 +27,15 @@ from botocore.exceptions import ClientError
 from fedbus.settings import FedbusSettings
 from fedbus.storage import S3ArtifactStore, tensors_to_bytes, update_key
 
+from . import test_privacy_jobs
 from .harness import REPO, env_file, state_dir
-from .test_privacy_jobs import (
-    PrivateCluster,
-    dp_spec,
-    local_epsilon,
-    run_job,
-    start_private_cluster,
-    stop_cluster,
-)
+from .test_privacy_jobs import PrivateCluster, dp_spec, local_epsilon, run_job
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, settings: FedbusSettings
-) -> Iterator[PrivateCluster]:
-    cluster = start_private_cluster(tmp_path_factory.mktemp("audit"), settings, name="audit")
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
+cluster = test_privacy_jobs.cluster
+"""The services, the accountant and three trainers: test_privacy_jobs' module-scoped fixture,
+one cluster for this module."""
 
 
 def auditor_env(settings: FedbusSettings) -> dict[str, str]:

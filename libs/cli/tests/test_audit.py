@@ -49,6 +49,7 @@ from fedbus.privacy import GaussianSteps, compute_epsilon_composed
 from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes, update_key
 from fedbus_cli import main
 from fedbus_cli.audit import AuditReport, LogRecord, Verdict, prescribed_local_dp, verify
+from fedbus_cli.audit.sources import audited_topics
 from fedbus_cli.commands import audit as audit_command
 
 JOB = "job-audit"
@@ -356,3 +357,14 @@ def test_the_command_exits_0_when_every_check_passes(
 
     assert main(["audit", "verify", "--job", JOB, "--report", str(tmp_path)]) == 0
     assert "not asked for" in (tmp_path / "audit.md").read_text()
+
+
+def test_the_audit_reads_every_event_topic_and_intake_but_no_assignment_or_key_topic() -> None:
+    existing = ["round.assigned.site-a", "upstream.job.requested.acme", "job.accepted"]
+
+    topics = audited_topics(catalog(), existing)
+
+    assert "upstream.job.requested.acme" in topics
+    assert {"job.requested", "round.started", "update.submitted", "budget.updated"} <= set(topics)
+    assert "key.published" not in topics  # read by the key directory
+    assert not [t for t in topics if t.startswith("round.assigned")]  # live upload URLs

@@ -72,7 +72,7 @@ async def check_artifacts(jobs: dict[str, list[Seen]], store: ArtifactStore) -> 
             try:
                 await store.get_bytes(ref)
             except NonRetryableError as exc:
-                check.fail(ref.object_key, str(exc))
+                check.fail(ref.object_key, str(exc).removeprefix(f"{ref.object_key}: "))
         _check_registered(check, seen)
     if check.checked == 0:
         check.reason = "no event references an artifact"

@@ -17,13 +17,18 @@ from typing import Any
 
 from fedbus_cli.audit import AuditReport
 
-__all__ = ["RUN", "register"]
+__all__ = ["NO_ARTIFACT_KEYS", "RUN", "register"]
+
+NO_ARTIFACT_KEYS = (
+    "no artifact keys were given (FEDBUS_ARTIFACT_KEYS or FEDBUS_ARTIFACT_KEYS_FILE): an object "
+    "encrypted at rest cannot match the plaintext size and SHA-256 its event names"
+)
 
 
 async def _run(args: argparse.Namespace) -> AuditReport:
     from fedbus.bus.topics import catalog
     from fedbus.settings import FedbusSettings, load_settings
-    from fedbus.storage import S3ArtifactStore
+    from fedbus.storage import S3ArtifactStore, artifact_cipher
     from fedbus_cli.audit import verify
     from fedbus_cli.audit.sources import open_key_directory, read_records
 
@@ -34,11 +39,16 @@ async def _run(args: argparse.Namespace) -> AuditReport:
         key = args.job.encode() if args.job else None
         records = await read_records(settings, topics, key=key)
         store = S3ArtifactStore.from_settings(settings)
-        return await verify(records, keys=keys, catalog=topics, store=store, job_id=args.job,
-                            recompute=args.reaggregate)  # fmt: skip
+        report = await verify(records, keys=keys, catalog=topics, store=store, job_id=args.job,
+                              recompute=args.reaggregate)  # fmt: skip
     finally:
         if keys is not None:
             await keys.stop()
+    if artifact_cipher(settings) is None:
+        for check in report.checks:
+            if check.name in {"artifacts", "reaggregate"} and check.findings:
+                check.notes.append(NO_ARTIFACT_KEYS)
+    return report
 
 
 RUN: Callable[[argparse.Namespace], Coroutine[Any, Any, AuditReport]] = _run
@@ -71,5 +81,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{'':>16}{finding.where}: {finding.message}")
         if len(c.findings) > 20:
             print(f"{'':>16}... {len(c.findings) - 20} more in {as_md}")
+        if c.findings:
+            print("\n".join(f"{'':>16}note: {note}" for note in c.notes))
     print(f"{'PASS' if report.ok else 'FAIL'}: report in {as_md} and {as_json}")
     return 0 if report.ok else 1

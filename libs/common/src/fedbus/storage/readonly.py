@@ -17,9 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import boto3
-
 from fedbus.settings import FedbusSettings, load_settings
+from fedbus.storage.s3 import minio_client
 
 __all__ = ["READ_ONLY_ACTIONS", "read_only_credentials", "read_only_policy"]
 
@@ -41,14 +40,7 @@ def read_only_policy(bucket: str) -> dict[str, Any]:
 def read_only_credentials(settings: FedbusSettings, *, duration_s: int = WEEK_S) -> dict[str, str]:
     """``FEDBUS_MINIO_ACCESS_KEY``, ``_SECRET_KEY`` and ``_SESSION_TOKEN`` of credentials that
     may only read ``settings.minio_bucket``, and ``expires`` (ISO 8601)."""
-    sts = boto3.client(
-        "sts",
-        endpoint_url=settings.minio_endpoint,
-        aws_access_key_id=settings.minio_access_key,
-        aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
-        region_name=settings.minio_region,
-        verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
-    )
+    sts = minio_client("sts", settings)
     answer = sts.assume_role(
         RoleArn="arn:minio:iam:::role/fedbus-auditor", RoleSessionName="fedbus-auditor",
         Policy=json.dumps(read_only_policy(settings.minio_bucket)), DurationSeconds=duration_s,

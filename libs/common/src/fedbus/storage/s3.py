@@ -16,7 +16,7 @@ from fedbus.storage.base import ArtifactNotFoundError, ArtifactStore, StorageUna
 from fedbus.storage.crypto import AesGcmCipher
 from fedbus.storage.keys import artifact_cipher
 
-__all__ = ["S3ArtifactStore"]
+__all__ = ["S3ArtifactStore", "minio_client"]
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
@@ -49,18 +49,10 @@ class S3ArtifactStore(ArtifactStore):
         """
         if cipher is None:
             cipher = artifact_cipher(settings)
-        client = boto3.client(
+        client = minio_client(
             "s3",
-            endpoint_url=endpoint or settings.minio_endpoint,
-            aws_access_key_id=settings.minio_access_key,
-            aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
-            aws_session_token=(
-                settings.minio_session_token.get_secret_value()
-                if settings.minio_session_token
-                else None
-            ),
-            region_name=settings.minio_region,
-            verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
+            settings,
+            endpoint=endpoint,
             # Integrity is fedbus's own: a PUT carries the body's SHA-256 (which the server
             # checks) and every read is checked against the SHA-256 its event carries.
             # botocore's own CRC32 per request and response, and the SHA-256 of the body for
@@ -157,6 +149,28 @@ class S3ArtifactStore(ArtifactStore):
             return await asyncio.to_thread(fn, **kwargs)
         except (ClientError, BotoCoreError, EndpointConnectionError) as exc:
             raise StorageUnavailableError(f"{fn.__name__}: {exc}") from exc
+
+
+def minio_client(
+    service: Literal["s3", "sts"],
+    settings: FedbusSettings,
+    *,
+    endpoint: str | None = None,
+    config: Config | None = None,
+) -> Any:
+    """A boto3 client of MinIO's ``service`` with the settings' credentials (and session
+    token, for temporary ones), region and CA; ``endpoint`` replaces the settings'."""
+    token = settings.minio_session_token
+    return boto3.client(
+        service,
+        endpoint_url=endpoint or settings.minio_endpoint,
+        aws_access_key_id=settings.minio_access_key,
+        aws_secret_access_key=settings.minio_secret_key.get_secret_value(),
+        aws_session_token=token.get_secret_value() if token else None,
+        region_name=settings.minio_region,
+        verify=str(settings.minio_ca_file) if settings.minio_ca_file else True,
+        config=config,
+    )
 
 
 def _code(exc: ClientError) -> str:
