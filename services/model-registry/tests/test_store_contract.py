@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ import pytest
 
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
+    BaseModelRef,
     JobStatus,
     ModelRef,
     PrivacyGuarantee,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .conftest import MakeJob
 
 REF = ModelRef(object_key="jobs/j/round-1/global/" + "b" * 64, size_bytes=42, sha256="b" * 64)
+BASE = BaseModelRef(name="minilm-classifier", sha256="d" * 64)
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -90,12 +93,17 @@ async def test_versions_count_from_one_with_the_previous_as_parent(
 
 async def test_a_version_reads_back_as_it_was_registered(store: RegistryStore, tenant: str) -> None:
     new = version_of(tenant)
+    lora = replace(version_of(tenant, name="minilm-text"), base_model=BASE)
     await store.register(new)
+    await store.register(lora)
 
     found = await store.version(tenant, "cnn-mnist", 1)
+    found_lora = await store.version(tenant, "minilm-text", 1)
 
     assert found is not None
     assert found.spec == new
+    assert found_lora is not None
+    assert found_lora.spec == lora
     assert await store.version_for_job(new.job_id) == found
 
 
@@ -162,7 +170,7 @@ async def test_jobs_rounds_and_completions_are_remembered(
     job = make_job()
     await store.save_job(JobInfo(job.job_id, tenant, job.spec))
     await store.save_job(JobInfo(job.job_id, "someone-else", job.spec))  # redelivery: first wins
-    await store.save_round(job.job_id, RoundRecord(2, ("c2",), {"loss": 0.5}, REF))
+    await store.save_round(job.job_id, RoundRecord(2, ("c2",), {"loss": 0.5}, REF, BASE))
     await store.save_round(job.job_id, RoundRecord(1, ("c1",), {"loss": 0.9}, REF))
     await store.save_round(job.job_id, RoundRecord(1, ("c1", "c3"), {"loss": 0.8}, REF))
     done = job.completed(REF, accuracy=0.7)
@@ -171,7 +179,7 @@ async def test_jobs_rounds_and_completions_are_remembered(
     assert await store.job(job.job_id) == JobInfo(job.job_id, tenant, job.spec)
     assert await store.rounds(job.job_id) == [
         RoundRecord(1, ("c1", "c3"), {"loss": 0.8}, REF),
-        RoundRecord(2, ("c2",), {"loss": 0.5}, REF),
+        RoundRecord(2, ("c2",), {"loss": 0.5}, REF, BASE),
     ]
     assert await store.completion(job.job_id) == done
     assert await store.job("no-such-job") is None

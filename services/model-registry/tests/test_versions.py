@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedbus.events import JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode
+from fedbus.events import BaseModelRef, JobStatus, ModelRef, PrivacyGuarantee, PrivacyMode
 from fedbus_registry.versions import (
     JobInfo,
     RoundRecord,
@@ -85,3 +85,21 @@ def test_without_job_metrics_a_version_takes_the_last_rounds(make_job: MakeJob) 
     version = new_version(info, rounds, job.completed(REF), guarantee=None)
 
     assert version.metrics == {"loss": 0.4}
+
+
+def test_a_lora_version_names_the_base_model_of_its_last_round(make_job: MakeJob) -> None:
+    job = make_job()
+    base = BaseModelRef(name="minilm-classifier", sha256="c" * 64)
+    rounds = [
+        RoundRecord(1, ("c1",), {"loss": 0.9}, REF, base),
+        RoundRecord(2, ("c1",), {"loss": 0.4}, REF, base),
+    ]
+
+    info = JobInfo(job.job_id, job.tenant, job.spec)
+    version = new_version(info, rounds, job.completed(REF), guarantee=None)
+    plain = new_version(
+        info, [RoundRecord(1, ("c1",), {}, REF)], job.completed(REF), guarantee=None
+    )
+
+    assert version.base_model == base
+    assert plain.base_model is None

@@ -17,7 +17,9 @@ Routes (every one takes ``?tenant=T``; another tenant's model answers 404 like a
 
 A ``<version>`` is ``{tenant, name, version, job_id, status, rounds, metrics, round_metrics,
 artifact{object_key, size_bytes, sha256}, strategy{name, options}, privacy{mode, epsilon,
-delta}, participants, parent_version, created_at}``.
+delta}, participants, parent_version, created_at, base_model}``; ``base_model`` is
+``{name, sha256}`` for a LoRA job (``artifact`` then holds its adapters and head: merge them
+with ``fedbus models export --merged``), else null.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def version_body(version: ModelVersion) -> dict[str, Any]:
         "rounds": spec.rounds,
         "metrics": spec.metrics,
         "round_metrics": [{"round": r, "metrics": m} for r, m in spec.round_metrics],
+        "base_model": None if spec.base_model is None else spec.base_model.model_dump(),
         "artifact": spec.artifact.model_dump(mode="json"),
         "strategy": spec.strategy.model_dump(mode="json"),
         "privacy": {

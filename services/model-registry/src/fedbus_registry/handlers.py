@@ -99,6 +99,7 @@ def registered_event(version: ModelVersion, *, cause: Event) -> ModelRegistered:
         artifact=version.spec.artifact,
         metrics=version.spec.metrics,
         guarantee=version.spec.guarantee,
+        base_model=version.spec.base_model,
     )
     event_id = uuid.uuid5(_EVENT_IDS, f"model.registered:{version.spec.job_id}")
     return event.model_copy(update={"event_id": str(event_id)})
@@ -119,6 +120,7 @@ async def on_round_completed(event: RoundCompleted, *, deps: Deps) -> list[Event
             participants=tuple(event.participants),
             metrics=dict(event.metrics),
             global_model=event.global_model,
+            base_model=event.base_model,
         )
         await deps.store.save_round(event.job_id, record)
         return await _register_if_ready(event.job_id, deps=deps, cause=event)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fedbus.events import (
+    BaseModelRef,
     JobCompleted,
     JobSpec,
     JobStatus,
@@ -64,6 +65,7 @@ class RoundRecord:
     participants: tuple[str, ...]
     metrics: dict[str, float]
     global_model: ModelRef
+    base_model: BaseModelRef | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class NewVersion:
     guarantee: PrivacyGuarantee | None
     participants: tuple[str, ...]
     round_metrics: tuple[tuple[int, dict[str, float]], ...] = field(default=())
+    base_model: BaseModelRef | None = None
+    """With LoRA: the base weights ``artifact``'s adapters apply to (the last round's)."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,8 @@ def new_version(
     """The version to register for a finished job, with the ledger-certified ``guarantee``.
 
     Metrics are ``job.completed``'s, or the last round's when it carries none; participants
-    are the union over every recorded round, sorted.
+    are the union over every recorded round, sorted. A LoRA job's version names the base
+    model of its last round (``round.completed.base_model``).
     """
     if done.final_model is None:
         raise ValueError(f"job {done.job_id} has no final model to register")
@@ -289,4 +294,5 @@ def new_version(
         guarantee=guarantee,
         participants=tuple(participants),
         round_metrics=tuple((r.round, dict(r.metrics)) for r in ordered),
+        base_model=ordered[-1].base_model if ordered else None,
     )

@@ -18,6 +18,7 @@ import asyncpg
 
 from fedbus.errors import NonRetryableError
 from fedbus.events import (
+    BaseModelRef,
     JobCompleted,
     JobSpec,
     JobStatus,
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS registry_completions (
 );
 ALTER TABLE registry_completions
     ADD COLUMN IF NOT EXISTS received_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE registry_rounds ADD COLUMN IF NOT EXISTS base_model jsonb;
 CREATE TABLE IF NOT EXISTS registry_ledger (
     job_id text NOT NULL,
     round integer NOT NULL,
@@ -100,6 +102,7 @@ CREATE TABLE IF NOT EXISTS registry_versions (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, name, version)
 );
+ALTER TABLE registry_versions ADD COLUMN IF NOT EXISTS base_model jsonb;
 """
 
 _BUMP = """
@@ -111,9 +114,9 @@ RETURNING latest_version"""
 _INSERT_VERSION = """
 INSERT INTO registry_versions (tenant, name, version, job_id, status, rounds, metrics,
     round_metrics, artifact_key, artifact_size, artifact_sha256, strategy, privacy_mode,
-    guarantee, participants, parent_version)
+    guarantee, participants, parent_version, base_model)
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12::jsonb, $13,
-    $14::jsonb, $15, $16)
+    $14::jsonb, $15, $16, $17::jsonb)
 RETURNING *"""
 
 _LOCK_JOB = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
@@ -153,15 +156,17 @@ class PostgresRegistryStore(PostgresStore):
         """See :class:`~fedbus_registry.store.RegistryStore`."""
         async with self._connection() as conn:
             await conn.execute(
-                "INSERT INTO registry_rounds (job_id, round, participants, metrics, global_model) "
-                "VALUES ($1, $2, $3, $4::jsonb, $5::jsonb) ON CONFLICT (job_id, round) DO UPDATE "
+                "INSERT INTO registry_rounds (job_id, round, participants, metrics, global_model, "
+                "base_model) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb) "
+                "ON CONFLICT (job_id, round) DO UPDATE "
                 "SET participants = $3, metrics = $4::jsonb, global_model = $5::jsonb, "
-                "completed_at = now()",
+                "base_model = $6::jsonb, completed_at = now()",
                 job_id,
                 record.round,
                 list(record.participants),
                 json.dumps(record.metrics),
                 record.global_model.model_dump_json(),
+                _base_json(record.base_model),
             )
 
     async def rounds(self, job_id: str) -> list[RoundRecord]:
@@ -176,6 +181,7 @@ class PostgresRegistryStore(PostgresStore):
                 participants=tuple(row["participants"]),
                 metrics=json.loads(row["metrics"]),
                 global_model=ModelRef.model_validate_json(row["global_model"]),
+                base_model=_base(row["base_model"]),
             )
             for row in rows
         ]
@@ -340,7 +346,16 @@ def _version_values(new: NewVersion, number: int) -> tuple[object, ...]:
         guarantee,
         list(new.participants),
         number - 1 if number > 1 else None,
+        _base_json(new.base_model),
     )
+
+
+def _base_json(base: BaseModelRef | None) -> str | None:
+    return None if base is None else base.model_dump_json()
+
+
+def _base(raw: str | None) -> BaseModelRef | None:
+    return None if raw is None else BaseModelRef.model_validate_json(raw)
 
 
 def _version(row: Any) -> ModelVersion:
@@ -362,6 +377,7 @@ def _version(row: Any) -> ModelVersion:
         guarantee=PrivacyGuarantee.model_validate_json(guarantee) if guarantee else None,
         participants=tuple(row["participants"]),
         round_metrics=tuple((int(r), dict(m)) for r, m in json.loads(row["round_metrics"])),
+        base_model=_base(row["base_model"]),
     )
     return ModelVersion(
         spec=spec,
