@@ -335,3 +335,35 @@ async def test_a_failed_background_commit_still_lets_the_runner_leave_the_group(
     await r.stop()  # logs the failure; the record comes again after a restart
     assert fake.committed == []
     assert fake.stopped
+
+
+async def test_every_log_line_of_a_handled_event_names_its_trace_and_event() -> None:
+    import json
+    import logging
+
+    from fedbus.telemetry import JsonFormatter
+
+    class Lines(logging.Handler):  # formats when the line is written, as the service's does
+        def __init__(self) -> None:
+            super().__init__()
+            self.setFormatter(JsonFormatter("t"))
+            self.lines: list[dict[str, Any]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(json.loads(self.format(record)))
+
+    event, lines, logger = progress(), Lines(), logging.getLogger("fedbus.test.handler")
+
+    async def handler(got: Progress) -> list[Event]:
+        logger.warning("handling")
+        return []
+
+    logger.addHandler(lines)
+    try:
+        await runner(handler, FakePublisher()).handle_record(record(encode(event)))
+    finally:
+        logger.removeHandler(lines)
+
+    assert [(line["trace_id"], line["event_id"]) for line in lines.lines] == [
+        (event.traceparent.split("-")[1], event.event_id)
+    ]

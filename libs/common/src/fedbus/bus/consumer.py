@@ -43,6 +43,7 @@ from fedbus.bus.tracing import consume_span, tracing_enabled
 from fedbus.events import MAX_EVENT_BYTES, DecodeFailure
 from fedbus.events.topics import DEAD_LETTER_SUFFIX
 from fedbus.settings import FedbusSettings
+from fedbus.telemetry import log_context, trace_id_of
 
 __all__ = [
     "ConsumerRunner",
@@ -299,13 +300,15 @@ class ConsumerRunner:
 
         # Without a tracer provider the span is a no-op: skip its set-up per event.
         span = consume_span(record.topic, record.headers) if self._tracing else None
-        outcome = await self._rules.deliver(
-            event,
-            handler,
-            dead_letter=functools.partial(self._dead_letter, record),
-            topic=record.topic,
-            span=span,
-        )
+        # Every log line written while the event is handled names its trace and event.
+        with log_context(trace_id=trace_id_of(event.traceparent), event_id=event.event_id):
+            outcome = await self._rules.deliver(
+                event,
+                handler,
+                dead_letter=functools.partial(self._dead_letter, record),
+                topic=record.topic,
+                span=span,
+            )
         return self._count(record.topic, outcome)
 
     async def _admit(self, record: ConsumerRecord[bytes, bytes]) -> Event | Failure:
