@@ -16,12 +16,17 @@ messages (public keys, encrypted shares, requests, revealed shares) and the raw 
 the masked vector (object storage). Goals: server <= 1 s for 50 x 100k; <= 10 s with 10%
 dropout.
 
+Every round runs the consistency check (each survivor signs the survivor list; the
+signatures go back with the unmask requests). With ``--signed`` each client has an
+Ed25519 identity key: it signs its public keys and the list, and checks its neighbours'
+signatures on both (Ed25519 from ``cryptography``); without it the signatures are empty.
+
 With ``--flower`` the same run then runs Flower's SecAggPlusWorkflow on the same sizes,
 degree and threshold (``bench/secagg_flower.py`` in ``bench/.venv-flower``, which
 ``bash bench/flower_venv.sh`` builds: Flower is never a fedbus dependency) and prints the
 two side by side. Goal: faster than Flower.
 
-    .venv/bin/python bench/secagg.py [--quick] [--flower]
+    .venv/bin/python bench/secagg.py [--quick] [--signed] [--flower]
 """
 
 from __future__ import annotations
@@ -38,9 +43,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
-from fedbus.secagg import MaskedVector, SecAggClient, SecAggParams, SecAggServer
+from fedbus.secagg import (
+    MaskedVector,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    Signer,
+    Verifier,
+)
 
 T = TypeVar("T")
 CONFIGS = [(50, 100_000, 0.0), (50, 100_000, 0.1), (100, 1_658_634, 0.0), (100, 1_658_634, 0.1)]
@@ -70,7 +84,24 @@ class Costs:
         book[who] = book.get(who, 0) + size
 
 
-def one_round(n: int, dimension: int, dropout: float) -> tuple[Costs, SecAggParams, float]:
+def identities(clients: tuple[str, ...]) -> tuple[dict[str, Signer], Verifier]:
+    """An Ed25519 identity key per client, and a verifier that knows the public halves."""
+    keys = {c: Ed25519PrivateKey.generate() for c in clients}
+    public = {c: k.public_key() for c, k in keys.items()}
+
+    def verify(client: str, statement: bytes, signature: bytes) -> bool:
+        try:
+            public[client].verify(signature, statement)
+        except InvalidSignature:
+            return False
+        return True
+
+    return {c: k.sign for c, k in keys.items()}, verify
+
+
+def one_round(
+    n: int, dimension: int, dropout: float, *, signed: bool
+) -> tuple[Costs, SecAggParams, float]:
     """Run a round; return the costs, the parameters and the sum's largest error."""
     params = SecAggParams.recommended(
         session="bench/1",
@@ -81,14 +112,17 @@ def one_round(n: int, dimension: int, dropout: float) -> tuple[Costs, SecAggPara
     )
     gone = set(random.Random(0).sample(params.clients, round(dropout * n)))
     costs, server = Costs(), SecAggServer.start(params)
+    signers, verifier = identities(params.clients)
+    sign: dict[str, Signer | None] = {c: signers[c] if signed else None for c in params.clients}
+    verify = verifier if signed else None
     clients = {}
     for c in params.clients:
-        clients[c], keys = costs.timed(c, lambda c=c: SecAggClient.start(params, c))
+        clients[c], keys = costs.timed(c, lambda c=c: SecAggClient.start(params, c, sign=sign[c]))
         costs.count(c, keys, to_server=True)
         costs.timed("server", lambda keys=keys: server.receive_public_keys(keys))
     for c, ask in costs.timed("server", server.share_keys_requests).items():
         costs.count(c, ask, to_server=False)
-        shares = costs.timed(c, lambda c=c, ask=ask: clients[c].share_keys(ask))
+        shares = costs.timed(c, lambda c=c, ask=ask: clients[c].share_keys(ask, verify=verify))
         costs.count(c, shares, to_server=True)
         costs.timed("server", lambda shares=shares: server.receive_encrypted_shares(shares))
     rng, expected = np.random.default_rng(0), np.zeros(dimension)
@@ -102,9 +136,16 @@ def one_round(n: int, dimension: int, dropout: float) -> tuple[Costs, SecAggPara
         costs.count(c, masked, to_server=True)
         costs.timed("server", lambda masked=masked: server.receive_masked_vector(masked))
         del masked
+    for c, check in costs.timed("server", server.consistency_requests).items():
+        costs.count(c, check, to_server=False)
+        signature = costs.timed(
+            c, lambda c=c, check=check: clients[c].sign_survivors(check, sign=sign[c])
+        )
+        costs.count(c, signature, to_server=True)
+        costs.timed("server", lambda s=signature: server.receive_survivor_signature(s))
     for c, ask in costs.timed("server", server.unmask_requests).items():
         costs.count(c, ask, to_server=False)
-        answer = costs.timed(c, lambda c=c, ask=ask: clients[c].unmask(ask))
+        answer = costs.timed(c, lambda c=c, ask=ask: clients[c].unmask(ask, verify=verify))
         costs.count(c, answer, to_server=True)
         costs.timed("server", lambda answer=answer: server.receive_revealed_shares(answer))
     result = costs.timed("server", server.finish)
@@ -115,6 +156,9 @@ def one_round(n: int, dimension: int, dropout: float) -> tuple[Costs, SecAggPara
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the 50 x 100k rows")
+    parser.add_argument(
+        "--signed", action="store_true", help="Ed25519 identity keys sign keys and the list"
+    )
     parser.add_argument("--flower", action="store_true", help="then Flower, same sizes")
     args = parser.parse_args()
     ours = {}
@@ -123,7 +167,7 @@ def main() -> None:
         f"{'client s mean/max':>17} {'up MB':>7} {'down KB':>8} {'max |err|':>10}"
     )
     for n, dimension, dropout in CONFIGS[:2] if args.quick else CONFIGS:
-        costs, params, error = one_round(n, dimension, dropout)
+        costs, params, error = one_round(n, dimension, dropout, signed=args.signed)
         ours[n, dimension, dropout] = costs
         uploaders = [c for c in params.clients if costs.sent.get(c, 0) > 4 * dimension]
         client_cpu = [costs.cpu[c] for c in uploaders]
@@ -142,7 +186,7 @@ def main() -> None:
             f"{error:>10.2e}"
         )
     print(
-        "client s, up, down: per uploading client (CPU of its four stages; the most any one "
+        "client s, up, down: per uploading client (CPU of its five stages; the most any one "
         "sends, the masked vector being 4 bytes x params; the most it receives). "
         "max |err|: dequantized sum vs float sum (quantization only)."
     )

@@ -35,8 +35,9 @@ def masked_vector_of_first_client(
     for message in requests.values():
         server.receive_encrypted_shares(message)
     request = server.collect_requests()["site-0"]
-    masked = clients["site-0"].mask(request, update, rng=np.random.default_rng(1))
-    plain = quantize(update, clipping_range=1.0, levels=params.levels, rng=np.random.default_rng(1))
+    masked = clients["site-0"].mask(request, update)
+    rounding = clients["site-0"].state.rounding_rng()
+    plain = quantize(update, clipping_range=1.0, levels=params.levels, rng=rounding)
     return np.frombuffer(masked.data, dtype="<u4"), plain
 
 

@@ -48,7 +48,11 @@ def params(n: int = 6, k: int = 5, t: int = 3, bits: int = 32, d: int = 16) -> S
             "(3 to 5 for 5 neighbours), got 2",
         ),
         ({"k": 5, "t": 6}, "(3 to 5 for 5 neighbours), got 6"),
-        ({"k": 6, "t": 4}, "neighbours must be between 1 and n - 1 = 5, got 6"),
+        ({"k": 6, "t": 4}, "neighbours must be between 2 and n - 1 = 5, got 6"),
+        # one neighbour splits the clients into pairs whose sums the server learns
+        ({"k": 1, "t": 1}, "neighbours must be between 2 and n - 1 = 5, got 1"),
+        # with one share needed, each share is the secret itself
+        ({"k": 2, "t": 1}, "threshold must be at least 2 (one share would be the secret), got 1"),
         ({"n": 7, "k": 3, "t": 2}, "no 3-regular graph on 7 clients: use an even degree"),
         ({"n": 2, "k": 1, "t": 1}, "secure aggregation needs at least 3 clients, got 2"),
         (
@@ -202,6 +206,8 @@ def test_client_and_server_resume_from_their_serialized_state() -> None:
     }
     for c in setup.clients[1:]:
         server.receive_masked_vector(clients[c].mask(collect[c], np.full(8, 0.25)))
+    for c, consistency in server.consistency_requests().items():
+        server.receive_survivor_signature(clients[c].sign_survivors(consistency))
     for c, unmask_request in server.unmask_requests().items():
         server.receive_revealed_shares(clients[c].unmask(unmask_request))
     result = server.finish()
@@ -230,8 +236,8 @@ def test_the_server_refuses_late_repeated_foreign_and_malformed_vectors() -> Non
         with pytest.raises(InvalidMessageError, match=reason):
             server.receive_masked_vector(message)
     server.receive_masked_vector(clients["c1"].mask(collect["c1"], np.zeros(8)))
-    server.unmask_requests()
-    with pytest.raises(InvalidMessageError, match="arrived in stage unmask"):
+    server.consistency_requests()
+    with pytest.raises(InvalidMessageError, match="arrived in stage consistency"):
         server.receive_masked_vector(clients["c2"].mask(collect["c2"], np.zeros(8)))
 
 
@@ -308,6 +314,8 @@ def test_weighted_updates_sum_to_the_weighted_clipped_sum() -> None:
     server, clients = after_share_keys(setup)
     for c, collect in server.collect_requests().items():
         server.receive_masked_vector(clients[c].mask(collect, updates[c], weight=weights[c]))
+    for c, consistency in server.consistency_requests().items():
+        server.receive_survivor_signature(clients[c].sign_survivors(consistency))
     for c, unmask_request in server.unmask_requests().items():
         server.receive_revealed_shares(clients[c].unmask(unmask_request))
 

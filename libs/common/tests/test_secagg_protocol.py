@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from fedbus.secagg import (
+    ClientState,
     CollectRequest,
+    ConsistencyRequest,
     InvalidMessageError,
     RevealedShares,
     SecAggAbortedError,
@@ -29,10 +31,13 @@ from fedbus.secagg import (
     SecAggParams,
     SecAggResult,
     SecAggServer,
+    ShareKeysRequest,
     Signer,
+    UnmaskRequest,
     Verifier,
     quantize,
 )
+from fedbus.secagg.primitives import pairwise_seed
 
 Tamper = Callable[[str, CollectRequest], CollectRequest]
 M = TypeVar("M", bound=BaseModel)
@@ -91,21 +96,36 @@ def through_upload(
     *,
     drop_before_upload: Collection[str] = (),
     tamper: Tamper | None = None,
+    signers: dict[str, Signer] | None = None,
 ) -> tuple[SecAggServer, dict[str, SecAggClient]]:
     """A round up to the end of the upload (zero updates unless given)."""
     server = SecAggServer.start(params)
     clients = {}
     for c in params.clients:
-        clients[c], keys = SecAggClient.start(wire(params), c)
+        sign = signers[c] if signers else None
+        clients[c], keys = SecAggClient.start(wire(params), c, sign=sign)
+        # the rounding draws of rng_of(c), so plain_quantized can recompute them
+        seed = int(c.split("-")[1]).to_bytes(16, "little")
+        clients[c].state = clients[c].state.model_copy(update={"rounding_seed": seed})
         server.receive_public_keys(wire(keys))
     for c, keys_request in server.share_keys_requests().items():
         server.receive_encrypted_shares(wire(clients[c].share_keys(wire(keys_request))))
     for c, request in server.collect_requests().items():
+        sent = wire(tamper(c, request) if tamper else request)
         if c not in drop_before_upload:
-            sent = wire(tamper(c, request) if tamper else request)
             update = np.zeros(params.dimension) if updates is None else updates[c]
-            server.receive_masked_vector(wire(clients[c].mask(sent, update, rng=rng_of(c))))
+            server.receive_masked_vector(wire(clients[c].mask(sent, update)))
     return server, clients
+
+
+def through_consistency(
+    server: SecAggServer, clients: dict[str, SecAggClient], signers: dict[str, Signer] | None = None
+) -> dict[str, UnmaskRequest]:
+    """Every uploader signs the survivor list; the unmask requests that follow."""
+    for c, request in server.consistency_requests().items():
+        sign = signers[c] if signers else None
+        server.receive_survivor_signature(wire(clients[c].sign_survivors(wire(request), sign=sign)))
+    return server.unmask_requests()
 
 
 def run_round(
@@ -120,7 +140,7 @@ def run_round(
     server, clients = through_upload(
         params, updates, drop_before_upload=drop_before_upload, tamper=tamper
     )
-    for c, unmask_request in server.unmask_requests().items():
+    for c, unmask_request in through_consistency(server, clients).items():
         if c not in drop_before_unmask:
             server.receive_revealed_shares(wire(clients[c].unmask(wire(unmask_request))))
     return server.finish()
@@ -222,14 +242,14 @@ def test_fewer_answers_than_the_threshold_fails_closed_naming_the_secret() -> No
 def test_a_client_never_reveals_both_secrets_of_one_neighbour() -> None:
     params = make_params(5)
     server, clients = through_upload(params)
-    honest = server.unmask_requests()["site-00"]
+    honest = through_consistency(server, clients)["site-00"]
     first = clients["site-00"].unmask(honest)
     assert "site-01" in first.self_mask_shares
 
     lying = honest.model_copy(
         update={"survivors": ("site-00", "site-02", "site-03", "site-04"), "dropped": ("site-01",)}
     )
-    with pytest.raises(SecAggAbortedError, match="site-01's self_mask share was already revealed"):
+    with pytest.raises(SecAggAbortedError, match="not the list this client signed"):
         clients["site-00"].unmask(lying)
     both = honest.model_copy(update={"dropped": ("site-01",)})
     with pytest.raises(SecAggAbortedError, match="asked for both secrets of site-01"):
@@ -271,7 +291,7 @@ def test_a_ciphertext_readdressed_to_another_client_is_refused() -> None:
 def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
     params = make_params(8, t=5)
     server, clients = through_upload(params, drop_before_upload={"site-07"})
-    for c, unmask_request in server.unmask_requests().items():
+    for c, unmask_request in through_consistency(server, clients).items():
         answer = clients[c].unmask(unmask_request)
         if c == "site-00":  # the first revealer: its share is among the t used
             shares = dict(getattr(answer, kind))
@@ -286,8 +306,8 @@ def test_an_altered_revealed_share_aborts_the_round(kind: str) -> None:
 
 def test_the_server_refuses_shares_it_did_not_ask_for() -> None:
     params = make_params(5)
-    server, _ = through_upload(params)
-    server.unmask_requests()
+    server, clients = through_upload(params)
+    through_consistency(server, clients)
 
     wrong_kind = RevealedShares(
         client="site-00", self_mask_shares={}, key_shares={"site-01": bytes(16)}
@@ -370,3 +390,209 @@ def test_signed_keys_let_clients_refuse_a_server_that_swaps_a_neighbours_keys() 
         )
     shares = clients["site-00"].share_keys(wire(honest), verify=verify)  # the real keys pass
     assert set(shares.ciphertexts) == {"site-01", "site-02", "site-03", "site-04"}
+
+
+def test_a_signed_round_with_the_consistency_check_gives_the_exact_sum() -> None:
+    params = make_params(6, k=4, t=3)
+    signers, verify = identities(params)
+    updates = updates_for(params)
+    server, clients = through_upload(
+        params, updates, drop_before_upload={"site-05"}, signers=signers
+    )
+    for c, request in through_consistency(server, clients, signers).items():
+        server.receive_revealed_shares(wire(clients[c].unmask(wire(request), verify=verify)))
+
+    result = server.finish()
+
+    kept = params.clients[:5]
+    assert result.total.tolist() == plain_sum(params, updates, kept).tolist()
+
+
+def lying_server_round() -> tuple[
+    SecAggServer, dict[str, SecAggClient], Verifier, dict[str, Signer]
+]:
+    """The review's proof of concept: complete graph, n = 10, t = 5, signed keys."""
+    params = make_params(10, t=5)
+    signers, verify = identities(params)
+    server, clients = through_upload(params, updates_for(params), signers=signers)
+    return server, clients, verify, signers
+
+
+def split_lists(
+    params: SecAggParams, each: int = 5
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """What a lying server tells each neighbour of site-00: (survivors, dropped).
+
+    Each is told that site-00 and itself survived and the next ``each`` others dropped.
+    With ``each = 5`` (the review's proof of concept) site-00's self-mask seed comes
+    from all of them and each neighbour's mask key from five others: with both, the
+    server unmasks site-00's update alone. With 4, each list leaves its recipient
+    ``t`` surviving neighbours, so only the signatures can tell the lists differ.
+    """
+    others = params.clients[1:]
+    lists = {}
+    for i, w in enumerate(others):
+        dropped = tuple(sorted(others[(i + j) % 9] for j in range(1, each + 1)))
+        lists[w] = (tuple(c for c in params.clients if c not in dropped), dropped)
+    return lists
+
+
+def test_a_server_that_asks_each_neighbour_to_sign_a_different_list_gets_no_share() -> None:
+    server, clients, verify, signers = lying_server_round()
+    lists = split_lists(server.state.params, each=4)
+    signatures = {
+        w: clients[w]
+        .sign_survivors(ConsistencyRequest(recipient=w, survivors=survivors), sign=signers[w])
+        .signature
+        for w, (survivors, _) in lists.items()
+    }
+
+    for w, (survivors, dropped) in lists.items():
+        request = UnmaskRequest(
+            recipient=w, survivors=survivors, dropped=dropped, signatures=signatures
+        )
+        with pytest.raises(SecAggAbortedError, match="valid signatures on the survivor list"):
+            clients[w].unmask(request, verify=verify)
+        assert clients[w].state.revealed == {}
+
+
+def test_a_client_refuses_to_sign_a_list_leaving_it_fewer_than_t_neighbours() -> None:
+    server, clients, _, signers = lying_server_round()
+    server.consistency_requests()
+
+    for w, (survivors, _) in split_lists(server.state.params).items():
+        with pytest.raises(SecAggAbortedError, match="neighbours among the survivors: 4"):
+            clients[w].sign_survivors(
+                ConsistencyRequest(recipient=w, survivors=survivors), sign=signers[w]
+            )
+
+
+def test_a_server_that_lies_after_an_honest_consistency_round_gets_no_share() -> None:
+    server, clients, verify, signers = lying_server_round()
+    honest = through_consistency(server, clients, signers)
+
+    for w, (survivors, dropped) in split_lists(server.state.params).items():
+        lying = honest[w].model_copy(update={"survivors": survivors, "dropped": dropped})
+        with pytest.raises(SecAggAbortedError, match="not the list this client signed"):
+            clients[w].unmask(lying, verify=verify)
+
+
+def test_only_neighbours_valid_signatures_on_the_same_list_count() -> None:
+    params = make_params(6, k=2, t=2)
+    signers, verify = identities(params)
+    server, clients = through_upload(params, signers=signers)
+    honest = through_consistency(server, clients, signers)
+    me = "site-00"
+    neighbours = clients[me].neighbours
+    strangers = [c for c in params.clients if c not in neighbours and c != me]
+    signatures = honest[me].signatures
+    forged = {n: signers[strangers[0]](b"something else") for n in neighbours}
+
+    cases = {
+        "non-neighbours only": {c: signatures[c] for c in strangers},
+        "one neighbour": {neighbours[0]: signatures[neighbours[0]]},
+        "forged": forged,
+    }
+    for case, shown in cases.items():
+        request = honest[me].model_copy(update={"signatures": shown})
+        with pytest.raises(SecAggAbortedError, match=r"valid signatures .*: \d, fewer"):
+            clients[me].unmask(request, verify=verify)
+        assert clients[me].state.revealed == {}, case
+    assert clients[me].unmask(honest[me], verify=verify).client == me
+
+
+@pytest.mark.parametrize(
+    ("survivors", "error", "reason"),
+    [
+        (("site-00", "ghost-1", "ghost-2"), InvalidMessageError, "ids outside the round"),
+        (("site-00", "site-01", "site-01"), InvalidMessageError, "repeated ids"),
+        (("site-01", "site-02", "site-03"), InvalidMessageError, "leaves this client out"),
+        (("site-00", "site-01"), SecAggAbortedError, "neighbours among the survivors: 1"),
+    ],
+)
+def test_a_client_signs_no_list_with_made_up_ids_or_too_few_neighbours(
+    survivors: tuple[str, ...], error: type[Exception], reason: str
+) -> None:
+    params = make_params(5, t=3)
+    server, clients = through_upload(params)
+    server.consistency_requests()
+
+    with pytest.raises(error, match=reason):
+        clients["site-00"].sign_survivors(
+            ConsistencyRequest(recipient="site-00", survivors=survivors)
+        )
+    assert clients["site-00"].state.signed_survivors is None
+
+
+def test_dropped_ids_outside_the_round_are_refused() -> None:
+    params = make_params(5)
+    server, clients = through_upload(params)
+    honest = through_consistency(server, clients)["site-00"]
+
+    with pytest.raises(InvalidMessageError, match="ids outside the round"):
+        clients["site-00"].unmask(honest.model_copy(update={"dropped": ("ghost",)}))
+
+
+def test_a_small_order_public_key_is_refused_naming_its_owner() -> None:
+    params = make_params(5)
+    server = SecAggServer.start(params)
+    _, keys = SecAggClient.start(params, "site-01")
+    zero = keys.model_copy(update={"mask_key": bytes(32)})
+
+    with pytest.raises(InvalidMessageError, match="site-01's mask key is not a usable X25519"):
+        server.receive_public_keys(zero)
+
+    # a server that forwards it anyway: the neighbour refuses it before sharing
+    client, _ = SecAggClient.start(params, "site-00")
+    request = ShareKeysRequest(recipient="site-00", public_keys={"site-01": zero})
+    with pytest.raises(InvalidMessageError, match="site-01's mask key is not a usable X25519"):
+        client.share_keys(request)
+    with pytest.raises(InvalidMessageError, match="between a and b failed"):
+        pairwise_seed(bytes(range(32)), bytes(32), session="s", a="a", b="b")
+
+
+def test_masking_again_from_the_saved_state_resends_the_same_bytes_or_refuses() -> None:
+    params = make_params(5, d=8)
+    requests: dict[str, CollectRequest] = {}
+
+    def keep(client: str, request: CollectRequest) -> CollectRequest:
+        requests[client] = request
+        return request
+
+    _, clients = through_upload(params, drop_before_upload={"site-00"}, tamper=keep)
+    collect = requests["site-00"]
+    update = np.random.default_rng(3).normal(0, 0.3, 8)
+    before = clients["site-00"].state.model_dump_json()
+    first = clients["site-00"].mask(collect, update)
+    after = clients["site-00"].state.model_dump_json()
+
+    # restarted from the state saved after masking (the documented order)
+    restarted = SecAggClient(ClientState.model_validate_json(after))
+    assert restarted.mask(collect, update) == first
+    with pytest.raises(SecAggAbortedError, match="already sent and this one differs"):
+        restarted.mask(collect, update + 0.1)
+    # from the state saved before masking, the same update masks to the same bytes
+    assert SecAggClient(ClientState.model_validate_json(before)).mask(collect, update) == first
+
+
+def test_a_client_answers_one_unmask_request_even_after_a_restart() -> None:
+    params = make_params(5)
+    server, clients = through_upload(params, drop_before_upload={"site-04"})
+    honest = through_consistency(server, clients)["site-00"]
+    saved = clients["site-00"].state.model_dump_json()  # after signing, before unmasking
+    first = clients["site-00"].unmask(honest)
+
+    other = honest.model_copy(update={"dropped": ()})
+    with pytest.raises(SecAggAbortedError, match="already answered a different unmask request"):
+        clients["site-00"].unmask(other)
+    restarted = SecAggClient(ClientState.model_validate_json(saved))
+    lying = honest.model_copy(
+        update={"survivors": ("site-00", "site-02", "site-03"), "dropped": ("site-01", "site-04")}
+    )
+    with pytest.raises(SecAggAbortedError, match="not the list this client signed"):
+        restarted.unmask(lying)
+    assert restarted.unmask(honest) == first
+    with pytest.raises(SecAggAbortedError, match="already signed a different survivor list"):
+        restarted.sign_survivors(
+            ConsistencyRequest(recipient="site-00", survivors=("site-00", "site-01", "site-02"))
+        )

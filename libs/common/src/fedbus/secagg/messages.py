@@ -10,6 +10,7 @@ stage                   server to client               client to server
 setup                   :class:`SecAggParams`          :class:`PublicKeys`
 share keys              :class:`ShareKeysRequest`      :class:`EncryptedShares`
 collect masked vectors  :class:`CollectRequest`        :class:`MaskedVector`
+consistency check       :class:`ConsistencyRequest`    :class:`SurvivorSignature`
 unmask                  :class:`UnmaskRequest`         :class:`RevealedShares`
 ====================== ============================== ===============================
 """
@@ -22,13 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CollectRequest",
+    "ConsistencyRequest",
     "EncryptedShares",
     "MaskedVector",
     "Message",
     "PublicKeys",
     "RevealedShares",
     "ShareKeysRequest",
+    "SurvivorSignature",
     "UnmaskRequest",
+    "survivors_statement",
 ]
 
 
@@ -94,16 +98,46 @@ class MaskedVector(Message):
     data: bytes
 
 
+class ConsistencyRequest(Message):
+    """To each client that uploaded: the survivor list, the same for every survivor.
+
+    Bonawitz et al. (2017)'s consistency check: each survivor signs the list once (see
+    :func:`survivors_statement`); the signatures travel with the :class:`UnmaskRequest`.
+    """
+
+    recipient: str
+    survivors: tuple[str, ...]
+
+
+class SurvivorSignature(Message):
+    """From one survivor: its identity key's signature over the survivor list it got.
+
+    ``signature`` is empty when the client has no identity key (unsigned rounds).
+    """
+
+    client: str
+    signature: bytes = b""
+
+
+def survivors_statement(params_digest: bytes, session: str, survivors: tuple[str, ...]) -> bytes:
+    """The bytes a survivor signs: the round's parameters digest, session, sorted list."""
+    fields = [session, params_digest.hex(), sorted(survivors)]
+    return b"fedbus-secagg/v1 survivors " + json.dumps(fields).encode()
+
+
 class UnmaskRequest(Message):
-    """To each client that uploaded: who uploaded (survivors) and who did not (dropped).
+    """To each client that signed: who uploaded (survivors) and who did not (dropped).
 
     A client reveals, for each neighbour whose shares it holds, the self-mask share of
     a survivor or the key share of a dropped client: never both for one neighbour.
+    ``survivors`` must be the list the client signed, and ``signatures`` the other
+    survivors' signatures over that same list (by client id).
     """
 
     recipient: str
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
+    signatures: dict[str, bytes] = {}
 
 
 class RevealedShares(Message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Self
@@ -27,13 +28,14 @@ class SecAggParams(BaseModel):
     clients
         The selected clients' ids, unique; their order does not matter.
     neighbours
-        The degree ``k`` of the neighbour graph: each client masks with, and shares its
+        The degree ``k`` of the neighbour graph, at least 2: each client masks with, and shares its
         secrets among, ``k`` others. ``len(clients) - 1`` gives the complete graph of
         Bonawitz et al. (2017); ``O(log n)`` is SecAgg+ (Bell et al., 2020).
     threshold
-        ``t``: shares needed to rebuild a secret. ``k/2 < t <= k``: more than half the
-        neighbours, so that the two disjoint sets of neighbours the server would need to
-        learn both a client's self-mask seed and its key cannot both reach ``t``.
+        ``t``: shares needed to rebuild a secret, at least 2. ``k/2 < t <= k``: more
+        than half the neighbours, so that the two disjoint sets of neighbours the
+        server would need to learn both a client's self-mask seed and its key cannot
+        both reach ``t``.
     bits
         The modulus is ``2**bits``, 1 to 32.
     clipping_range
@@ -67,6 +69,11 @@ class SecAggParams(BaseModel):
     def modulus(self) -> int:
         """``2**bits``: every masked value lies in ``[0, modulus)``."""
         return 1 << self.bits
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the parameters' canonical JSON: what signed statements bind to."""
+        return hashlib.sha256(self.model_dump_json().encode()).digest()
 
     @property
     def levels(self) -> int:
@@ -116,11 +123,13 @@ def _problems(p: SecAggParams) -> list[str]:
         problems.append("clients must be unique, non-empty ids")
     if n < 3:
         problems.append(f"secure aggregation needs at least 3 clients, got {n}")
-    elif not 1 <= k <= n - 1:
-        problems.append(f"neighbours must be between 1 and n - 1 = {n - 1}, got {k}")
+    elif not 2 <= k <= n - 1:
+        problems.append(f"neighbours must be between 2 and n - 1 = {n - 1}, got {k}")
     elif k < n - 1 and k % 2 == 1 and n % 2 == 1:
         problems.append(f"no {k}-regular graph on {n} clients: use an even degree")
-    if not (2 * t > k and t <= k):
+    if t < 2:
+        problems.append(f"threshold must be at least 2 (one share would be the secret), got {t}")
+    elif not (2 * t > k and t <= k):
         problems.append(
             f"threshold must be more than half the neighbours and at most all of them "
             f"({k // 2 + 1} to {k} for {k} neighbours), got {t}"

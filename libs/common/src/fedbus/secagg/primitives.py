@@ -35,6 +35,7 @@ __all__ = [
     "KEY_BYTES",
     "SEED_BYTES",
     "ShareChannel",
+    "check_public_key",
     "combine_secret",
     "expand_mask",
     "new_private_key",
@@ -78,6 +79,25 @@ def public_key(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
+def check_public_key(raw: bytes, *, owner: str, what: str) -> None:
+    """Refuse a public key no agreement can use: wrong length or of small order.
+
+    X25519 with a small-order point (e.g. all zeros) gives the all-zero shared secret
+    whatever the private key, so one trial agreement with a throwaway key finds it.
+
+    Raises
+    ------
+    InvalidMessageError
+        Naming ``owner`` and ``what`` key it is.
+    """
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        raise InvalidMessageError(
+            f"{owner}'s {what} is not a usable X25519 public key (small order or malformed)"
+        ) from exc
+
+
 def _agree(
     private: bytes, peer_public: bytes, *, session: str, purpose: str, ids: list[str]
 ) -> bytes:
@@ -86,7 +106,13 @@ def _agree(
         peer = X25519PublicKey.from_public_bytes(peer_public)
     except ValueError as exc:
         raise InvalidMessageError(f"not an X25519 public key: {exc}") from exc
-    shared = X25519PrivateKey.from_private_bytes(private).exchange(peer)
+    try:
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(peer)
+    except ValueError as exc:  # a small-order point: the shared secret would be zero
+        raise InvalidMessageError(
+            f"key agreement for {purpose} between {' and '.join(ids)} failed: "
+            "a public key of small order"
+        ) from exc
     info = _LABEL + b" " + json.dumps([purpose, *ids]).encode()
     return HKDF(
         algorithm=hashes.SHA256(), length=KEY_BYTES, salt=session.encode(), info=info

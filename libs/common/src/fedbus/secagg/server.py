@@ -2,12 +2,14 @@
 
 The server never sees a client's update: it forwards encrypted shares it cannot read,
 adds masked vectors as they arrive (one running uint32 sum, no vector kept), and after
-the upload deadline asks the survivors for exactly the shares that remove the masks:
+the upload deadline sends every survivor the same survivor list to sign (the
+consistency check), then asks the signers for exactly the shares that remove the masks:
 each survivor's self mask, and each dropped client's pairwise masks with survivors.
 
 Every stage closes explicitly (``share_keys_requests``, ``collect_requests``,
-``unmask_requests``, ``finish``): the service calls them at its deadlines. The state is
-a :class:`ServerState` (JSON-serializable) so an aggregator can resume after a restart.
+``consistency_requests``, ``unmask_requests``, ``finish``): the service calls them at its
+deadlines. The state is a :class:`ServerState` (JSON-serializable) so an aggregator can
+resume after a restart.
 """
 
 from __future__ import annotations
@@ -26,18 +28,20 @@ from fedbus.secagg.errors import InvalidMessageError, SecAggAbortedError
 from fedbus.secagg.graph import neighbour_graph
 from fedbus.secagg.messages import (
     CollectRequest,
+    ConsistencyRequest,
     EncryptedShares,
     MaskedVector,
     PublicKeys,
     RevealedShares,
     ShareKeysRequest,
+    SurvivorSignature,
     UnmaskRequest,
 )
 from fedbus.secagg.params import SecAggParams
 
 __all__ = ["SecAggResult", "SecAggServer", "ServerState"]
 
-ServerStage = Literal["setup", "share_keys", "collect", "unmask", "done"]
+ServerStage = Literal["setup", "share_keys", "collect", "consistency", "unmask", "done"]
 
 
 class ServerState(BaseModel):
@@ -52,6 +56,8 @@ class ServerState(BaseModel):
     uploaded: list[str] = []
     masked_sum: bytes = b""
     """The running sum of the masked vectors received, little-endian uint32."""
+    signatures: dict[str, bytes] = {}
+    """Each survivor's signature over the survivor list (empty bytes when unsigned)."""
     revealed: dict[str, RevealedShares] = {}
 
 
@@ -101,13 +107,22 @@ class SecAggServer:
 
     # --- setup -------------------------------------------------------------------
     def receive_public_keys(self, message: PublicKeys) -> None:
-        """Keep a client's advertised keys (a repeat of the same keys is ignored)."""
+        """Keep a client's advertised keys (a repeat of the same keys is ignored).
+
+        Raises
+        ------
+        InvalidMessageError
+            If the client advertised other keys before, its two keys are equal, or one
+            is of small order (no agreement with it would be secret).
+        """
         self._expect("setup", message.client)
         known = self.state.public_keys.get(message.client)
         if known is not None and known != message:
             raise InvalidMessageError(f"{message.client} advertised different keys twice")
         if message.mask_key == message.share_key:
             raise InvalidMessageError(f"{message.client}: its two public keys are the same")
+        p.check_public_key(message.mask_key, owner=message.client, what="mask key")
+        p.check_public_key(message.share_key, owner=message.client, what="share key")
         self.state.public_keys[message.client] = message
 
     def share_keys_requests(self) -> dict[str, ShareKeysRequest]:
@@ -174,15 +189,48 @@ class SecAggServer:
         np.add(self._sum, vector, out=self._sum)
         self.state.uploaded.append(client)
 
-    def unmask_requests(self) -> dict[str, UnmaskRequest]:
-        """Close the upload: ask every uploader for the shares that remove the masks."""
+    def consistency_requests(self) -> dict[str, ConsistencyRequest]:
+        """Close the upload: send every uploader the same survivor list to sign."""
         self._close(
-            "collect", "unmask", len(self.state.uploaded), "clients that uploaded masked vectors"
+            "collect",
+            "consistency",
+            len(self.state.uploaded),
+            "clients that uploaded masked vectors",
+        )
+        survivors = tuple(sorted(self.state.uploaded))
+        return {c: ConsistencyRequest(recipient=c, survivors=survivors) for c in survivors}
+
+    # --- consistency check -------------------------------------------------------
+    def receive_survivor_signature(self, message: SurvivorSignature) -> None:
+        """Keep a survivor's signature over the list (to forward; clients verify it)."""
+        client = message.client
+        self._expect("consistency", client)
+        if client not in self.state.uploaded:
+            raise InvalidMessageError(f"{client} did not upload and was not asked to sign")
+        known = self.state.signatures.get(client)
+        if known is not None and known != message.signature:
+            raise InvalidMessageError(f"{client} sent two different survivor signatures")
+        self.state.signatures[client] = message.signature
+
+    def unmask_requests(self) -> dict[str, UnmaskRequest]:
+        """Close the check: ask every signer for the shares that remove the masks.
+
+        Each request carries the same survivors, dropped clients and all signatures.
+        """
+        self._close(
+            "consistency",
+            "unmask",
+            len(self.state.signatures),
+            "survivors that signed the survivor list",
         )
         survivors = tuple(sorted(self.state.uploaded))
         dropped = tuple(sorted(set(self.state.shares) - set(survivors)))
+        signatures = dict(sorted(self.state.signatures.items()))
         return {
-            c: UnmaskRequest(recipient=c, survivors=survivors, dropped=dropped) for c in survivors
+            c: UnmaskRequest(
+                recipient=c, survivors=survivors, dropped=dropped, signatures=signatures
+            )
+            for c in sorted(signatures)
         }
 
     # --- unmask ------------------------------------------------------------------
@@ -190,8 +238,10 @@ class SecAggServer:
         """Keep a survivor's revealed shares after checking they were asked for."""
         client = message.client
         self._expect("unmask", client)
-        if client not in self.state.uploaded:
-            raise InvalidMessageError(f"{client} did not upload and was not asked for shares")
+        if client not in self.state.signatures:
+            raise InvalidMessageError(
+                f"{client} did not sign the survivor list and was not asked for shares"
+            )
         survivors = set(self.state.uploaded)
         for owner, share in {**message.self_mask_shares, **message.key_shares}.items():
             sent = self.state.shares.get(owner)
