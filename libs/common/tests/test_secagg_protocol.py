@@ -596,3 +596,15 @@ def test_a_client_answers_one_unmask_request_even_after_a_restart() -> None:
         restarted.sign_survivors(
             ConsistencyRequest(recipient="site-00", survivors=("site-00", "site-01", "site-02"))
         )
+
+
+def test_keys_signed_for_other_parameters_are_refused() -> None:
+    params = make_params(5)
+    other = params.model_copy(update={"graph_seed": b"another graph seed for round 3.."})
+    signers, verify = identities(params)
+    _, keys = SecAggClient.start(other, "site-01", sign=signers["site-01"])
+    client, _ = SecAggClient.start(params, "site-00")
+
+    request = ShareKeysRequest(recipient="site-00", public_keys={"site-01": keys})
+    with pytest.raises(InvalidMessageError, match="not signed by site-01"):
+        client.share_keys(request, verify=verify)

@@ -130,7 +130,7 @@ class SecAggClient:
             share_key=p.public_key(state.share_private),
         )
         if sign is not None:
-            keys = keys.model_copy(update={"signature": sign(keys.statement(params.session))})
+            keys = keys.model_copy(update={"signature": sign(keys.statement(params))})
         return cls(state), keys
 
     @property
@@ -161,7 +161,7 @@ class SecAggClient:
         for owner, keys in request.public_keys.items():
             if owner not in self._neighbours or keys.client != owner:
                 raise InvalidMessageError(f"{me}: keys of {owner} are not a neighbour's")
-            statement = keys.statement(params.session)
+            statement = keys.statement(params)
             if verify is not None and not (
                 keys.signature and verify(owner, statement, keys.signature)
             ):
@@ -301,7 +301,7 @@ class SecAggClient:
             self.state = self.state.model_copy(
                 update={"stage": "unmask", "signed_survivors": survivors}
             )
-        statement = survivors_statement(params.digest, params.session, survivors)
+        statement = survivors_statement(params, survivors)
         return SurvivorSignature(client=me, signature=sign(statement) if sign else b"")
 
     def unmask(self, request: UnmaskRequest, *, verify: Verifier | None = None) -> RevealedShares:
@@ -344,9 +344,7 @@ class SecAggClient:
                 f"{me}: dropped list has repeated ids or ids outside the round: {sorted(strangers)}"
             )
         if verify is not None:
-            statement = survivors_statement(
-                params.digest, params.session, self.state.signed_survivors
-            )
+            statement = survivors_statement(params, self.state.signed_survivors)
             valid = 0  # distinct signers: the keys of a dict
             for signer, signature in sorted(request.signatures.items()):
                 if valid == t:

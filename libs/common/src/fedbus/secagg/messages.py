@@ -21,6 +21,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedbus.secagg.params import SecAggParams
+
 __all__ = [
     "CollectRequest",
     "ConsistencyRequest",
@@ -57,9 +59,19 @@ class PublicKeys(Message):
     (empty when unsigned). Without it, a server that swaps a neighbour's keys for its
     own can read the shares sent to that neighbour."""
 
-    def statement(self, session: str) -> bytes:
-        """The bytes the signature covers: session, client and both keys."""
-        fields = [session, self.client, self.mask_key.hex(), self.share_key.hex()]
+    def statement(self, params: SecAggParams) -> bytes:
+        """The bytes the signature covers: session, parameters' digest, client, both keys.
+
+        With the digest, keys signed for one set of parameters (clients, degree,
+        threshold, graph seed, ...) are refused by a neighbour given another.
+        """
+        fields = [
+            params.session,
+            params.digest.hex(),
+            self.client,
+            self.mask_key.hex(),
+            self.share_key.hex(),
+        ]
         return b"fedbus-secagg/v1 public keys " + json.dumps(fields).encode()
 
 
@@ -119,9 +131,9 @@ class SurvivorSignature(Message):
     signature: bytes = b""
 
 
-def survivors_statement(params_digest: bytes, session: str, survivors: tuple[str, ...]) -> bytes:
-    """The bytes a survivor signs: the round's parameters digest, session, sorted list."""
-    fields = [session, params_digest.hex(), sorted(survivors)]
+def survivors_statement(params: SecAggParams, survivors: tuple[str, ...]) -> bytes:
+    """The bytes a survivor signs: session, the parameters' digest, the sorted list."""
+    fields = [params.session, params.digest.hex(), sorted(survivors)]
     return b"fedbus-secagg/v1 survivors " + json.dumps(fields).encode()
 
 
