@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from fedbus.events import (
     DatasetInfo,
@@ -139,11 +142,18 @@ def test_a_model_announced_with_a_broken_schema_is_left_out() -> None:
     assert set(capabilities_of(beat)["models"]) == {"mlp"}
 
 
+MINILM: dict[str, Any] = {
+    "additionalProperties": False, "type": "object",
+    "properties": {"freeze_encoder": {"type": "boolean"},
+                   "max_length": {"type": "integer", "minimum": 1, "maximum": 512}},
+}  # fmt: skip
+
+
 def texts(client: str) -> Any:
     """A trainer holding 'text' whose minilm-classifier declares LoRA targets; mlp declares none."""
     return holder(
         client, "text", shape=(), buildable=["minilm-classifier", "mlp"],
-        models={"minilm-classifier": CLOSED, "mlp": CLOSED},
+        models={"minilm-classifier": MINILM, "mlp": CLOSED},
         lora_targets={"minilm-classifier": ["query", "key", "value", "dense"]},
     )  # fmt: skip
 
@@ -187,3 +197,12 @@ def test_the_heartbeat_s_lora_targets_are_kept() -> None:
     )  # fmt: skip
     kept = capabilities_of(beat)["models"]["minilm-classifier"]
     assert kept["lora_targets"] == ["query", "value"]
+
+
+def test_the_federated_lora_example_is_admitted_by_trainers_announcing_minilm() -> None:
+    path = Path(__file__).resolve().parents[3] / "examples" / "text-lora-federated.yaml"
+    spec = JobSpec.model_validate(yaml.safe_load(path.read_text()))
+    live = [texts(f"t{i}") for i in range(spec.min_clients)]
+
+    assert reasons(spec, *live) == []
+    assert reasons(spec, *live[:-1])[0][0] == "too_few_clients"
