@@ -34,7 +34,8 @@ MAX_TRIES = 64
 """Most ``t``-subsets of one secret's revealed shares tried before aborting.
 
 Subsets leave out the lowest-indexed shares first, then each other one: a single
-altered share among ``m > t`` is always left out within ``m`` tries.
+altered share among ``m > t`` is left out within ``m`` tries (``m <= k``, so always
+for up to 64 neighbours).
 """
 
 
