@@ -498,7 +498,8 @@ def test_only_neighbours_valid_signatures_on_the_same_list_count() -> None:
     me = "site-00"
     neighbours = clients[me].neighbours
     strangers = [c for c in params.clients if c not in neighbours and c != me]
-    signatures = honest[me].signatures
+    signatures = server.state.signatures  # everyone's: the request holds the neighbours'
+    assert set(honest[me].signatures) == set(neighbours)
     forged = {n: signers[strangers[0]](b"something else") for n in neighbours}
 
     cases = {

@@ -215,7 +215,8 @@ class SecAggServer:
     def unmask_requests(self) -> dict[str, UnmaskRequest]:
         """Close the check: ask every signer for the shares that remove the masks.
 
-        Each request carries the same survivors, dropped clients and all signatures.
+        Each request carries the same survivors and dropped clients, and the signatures
+        of the recipient's neighbours (the only ones it counts).
         """
         self._close(
             "consistency",
@@ -228,7 +229,10 @@ class SecAggServer:
         signatures = dict(sorted(self.state.signatures.items()))
         return {
             c: UnmaskRequest(
-                recipient=c, survivors=survivors, dropped=dropped, signatures=signatures
+                recipient=c,
+                survivors=survivors,
+                dropped=dropped,
+                signatures={v: signatures[v] for v in self.graph[c] if v in signatures},
             )
             for c in sorted(signatures)
         }
