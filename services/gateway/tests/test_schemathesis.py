@@ -60,6 +60,16 @@ CONFIG = schemathesis.Config.from_dict(
                 },
             },
             {
+                # A reason PostgreSQL cannot store (a NUL, a lone surrogate) is the documented
+                # 422 naming the field; the JSON Schema of a string cannot exclude them.
+                "include-name": "POST /v1/jobs/{job_id}/cancel",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]
+                    }
+                },
+            },
+            {
                 # Rows must have the model's feature shape, which the document cannot state
                 # (it depends on the version): schema-valid rows of another shape get the
                 # documented 422, too many 413; the fakes hold no model, so mostly 404.
