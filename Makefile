@@ -15,7 +15,7 @@ PYTEST := $(PY) -m pytest
 MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
 .PHONY: help install up down status clean lint format test test-unit test-contract \
-        test-integration demo bench helm-lint
+        test-integration test-heavy demo bench helm-lint
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -73,7 +73,10 @@ test-contract: install ## Event contract tests (schemas, compatibility, docs fre
 	$(PYTEST) -m contract
 
 test-integration: install up ## Integration tests against the real local stack
-	$(PYTEST) -m integration
+	$(PYTEST) -m "integration and not heavy"
+
+test-heavy: install up ## The heavy integration tests (federated LoRA on MiniLM), outside `make test`
+	$(PYTEST) -m heavy
 
 test: lint ## Everything CI runs: install, lint, unit, contract, then integration on the real stack
 	$(MAKE) --no-print-directory test-unit test-contract test-integration

@@ -5,10 +5,12 @@ Usage: python bench/predict_latency.py [--requests N] [--concurrency C] [--secon
        python bench/predict_latency.py --url URL --api-key KEY --model NAME --version V
 
 Without ``--url`` the gateway's app runs in a child process under uvicorn (one worker; by
-default httptools and uvloop, as ``fedbus-gateway`` serves it; ``--http h11 --loop asyncio``
-is how it served before) with a registry stub that holds one registered ``cnn-mnist``
-version (random weights: latency does not depend on them); the benchmark is the parent
-process, so client and server do not share an interpreter (they share the machine's cores).
+default h11 and uvloop, as ``fedbus-gateway`` serves it; ``--http httptools`` is what the
+figures below called "after", before the services went back to h11 for the 413 of a large
+body without a key; ``--http h11 --loop asyncio`` is how it served before) with a registry
+stub that holds one registered ``cnn-mnist`` version (random weights: latency does not
+depend on them); the benchmark is the parent process, so client and server do not share an
+interpreter (they share the machine's cores).
 With ``--url`` it measures a running gateway (the real stack's) instead.
 
 Figures:
@@ -69,7 +71,7 @@ NAME, VERSION = "cnn-mnist", 1
 # --- the server (child process) ----------------------------------------------------------
 
 
-def _serve(port: int, ready: Any, http: str = "httptools", loop: str = "uvloop") -> None:
+def _serve(port: int, ready: Any, http: str = "h11", loop: str = "uvloop") -> None:
     import httpx
     import torch
     import uvicorn
@@ -338,7 +340,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="batch-64 run length")
     parser.add_argument("--url", help="a running gateway (default: one in a child process)")
-    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
+    parser.add_argument("--http", choices=["httptools", "h11"], default="h11",
                         help="the in-process gateway's HTTP parser")  # fmt: skip
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="the in-process gateway's event loop")  # fmt: skip

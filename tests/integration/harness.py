@@ -171,8 +171,10 @@ class ServiceProcess:
         log = log_dir / f"{name}.log"
         creds = principal_env(principal) if principal else {}
         base = os.environ if base_env is None else base_env
-        full_env = {**base, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1", **creds,
-                    **(env or {})}  # fmt: skip
+        # Started elsewhere, it still reads this stack's env file (by default ./.env).
+        where = {"FEDBUS_ENV_FILE": str(env_file().resolve())} if cwd is not None else {}
+        full_env = {**where, **base, "FEDBUS_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1",
+                    **creds, **(env or {})}  # fmt: skip
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,

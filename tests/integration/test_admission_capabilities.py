@@ -164,7 +164,7 @@ async def test_jobs_are_admitted_by_what_the_live_trainers_announce(
                 await watch.poll()
             assert set(beats) == set(clients), logs()
             for beat in beats.values():  # what each trainer announces
-                assert beat.schema_version == 2
+                assert beat.schema_version == TrainerHeartbeat.SCHEMA_VERSION
                 assert "tabular-mlp" not in {m.name for m in beat.models}
                 [held] = beat.datasets
                 assert held.feature_shape == [3]

@@ -26,7 +26,7 @@ from tests.integration.gateway_process import running_gateway
 from tests.integration.harness import ServiceProcess, free_port, fresh_group, unique
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-MAX_EXAMPLES = 300
+MAX_EXAMPLES = 100
 """Fuzzing examples per operation; the coverage phase adds its own."""
 LIMIT_S = 300.0
 """The CLI is killed past this (it takes about 2 minutes on 2 cores)."""
@@ -62,6 +62,13 @@ generation.allow-extra-parameters = false
 [[operations]]
 include-name = "POST /v1/jobs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409", "422", "429"]
+
+# A cancel reason PostgreSQL cannot store (a NUL, a lone surrogate) is the documented 422
+# naming the field; the JSON Schema of a string cannot exclude them.
+[[operations]]
+include-name = "POST /v1/jobs/{{job_id}}/cancel"
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 """
 
 

@@ -44,7 +44,8 @@ from fedbus_executor import (
 
 from .harness import EventWatcher, ServiceProcess, start_coordination, trainer_env, unique
 
-pytestmark = pytest.mark.slow
+# MiniLM in three processes: minutes of CPU, so `make test-heavy` runs it, not `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROUNDS = 2
 SEED = 11

@@ -117,9 +117,11 @@ async def _announce_trainers(settings: FedbusSettings, producer: EventProducer, 
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
         for _ in range(200):
-            known = await conn.fetchval(
-                "SELECT count(*) FROM orchestration_trainers WHERE datasets ? $1", dataset
-            )
+            known = await conn.fetchval(  # these trainers only: others may hold it too
+                "SELECT count(*) FROM orchestration_trainers"
+                " WHERE datasets ? $1 AND client_id = ANY($2::text[])",
+                dataset, ids,
+            )  # fmt: skip
             if known == len(ids):
                 return
             await asyncio.sleep(0.1)

@@ -13,6 +13,7 @@ processes. Dataset and hospital names are made unique per run (the page's ``pati
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from fedbus.events import JobCompleted, ModelRegistered, TrainerHeartbeat
+from fedbus.events import JobCompleted, ModelRegistered, TrainerHeartbeat, UpdateSubmitted
 from fedbus.settings import FedbusSettings
 
 from .harness import (
@@ -137,25 +139,26 @@ async def _walk(
         return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
 
     try:
-        async with EventWatcher(
-            settings, ["trainer.heartbeat", "job.completed", "model.registered"]
-        ) as watch:
-            live: set[str] = set()
+        topics = ["trainer.heartbeat", "update.submitted", "job.completed", "model.registered"]
+        async with EventWatcher(settings, topics) as watch:
+            live: dict[str, int] = {}  # client id -> the rows it announces
             deadline = time.monotonic() + 180
-            while live != set(hospitals.values()) and time.monotonic() < deadline:
+            while set(live) != set(hospitals.values()) and time.monotonic() < deadline:
                 live |= {
-                    e.client_id for e in watch.seen
-                    if isinstance(e, TrainerHeartbeat) and dataset in {d.name for d in e.datasets}
+                    e.client_id: d.num_samples for e in watch.seen
+                    if isinstance(e, TrainerHeartbeat) for d in e.datasets if d.name == dataset
                 }  # fmt: skip
                 if dead := [p.name for p in procs if not p.alive()]:
                     pytest.fail(f"{dead} exited during start:\n{logs()}")
                 await watch.poll()
-            assert live == set(hospitals.values()), logs()
+            assert set(live) == set(hospitals.values()), logs()
 
             # 4. the job, submitted and followed as the page does
             (walk / f"{dataset}-job.yaml").write_text(blocks["job"])
             submitted = await asyncio.to_thread(_run, blocks["submit"], walk, env, 480)
-            end = await watch.wait_for(lambda e: isinstance(e, JobCompleted), limit_s=60)
+            end = await watch.wait_for(
+                lambda e: isinstance(e, JobCompleted) and e.job_id in submitted, limit_s=60
+            )
             registered = await watch.wait_for(
                 lambda e: isinstance(e, ModelRegistered) and e.job_id == end.job_id, limit_s=90
             )
@@ -168,14 +171,22 @@ async def _walk(
     assert registered.name == f"tabular-mlp-{dataset}"
     assert registered.version == 1
     assert end.metrics["accuracy"] > 0.7, end.metrics  # held-out test.parquet; chance ~0.5
+    # Each hospital's trainer announced its own file's rows and trained on them every round.
+    manifest = json.loads((walk / "data" / dataset / "manifest.json").read_text())
+    rows = {h: manifest["files"][f"clients/{h}.parquet"]["rows"] for h in hospitals.values()}
+    assert live == rows
+    rounds = yaml.safe_load(blocks["job"])["rounds"]
+    trained = {(u.client_id, u.round): u.num_samples for u in watch.seen
+               if isinstance(u, UpdateSubmitted) and u.job_id == end.job_id}  # fmt: skip
+    assert trained == {(h, r): rows[h] for h in hospitals.values() for r in range(1, rounds + 1)}
 
     # 5. the registered version, 6. predictions
     versions = await asyncio.to_thread(_run, blocks["versions"], walk, env)
     assert f"tabular-mlp-{dataset}" in versions or "1" in versions.split()
     (walk / f"new-{dataset}.csv").write_text(blocks["input"])
     predicted = await asyncio.to_thread(_run, blocks["predict"], walk, env)
-    rows = [line.split() for line in predicted.splitlines() if re.match(r"\s*\d+\s", line)]
-    assert [r[1] for r in rows] == ["diabetic", "healthy"], predicted
+    answers = [line.split() for line in predicted.splitlines() if re.match(r"\s*\d+\s", line)]
+    assert [a[1] for a in answers] == ["diabetic", "healthy"], predicted
     assert "privacy: none" in predicted
 
     url = f"/v1/models/tabular-mlp-{dataset}/versions/1:predict"

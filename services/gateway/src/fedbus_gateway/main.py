@@ -97,7 +97,8 @@ def oidc_verifier(
 def run() -> None:
     """Console entry point ``fedbus-gateway``, on uvloop's event loop.
 
-    uvloop (and httptools, which uvicorn picks up itself) cut the gateway's own CPU per
-    ``:predict`` by about a third (``bench/predict_latency.py``).
+    uvloop cuts the gateway's own CPU per ``:predict`` (``bench/predict_latency.py``). The
+    HTTP parser stays h11 (``fedbus.service``): with httptools a large body without a key
+    was read in full before its 413.
     """
     uvloop.run(main())
