@@ -162,6 +162,15 @@ async def _walk(
             registered = await watch.wait_for(
                 lambda e: isinstance(e, ModelRegistered) and e.job_id == end.job_id, limit_s=90
             )
+            rounds = yaml.safe_load(blocks["job"])["rounds"]
+
+            def trained() -> dict[tuple[str, int], int]:
+                return {(u.client_id, u.round): u.num_samples for u in watch.seen
+                        if isinstance(u, UpdateSubmitted) and u.job_id == end.job_id}  # fmt: skip
+
+            deadline = time.monotonic() + 60  # the watcher reads what came while the CLI waited
+            while len(trained()) < len(hospitals) * rounds and time.monotonic() < deadline:
+                await watch.poll()
     finally:
         for proc in procs:
             proc.stop()
@@ -175,10 +184,7 @@ async def _walk(
     manifest = json.loads((walk / "data" / dataset / "manifest.json").read_text())
     rows = {h: manifest["files"][f"clients/{h}.parquet"]["rows"] for h in hospitals.values()}
     assert live == rows
-    rounds = yaml.safe_load(blocks["job"])["rounds"]
-    trained = {(u.client_id, u.round): u.num_samples for u in watch.seen
-               if isinstance(u, UpdateSubmitted) and u.job_id == end.job_id}  # fmt: skip
-    assert trained == {(h, r): rows[h] for h in hospitals.values() for r in range(1, rounds + 1)}
+    assert trained() == {(h, r): rows[h] for h in hospitals.values() for r in range(1, rounds + 1)}
 
     # 5. the registered version, 6. predictions
     versions = await asyncio.to_thread(_run, blocks["versions"], walk, env)
