@@ -16,17 +16,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from dotenv import dotenv_values
 from pydantic import SecretStr
 
 from fedbus.bus import ensure_topics, reset_group_to_end
-from fedbus.events import Event, EventDecodeError, decode, load_topics
+from fedbus.events import Event, EventDecodeError, TrainerHeartbeat, decode, load_topics
 from fedbus.settings import FedbusSettings
 
 __all__ = [
@@ -299,24 +300,17 @@ async def import_csv(csv: Path, out: Path, name: str, *, partition_by: str) -> P
     return out / name
 
 
-def patients_csv(
-    path: Path, hospitals: Sequence[str], *, per_hospital: int, seed: int, units: bool
-) -> None:
-    """A CSV of patients (patient_id, hospital, age, bmi, glucose, outcome): outcome 1 when
-    glucose is high, each hospital its own age range (not IID). ``units``: years, kg/m2 and
-    mg/dL as a clinic writes them; otherwise values already scaled to about 0..1."""
+def patients_csv(path: Path, hospitals: Sequence[str], *, per_hospital: int, seed: int) -> None:
+    """A CSV of patients (patient_id, hospital, age, bmi, glucose, outcome) in clinic units
+    (years, kg/m2, mg/dL): outcome 1 when glucose is above 125, each hospital its own age range
+    (not IID)."""
     rng = np.random.default_rng(seed)
     lines = ["patient_id,hospital,age,bmi,glucose,outcome"]
     for h, hospital in enumerate(hospitals):
         for i in range(per_hospital):
             z = rng.normal(0.0, 1.0)
-            if units:
-                age, bmi = f"{rng.normal(40 + 10 * h, 8):.0f}", f"{rng.normal(27.0, 3.0):.1f}"
-                glucose = f"{125 + 30 * z:.0f}"
-            else:
-                age, bmi = f"{rng.normal(0.3 + 0.2 * h, 0.1):.3f}", f"{rng.normal(0.5, 0.1):.3f}"
-                glucose = f"{z:.3f}"
-            lines.append(f"p{h}-{i},{hospital},{age},{bmi},{glucose},{int(z > 0.0)}")
+            age, bmi = rng.normal(40 + 10 * h, 8), rng.normal(27.0, 3.0)
+            lines.append(f"p{h}-{i},{hospital},{age:.0f},{bmi:.1f},{125 + 30 * z:.0f},{int(z > 0)}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -345,3 +339,32 @@ async def start_coordination(
             args=["--eval-data", eval_data], env={"FEDBUS_CONSUMER_GROUP": groups["aggregator"]},
         ),
     ]  # fmt: skip
+
+
+async def wait_for_trainers(
+    watch: EventWatcher,
+    procs: Sequence[ServiceProcess],
+    clients: Collection[str],
+    *,
+    limit_s: float = 180,
+) -> dict[str, TrainerHeartbeat]:
+    """Each of ``clients``' latest heartbeat, once all have sent one; fails naming a process
+    that exited meanwhile, or with every process's log when one stays silent."""
+    beats: dict[str, TrainerHeartbeat] = {}
+    deadline = time.monotonic() + limit_s
+    while set(beats) != set(clients) and time.monotonic() < deadline:
+        beats |= {
+            e.client_id: e for e in watch.seen
+            if isinstance(e, TrainerHeartbeat) and e.client_id in clients
+        }  # fmt: skip
+        if dead := [p.name for p in procs if not p.alive()]:
+            pytest.fail(f"{dead} exited during start:\n{logs_of(procs)}")
+        await watch.poll()
+    if set(beats) != set(clients):
+        pytest.fail(f"trainers did not announce themselves:\n{logs_of(procs)}")
+    return beats
+
+
+def logs_of(procs: Sequence[ServiceProcess]) -> str:
+    """The last lines each process logged, named."""
+    return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)

@@ -39,7 +39,16 @@ from fedbus.events import (
 )
 from fedbus.settings import FedbusSettings
 
-from .harness import EventWatcher, ServiceProcess, fresh_group, import_csv, trainer_env, unique
+from .harness import (
+    EventWatcher,
+    ServiceProcess,
+    fresh_group,
+    import_csv,
+    logs_of,
+    trainer_env,
+    unique,
+    wait_for_trainers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +140,7 @@ async def test_jobs_are_admitted_by_what_the_live_trainers_announce(
         procs.append(_trainer(python, client, env, args, tmp_path))
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
+        return logs_of(procs)
 
     watched = ["trainer.heartbeat", "job.accepted", "job.rejected"]
     try:
@@ -152,17 +161,8 @@ async def test_jobs_are_admitted_by_what_the_live_trainers_announce(
                     limit_s=60,
                 )
 
-            beats: dict[str, TrainerHeartbeat] = {}
+            beats = await wait_for_trainers(watch, procs, clients)
             deadline = time.monotonic() + 180
-            while set(beats) != set(clients) and time.monotonic() < deadline:
-                beats |= {
-                    e.client_id: e for e in watch.seen
-                    if isinstance(e, TrainerHeartbeat) and e.client_id in clients
-                }  # fmt: skip
-                if dead := [p.name for p in procs if not p.alive()]:
-                    pytest.fail(f"{dead} exited during start:\n{logs()}")
-                await watch.poll()
-            assert set(beats) == set(clients), logs()
             for beat in beats.values():  # what each trainer announces
                 assert beat.schema_version == TrainerHeartbeat.SCHEMA_VERSION
                 assert "tabular-mlp" not in {m.name for m in beat.models}

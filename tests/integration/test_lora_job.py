@@ -12,7 +12,6 @@ base + adapters predict.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from fedbus.events import (
     JobRequested,
     JobSpec,
     RoundCompleted,
-    TrainerHeartbeat,
     UpdateSubmitted,
 )
 from fedbus.settings import FedbusSettings
@@ -42,7 +40,15 @@ from fedbus_executor import (
     state_dict_to_bytes,
 )
 
-from .harness import EventWatcher, ServiceProcess, start_coordination, trainer_env, unique
+from .harness import (
+    EventWatcher,
+    ServiceProcess,
+    logs_of,
+    start_coordination,
+    trainer_env,
+    unique,
+    wait_for_trainers,
+)
 
 # MiniLM in three processes: minutes of CPU, so `make test-heavy` runs it, not `make test`.
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
@@ -88,25 +94,13 @@ async def test_a_lora_job_completes_with_adapter_only_updates(
         )  # fmt: skip
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
+        return logs_of(procs)
 
     watched = ["trainer.heartbeat", "update.submitted", "round.completed"]
     watched += ["job.completed", "job.failed", "job.rejected"]
     try:
         async with EventWatcher(settings, watched) as watch:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                live = {
-                    e.client_id for e in watch.seen
-                    if isinstance(e, TrainerHeartbeat) and e.client_id in clients
-                }  # fmt: skip
-                if live == set(clients):
-                    break
-                if dead := [p.name for p in procs if not p.alive()]:
-                    pytest.fail(f"{dead} exited during start:\n{logs()}")
-                await watch.poll()
-            else:
-                pytest.fail(f"trainers did not announce themselves:\n{logs()}")
+            await wait_for_trainers(watch, procs, clients, limit_s=240)
             job = JobRequested.create(
                 source="it-raw-producer", job_id=unique("job-lora"), tenant="a",
                 spec=JobSpec.model_validate(_spec(dataset)),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -31,7 +30,6 @@ from fedbus.events import (
     JobSpec,
     RoundAssigned,
     RoundStarted,
-    TrainerHeartbeat,
 )
 from fedbus.settings import FedbusSettings
 from fedbus.storage import S3ArtifactStore
@@ -39,7 +37,15 @@ from fedbus_cli.commands import available
 from fedbus_executor import PrepareOptions, prepare_dataset
 
 from .gateway_process import running_gateway
-from .harness import EventWatcher, ServiceProcess, start_coordination, trainer_env, unique
+from .harness import (
+    EventWatcher,
+    ServiceProcess,
+    logs_of,
+    start_coordination,
+    trainer_env,
+    unique,
+    wait_for_trainers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +98,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
         )  # fmt: skip
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
+        return logs_of(procs)
 
     watched = ["trainer.heartbeat", "round.started", "job.completed", "job.failed"]
     watched += ["job.rejected"]
@@ -100,19 +106,7 @@ async def test_the_example_plugins_sample_convnet_trains_through_gateway_and_kaf
     ends: dict[str, JobCompleted | JobFailed] = {}
     try:
         async with EventWatcher(settings, watched) as watch:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                live = {
-                    e.client_id for e in watch.seen
-                    if isinstance(e, TrainerHeartbeat) and e.client_id in clients
-                }  # fmt: skip
-                if live == set(clients):
-                    break
-                if dead := [p.name for p in procs if not p.alive()]:
-                    pytest.fail(f"{dead} exited during start:\n{logs()}")
-                await watch.poll()
-            else:
-                pytest.fail(f"trainers did not announce themselves:\n{logs()}")
+            await wait_for_trainers(watch, procs, clients, limit_s=180)
 
             async with (
                 running_gateway(settings, tmp_path) as gw,

@@ -26,17 +26,19 @@ import httpx
 import pytest
 import yaml
 
-from fedbus.events import JobCompleted, ModelRegistered, TrainerHeartbeat, UpdateSubmitted
+from fedbus.events import JobCompleted, ModelRegistered, UpdateSubmitted
 from fedbus.settings import FedbusSettings
 
 from .harness import (
     REPO,
     EventWatcher,
     ServiceProcess,
+    logs_of,
     patients_csv,
     start_coordination,
     trainer_env,
     unique,
+    wait_for_trainers,
 )
 from .test_predictions import Stack, running_stack
 
@@ -103,8 +105,7 @@ async def _walk(
 ) -> None:
     walk = tmp_path / "walk"
     walk.mkdir()
-    patients_csv(walk / f"{dataset}.csv", list(hospitals.values()), per_hospital=150, seed=5,
-                 units=True)  # fmt: skip
+    patients_csv(walk / f"{dataset}.csv", list(hospitals.values()), per_hospital=150, seed=5)
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -136,22 +137,15 @@ async def _walk(
         )  # fmt: skip
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in procs)
+        return logs_of(procs)
 
     try:
         topics = ["trainer.heartbeat", "update.submitted", "job.completed", "model.registered"]
         async with EventWatcher(settings, topics) as watch:
-            live: dict[str, int] = {}  # client id -> the rows it announces
-            deadline = time.monotonic() + 180
-            while set(live) != set(hospitals.values()) and time.monotonic() < deadline:
-                live |= {
-                    e.client_id: d.num_samples for e in watch.seen
-                    if isinstance(e, TrainerHeartbeat) for d in e.datasets if d.name == dataset
-                }  # fmt: skip
-                if dead := [p.name for p in procs if not p.alive()]:
-                    pytest.fail(f"{dead} exited during start:\n{logs()}")
-                await watch.poll()
-            assert set(live) == set(hospitals.values()), logs()
+            beats = await wait_for_trainers(watch, procs, hospitals.values())
+            live = {  # client id -> the rows it announces
+                c: d.num_samples for c, b in beats.items() for d in b.datasets if d.name == dataset
+            }
 
             # 4. the job, submitted and followed as the page does
             (walk / f"{dataset}-job.yaml").write_text(blocks["job"])

@@ -10,7 +10,6 @@ it, or with ``--check`` to exit with status 1 when the committed document is sta
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from fedbus.events.docgen import write_or_check
 from fedbus.events.registry import event_types
 from fedbus.events.schemas import event_schema_path, load_json, schema_dir
 from fedbus.events.topics import TopicSpec, load_topics
@@ -204,22 +204,8 @@ def render() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write ``docs/asyncapi.yaml``, or with ``--check`` report whether it is stale."""
-    parser = argparse.ArgumentParser(prog="python -m fedbus.events.asyncapi", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the document is stale")
-    parser.add_argument("--output", type=Path, default=None, help="default: docs/asyncapi.yaml")
-    args = parser.parse_args(argv)
-    output: Path = args.output if args.output is not None else default_output()
-    text = render()
-    if args.check:
-        current = output.read_text(encoding="utf-8") if output.is_file() else ""
-        if current != text:
-            sys.stderr.write(f"{output} is stale: run python -m fedbus.events.asyncapi\n")
-            return 1
-        return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {output}\n")
-    return 0
+    return write_or_check(argv, module="fedbus.events.asyncapi", description=__doc__,
+                          output=default_output(), render_text=render)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from fedbus.events.registry import event_types
 from fedbus.events.schemas import ENVELOPE_FILE, event_schema_path, load_json, schema_dir
 from fedbus.events.topics import TopicCatalog, TopicSpec, load_topics
 
-__all__ = ["default_output", "main", "render"]
+__all__ = ["default_output", "main", "render", "write_or_check"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,30 +195,43 @@ def render() -> str:
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write ``docs/events.md``, or with ``--check`` report whether it is stale.
+def write_or_check(
+    argv: Sequence[str] | None,
+    *,
+    module: str,
+    description: str | None,
+    output: Path,
+    render_text: Callable[[], str],
+) -> int:
+    """The command line of a generated page: write it, or with ``--check`` report it stale.
 
     Returns
     -------
     int
         0 on success or a fresh page; 1 when ``--check`` finds the page stale.
     """
-    parser = argparse.ArgumentParser(prog="python -m fedbus.events.docgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--check", action="store_true", help="fail if the page is stale")
-    parser.add_argument("--output", type=Path, default=None, help="default: docs/events.md")
+    parser.add_argument("--output", type=Path, default=None, help=f"default: {output}")
     args = parser.parse_args(argv)
-    output: Path = args.output if args.output is not None else default_output()
-    page = render()
+    target: Path = args.output if args.output is not None else output
+    page = render_text()
     if args.check:
-        current = output.read_text(encoding="utf-8") if output.is_file() else ""
+        current = target.read_text(encoding="utf-8") if target.is_file() else ""
         if current != page:
-            sys.stderr.write(f"{output} is stale: run python -m fedbus.events.docgen\n")
+            sys.stderr.write(f"{target} is stale: run python -m {module}\n")
             return 1
         return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page, encoding="utf-8")
-    sys.stdout.write(f"wrote {output}\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    sys.stdout.write(f"wrote {target}\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write ``docs/events.md``, or with ``--check`` report whether it is stale."""
+    return write_or_check(argv, module="fedbus.events.docgen", description=__doc__,
+                          output=default_output(), render_text=render)  # fmt: skip
 
 
 if __name__ == "__main__":
