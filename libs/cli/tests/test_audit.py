@@ -300,7 +300,80 @@ def test_a_registered_sha_that_is_not_the_aggregators_last_model_fails_check_4()
     report = audit(log)
 
     assert [w for w, _ in findings(report, "artifacts")] == [log.where["registered"]]
-    assert "not the aggregator's round 2 model" in findings(report, "artifacts")[0][1]
+    assert "is not job.completed's final model" in findings(report, "artifacts")[0][1]
+    assert log.where["sha-2"] in findings(report, "artifacts")[0][1]  # the round-2 model
+
+
+def _job_with_a_rollback(final_round: int) -> Log:
+    """Round 2 diverged: round 3 starts again from round 1's model; two good rounds (1 and 3),
+    and ``final_round``'s model is the one job.completed and the registry name."""
+    log = Log()
+    spec = JobSpec(mode=JobMode.FEDERATED, model="mlp", dataset="ds", rounds=2)
+    request = log.add("gateway", JobRequested.create(source="gateway", job_id=JOB, tenant="t",
+                                                     spec=spec), "requested")  # fmt: skip
+    log.add("orchestration", JobAccepted.create(source="orchestration", job_id=JOB, tenant="t",
+            request_event_id=request.event_id, spec=spec), "accepted")  # fmt: skip
+    models: dict[int, ModelRef] = {}
+    for round_, starts_from in ((1, None), (2, 1), (3, 1)):
+        base = models[starts_from] if starts_from else None
+        started = _started(round_, base).model_copy(update={"privacy": PrivacySpec()})
+        log.add("orchestration", started, f"started-{round_}")
+        models[round_] = asyncio.run(log.store.put_tensors(
+            _arrays(float(round_)), prefix=f"jobs/{JOB}/round-{round_}/g"))  # fmt: skip
+        log.add("aggregator", RoundCompleted.create(source="aggregator", job_id=JOB,
+                round=round_, global_model=models[round_], participants=["a", "b"],
+                total_samples=150), f"completed-{round_}")  # fmt: skip
+    final = models[final_round]
+    log.add(
+        "orchestration",
+        JobCompleted.create(
+            source="orchestration",
+            job_id=JOB,
+            status=JobStatus.COMPLETED,
+            rounds_completed=2,
+            final_model=final,
+        ),
+        "job-completed",
+    )
+    log.add("model-registry", ModelRegistered.create(source="model-registry", job_id=JOB,
+            name="mlp-ds", version=1, artifact=final), "registered")  # fmt: skip
+    log.where["sha-final"] = final.sha256
+    return log
+
+
+def test_a_job_with_a_rollback_registers_its_last_good_rounds_model_and_passes_check_4() -> None:
+    # rounds_completed (2) counts good rounds; the registered model is round 3's.
+    report = audit(_job_with_a_rollback(final_round=3))
+
+    assert findings(report, "artifacts") == []
+    assert findings(report, "histories") == []
+    notes = next(c for c in report.checks if c.name == "artifacts").notes
+    assert any("round 3's aggregate" in note for note in notes), notes
+
+
+def test_a_registered_final_model_that_no_round_completed_names_fails_check_4() -> None:
+    log = _job_with_a_rollback(final_round=3)
+    other = asyncio.run(log.store.put_tensors(_arrays(7.0), prefix=f"jobs/{JOB}/other"))
+    at = {r.where: i for i, r in enumerate(log.records)}
+    log.records = log.records[: at[log.where["job-completed"]]]
+    log.add(
+        "orchestration",
+        JobCompleted.create(
+            source="orchestration",
+            job_id=JOB,
+            status=JobStatus.COMPLETED,
+            rounds_completed=2,
+            final_model=other,
+        ),
+        "job-completed",
+    )
+    log.add("model-registry", ModelRegistered.create(source="model-registry", job_id=JOB,
+            name="mlp-ds", version=1, artifact=other), "registered")  # fmt: skip
+
+    report = audit(log)
+
+    assert [w for w, _ in findings(report, "artifacts")] == [log.where["registered"]]
+    assert "no round.completed of the job names it" in findings(report, "artifacts")[0][1]
 
 
 def test_a_replaced_object_fails_check_4_naming_its_key() -> None:

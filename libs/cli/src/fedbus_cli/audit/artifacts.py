@@ -4,8 +4,9 @@ Check 4 reads every object an event references (trainers' updates, global models
 registered models), decrypts it with the deployment's artifact keys when it is encrypted at
 rest, and compares its size and SHA-256 with the event's: the SHA-256 in every event is the
 plaintext's (``fedbus.storage``), so an auditor without the keys can only see that an object
-exists. Each ``model.registered`` must name the model the aggregator published for the last
-completed round (``round.completed``), which ``job.completed`` must name too.
+exists. Each ``model.registered`` must name ``job.completed``'s final model, and that model
+must be the global model the aggregator published in one of the job's ``round.completed``
+(not necessarily the highest round number's: a diverged round is discarded).
 
 Check 5 (``--reaggregate``) recomputes each FedAvg (or FedProx: the same server step) round
 from the global model it started from and the participants' stored updates with fedbus's own
@@ -80,28 +81,33 @@ async def check_artifacts(jobs: dict[str, list[Seen]], store: ArtifactStore) -> 
 
 
 def _check_registered(check: Check, seen: Sequence[Seen]) -> None:
-    rounds = {e.round: e.global_model for e in events_of(seen, RoundCompleted)}
-    completed = events_of(seen, JobCompleted)
+    """Each ``model.registered`` names ``job.completed``'s final model, which is the global
+    model of one of the job's signed ``round.completed``. Not necessarily the last round
+    number's: orchestration discards a diverged round (its ``round.completed`` stays on the log)
+    and goes on from the last good model, so ``rounds_completed`` counts good rounds only."""
+    rounds: dict[str, int] = {}
+    for done in events_of(seen, RoundCompleted):
+        rounds.setdefault(done.global_model.sha256, done.round)
+    finals = [c.final_model for c in events_of(seen, JobCompleted) if c.final_model is not None]
     for s in seen:
         if not isinstance(s.event, ModelRegistered):
             continue
         registered = s.event.artifact
-        ends = [c for c in completed if c.final_model is not None]
-        if not ends:
+        if not finals:
             check.fail(s.where, "registered, but no job.completed names a final model")
             continue
-        last = ends[-1]
-        aggregated = rounds.get(last.rounds_completed)
-        if aggregated is None or aggregated.sha256 != registered.sha256:
-            check.fail(s.where, f"registered SHA-256 {registered.sha256} is not the aggregator's "
-                                f"round {last.rounds_completed} model "
-                                f"({aggregated.sha256 if aggregated else 'none'})")  # fmt: skip
-        elif last.final_model is None or last.final_model.sha256 != registered.sha256:
-            check.fail(s.where, "job.completed names another final model than the registered")
+        final = finals[-1]
+        round_ = rounds.get(registered.sha256)
+        if final.sha256 != registered.sha256:
+            check.fail(s.where, f"registered SHA-256 {registered.sha256} is not job.completed's "
+                                f"final model ({final.sha256})")  # fmt: skip
+        elif round_ is None:
+            check.fail(s.where, f"registered SHA-256 {registered.sha256} is no round's global "
+                                "model: no round.completed of the job names it")  # fmt: skip
         else:
             check.notes.append(
-                f"{s.event.name} v{s.event.version} is round "
-                f"{last.rounds_completed}'s aggregate ({registered.sha256[:16]})"
+                f"{s.event.name} v{s.event.version} is round {round_}'s aggregate "
+                f"({registered.sha256[:16]})"
             )
 
 
