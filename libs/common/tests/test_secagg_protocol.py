@@ -31,6 +31,7 @@ from fedbus.secagg import (
     SecAggParams,
     SecAggResult,
     SecAggServer,
+    ServerState,
     ShareKeysRequest,
     Signer,
     UnmaskRequest,
@@ -622,3 +623,30 @@ def test_keys_signed_for_other_parameters_are_refused() -> None:
     request = ShareKeysRequest(recipient="site-00", public_keys={"site-01": keys})
     with pytest.raises(InvalidMessageError, match="not signed by site-01"):
         client.share_keys(request, verify=verify)
+
+
+def test_a_snapshot_is_not_changed_by_what_the_server_receives_after_it() -> None:
+    params = make_params(5, d=8)
+    updates = updates_for(params, seed=4)
+    requests: dict[str, CollectRequest] = {}
+
+    def keep(client: str, request: CollectRequest) -> CollectRequest:
+        requests[client] = request
+        return request
+
+    server, clients = through_upload(
+        params, updates, drop_before_upload=set(params.clients[1:]), tamper=keep
+    )
+    snapshot = server.snapshot()
+    server.receive_masked_vector(clients["site-01"].mask(requests["site-01"], updates["site-01"]))
+    assert snapshot.uploaded == ["site-00"]
+
+    # the aggregator restarts from the snapshot; site-01 resends, the others upload
+    restored = SecAggServer(ServerState.model_validate_json(snapshot.model_dump_json()))
+    for c in params.clients[1:]:
+        restored.receive_masked_vector(wire(clients[c].mask(requests[c], updates[c])))
+    for c, request in through_consistency(restored, clients).items():
+        restored.receive_revealed_shares(wire(clients[c].unmask(wire(request))))
+
+    result = restored.finish()
+    assert result.total.tolist() == plain_sum(params, updates, params.clients).tolist()

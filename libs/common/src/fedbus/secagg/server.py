@@ -102,8 +102,14 @@ class SecAggServer:
         return cls(ServerState(params=params))
 
     def snapshot(self) -> ServerState:
-        """The state with the running sum, to persist."""
-        return self.state.model_copy(update={"masked_sum": self._sum.astype("<u4").tobytes()})
+        """A copy of the state with the running sum, to persist.
+
+        Deep: the server goes on changing its own lists and dicts, and a snapshot that
+        shared them would list a later upload that its ``masked_sum`` does not hold.
+        """
+        return self.state.model_copy(
+            update={"masked_sum": self._sum.astype("<u4").tobytes()}, deep=True
+        )
 
     # --- setup -------------------------------------------------------------------
     def receive_public_keys(self, message: PublicKeys) -> None:
