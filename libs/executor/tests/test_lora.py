@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from fedbus_executor import (
     DataRef,
@@ -23,6 +24,7 @@ from fedbus_executor import (
     merged_weights,
     seeded_model,
 )
+from fedbus_executor.lora import apply_lora, merge_lora
 
 
 @pytest.fixture
@@ -129,3 +131,26 @@ def test_merged_weights_predict_as_base_plus_adapters(
     assert not any("lora_" in name for name in merged)
     with pytest.raises(ModelError, match="refusing to merge"):
         merged_weights("minilm-classifier", 5, spec, adapters, lora=LORA, base_sha256="0" * 64)
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(4, 4)
+        self.value = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+
+def test_merge_refuses_adapters_that_lack_a_trainable_tensor() -> None:
+    settings = LoRASettings(r=2, alpha=4, target_modules=("query", "value"))
+    model = apply_lora(_Tiny(), settings)
+    full = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    dropped = [n for n in full if "value.lora_B" in n or ".head." in n]
+    partial = {n: t for n, t in full.items() if n not in dropped}
+
+    assert len(dropped) == 3  # value's lora_B, the head's weight and bias
+    with pytest.raises(ModelError, match="lack 3 of the model's trainable tensors"):
+        merge_lora(model, partial)
+    with pytest.raises(ModelError, match="refusing to merge"):
+        merge_lora(apply_lora(_Tiny(), settings), {})
+    assert set(merge_lora(apply_lora(_Tiny(), settings), full)) == set(_Tiny().state_dict())

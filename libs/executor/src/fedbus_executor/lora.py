@@ -85,10 +85,18 @@ def merge_lora(peft_model: nn.Module, adapters: StateDict) -> StateDict:
     Raises
     ------
     ModelError
-        When ``peft_model`` has no adapters or ``adapters`` do not fit it.
+        When ``peft_model`` has no adapters, or ``adapters`` lack one of its trainable
+        tensors (an adapter or a head tensor) or do not fit it.
     """
     if not isinstance(peft_model, PeftModel):
         raise ModelError("merging needs a model with LoRA adapters applied")
+    expected = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    missing = sorted(expected - set(adapters))
+    if missing:
+        raise ModelError(
+            f"adapters lack {len(missing)} of the model's trainable tensors, refusing to merge: "
+            f"{missing[:5]}"
+        )
     load_weights(peft_model, adapters, partial=True)
     merged: nn.Module = peft_model.merge_and_unload()
     return {name: tensor.detach().cpu().clone() for name, tensor in merged.state_dict().items()}
