@@ -650,3 +650,27 @@ def test_a_snapshot_is_not_changed_by_what_the_server_receives_after_it() -> Non
 
     result = restored.finish()
     assert result.total.tolist() == plain_sum(params, updates, params.clients).tolist()
+
+
+def shared_keys(params: SecAggParams) -> tuple[SecAggServer, dict[str, SecAggClient]]:
+    """A round up to the end of setup: every client advertised its keys."""
+    server = SecAggServer.start(params)
+    clients = {}
+    for c in params.clients:
+        clients[c], keys = SecAggClient.start(params, c)
+        server.receive_public_keys(keys)
+    return server, clients
+
+
+def test_the_server_refuses_shares_that_leave_out_a_neighbour_with_keys() -> None:
+    params = make_params(6, k=4, t=3)
+    server, clients = shared_keys(params)
+    requests = server.share_keys_requests()
+    shares = clients["site-00"].share_keys(requests["site-00"])
+    left_out = sorted(shares.ciphertexts)[0]
+    partial = {v: c for v, c in shares.ciphertexts.items() if v != left_out}
+
+    with pytest.raises(InvalidMessageError, match=rf"no shares to its neighbours \['{left_out}'\]"):
+        server.receive_encrypted_shares(shares.model_copy(update={"ciphertexts": partial}))
+    assert "site-00" not in server.state.shares
+    server.receive_encrypted_shares(shares)  # all its neighbours: accepted

@@ -146,7 +146,12 @@ class SecAggServer:
 
     # --- share keys --------------------------------------------------------------
     def receive_encrypted_shares(self, message: EncryptedShares) -> None:
-        """Keep a client's ciphertexts for its neighbours."""
+        """Keep a client's ciphertexts: one for each neighbour that advertised keys.
+
+        A client that left out a neighbour would not be masked with it while that
+        neighbour, holding the client's other shares, is: their pairwise masks would not
+        cancel and the sum would be wrong.
+        """
         client = message.client
         self._expect("share_keys", client)
         if client not in self.state.public_keys:
@@ -154,6 +159,13 @@ class SecAggServer:
         strangers = set(message.ciphertexts) - set(self.graph[client])
         if strangers:
             raise InvalidMessageError(f"{client} sent shares to non-neighbours {sorted(strangers)}")
+        missing = {v for v in self.graph[client] if v in self.state.public_keys} - set(
+            message.ciphertexts
+        )
+        if missing:
+            raise InvalidMessageError(
+                f"{client} sent no shares to its neighbours {sorted(missing)}, who advertised keys"
+            )
         self.state.shares[client] = message
 
     def collect_requests(self) -> dict[str, CollectRequest]:
