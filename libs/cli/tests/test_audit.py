@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,11 +47,13 @@ from fedbus.events import (
     UpdateSubmitted,
 )
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
+from fedbus.settings import FedbusSettings
 from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes, update_key
 from fedbus_cli import main
-from fedbus_cli.audit import AuditReport, LogRecord, Verdict, prescribed_local_dp, verify
+from fedbus_cli.audit import AuditReport, LogRecord, Verdict, prescribed_local_dp, sources, verify
 from fedbus_cli.audit.sources import audited_topics
 from fedbus_cli.commands import audit as audit_command
+from fedbus_cli.commands import privacy
 
 JOB = "job-audit"
 CT = [("content-type", b"application/json")]
@@ -441,3 +444,100 @@ def test_the_audit_reads_every_event_topic_and_intake_but_no_assignment_or_key_t
     assert {"job.requested", "round.started", "update.submitted", "budget.updated"} <= set(topics)
     assert "key.published" not in topics  # read by the key directory
     assert not [t for t in topics if t.startswith("round.assigned")]  # live upload URLs
+
+
+class _Directory(KeyDirectory):
+    """``log.directory()`` with the ``stop`` the privacy report calls on a Kafka one."""
+
+    async def stop(self) -> None:
+        return None
+
+
+def _privacy_read(
+    log: Log, records: list[LogRecord], monkeypatch: pytest.MonkeyPatch, *, required: bool = True
+) -> tuple[list[Event], list[str]]:
+    """``fedbus privacy report``'s reader over ``records``, with ``log``'s keys."""
+    directory = _Directory.__new__(_Directory)
+    directory.__dict__.update(log.directory().__dict__)
+
+    async def keys(settings: FedbusSettings, topics: Any) -> KeyDirectory:
+        return directory
+
+    async def read(settings: FedbusSettings, topics: Any, key: bytes | None = None) -> list[Any]:
+        return [r for r in records if r.topic in topics and r.key == key]
+
+    monkeypatch.setattr(sources, "open_key_directory", keys)
+    monkeypatch.setattr(sources, "read_records", read)
+    settings = FedbusSettings(root_public_keys="set", require_signatures=required)
+    return asyncio.run(privacy._read(JOB, settings))
+
+
+def _forged_budget_on_round_completed(log: Log) -> tuple[BudgetUpdated, LogRecord]:
+    """The aggregator (a producer of round.completed) signs a budget.updated with half the
+    epsilons and puts it on round.completed, where it may write."""
+    steps = {c: GaussianSteps(1.1, 1 / math.ceil(n / 32), 2 * math.ceil(n / 32))
+             for c, n in SAMPLES.items()}  # fmt: skip
+    forged = _budget(2, steps, scale=0.5)
+    value = encode_event(forged)
+    headers = Signer(log.keys["aggregator"]).sign("round.completed", forged.kafka_key(), value, CT)
+    return forged, LogRecord("round.completed", 0, 999, forged.kafka_key(), value, tuple(headers))
+
+
+def test_an_event_signed_by_a_producer_of_the_topic_but_not_of_its_type_fails_check_1() -> None:
+    log = job_log()
+    _, record = _forged_budget_on_round_completed(log)
+
+    report = audit(log, [*log.records, record])
+
+    assert [w for w, _ in findings(report, "signatures")] == [record.where]
+    assert "not an event of this topic" in findings(report, "signatures")[0][1]
+    assert verdicts(report)["privacy"] == "pass"  # the forged figures were left out
+
+
+def test_the_privacy_report_refuses_an_event_of_another_type_on_a_topic_its_signer_writes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = job_log()
+    forged, record = _forged_budget_on_round_completed(log)
+
+    events, refused = _privacy_read(log, [*log.records, record], monkeypatch)
+
+    assert forged.event_id not in {e.event_id for e in events}
+    assert [r.split(": ")[0] for r in refused] == [record.where]
+    assert "events do not belong on topic 'round.completed'" in refused[0]
+    monkeypatch.setattr(privacy, "SOURCE", lambda job_id: (events, refused))
+    assert main(["privacy", "report", "--job", JOB]) == 1
+    assert record.where in capsys.readouterr().err
+
+
+def test_the_privacy_report_admits_unsigned_records_only_when_signatures_are_not_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = job_log()
+    unsigned = [replace(r, headers=tuple(CT)) for r in log.records]
+
+    read = [r for r in log.records if r.topic in privacy.TOPICS]  # what the report reads
+
+    events, refused = _privacy_read(log, unsigned, monkeypatch, required=False)
+    assert (len(events), refused) == (len(read), [])
+
+    events, refused = _privacy_read(log, unsigned, monkeypatch, required=True)
+    assert events == []
+    assert len(refused) == len(read)
+    assert all("unsigned" in r for r in refused)
+
+
+def test_the_privacy_report_checks_a_signed_record_even_when_unsigned_ones_are_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = job_log()
+    at = next(i for i, r in enumerate(log.records) if r.where == log.where["update-2-a"])
+    record = log.records[at]
+    headers = tuple(Signer(log.keys["b"]).sign(record.topic, record.key, record.value or b"", CT))
+    records = [*log.records[:at], replace(record, headers=headers), *log.records[at + 1 :]]
+
+    events, refused = _privacy_read(log, records, monkeypatch, required=False)
+
+    assert len(events) == len([r for r in log.records if r.topic in privacy.TOPICS]) - 1
+    assert [r.split(": ")[0] for r in refused] == [record.where]
+    assert "bound_field" in refused[0]

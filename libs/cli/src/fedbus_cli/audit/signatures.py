@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fedbus.bus.signing import EventSignatureError, KeyDirectory
+from fedbus.bus.signing import EventSignatureError, KeyDirectory, is_signed
 from fedbus.events import Event, EventDecodeError, TopicCatalog, decode
 from fedbus_cli.audit.report import Check
 
-__all__ = ["LogRecord", "Seen", "check_signatures"]
+__all__ = ["LogRecord", "Seen", "admit_record", "check_signatures"]
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -54,7 +54,7 @@ def check_signatures(
     """Check every record; returns the verdict and the events that passed, in log order.
 
     Without ``keys`` (no root public keys given) nothing can be verified: the check fails
-    and the events are still decoded for the other checks, each marked unverified.
+    and the events are still decoded for the other checks.
     """
     check = Check("signatures", "1. Signatures and signers")
     if keys is None:
@@ -63,7 +63,7 @@ def check_signatures(
     for record in records:
         check.checked += 1
         try:
-            event = _admitted(record, keys, catalog)
+            event = admit_record(record, keys, catalog)
         except EventSignatureError as exc:
             check.fail(record.where, str(exc))
             continue
@@ -74,15 +74,44 @@ def check_signatures(
     return check, passed
 
 
-def _admitted(record: LogRecord, keys: KeyDirectory | None, catalog: TopicCatalog) -> Event:
-    """The record's event, when it passes; raises what a consumer would dead-letter it for."""
-    if record.value is None:
-        raise EventSignatureError("unsigned", "a tombstone (null value) carries no signature")
+def admit_record(
+    record: LogRecord,
+    keys: KeyDirectory | None,
+    catalog: TopicCatalog,
+    *,
+    unsigned_allowed: bool = False,
+) -> Event:
+    """The record's event when a fedbus consumer would admit it; raises why it would not.
+
+    The consumer's order (``fedbus.bus.consumer``): the signature is checked before a byte is
+    parsed, then the event must belong on its topic (``catalog.admit``), its signer's role
+    must produce the topic and its bound fields name the signer's party, and the record's
+    Kafka key must be its event's. With ``unsigned_allowed`` (a deployment that does not
+    require signatures) an unsigned record skips the signer's checks, as a consumer's does;
+    a signed one is checked all the same. Without ``keys`` nothing can be verified: the event
+    is decoded and checked against its topic only.
+
+    Raises
+    ------
+    EventSignatureError
+        ``unsigned``, ``unknown_key``, ``revoked_key``, ``bad_signature``,
+        ``not_a_producer``, ``bound_field`` or ``wrong_key``.
+    EventDecodeError, ValueError
+        The bytes are not an event, or not one of this topic.
+    """
     headers = list(record.headers)
-    if keys is None:
-        return catalog.admit(decode(record.value), record.topic)
-    signer = keys.verify_signature(record.topic, record.key, record.value, headers)
-    event = catalog.admit(decode(record.value), record.topic)
+    if record.value is None and not unsigned_allowed:
+        raise EventSignatureError("unsigned", "a tombstone (null value) carries no signature")
+    signer = None
+    if (
+        keys is not None
+        and record.value is not None
+        and (is_signed(headers) or not unsigned_allowed)
+    ):
+        signer = keys.verify_signature(record.topic, record.key, record.value, headers)
+    event = catalog.admit(decode(record.value or b""), record.topic)
+    if keys is None or signer is None:
+        return event
     keys.check_authority(signer, record.topic, event)
     if record.key != event.kafka_key():
         raise EventSignatureError(

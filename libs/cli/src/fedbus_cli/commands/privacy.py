@@ -38,7 +38,6 @@ from fedbus.events import (
     PrivacyMode,
     RoundCompleted,
     UpdateSubmitted,
-    decode,
 )
 from fedbus.privacy import (
     GaussianSteps,
@@ -224,53 +223,49 @@ def read_job_events(
     job_id: str, settings: FedbusSettings | None = None
 ) -> tuple[list[Event], list[str]]:
     """Every event of ``job_id`` on :data:`TOPICS`, from the beginning up to the current end,
-    and the records left out because their signature or signer does not check out.
+    and the records left out because a service would refuse them.
 
-    Records are checked as the services check them (``fedbus.bus.signing``) when root keys
-    are configured (``FEDBUS_ROOT_PUBLIC_KEYS``): so a trainer that writes
-    ``update.submitted`` under another client's id cannot skew the recomputation.
+    Each record is admitted as the services admit it
+    (:func:`fedbus_cli.audit.signatures.admit_record`): with root keys configured
+    (``FEDBUS_ROOT_PUBLIC_KEYS``) a signed record must verify, its signer's role must produce
+    the topic, its bound fields must name the signer's party and its Kafka key must be its
+    event's; every record's event must belong on its topic; an unsigned record is refused
+    when signatures are required (``FEDBUS_REQUIRE_SIGNATURES``). So a trainer that writes
+    ``update.submitted`` under another client's id, or an aggregator that puts a
+    ``budget.updated`` on ``round.completed``, cannot skew the recomputation.
     """
     return asyncio.run(_read(job_id, settings or load_settings(FedbusSettings)))
 
 
 async def _read(job_id: str, settings: FedbusSettings) -> tuple[list[Event], list[str]]:
-    from fedbus.bus.signing import EventSignatureError, is_signed
+    from fedbus.bus.signing import EventSignatureError
     from fedbus.bus.topics import catalog
-    from fedbus_cli.audit.signatures import LogRecord
-    from fedbus_cli.audit.sources import open_key_directory, read_records
+    from fedbus_cli.audit import sources
+    from fedbus_cli.audit.signatures import admit_record
 
-    keys = await open_key_directory(settings, catalog())
+    topics = catalog()
+    # The records first, then the keys: a key published while the records are read is then
+    # known when its records are checked.
+    records = await sources.read_records(settings, TOPICS, key=job_id.encode())
+    keys = await sources.open_key_directory(settings, topics)
+    events: list[Event] = []
     refused: list[str] = []
-
-    async def checked(record: LogRecord) -> list[Event]:
-        headers = list(record.headers)
-        try:
-            if keys is not None and (is_signed(headers) or settings.signatures_required):
-                signer = await keys.verify(record.topic, record.key, record.value or b"", headers)
-                found = _decoded(record.value)
-                for event in found:
-                    keys.check_authority(signer, record.topic, event)
-                return found
-        except EventSignatureError as exc:
-            refused.append(f"{record.where}: {exc}")
-            return []
-        return _decoded(record.value)
-
     try:
-        events: list[Event] = []
-        for record in await read_records(settings, TOPICS, key=job_id.encode()):
-            events += await checked(record)
+        for record in records:
+            try:
+                events.append(
+                    admit_record(
+                        record, keys, topics, unsigned_allowed=not settings.signatures_required
+                    )
+                )
+            except EventSignatureError as exc:
+                refused.append(f"{record.where}: {exc}")
+            except (EventDecodeError, ValueError) as exc:
+                refused.append(f"{record.where}: not an event of this topic: {exc}")
         return events, refused
     finally:
         if keys is not None:
             await keys.stop()
-
-
-def _decoded(raw: bytes | None) -> list[Event]:
-    try:
-        return [decode(raw or b"")]
-    except EventDecodeError:
-        return []
 
 
 SOURCE: EventSource = read_job_events
