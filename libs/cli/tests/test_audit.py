@@ -446,6 +446,14 @@ def test_the_audit_reads_every_event_topic_and_intake_but_no_assignment_or_key_t
     assert not [t for t in topics if t.startswith("round.assigned")]  # live upload URLs
 
 
+def test_the_audit_reads_the_intake_of_a_tenant_whose_name_ends_in_dlq() -> None:
+    existing = ["upstream.job.requested.acme.dlq", "upstream.job.cancel.requested.acme.dlq"]
+
+    topics = audited_topics(catalog(), existing)
+
+    assert set(existing) <= set(topics)
+
+
 class _Directory(KeyDirectory):
     """``log.directory()`` with the ``stop`` the privacy report calls on a Kafka one."""
 

@@ -17,13 +17,14 @@ __all__ = ["audited_topics", "open_key_directory", "read_records"]
 def audited_topics(catalog: TopicCatalog, existing: Sequence[str]) -> list[str]:
     """What the auditor's ACLs let it read (:func:`fedbus.bus.acls.auditor_topics`) but
     ``key.published`` (read by the key directory), and the members of
-    :data:`~fedbus.bus.acls.AUDITOR_FAMILIES` in ``existing`` (the broker's topic names).
+    :data:`~fedbus.bus.acls.AUDITOR_FAMILIES` in ``existing`` (the broker's topic names): a
+    tenant's intake topic whose name ends in ``.dlq`` (tenant ``acme.dlq``) too; the family's
+    own dead-letter topic is no member (``TopicCatalog.family_of``).
     Trainers' assignments are left out: they carry live presigned upload URLs."""
     plain = [name for name in auditor_topics(catalog) if name != KEY_TOPIC]
     members = [
         name for name in existing
         if (family := catalog.family_of(name)) is not None and family.name in AUDITOR_FAMILIES
-        and not name.endswith(".dlq")
     ]  # fmt: skip
     return sorted(set(plain) | set(members))
 
