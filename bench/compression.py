@@ -46,7 +46,7 @@ def main() -> None:
     params = sum(a.size for a in update.values())
     raw = 4 * params
     flat = np.concatenate([a.ravel() for a in update.values()])
-    codecs: list[tuple[str, Callable[[], bytes], Callable[[bytes], dict[str, np.ndarray]]]] = [
+    codecs: list[tuple[str, Callable[[], bytes], Callable[..., dict[str, np.ndarray]]]] = [
         ("8-bit stochastic", lambda: encode_quantized8(update, rng=rng), decode_quantized8),
     ]
     for fraction in (0.1, 0.01):
@@ -64,7 +64,7 @@ def main() -> None:
     )
     for name, encode, decode in codecs:
         data, encode_s = best_of(encode)
-        decoded, decode_s = best_of(lambda data=data, decode=decode: decode(data))
+        decoded, decode_s = best_of(lambda data=data, decode=decode: decode(data, shapes=LAYOUT))
         back = np.concatenate([decoded[n].ravel() for n in update])
         error = float(np.linalg.norm(back - flat) / np.linalg.norm(flat))
         print(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from fedbus.compression._format import Reader, header, tensor_header
+from fedbus.compression._format import Reader, Shapes, header, tensor_header
 from fedbus.compression.errors import CompressionError
 
 __all__ = ["decode_quantized8", "encode_quantized8"]
@@ -57,16 +57,35 @@ def encode_quantized8(arrays: Mapping[str, npt.ArrayLike], *, rng: np.random.Gen
     return b"".join(parts)
 
 
-def decode_quantized8(data: bytes) -> dict[str, npt.NDArray[np.float32]]:
-    """The tensors back, as float32 (``minimum + level * step``)."""
-    reader = Reader(data)
+def decode_quantized8(data: bytes, *, shapes: Shapes) -> dict[str, npt.NDArray[np.float32]]:
+    """The tensors back, as float32 (``minimum + level * step``).
+
+    ``shapes`` is the layout the update must have (the global model's names and
+    shapes, e.g. ``{n: a.shape for n, a in model.items()}``): every tensor once, no
+    other, each checked before it is read.
+
+    Raises
+    ------
+    CompressionError
+        If the bytes are truncated, padded or of another codec; hold a tensor the
+        layout lacks, with another shape, or twice; or a minimum, step or decoded value
+        that is not finite, or a step that is not positive.
+    """
+    reader = Reader(data, shapes)
     out = {}
     for _ in range(reader.start(_MAGIC)):
         name, shape = reader.tensor()
-        low, step = reader.unpack("ff")
+        low, step = (float(x) for x in reader.unpack("ff"))
+        if not (np.isfinite(low) and np.isfinite(step) and step > 0):
+            raise CompressionError(
+                f"tensor {name!r}: minimum {low} and step {step} must be finite, step positive"
+            )
         size = int(np.prod(shape, dtype=np.int64))
         levels = np.frombuffer(reader.take(size), dtype=np.uint8)
-        values = float(low) + levels.astype(np.float64) * float(step)
-        out[name] = values.astype(np.float32).reshape(shape)
+        with np.errstate(over="ignore"):  # refused just below
+            values = (low + levels.astype(np.float64) * step).astype(np.float32)
+        if not np.isfinite(values).all():
+            raise CompressionError(f"tensor {name!r} decodes to values beyond float32")
+        out[name] = values.reshape(shape)
     reader.end()
     return out

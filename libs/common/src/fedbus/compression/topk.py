@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from fedbus.compression._format import Reader, header, tensor_header
+from fedbus.compression._format import Reader, Shapes, header, tensor_header
 from fedbus.compression.errors import CompressionError
 
 __all__ = ["TopKCompressor", "decode_topk"]
@@ -73,9 +73,22 @@ class TopKCompressor:
         self._residual = {n: np.asarray(a, np.float32).ravel().copy() for n, a in state.items()}
 
 
-def decode_topk(data: bytes) -> FloatArrays:
-    """The dense tensors back: the sent coordinates, zeros elsewhere."""
-    reader = Reader(data)
+def decode_topk(data: bytes, *, shapes: Shapes) -> FloatArrays:
+    """The dense tensors back: the sent coordinates, zeros elsewhere.
+
+    ``shapes`` is the layout the update must have (the global model's names and
+    shapes, e.g. ``{n: a.shape for n, a in model.items()}``): every tensor once, no
+    other, each checked before its dense array is allocated.
+
+    Raises
+    ------
+    CompressionError
+        If the bytes are truncated, padded or of another codec; hold a tensor the
+        layout lacks, with another shape, or twice; or an index out of range or out of
+        order (each coordinate is sent once, in increasing order), or a value that is
+        not finite.
+    """
+    reader = Reader(data, shapes)
     out = {}
     for _ in range(reader.start(_MAGIC)):
         name, shape = reader.tensor()
@@ -85,6 +98,10 @@ def decode_topk(data: bytes) -> FloatArrays:
         values = np.frombuffer(reader.take(4 * int(k)), dtype="<f4")
         if k > size or (index.size and int(index.max()) >= size):
             raise CompressionError(f"tensor {name!r}: index out of range for shape {shape}")
+        if index.size > 1 and not (np.diff(index.astype(np.int64)) > 0).all():
+            raise CompressionError(f"tensor {name!r}: indices repeated or out of order")
+        if not np.isfinite(values).all():
+            raise CompressionError(f"tensor {name!r} holds NaN or infinite values")
         dense = np.zeros(size, np.float32)
         dense[index] = values
         out[name] = dense.reshape(shape)
