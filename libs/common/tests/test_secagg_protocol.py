@@ -467,7 +467,7 @@ def test_a_server_that_asks_each_neighbour_to_sign_a_different_list_gets_no_shar
         )
         with pytest.raises(SecAggAbortedError, match="valid signatures on the survivor list"):
             clients[w].unmask(request, verify=verify)
-        assert clients[w].state.revealed == {}
+        assert clients[w].state.answered_unmask == b""  # no share revealed
 
 
 def test_a_client_refuses_to_sign_a_list_leaving_it_fewer_than_t_neighbours() -> None:
@@ -512,7 +512,7 @@ def test_only_neighbours_valid_signatures_on_the_same_list_count() -> None:
         request = honest[me].model_copy(update={"signatures": shown})
         with pytest.raises(SecAggAbortedError, match=r"valid signatures .*: \d, fewer"):
             clients[me].unmask(request, verify=verify)
-        assert clients[me].state.revealed == {}, case
+        assert clients[me].state.answered_unmask == b"", case  # no share revealed
     assert clients[me].unmask(honest[me], verify=verify).client == me
 
 

@@ -76,8 +76,10 @@ class ClientState(BaseModel):
     signed_survivors: tuple[str, ...] | None = None
     """The one survivor list this client signed (it signs no other)."""
     answered_unmask: bytes = b""
-    """SHA-256 of the unmask request answered (survivors and dropped)."""
-    revealed: dict[str, Literal["self_mask", "key"]] = {}
+    """SHA-256 of the unmask request answered (survivors and dropped): empty until this
+    client revealed shares, and it answers no other request. With :attr:`signed_survivors`
+    fixed, each neighbour is a survivor or dropped once for all, so the one secret of it
+    revealed never changes."""
 
     def rounding_rng(self) -> np.random.Generator:
         """The generator :meth:`SecAggClient.mask` rounds with (fresh each call)."""
@@ -324,9 +326,8 @@ class SecAggClient:
             ids outside the round.
         SecAggAbortedError
             If the survivors are not the list this client signed, the lists overlap,
-            fewer than ``threshold`` neighbours' valid signatures come with it, a
-            different request was answered before, or the server asks for the other
-            secret of a neighbour than it asked for before.
+            fewer than ``threshold`` neighbours' valid signatures come with it, or a
+            different request was answered before.
         """
         self._expect("unmask", request.recipient)
         params, me, t = self.state.params, self.state.client, self.state.params.threshold
@@ -367,19 +368,8 @@ class SecAggClient:
         wanted: dict[str, Literal["self_mask", "key"]] = {}
         for owner in self.state.held_shares:
             if owner in survivors or owner in dropped:
-                kind: Literal["self_mask", "key"] = "self_mask" if owner in survivors else "key"
-                if self.state.revealed.get(owner, kind) != kind:
-                    raise SecAggAbortedError(
-                        f"{me}: {owner}'s {self.state.revealed[owner]} share was already "
-                        f"revealed; refusing its {kind} share"
-                    )
-                wanted[owner] = kind
-        self.state = self.state.model_copy(
-            update={
-                "revealed": {**self.state.revealed, **wanted},
-                "answered_unmask": fingerprint,
-            }
-        )
+                wanted[owner] = "self_mask" if owner in survivors else "key"
+        self.state = self.state.model_copy(update={"answered_unmask": fingerprint})
         held = self.state.held_shares
         return RevealedShares(
             client=me,
