@@ -22,7 +22,14 @@ import pytest
 
 from fedbus.aggregation import ClientUpdate, FedAvg
 from fedbus.bus.codec import encode_event
-from fedbus.bus.signing import KEY_TOPIC, KeyDirectory, Signer, generate_key, key_record
+from fedbus.bus.signing import (
+    KEY_TOPIC,
+    KeyDirectory,
+    Signer,
+    generate_key,
+    key_id_of,
+    key_record,
+)
 from fedbus.bus.topics import catalog
 from fedbus.events import (
     BudgetStatus,
@@ -48,7 +55,7 @@ from fedbus.events import (
 )
 from fedbus.privacy import GaussianSteps, compute_epsilon_composed
 from fedbus.settings import FedbusSettings
-from fedbus.storage import InMemoryArtifactStore, tensors_to_bytes, update_key
+from fedbus.storage import InMemoryArtifactStore, S3ArtifactStore, tensors_to_bytes, update_key
 from fedbus_cli import main
 from fedbus_cli.audit import AuditReport, LogRecord, Verdict, prescribed_local_dp, sources, verify
 from fedbus_cli.audit.sources import audited_topics
@@ -549,3 +556,32 @@ def test_the_privacy_report_checks_a_signed_record_even_when_unsigned_ones_are_a
     assert len(events) == len([r for r in log.records if r.topic in privacy.TOPICS]) - 1
     assert [r.split(": ")[0] for r in refused] == [record.where]
     assert "bound_field" in refused[0]
+
+
+def test_the_command_reads_the_records_before_the_keys_so_a_key_published_meanwhile_is_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trainer b's key is published after the audit started: while its records are read.
+    log = job_log()
+    published: list[str] = []
+
+    async def read(settings: FedbusSettings, topics: Any, key: bytes | None = None) -> list[Any]:
+        published.append("b")
+        return list(log.records)
+
+    async def keys(settings: FedbusSettings, topics: Any) -> KeyDirectory:
+        directory = _Directory.__new__(_Directory)
+        directory.__dict__.update(log.directory().__dict__)
+        if "b" not in published:
+            directory._keys.pop(key_id_of(log.keys["b"]))
+        return directory
+
+    monkeypatch.setattr(sources, "read_records", read)
+    monkeypatch.setattr(sources, "open_key_directory", keys)
+    monkeypatch.setattr(S3ArtifactStore, "from_settings", classmethod(lambda cls, s: log.store))
+
+    code = main(["audit", "verify", "--job", JOB, "--report", str(tmp_path)])
+
+    data = json.loads((tmp_path / "audit.json").read_text())
+    assert {c["name"]: c["findings"] for c in data["checks"]}["signatures"] == []
+    assert code == 0

@@ -29,15 +29,16 @@ async def _run(args: argparse.Namespace) -> AuditReport:
     from fedbus.bus.topics import catalog
     from fedbus.settings import FedbusSettings, load_settings
     from fedbus.storage import S3ArtifactStore, artifact_cipher
-    from fedbus_cli.audit import verify
-    from fedbus_cli.audit.sources import open_key_directory, read_records
+    from fedbus_cli.audit import sources, verify
 
     settings = load_settings(FedbusSettings)
     topics = catalog()
-    keys = await open_key_directory(settings, topics)
+    # The records first, then the keys: a key published while the records are read (a
+    # trainer that joined) is then known when its records are checked, not unknown_key.
+    job = args.job.encode() if args.job else None
+    records = await sources.read_records(settings, topics, key=job)
+    keys = await sources.open_key_directory(settings, topics)
     try:
-        key = args.job.encode() if args.job else None
-        records = await read_records(settings, topics, key=key)
         store = S3ArtifactStore.from_settings(settings)
         report = await verify(records, keys=keys, catalog=topics, store=store, job_id=args.job,
                               recompute=args.reaggregate)  # fmt: skip
