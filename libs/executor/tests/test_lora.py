@@ -24,7 +24,7 @@ from fedbus_executor import (
     merged_weights,
     seeded_model,
 )
-from fedbus_executor.lora import apply_lora, merge_lora
+from fedbus_executor.lora import apply_lora, base_state, merge_lora
 
 
 @pytest.fixture
@@ -154,3 +154,33 @@ def test_merge_refuses_adapters_that_lack_a_trainable_tensor() -> None:
     with pytest.raises(ModelError, match="refusing to merge"):
         merge_lora(apply_lora(_Tiny(), settings), {})
     assert set(merge_lora(apply_lora(_Tiny(), settings), full)) == set(_Tiny().state_dict())
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(4, 4)
+        self.dense = nn.Linear(4, 4)
+
+
+class _TwoBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = _Block()
+        self.b = _Block()
+        self.head = nn.Linear(4, 2)
+
+
+def test_a_trainable_name_two_modules_share_trains_one_and_the_other_stays_in_the_base() -> None:
+    settings = LoRASettings(r=2, alpha=4, target_modules=("query",), trainable_modules=("dense",))
+    model = _TwoBlocks()
+
+    base = base_state(model, settings)
+    trainable = {n for n, p in apply_lora(model, settings).named_parameters() if p.requires_grad}
+
+    assert "a.dense.weight" not in base  # trained and sent
+    assert any(n.endswith("a.dense.weight") for n in trainable)
+    assert {"b.dense.weight", "b.dense.bias", "head.weight"} <= set(base)  # frozen: in the base
+    assert not any(".b.dense." in n for n in trainable)
+    with pytest.raises(ModelError, match="'classifier' not found"):
+        base_state(_TwoBlocks(), settings.model_copy(update={"trainable_modules": ("classifier",)}))

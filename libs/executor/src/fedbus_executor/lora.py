@@ -36,9 +36,9 @@ def apply_lora(model: nn.Module, settings: LoRASettings) -> nn.Module:
         peft_model: nn.Module = get_peft_model(model, config)
     except ValueError as exc:
         raise ModelError(f"cannot apply LoRA: {exc}") from exc
+    modules = dict(peft_model.named_modules())
     for name in settings.trainable_modules:
-        module = _find(peft_model, name)
-        module.requires_grad_(True)
+        modules[_resolve(peft_model, name)].requires_grad_(True)
     trainable, total = count_parameters(peft_model)
     logger.info(
         "LoRA: %s of %s parameters trainable (%.3f%%)",
@@ -49,11 +49,16 @@ def apply_lora(model: nn.Module, settings: LoRASettings) -> nn.Module:
     return peft_model
 
 
-def _find(model: nn.Module, name: str) -> nn.Module:
-    for full, module in model.named_modules():
+def _resolve(model: nn.Module, name: str) -> str:
+    """The full name of the first module of ``model`` that is ``name`` or ends in ``.name``.
+
+    Only that module is trained: another module with the same last name stays frozen
+    and part of the base.
+    """
+    full: str
+    for full, _ in model.named_modules():
         if full == name or full.endswith("." + name):
-            found: nn.Module = module
-            return found
+            return full
     raise ModelError(f"trainable module {name!r} not found in the model")
 
 
@@ -61,18 +66,21 @@ def base_state(model: nn.Module, settings: LoRASettings) -> StateDict:
     """The frozen base weights of ``model`` (before LoRA): its state less the trainable modules.
 
     The trainable modules (the head) travel with the adapters, so they are not part of the
-    base; what is left is what the adapters apply to, and what its SHA-256 names.
+    base; what is left is what the adapters apply to, and what its SHA-256 names. Each
+    trainable name resolves to one module as in :func:`apply_lora` (the first whose path
+    ends in it), and only the tensors under that module's full name are left out.
+
+    Raises
+    ------
+    ModelError
+        When a trainable module is not in the model.
     """
-    heads = tuple(settings.trainable_modules)
+    heads = tuple(_resolve(model, name) + "." for name in settings.trainable_modules)
     return {
         name: tensor.detach().cpu()
         for name, tensor in model.state_dict().items()
-        if not any(_within(name, head) for head in heads)
+        if not name.startswith(heads)
     }
-
-
-def _within(name: str, module: str) -> bool:
-    return name.startswith(module + ".") or ("." + module + ".") in name
 
 
 def merge_lora(peft_model: nn.Module, adapters: StateDict) -> StateDict:
