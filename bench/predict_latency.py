@@ -7,7 +7,8 @@ Usage: python bench/predict_latency.py [--requests N] [--concurrency C] [--secon
 Without ``--url`` the gateway's app runs in a child process under uvicorn (one worker; by
 default h11 and uvloop, as ``fedbus-gateway`` serves it; ``--http httptools`` is what the
 figures below called "after", before the services went back to h11 for the 413 of a large
-body without a key; ``--http h11 --loop asyncio`` is how it served before) with a registry
+body without a key (it needs httptools, which fedbus no longer installs); ``--http h11
+--loop asyncio`` is how it served before) with a registry
 stub that holds one registered ``cnn-mnist`` version (random weights: latency does not
 depend on them); the benchmark is the parent process, so client and server do not share an
 interpreter (they share the machine's cores).
