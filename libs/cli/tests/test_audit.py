@@ -38,6 +38,7 @@ from fedbus.events import (
     Event,
     JobAccepted,
     JobCompleted,
+    JobFailed,
     JobMode,
     JobRequested,
     JobSpec,
@@ -585,3 +586,28 @@ def test_the_command_reads_the_records_before_the_keys_so_a_key_published_meanwh
     data = json.loads((tmp_path / "audit.json").read_text())
     assert {c["name"]: c["findings"] for c in data["checks"]}["signatures"] == []
     assert code == 0
+
+
+def test_two_decisions_on_one_job_fail_check_2() -> None:
+    log = job_log()
+    accepted = next(s for s in log.records if s.topic == "job.accepted")
+    first = JobAccepted.model_validate_json(accepted.value or b"")
+    again = first.model_copy(update={"event_id": "another-decision"})
+    log.add("orchestration", again, "accepted-again")
+
+    problems = [m for _, m in findings(audit(log), "histories")]
+
+    assert problems == ["2 decisions (job.accepted, job.rejected); one expected"]
+
+
+def test_a_job_that_ends_without_being_accepted_fails_check_2() -> None:
+    log = Log()
+    spec = JobSpec(mode=JobMode.FEDERATED, model="mlp", dataset="ds", rounds=2)
+    log.add("gateway", JobRequested.create(source="gateway", job_id=JOB, tenant="t", spec=spec),
+            "requested")  # fmt: skip
+    log.add("orchestration", JobFailed.create(source="orchestration", job_id=JOB, code="x",
+            message="never ran", round=0), "failed")  # fmt: skip
+
+    problems = [m for _, m in findings(audit(log), "histories")]
+
+    assert problems == ["the job ended (job.completed or job.failed) without job.accepted"]

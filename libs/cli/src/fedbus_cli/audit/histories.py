@@ -1,10 +1,12 @@
-"""Check 2: each job's history, in the order the platform promises.
+"""Check 2: each job's history: do its events fit together as the platform promises.
 
-``job.requested`` -> ``job.accepted`` or ``job.rejected`` (one decision) -> rounds
+``job.requested`` -> ``job.accepted`` or ``job.rejected`` (one decision, once) -> rounds
 ``1..k`` started without a gap (a round may start again after its deadline: same number)
 -> rounds completed ``1..c`` without a gap, each one started first -> ``job.completed``
-or ``job.failed`` (not both) -> ``model.registered`` only for a completed job. A job that
-is still running passes with what it has so far.
+or ``job.failed`` (not both, and only for an accepted job) -> ``model.registered`` only for a
+completed job. The events are checked for being there (a round completed was started, an
+ended job was accepted), not for their order on the log. A job that is still running passes
+with what it has so far.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def _problems(seen: Sequence[Seen]) -> list[str]:
         problems.append("no job.requested")
     if accepted and rejected:
         problems.append("both job.accepted and job.rejected")
+    elif len(accepted) > 1 or len(rejected) > 1:
+        problems.append(f"{len(accepted) + len(rejected)} decisions (job.accepted, job.rejected); "
+                        "one expected")  # fmt: skip
     started = sorted({e.round for e in events_of(seen, RoundStarted)})
     done = sorted({e.round for e in events_of(seen, RoundCompleted)})
     if (started or done) and not accepted:
@@ -78,6 +83,8 @@ def _problems(seen: Sequence[Seen]) -> list[str]:
         problems.append(f"rounds {unstarted} completed but never started")
     if early := [r for r in started if r > 1 and r - 1 not in done]:
         problems.append(f"rounds {early} started before the round before them completed")
+    if (events_of(seen, JobCompleted) or events_of(seen, JobFailed)) and not accepted:
+        problems.append("the job ended (job.completed or job.failed) without job.accepted")
     problems += _ending(seen, done)
     return problems
 
