@@ -674,3 +674,126 @@ def test_the_server_refuses_shares_that_leave_out_a_neighbour_with_keys() -> Non
         server.receive_encrypted_shares(shares.model_copy(update={"ciphertexts": partial}))
     assert "site-00" not in server.state.shares
     server.receive_encrypted_shares(shares)  # all its neighbours: accepted
+
+
+def test_the_server_refuses_other_keys_from_a_client_that_advertised_before() -> None:
+    params = make_params(5)
+    server, _ = shared_keys(params)
+    first = server.state.public_keys["site-00"]
+    _, other = SecAggClient.start(params, "site-00")
+
+    with pytest.raises(InvalidMessageError, match="site-00 advertised different keys twice"):
+        server.receive_public_keys(other)
+    server.receive_public_keys(first)  # the same keys again: ignored
+    assert server.state.public_keys["site-00"] == first
+
+
+def test_the_server_refuses_shares_addressed_to_non_neighbours() -> None:
+    params = make_params(6, k=2, t=2)
+    server, clients = shared_keys(params)
+    shares = clients["site-00"].share_keys(server.share_keys_requests()["site-00"])
+    neighbours = clients["site-00"].neighbours
+    stranger = next(c for c in params.clients if c not in neighbours and c != "site-00")
+    extra = {**shares.ciphertexts, stranger: next(iter(shares.ciphertexts.values()))}
+
+    with pytest.raises(InvalidMessageError, match=rf"shares to non-neighbours \['{stranger}'\]"):
+        server.receive_encrypted_shares(shares.model_copy(update={"ciphertexts": extra}))
+    assert "site-00" not in server.state.shares
+
+
+def test_the_server_refuses_a_second_different_survivor_signature() -> None:
+    params = make_params(5)
+    signers, _ = identities(params)
+    server, clients = through_upload(params, signers=signers)
+    request = server.consistency_requests()["site-00"]
+    signed = clients["site-00"].sign_survivors(request, sign=signers["site-00"])
+    server.receive_survivor_signature(signed)
+
+    other = signed.model_copy(update={"signature": signers["site-00"](b"another list")})
+    with pytest.raises(InvalidMessageError, match="site-00 sent two different survivor sig"):
+        server.receive_survivor_signature(other)
+    server.receive_survivor_signature(signed)  # a repeat: kept as it was
+    assert server.state.signatures["site-00"] == signed.signature
+
+
+def test_the_server_refuses_a_revealed_share_its_sender_cannot_hold() -> None:
+    params = make_params(6, k=2, t=2)
+    server, clients = through_upload(params)
+    requests = through_consistency(server, clients)
+    me = "site-00"
+    answer = clients[me].unmask(requests[me])
+    stranger = next(c for c in params.clients if c not in clients[me].neighbours and c != me)
+
+    for field in ("self_mask_shares", "key_shares"):
+        shares = {**getattr(answer, field), stranger: bytes(16)}
+        with pytest.raises(InvalidMessageError, match=f"share of {stranger} it cannot hold"):
+            server.receive_revealed_shares(answer.model_copy(update={field: shares}))
+    neighbour = clients[me].neighbours[0]
+    short = {**answer.self_mask_shares, neighbour: bytes(15)}
+    with pytest.raises(InvalidMessageError, match=f"share of {neighbour} it cannot hold"):
+        server.receive_revealed_shares(answer.model_copy(update={"self_mask_shares": short}))
+    assert me not in server.state.revealed
+
+
+def test_the_server_keeps_the_first_revealed_shares_and_refuses_different_ones() -> None:
+    params = make_params(5)
+    updates = updates_for(params, seed=5)
+    server, clients = through_upload(params, updates)
+    requests = through_consistency(server, clients)
+    answers = {c: clients[c].unmask(r) for c, r in requests.items()}
+    first = answers["site-00"]
+    server.receive_revealed_shares(first)
+
+    owner = next(iter(first.self_mask_shares))
+    altered = {**first.self_mask_shares, owner: bytes(15) + b"\x01"}
+    with pytest.raises(InvalidMessageError, match="site-00 sent two different sets of revealed"):
+        server.receive_revealed_shares(first.model_copy(update={"self_mask_shares": altered}))
+    server.receive_revealed_shares(first)  # a repeat of the first: accepted
+    for c in params.clients[1:]:
+        server.receive_revealed_shares(answers[c])
+    expected = plain_sum(params, updates, params.clients)
+    assert server.finish().total.tolist() == expected.tolist()
+
+
+def test_a_client_refuses_keys_of_a_stranger_or_a_neighbours_keys_under_another_name() -> None:
+    params = make_params(6, k=2, t=2)
+    server, clients = shared_keys(params)
+    me = "site-00"
+    honest = server.share_keys_requests()[me]
+    first, second = clients[me].neighbours
+    stranger = next(c for c in params.clients if c not in (me, first, second))
+    keys = server.state.public_keys
+
+    cases = {
+        stranger: {**honest.public_keys, stranger: keys[stranger]},
+        # the server hands site-00 second's keys labelled as first's (both entries kept)
+        first: {first: keys[second], second: keys[second]},
+    }
+    for owner, shown in cases.items():
+        with pytest.raises(InvalidMessageError, match=f"keys of {owner} are not a neighbour's"):
+            clients[me].share_keys(honest.model_copy(update={"public_keys": shown}))
+        assert clients[me].state.stage == "share_keys"
+    assert set(clients[me].share_keys(honest).ciphertexts) == {first, second}
+
+
+def test_a_client_refuses_a_ciphertext_from_a_stranger() -> None:
+    params = make_params(6, k=2, t=2)
+    requests: dict[str, CollectRequest] = {}
+
+    def keep(client: str, request: CollectRequest) -> CollectRequest:
+        requests[client] = request
+        return request
+
+    server, clients = through_upload(params, drop_before_upload=params.clients, tamper=keep)
+    me = "site-00"
+    stranger = next(c for c in params.clients if c not in clients[me].neighbours and c != me)
+    from_stranger = next(iter(server.state.shares[stranger].ciphertexts.values()))
+    forged = requests[me].model_copy(
+        update={"ciphertexts": {**requests[me].ciphertexts, stranger: from_stranger}}
+    )
+
+    with pytest.raises(InvalidMessageError, match=f"shares from {stranger}, who is not a neigh"):
+        clients[me].mask(forged, np.zeros(params.dimension))
+    assert clients[me].state.stage == "collect"
+    clients[me].mask(requests[me], np.zeros(params.dimension))
+    assert clients[me].state.stage == "consistency"

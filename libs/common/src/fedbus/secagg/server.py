@@ -257,13 +257,20 @@ class SecAggServer:
 
     # --- unmask ------------------------------------------------------------------
     def receive_revealed_shares(self, message: RevealedShares) -> None:
-        """Keep a survivor's revealed shares after checking they were asked for."""
+        """Keep a survivor's revealed shares after checking they were asked for.
+
+        A repeat of the same message is ignored; a second, different one is refused
+        (the first is kept).
+        """
         client = message.client
         self._expect("unmask", client)
         if client not in self.state.signatures:
             raise InvalidMessageError(
                 f"{client} did not sign the survivor list and was not asked for shares"
             )
+        known = self.state.revealed.get(client)
+        if known is not None and known != message:
+            raise InvalidMessageError(f"{client} sent two different sets of revealed shares")
         survivors = set(self.state.uploaded)
         for owner, share in {**message.self_mask_shares, **message.key_shares}.items():
             sent = self.state.shares.get(owner)
