@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import math
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -592,7 +593,7 @@ def test_two_decisions_on_one_job_fail_check_2() -> None:
     log = job_log()
     accepted = next(s for s in log.records if s.topic == "job.accepted")
     first = JobAccepted.model_validate_json(accepted.value or b"")
-    again = first.model_copy(update={"event_id": "another-decision"})
+    again = first.model_copy(update={"event_id": str(uuid.uuid4())})
     log.add("orchestration", again, "accepted-again")
 
     problems = [m for _, m in findings(audit(log), "histories")]

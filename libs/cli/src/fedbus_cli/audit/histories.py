@@ -83,7 +83,7 @@ def _problems(seen: Sequence[Seen]) -> list[str]:
         problems.append(f"rounds {unstarted} completed but never started")
     if early := [r for r in started if r > 1 and r - 1 not in done]:
         problems.append(f"rounds {early} started before the round before them completed")
-    if (events_of(seen, JobCompleted) or events_of(seen, JobFailed)) and not accepted:
+    if any(isinstance(s.event, JobCompleted | JobFailed) for s in seen) and not accepted:
         problems.append("the job ended (job.completed or job.failed) without job.accepted")
     problems += _ending(seen, done)
     return problems
