@@ -70,6 +70,15 @@ def test_parameters_that_cannot_work_are_refused_with_the_reason(
     assert reason in caught.value.reason
 
 
+def test_the_order_of_the_clients_does_not_change_the_parameters_or_their_digest() -> None:
+    forward = params()
+    backward = forward.model_validate({**forward.model_dump(), "clients": forward.clients[::-1]})
+
+    assert backward.digest == forward.digest
+    assert backward == forward
+    assert backward.clients == tuple(sorted(forward.clients))
+
+
 def test_a_negative_clipping_range_is_refused() -> None:
     with pytest.raises(ValidationError, match="clipping_range"):
         params().model_copy(update={}).model_validate(

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedbus.secagg.errors import SecAggParamsError
 
@@ -26,7 +26,8 @@ class SecAggParams(BaseModel):
         A name unique to this round (e.g. ``"<job id>/<round>"``). Every key, seed and
         ciphertext is bound to it, so nothing from one round is valid in another.
     clients
-        The selected clients' ids, unique; their order does not matter.
+        The selected clients' ids, unique; their order does not matter (they are kept
+        sorted, so the same clients in any order give the same :attr:`digest`).
     neighbours
         The degree ``k`` of the neighbour graph, at least 2: each client masks with, and shares its
         secrets among, ``k`` others. ``len(clients) - 1`` gives the complete graph of
@@ -58,6 +59,11 @@ class SecAggParams(BaseModel):
     clipping_range: float = Field(gt=0, allow_inf_nan=False)
     dimension: int = Field(gt=0)
     graph_seed: bytes = Field(min_length=16)
+
+    @field_validator("clients")
+    @classmethod
+    def _sorted(cls, clients: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(clients))
 
     @model_validator(mode="after")
     def _check(self) -> Self:
