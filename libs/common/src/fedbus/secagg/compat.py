@@ -1,9 +1,9 @@
 """Which aggregation rules can run on a SecAgg round: only those that need just the sum.
 
-Admission calls :func:`strategy_problem` and rejects a job that asks for secure
-aggregation with a rule that must see individual updates (it would have nothing to
-work on). Unknown rules are refused too: a rule is allowed only once it is known to
-work on the sum alone.
+Admission is meant to call :func:`strategy_problem` and reject a job that asks for
+secure aggregation with a rule that must see individual updates (it would have nothing
+to work on); nothing calls it yet. Unknown rules are refused too: a rule is allowed
+only once it is known to work on the sum alone.
 """
 
 from __future__ import annotations

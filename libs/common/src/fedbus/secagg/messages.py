@@ -142,8 +142,9 @@ class UnmaskRequest(Message):
 
     A client reveals, for each neighbour whose shares it holds, the self-mask share of
     a survivor or the key share of a dropped client: never both for one neighbour.
-    ``survivors`` must be the list the client signed, and ``signatures`` the other
-    survivors' signatures over that same list (by client id).
+    ``survivors`` must be the list the client signed, and ``signatures`` its
+    neighbours' signatures over that same list (by client id; the server sends only
+    the recipient's neighbours', the only ones it counts).
     """
 
     recipient: str
