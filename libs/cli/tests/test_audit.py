@@ -60,6 +60,7 @@ from fedbus.settings import FedbusSettings
 from fedbus.storage import InMemoryArtifactStore, S3ArtifactStore, tensors_to_bytes, update_key
 from fedbus_cli import main
 from fedbus_cli.audit import AuditReport, LogRecord, Verdict, prescribed_local_dp, sources, verify
+from fedbus_cli.audit.artifacts import NO_ARTIFACT_KEYS
 from fedbus_cli.audit.sources import audited_topics
 from fedbus_cli.commands import audit as audit_command
 from fedbus_cli.commands import privacy
@@ -612,3 +613,18 @@ def test_a_job_that_ends_without_being_accepted_fails_check_2() -> None:
     problems = [m for _, m in findings(audit(log), "histories")]
 
     assert problems == ["the job ended (job.completed or job.failed) without job.accepted"]
+
+
+def test_without_the_artifact_keys_a_failed_check_4_says_why_objects_cannot_match() -> None:
+    log = job_log()
+    key = log.where["model-1"]
+    log.store.objects[key] = tensors_to_bytes(_arrays(9.0))
+
+    def notes(report: AuditReport) -> list[str]:
+        return next(c for c in report.checks if c.name == "artifacts").notes
+
+    without = audit(log, artifact_keys=False)
+    assert [w for w, _ in findings(without, "artifacts")] == [key]
+    assert NO_ARTIFACT_KEYS in notes(without)
+    assert NO_ARTIFACT_KEYS not in notes(audit(log))  # the keys were given: no such note
+    assert NO_ARTIFACT_KEYS not in notes(audit(job_log(), artifact_keys=False))  # nothing failed

@@ -36,7 +36,12 @@ from fedbus_cli.audit.histories import events_of
 from fedbus_cli.audit.report import Check
 from fedbus_cli.audit.signatures import Seen
 
-__all__ = ["check_artifacts", "reaggregate"]
+__all__ = ["NO_ARTIFACT_KEYS", "check_artifacts", "reaggregate"]
+
+NO_ARTIFACT_KEYS = (
+    "no artifact keys were given (FEDBUS_ARTIFACT_KEYS or FEDBUS_ARTIFACT_KEYS_FILE): an object "
+    "encrypted at rest cannot match the plaintext size and SHA-256 its event names"
+)
 
 _SERVER_FEDAVG = (Strategy.FEDAVG, Strategy.FEDPROX)
 
@@ -64,8 +69,14 @@ def _refs(seen: Sequence[Seen]) -> dict[tuple[str, str], ModelRef]:
     return refs
 
 
-async def check_artifacts(jobs: dict[str, list[Seen]], store: ArtifactStore) -> Check:
-    """Check 4 over every job's events (``jobs``: each job's events, in log order)."""
+async def check_artifacts(
+    jobs: dict[str, list[Seen]], store: ArtifactStore, *, artifact_keys: bool = True
+) -> Check:
+    """Check 4 over every job's events (``jobs``: each job's events, in log order).
+
+    ``artifact_keys``: whether ``store`` was given the deployment's artifact keys; without
+    them a failed check says that encrypted objects cannot match (:data:`NO_ARTIFACT_KEYS`).
+    """
     check = Check("artifacts", "4. Artifacts and registered models")
     for _job_id, seen in sorted(jobs.items()):
         for ref in _refs(seen).values():
@@ -77,7 +88,13 @@ async def check_artifacts(jobs: dict[str, list[Seen]], store: ArtifactStore) -> 
         _check_registered(check, seen)
     if check.checked == 0:
         check.reason = "no event references an artifact"
+    _note_missing_keys(check, artifact_keys)
     return check
+
+
+def _note_missing_keys(check: Check, artifact_keys: bool) -> None:
+    if check.findings and not artifact_keys:
+        check.notes.append(NO_ARTIFACT_KEYS)
 
 
 def _check_registered(check: Check, seen: Sequence[Seen]) -> None:
@@ -111,8 +128,11 @@ def _check_registered(check: Check, seen: Sequence[Seen]) -> None:
             )
 
 
-async def reaggregate(jobs: dict[str, list[Seen]], store: ArtifactStore) -> Check:
-    """Check 5: recompute every FedAvg round that can be recomputed; say why the rest cannot."""
+async def reaggregate(
+    jobs: dict[str, list[Seen]], store: ArtifactStore, *, artifact_keys: bool = True
+) -> Check:
+    """Check 5: recompute every FedAvg round that can be recomputed; say why the rest cannot
+    (``artifact_keys``: as for :func:`check_artifacts`)."""
     check = Check("reaggregate", "5. Rounds recomputed from the stored updates")
     for job_id, seen in sorted(jobs.items()):
         for s in seen:
@@ -122,6 +142,7 @@ async def reaggregate(jobs: dict[str, list[Seen]], store: ArtifactStore) -> Chec
                     check.notes.append(f"job {job_id} round {s.event.round}: {why}")
     if check.checked == 0:
         check.reason = "no round could be recomputed (see the notes)"
+    _note_missing_keys(check, artifact_keys)
     return check
 
 

@@ -40,6 +40,7 @@ async def verify(
     store: ArtifactStore,
     job_id: str | None = None,
     recompute: bool = False,
+    artifact_keys: bool = True,
 ) -> AuditReport:
     """Run every check over ``records`` (the log from its beginning).
 
@@ -58,6 +59,9 @@ async def verify(
         Audit this job only.
     recompute
         Recompute FedAvg rounds from their updates (``--reaggregate``).
+    artifact_keys
+        Whether ``store`` holds the artifact keys; without them, failed checks 4 and 5 say
+        that encrypted objects cannot match their events.
     """
     records = list(records)
     report = AuditReport(job_id, records=len(records))
@@ -67,12 +71,13 @@ async def verify(
     if job_id is not None and job_id not in jobs:
         histories.fail(f"job {job_id}", "no event of this job passed check 1")
     if recompute:
-        again = await reaggregate(jobs, store)
+        again = await reaggregate(jobs, store, artifact_keys=artifact_keys)
     else:
         again = Check("reaggregate", "5. Rounds recomputed from the stored updates",
                       reason="not asked for (--reaggregate)")  # fmt: skip
     report.checks = [
-        signatures, histories, check_privacy(jobs), await check_artifacts(jobs, store), again,
+        signatures, histories, check_privacy(jobs),
+        await check_artifacts(jobs, store, artifact_keys=artifact_keys), again,
         Check("notary", "6. Sealed heads and hash chains", reason=NO_NOTARY),
     ]  # fmt: skip
     return report
