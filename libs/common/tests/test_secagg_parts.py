@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from fedbus.events import Strategy
 from fedbus.secagg import (
+    WORKS_ON_THE_SUM,
     ClientState,
     InvalidMessageError,
     Layout,
@@ -104,7 +106,7 @@ def test_the_graph_is_symmetric_k_regular_and_the_same_for_everyone(
     n: int, k: int, seed: bytes
 ) -> None:
     clients = [f"client-{i}" for i in range(n)]
-    if k > n - 1 or (k < n - 1 and k % 2 == 1 and n % 2 == 1):
+    if k < 2 or k > n - 1 or (k < n - 1 and k % 2 == 1 and n % 2 == 1):
         with pytest.raises(SecAggParamsError):
             neighbour_graph(clients, degree=k, seed=seed)
         return
@@ -114,6 +116,15 @@ def test_the_graph_is_symmetric_k_regular_and_the_same_for_everyone(
     assert all(len(graph[c]) == k and c not in graph[c] for c in clients)
     assert all(u in graph[v] for u in clients for v in graph[u])
     assert graph == neighbour_graph(list(reversed(clients)), degree=k, seed=seed)
+
+
+def test_the_graph_refuses_the_degrees_the_parameters_refuse_with_the_same_reason() -> None:
+    for n, k in ((6, 1), (7, 3), (6, 6)):
+        with pytest.raises(SecAggParamsError) as from_params:
+            params(n=n, k=k, t=k)
+        with pytest.raises(SecAggParamsError) as from_graph:
+            neighbour_graph([f"c{i}" for i in range(n)], degree=k, seed=SEED)
+        assert from_graph.value.reason in from_params.value.reason
 
 
 def test_the_seed_places_the_clients() -> None:
@@ -224,6 +235,19 @@ def test_client_and_server_resume_from_their_serialized_state() -> None:
     assert np.abs(result.float_sum() - 5 * 0.25).max() <= 5 * 2 * 0.5 / setup.levels
 
 
+def test_a_restored_server_state_with_a_running_sum_of_another_length_is_refused() -> None:
+    setup = params(n=5, k=4, t=3, d=8)
+    server, clients = after_share_keys(setup)
+    collect = server.collect_requests()
+    server.receive_masked_vector(clients["c0"].mask(collect["c0"], np.zeros(8)))
+    saved = server.snapshot()
+
+    short = saved.model_copy(update={"masked_sum": saved.masked_sum[:-4]}).model_dump_json()
+    with pytest.raises(InvalidMessageError, match="masked_sum has 28 bytes, expected 32"):
+        ServerState.model_validate_json(short)
+    assert ServerState.model_validate_json(saved.model_dump_json()) == saved
+
+
 def test_the_server_refuses_late_repeated_foreign_and_malformed_vectors() -> None:
     setup = params(n=4, k=3, t=2, bits=16, d=8)
     server, clients = after_share_keys(setup, setup.clients[:3])
@@ -269,6 +293,9 @@ def test_rules_that_need_individual_updates_are_refused_with_the_reason(strategy
 
     assert problem is not None
     assert problem.startswith(f"strategy {strategy} needs the individual client updates")
+    offered = re.search(r"choose (.*), or turn", problem)
+    assert offered is not None
+    assert set(re.split(r", | or ", offered.group(1))) == {str(s) for s in WORKS_ON_THE_SUM}
 
 
 def test_every_rule_on_the_mean_delta_is_allowed() -> None:

@@ -30,8 +30,9 @@ def strategy_problem(strategy: Strategy | str) -> str | None:
     name = str(strategy)
     if name in {str(s) for s in WORKS_ON_THE_SUM}:
         return None
+    *others, last = sorted(str(s) for s in WORKS_ON_THE_SUM)
     return (
         f"strategy {name} needs the individual client updates, and secure aggregation "
-        "reveals only their sum: choose fedavg, fedprox, fedavgm, fedadam, fedyogi or "
-        "fedadagrad, or turn secure aggregation off"
+        f"reveals only their sum: choose {', '.join(others)} or {last}, or turn secure "
+        "aggregation off"
     )

@@ -16,7 +16,21 @@ from collections.abc import Sequence
 
 from fedbus.secagg.errors import SecAggParamsError
 
-__all__ = ["neighbour_graph"]
+__all__ = ["degree_problem", "neighbour_graph"]
+
+
+def degree_problem(n: int, degree: int) -> str | None:
+    """Why no usable ``degree``-regular neighbour graph exists on ``n`` clients, or None.
+
+    At least 2: with one neighbour the clients fall into pairs whose sums the server
+    learns. The one check :class:`~fedbus.secagg.params.SecAggParams` and
+    :func:`neighbour_graph` share.
+    """
+    if not 2 <= degree <= n - 1:
+        return f"neighbours must be between 2 and n - 1 = {n - 1}, got {degree}"
+    if degree < n - 1 and degree % 2 == 1 and n % 2 == 1:
+        return f"no {degree}-regular graph on {n} clients: use an even degree"
+    return None
 
 
 def neighbour_graph(
@@ -30,13 +44,12 @@ def neighbour_graph(
     Raises
     ------
     SecAggParamsError
-        If no such graph exists (``degree`` out of range, or odd with an odd ``n``).
+        If no such graph exists or it would be unsafe (see :func:`degree_problem`).
     """
     n = len(clients)
-    if not 1 <= degree <= n - 1:
-        raise SecAggParamsError(f"degree must be between 1 and {n - 1}, got {degree}")
-    if degree < n - 1 and degree % 2 == 1 and n % 2 == 1:
-        raise SecAggParamsError(f"no {degree}-regular graph on {n} clients: use an even degree")
+    problem = degree_problem(n, degree)
+    if problem is not None:
+        raise SecAggParamsError(problem)
     ring = sorted(clients, key=lambda c: hmac.new(seed, c.encode(), hashlib.sha256).digest())
     links: dict[str, set[str]] = {c: set() for c in clients}
     offsets = range(1, n) if degree == n - 1 else range(1, degree // 2 + 1)

@@ -10,6 +10,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedbus.secagg.errors import SecAggParamsError
+from fedbus.secagg.graph import degree_problem
 
 __all__ = ["MAX_BITS", "SecAggParams"]
 
@@ -129,10 +130,8 @@ def _problems(p: SecAggParams) -> list[str]:
         problems.append("clients must be unique, non-empty ids")
     if n < 3:
         problems.append(f"secure aggregation needs at least 3 clients, got {n}")
-    elif not 2 <= k <= n - 1:
-        problems.append(f"neighbours must be between 2 and n - 1 = {n - 1}, got {k}")
-    elif k < n - 1 and k % 2 == 1 and n % 2 == 1:
-        problems.append(f"no {k}-regular graph on {n} clients: use an even degree")
+    elif (problem := degree_problem(n, k)) is not None:
+        problems.append(problem)
     if t < 2:
         problems.append(f"threshold must be at least 2 (one share would be the secret), got {t}")
     elif not (2 * t > k and t <= k):

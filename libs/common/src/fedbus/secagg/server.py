@@ -15,11 +15,11 @@ resume after a restart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from fedbus.secagg import primitives as p
 from fedbus.secagg._unmask import unmask_sum
@@ -59,6 +59,16 @@ class ServerState(BaseModel):
     signatures: dict[str, bytes] = {}
     """Each survivor's signature over the survivor list (empty bytes when unsigned)."""
     revealed: dict[str, RevealedShares] = {}
+
+    @model_validator(mode="after")
+    def _check_sum(self) -> Self:
+        expected = 4 * self.params.dimension
+        if self.masked_sum and len(self.masked_sum) != expected:
+            raise InvalidMessageError(
+                f"server state: masked_sum has {len(self.masked_sum)} bytes, expected "
+                f"{expected} (4 x dimension)"
+            )
+        return self
 
 
 @dataclass(frozen=True)
