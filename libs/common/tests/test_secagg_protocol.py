@@ -119,6 +119,16 @@ def through_upload(
     return server, clients
 
 
+def keeping(requests: dict[str, CollectRequest]) -> Tamper:
+    """A tamper that changes nothing and keeps each client's collect request."""
+
+    def keep(client: str, request: CollectRequest) -> CollectRequest:
+        requests[client] = request
+        return request
+
+    return keep
+
+
 def through_consistency(
     server: SecAggServer, clients: dict[str, SecAggClient], signers: dict[str, Signer] | None = None
 ) -> dict[str, UnmaskRequest]:
@@ -569,11 +579,7 @@ def test_a_small_order_public_key_is_refused_naming_its_owner() -> None:
 def test_masking_again_from_the_saved_state_resends_the_same_bytes_or_refuses() -> None:
     params = make_params(5, d=8)
     requests: dict[str, CollectRequest] = {}
-
-    def keep(client: str, request: CollectRequest) -> CollectRequest:
-        requests[client] = request
-        return request
-
+    keep = keeping(requests)
     _, clients = through_upload(params, drop_before_upload={"site-00"}, tamper=keep)
     collect = requests["site-00"]
     update = np.random.default_rng(3).normal(0, 0.3, 8)
@@ -629,11 +635,7 @@ def test_a_snapshot_is_not_changed_by_what_the_server_receives_after_it() -> Non
     params = make_params(5, d=8)
     updates = updates_for(params, seed=4)
     requests: dict[str, CollectRequest] = {}
-
-    def keep(client: str, request: CollectRequest) -> CollectRequest:
-        requests[client] = request
-        return request
-
+    keep = keeping(requests)
     server, clients = through_upload(
         params, updates, drop_before_upload=set(params.clients[1:]), tamper=keep
     )
@@ -779,11 +781,7 @@ def test_a_client_refuses_keys_of_a_stranger_or_a_neighbours_keys_under_another_
 def test_a_client_refuses_a_ciphertext_from_a_stranger() -> None:
     params = make_params(6, k=2, t=2)
     requests: dict[str, CollectRequest] = {}
-
-    def keep(client: str, request: CollectRequest) -> CollectRequest:
-        requests[client] = request
-        return request
-
+    keep = keeping(requests)
     server, clients = through_upload(params, drop_before_upload=params.clients, tamper=keep)
     me = "site-00"
     stranger = next(c for c in params.clients if c not in clients[me].neighbours and c != me)
