@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedbus.events import LoraSpec
 from fedbus_executor import (
     DataRef,
     DatasetSpec,
@@ -21,6 +22,7 @@ from fedbus_executor import (
     base_weights_sha256,
     build_model,
     initial_weights,
+    lora_settings,
     merged_weights,
     seeded_model,
 )
@@ -184,3 +186,12 @@ def test_a_trainable_name_two_modules_share_trains_one_and_the_other_stays_in_th
     assert not any(".b.dense." in n for n in trainable)
     with pytest.raises(ModelError, match="'classifier' not found"):
         base_state(_TwoBlocks(), settings.model_copy(update={"trainable_modules": ("classifier",)}))
+
+
+def test_lora_settings_come_from_the_events_lora_field_for_field() -> None:
+    spec = LoraSpec(r=4, alpha=8, dropout=0.1, target_modules=["query"], trainable_modules=["cls"])
+
+    assert lora_settings(spec) == LoRASettings(
+        r=4, alpha=8, dropout=0.1, target_modules=("query",), trainable_modules=("cls",)
+    )
+    assert lora_settings(None) is None

@@ -45,6 +45,7 @@ from fedbus_executor.task import (
     TrainingMetrics,
     TrainingResult,
     TrainingTask,
+    lora_settings,
 )
 from fedbus_executor.training import warm_up
 from fedbus_executor.weights import (
@@ -104,6 +105,7 @@ __all__ = [
     "label_histogram",
     "load_dataset",
     "load_spec",
+    "lora_settings",
     "merged_weights",
     "model_problems",
     "plugin_errors",

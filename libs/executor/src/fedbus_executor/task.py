@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fedbus.events import LoraSpec
 from fedbus_executor.dataset import DatasetSpec, load_spec
 from fedbus_executor.errors import DatasetError
 from fedbus_executor.weights import StateDict, sha256_hex, state_dict_to_bytes
@@ -23,6 +24,7 @@ __all__ = [
     "TrainingMetrics",
     "TrainingResult",
     "TrainingTask",
+    "lora_settings",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +56,19 @@ class LoRASettings(BaseModel):
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("query", "value")
     trainable_modules: tuple[str, ...] = ("head",)
+
+
+@overload
+def lora_settings(spec: LoraSpec) -> LoRASettings: ...
+@overload
+def lora_settings(spec: None) -> None: ...
+@overload
+def lora_settings(spec: LoraSpec | None) -> LoRASettings | None: ...
+
+
+def lora_settings(spec: LoraSpec | None) -> LoRASettings | None:
+    """The executor's LoRA settings for a job's or round's ``lora`` (the same field names)."""
+    return None if spec is None else LoRASettings.model_validate(spec.model_dump())
 
 
 class CheckpointSettings(BaseModel):

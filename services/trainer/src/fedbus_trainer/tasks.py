@@ -16,14 +16,14 @@ import numpy.typing as npt
 import torch
 
 from fedbus.aggregation import clip_update
-from fedbus.events import DpUsage, LoraSpec, PrivacyMode, RoundAssigned, Strategy
+from fedbus.events import DpUsage, PrivacyMode, RoundAssigned, Strategy
 from fedbus_executor import (
     DataRef,
     DPSettings,
-    LoRASettings,
     PrivacyReport,
     TrainingMetrics,
     TrainingTask,
+    lora_settings,
 )
 from fedbus_executor import ModelRef as ExecutorModelRef
 
@@ -100,11 +100,6 @@ def training_task(
         initial_weights=initial_weights,
         progress_every=1,
     )
-
-
-def lora_settings(spec: LoraSpec | None) -> LoRASettings | None:
-    """The executor's LoRA settings for a round's ``lora`` (the same field names)."""
-    return None if spec is None else LoRASettings.model_validate(spec.model_dump())
 
 
 def _fedprox_mu(event: RoundAssigned) -> float | None:

@@ -22,14 +22,14 @@ from fedbus_executor import (
     DatasetCache,
     DatasetSpec,
     ExecutorError,
-    LoRASettings,
     TrainingExecutor,
     base_weights_sha256,
     initial_weights,
+    lora_settings,
 )
 from fedbus_executor import ModelRef as ExecutorModelRef
 
-__all__ = ["ExecutorModels", "lora_settings"]
+__all__ = ["ExecutorModels"]
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +151,10 @@ class ExecutorModels:
                     model,
                     seed,
                     spec,
-                    lora=LoRASettings.model_validate(lora.model_dump()),
+                    lora=lora_settings(lora),
                     **options,
                 )
             except ExecutorError as exc:
                 raise NonRetryableError(f"{model!r} on {dataset!r}: {exc}") from exc
             self._bases[key] = BaseModelRef(name=model, sha256=digest)
         return self._bases[key]
-
-
-def lora_settings(spec: LoraSpec | None) -> LoRASettings | None:
-    """The executor's LoRA settings for a round's ``lora`` (the same field names)."""
-    return None if spec is None else LoRASettings.model_validate(spec.model_dump())
