@@ -19,7 +19,8 @@ A ``<version>`` is ``{tenant, name, version, job_id, status, rounds, metrics, ro
 artifact{object_key, size_bytes, sha256}, strategy{name, options}, privacy{mode, epsilon,
 delta}, participants, parent_version, created_at, base_model}``; ``base_model`` is
 ``{name, sha256}`` for a LoRA job (``artifact`` then holds its adapters and head: merge them
-with ``fedbus models export --merged``), else null.
+into the base with ``fedbus_executor.merged_weights(..., base_sha256=base_model.sha256)``;
+there is no CLI command or route for it), else null.
 """
 
 from __future__ import annotations
