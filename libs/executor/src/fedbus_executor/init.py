@@ -19,6 +19,7 @@ from fedbus_executor.dataset import DatasetSpec
 from fedbus_executor.errors import ModelError
 from fedbus_executor.models import build_model
 from fedbus_executor.task import LoRASettings
+from fedbus_executor.training import returned_state
 from fedbus_executor.weights import StateDict, sha256_hex, state_dict_to_bytes
 
 __all__ = ["base_weights_sha256", "initial_weights", "merged_weights", "seeded_model"]
@@ -60,10 +61,7 @@ def initial_weights(
     """
     base, model = seeded_model(model_name, seed, dataset_spec, lora=lora, **model_kwargs)
     del base
-    if lora is None:
-        state = model.state_dict()
-    else:
-        state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    state = returned_state(model, trainable_only=lora is not None)
     return {name: _to_numpy(tensor) for name, tensor in state.items()}
 
 
